@@ -1,0 +1,228 @@
+"""The REST client a kernel uses: submit calls, follow tasks, fetch results.
+
+It speaks only HTTP to the server extension (``requests``), so a kernel never
+imports server or worker code. Results and remote exceptions come back as dill;
+a remote exception is re-raised with the remote traceback chained to it, the way
+``concurrent.futures`` shows a process pool's errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from typing import Any, Callable, Iterable
+
+import requests
+
+from ..payload import calling_context, dumps_call
+from ..status import FINAL, TaskStatus
+
+LONG_POLL = 30.0
+
+
+class TaskqError(RuntimeError):
+    """The server refused a request; the message is the server's."""
+
+    def __init__(self, status_code: int, message: str):
+        super().__init__(f"{message} (HTTP {status_code})")
+        self.status_code = status_code
+        self.server_message = message
+
+
+class TaskFailed(RuntimeError):
+    """A task ended without a result (FAILED, TIMEOUT, CANCELLED or EXPIRED)."""
+
+    def __init__(self, task: dict):
+        error = task.get("error") or {}
+        detail = f": {error.get('type')}: {error.get('message')}" if error else ""
+        super().__init__(f"task {task.get('name') or task['id']} ended {task['status']}{detail}")
+        self.task = task
+        self.status = task["status"]
+        self.error = error
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text from the worker, shown under the re-raised exception."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, session: requests.Session | None = None):
+        self.url = url.rstrip("/") + "/"
+        self.api = self.url + "taskq/api/"
+        self.session = session or requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"token {token}"
+
+    # -- HTTP -------------------------------------------------------------
+    def _request(self, method: str, path: str, expect=(200, 201, 204), **kwargs) -> requests.Response:
+        response = self.session.request(method, self.api + path, **kwargs)
+        if response.status_code not in expect:
+            try:
+                message = response.json().get("message") or response.reason
+            except ValueError:
+                message = response.text[:500] or response.reason
+            raise TaskqError(response.status_code, message)
+        return response
+
+    # -- submitting -------------------------------------------------------
+    def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, *, name: str | None = None,
+               gpu: int = 0, max_retries: int | None = None, retry_delay: float | None = None,
+               retry_backoff: float | None = None, timeout: float | None = None, expires: float | None = None,
+               priority: int = 0, callback_url: str | None = None) -> "TaskHandle":
+        """Queue ``fn(*args, **kwargs)``; task options never mix with the function's own arguments."""
+        options = _options(name=name or getattr(fn, "__name__", None), gpu=gpu, max_retries=max_retries,
+                           retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
+                           expires=expires, priority=priority, callback_url=callback_url)
+        data = dumps_call(fn, tuple(args), kwargs)
+        task = self._request("POST", "tasks", params=options, data=data,
+                             headers={"Content-Type": "application/octet-stream"}).json()
+        return TaskHandle(task["id"], client=self, info=task)
+
+    def submit_many(self, fn: Callable, arg_list: Iterable, **options) -> list["TaskHandle"]:
+        """One task per item of ``arg_list`` (a tuple is unpacked), sent in one request."""
+        context = calling_context()
+        opts = _options(**{"name": getattr(fn, "__name__", None), **options})
+        items = []
+        for item in arg_list:
+            args = item if isinstance(item, tuple) else (item,)
+            payload = dumps_call(fn, args, None, context=context)
+            items.append({"payload": base64.b64encode(payload).decode(), **opts})
+        if not items:
+            return []
+        tasks = self._request("POST", "tasks/batch", json={"tasks": items}).json()["tasks"]
+        return [TaskHandle(t["id"], client=self, info=t) for t in tasks]
+
+    # -- reading and acting -----------------------------------------------
+    def get(self, task_id: str, wait: float = 0) -> dict:
+        return self._request("GET", f"tasks/{task_id}", params={"wait": wait} if wait else None).json()
+
+    def list(self, status: str | Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> dict:
+        if status is not None and not isinstance(status, str):
+            status = ",".join(status)
+        params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}
+        return self._request("GET", "tasks", params=params).json()
+
+    def cancel(self, task_ids: str | Iterable[str]) -> dict:
+        ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
+        return self._request("POST", "tasks/cancel", json={"task_ids": ids}).json()
+
+    def retry(self, task_id: str) -> "TaskHandle":
+        task = self._request("POST", f"tasks/{task_id}/retry").json()
+        return TaskHandle(task["id"], client=self, info=task)
+
+    def delete(self, task_id: str) -> None:
+        self._request("DELETE", f"tasks/{task_id}")
+
+    def stats(self) -> dict:
+        return self._request("GET", "stats").json()
+
+    def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> list[dict]:
+        """Block until every task has finished; returns their JSON."""
+        ids = list(task_ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            chunk = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            reply = self._request("POST", "tasks/wait", json={"task_ids": ids, "timeout": chunk}).json()
+            if reply["done"]:
+                return reply["tasks"]
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{sum(t['status'] not in FINAL for t in reply['tasks'])} task(s) still unfinished")
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """The task's return value, waiting for it; re-raises the task's exception."""
+        import dill
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            chunk = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            response = self._request("GET", f"tasks/{task_id}/result", expect=(200, 409), params={"wait": chunk})
+            if response.status_code == 200:
+                return dill.loads(response.content)
+            task = self.get(task_id)
+            if task["status"] in FINAL:
+                self._raise_for(task)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} is still {task['status']} after {timeout} s")
+
+    def _raise_for(self, task: dict) -> None:
+        error = task.get("error") or {}
+        remote_tb = RemoteTraceback(error["traceback"]) if error.get("traceback") else None
+        if task["status"] == TaskStatus.FAILED:
+            exc = self._remote_exception(task["id"])
+            if exc is not None:
+                raise exc from remote_tb
+        raise TaskFailed(task) from remote_tb
+
+    def _remote_exception(self, task_id: str) -> BaseException | None:
+        import dill
+
+        response = self.session.get(self.api + f"tasks/{task_id}/exception")
+        if response.status_code != 200:
+            return None
+        try:
+            exc = dill.loads(response.content)
+        except Exception:  # its class may not exist here
+            return None
+        return exc if isinstance(exc, BaseException) else None
+
+
+def _options(**options) -> dict:
+    return {k: v for k, v in options.items() if v is not None and not (k == "priority" and v == 0)}
+
+
+class TaskHandle:
+    """One submitted task; also made from a bare id in a fresh kernel."""
+
+    def __init__(self, task_id: str, client: Client | None = None, info: dict | None = None):
+        self.id = task_id
+        self.client = client or connect()
+        self._info = info
+
+    def info(self) -> dict:
+        self._info = self.client.get(self.id)
+        return self._info
+
+    def status(self) -> TaskStatus:
+        return TaskStatus(self.info()["status"])
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.client.result(self.id, timeout)
+
+    def wait(self, timeout: float | None = None) -> TaskStatus:
+        self._info = self.client.wait([self.id], timeout)[0]
+        return TaskStatus(self._info["status"])
+
+    def cancel(self) -> bool:
+        return self.id in self.client.cancel([self.id])["cancelled"]
+
+    def retry(self) -> "TaskHandle":
+        return self.client.retry(self.id)
+
+    def __repr__(self) -> str:
+        status = self._info["status"] if self._info else "?"
+        return f"<TaskHandle {self.id} {status}>"
+
+
+_default_client: Client | None = None
+
+
+def connect(url: str | None = None, token: str | None = None) -> Client:
+    """A client for the taskq server at ``url`` (default ``$JUPYTER_TASKQ_URL`` / ``$JUPYTER_TASKQ_TOKEN``)."""
+    global _default_client
+    url = url or os.environ.get("JUPYTER_TASKQ_URL")
+    token = token if token is not None else os.environ.get("JUPYTER_TASKQ_TOKEN")
+    if not url:
+        if _default_client is not None:
+            return _default_client
+        raise RuntimeError("no jupyter-taskq server given: call jupyter_taskq.connect(url, token) "
+                           "or set JUPYTER_TASKQ_URL and JUPYTER_TASKQ_TOKEN")
+    _default_client = Client(url, token)
+    return _default_client

@@ -1,0 +1,95 @@
+"""The Huey side of the queue: one Huey queue per pool in the state SQLite file.
+
+Huey registers tasks by module path, so a notebook's function cannot be a Huey
+task. Instead every pool has one registered Huey task, ``attempt(task_id)``, and
+the payload lives in the state directory. Huey gives us the durable queue,
+priorities, ``expires``, and retries with delay and backoff (through its
+schedule); our store keeps what users see. The server only enqueues; the worker
+installs the function that runs an attempt with :func:`set_attempt_runner`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Callable
+
+from huey import SqliteHuey
+from huey.storage import SqliteStorage
+
+from .statedir import StateDir
+
+CPU_POOL = "cpu"
+GPU_POOL = "gpu"
+POOLS = (CPU_POOL, GPU_POOL)
+
+_attempt_runner: Callable | None = None
+
+
+def set_attempt_runner(runner: Callable) -> None:
+    """Install ``runner(task_id, huey_task)``, called by Huey for each dequeued attempt."""
+    global _attempt_runner
+    _attempt_runner = runner
+
+
+def _run_attempt(task_id: str, task=None):
+    if _attempt_runner is None:  # only a worker runs attempts
+        raise RuntimeError("no attempt runner installed in this process")
+    return _attempt_runner(task_id, task)
+
+
+class _Storage(SqliteStorage):
+    """Huey's SQLite storage with WAL and ``synchronous=NORMAL``: durable across process
+    kills, without an fsync per commit."""
+
+    def _create_connection(self):
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=NORMAL")
+        return conn
+
+
+class _Huey(SqliteHuey):
+    storage_class = _Storage
+
+
+def open_queue(state: StateDir, pool: str) -> SqliteHuey:
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}")
+    huey = _Huey(name=pool, filename=str(state.db), results=False, timeout=60, journal_mode="wal")
+    huey.attempt = huey.task(name="attempt", context=True)(_run_attempt)
+    return huey
+
+
+def enqueue_attempt(
+    huey: SqliteHuey,
+    task_id: str,
+    *,
+    retries: int,
+    retry_delay: float = 0,
+    retry_backoff: float = 1,
+    priority: int = 0,
+    expires_at: float | None = None,
+    delay: float | None = None,
+) -> None:
+    """Put one attempt (and the retries left after it) for ``task_id`` on ``huey``'s queue."""
+    eta = None
+    if delay:
+        eta = _utc_naive(datetime.datetime.now(datetime.timezone.utc).timestamp() + delay)
+    task = huey.attempt.task_class(
+        (task_id,),
+        {},
+        eta=eta,
+        retries=retries,
+        retry_delay=retry_delay or 0,
+        retry_backoff=retry_backoff if retry_backoff and retry_backoff != 1 else None,
+        priority=priority,
+        expires=_utc_naive(expires_at) if expires_at else None,
+    )
+    if eta is not None:
+        huey.add_schedule(task)
+    else:
+        huey.enqueue(task)
+
+
+def _utc_naive(ts: float) -> datetime.datetime:
+    # Huey (utc=True) compares naive UTC datetimes.
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,76 @@
+"""Catching what Huey cannot: attempts whose worker died, and tasks that waited too long.
+
+Huey removes a message when a worker dequeues it, so a worker that dies mid-task
+takes the task with it. Our store still says RUNNING, with the worker instance
+that claimed it. A task is lost when that instance no longer heartbeats (or a new
+instance of the same worker has registered): it is put back as a new attempt, or
+FAILED with "worker lost" once its retries are spent. Every step is a conditional
+transition, so the server and the worker supervisor may both run this safely.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+from .queue import enqueue_attempt
+from .status import WAITING, TaskStatus
+from .store import TaskStore
+
+
+def retry_delay_for(task: dict) -> float:
+    """Delay before the attempt after ``task['attempt']``, with backoff."""
+    backoff = task.get("retry_backoff") or 1
+    return (task.get("retry_delay") or 0) * backoff ** max(0, task["attempt"] - 1)
+
+
+def fail_or_requeue(store: TaskStore, queues: Mapping, task: dict, error: dict) -> TaskStatus | None:
+    """End a RUNNING attempt that did not finish by itself: RETRY with a new attempt queued, or FAILED."""
+    retries_left = task["max_retries"] + 1 - task["attempt"]
+    if retries_left > 0:
+        if not store.transition(task["id"], TaskStatus.RETRY, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
+            return None
+        enqueue_attempt(
+            queues[task["pool"]], task["id"], retries=retries_left - 1,
+            retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
+            priority=task["priority"], delay=retry_delay_for(task),
+        )
+        return TaskStatus.RETRY
+    if store.transition(task["id"], TaskStatus.FAILED, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
+        return TaskStatus.FAILED
+    return None
+
+
+def recover_lost_tasks(store: TaskStore, queues: Mapping, stale_after: float,
+                       on_change: Callable[[str], None] = lambda task_id: None) -> list[str]:
+    now = time.time()
+    workers = {w["name"]: w for w in store.workers()}
+    changed = []
+    for task in store.running():
+        worker = workers.get(task["worker"])
+        alive = (
+            worker is not None
+            and worker["instance"] == task["worker_instance"]
+            and (worker["heartbeat_at"] or 0) >= now - stale_after
+        )
+        if alive:
+            continue
+        error = {
+            "type": "WorkerLost",
+            "message": f"worker lost: {task['worker']} stopped while running attempt {task['attempt']}",
+            "traceback": None,
+        }
+        if fail_or_requeue(store, queues, task, error):
+            changed.append(task["id"])
+            on_change(task["id"])
+    return changed
+
+
+def expire_overdue_tasks(store: TaskStore, on_change: Callable[[str], None] = lambda task_id: None) -> list[str]:
+    expired = []
+    for task_id in store.overdue_waiting(time.time()):
+        error = {"type": "Expired", "message": "not started before its expiry time", "traceback": None}
+        if store.transition(task_id, TaskStatus.EXPIRED, WAITING, error=error):
+            expired.append(task_id)
+            on_change(task_id)
+    return expired

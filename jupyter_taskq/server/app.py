@@ -1,0 +1,149 @@
+"""The Jupyter server extension: configuration, REST routes, and the worker supervisor.
+
+Configure with ``c.TaskQueue.<option>`` in ``jupyter_server_config.py`` or
+``--TaskQueue.<option>=...`` on the command line. On start the extension opens
+the queue in the state directory, re-queues anything a crash left unqueued,
+starts ``jupyter taskq worker`` as a child process (restarted if it dies), and
+sweeps for lost and expired tasks and expired results in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, Float, Int, List, Unicode, Union, default, validate
+
+from ..doorbell import events_bell
+from ..gpus import parse_gpus
+from ..queue import POOLS, open_queue
+from ..recovery import expire_overdue_tasks, recover_lost_tasks
+from ..statedir import StateDir, default_state_dir
+from ..store import SqliteTaskStore
+from .changes import ChangeFeed
+from .handlers import handlers
+from .service import TaskService
+
+SWEEP_MS = 1000
+RESULT_SWEEP_S = 60
+
+
+class TaskQueue(ExtensionApp):
+    """jupyter-taskq: a persistent GPU-aware task queue for notebooks."""
+
+    name = "jupyter_taskq"
+
+    state_dir = Unicode(
+        "", config=True,
+        help="Directory for the queue database, payloads, results and logs (created 0700). "
+             "Default: <jupyter data dir>/taskq.",
+    )
+    gpus = Union(
+        [Unicode(), List(Int())], default_value="auto", config=True,
+        help='GPUs to run workers on: "auto" (detect with NVML or nvidia-smi), a list such as [0, 1], '
+             'or [] for none. Each GPU gets workers_per_gpu workers pinned with CUDA_VISIBLE_DEVICES.',
+    )
+    workers_per_gpu = Int(1, config=True, help="Worker processes per GPU (each runs one task at a time).")
+    cpu_workers = Int(2, config=True, help="Worker processes for tasks that ask for no GPU (they see no GPU).")
+    max_retries = Int(3, config=True, help="Retries of a failing task unless it sets its own max_retries.")
+    retry_delay = Float(0.0, config=True, help="Seconds before a failed task's next attempt (default for tasks).")
+    retry_backoff = Float(1.0, config=True, help="Multiplier applied to retry_delay after each failed attempt (>= 1).")
+    result_ttl = Float(24 * 3600.0, config=True,
+                       help="Seconds a finished task's result and payload are kept (default 24 h).")
+    heartbeat_timeout = Float(10.0, config=True,
+                              help="Seconds without a worker heartbeat after which its running task is re-queued.")
+    kill_grace = Float(2.0, config=True, help="Seconds between SIGTERM and SIGKILL when cancelling or timing out.")
+    start_workers = Bool(True, config=True,
+                         help="Start and supervise local workers. Set False when workers run on their own "
+                              "(`jupyter taskq worker`).")
+    max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return str(default_state_dir())
+
+    @validate("gpus")
+    def _validate_gpus(self, proposal):
+        value = proposal["value"]
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = json.loads(value)
+        if value == "auto":
+            return value
+        try:
+            return parse_gpus(value)
+        except ValueError as exc:
+            from traitlets import TraitError
+
+            raise TraitError(f"TaskQueue.gpus: {exc}") from None
+
+    # -- set-up -----------------------------------------------------------
+    def initialize_settings(self):
+        self.state = StateDir.create(self.state_dir)
+        self.device_list = parse_gpus(self.gpus)
+        self.store = SqliteTaskStore(self.state.db)
+        self.queues = {pool: open_queue(self.state, pool) for pool in POOLS}
+        self.changes = ChangeFeed(events_bell(self.state.bells))
+        self.service = TaskService(
+            self.state, self.store, self.queues, gpus=self.device_list, workers_per_gpu=self.workers_per_gpu,
+            cpu_workers=self.cpu_workers, max_retries=self.max_retries, retry_delay=self.retry_delay,
+            retry_backoff=self.retry_backoff, result_ttl=self.result_ttl, on_change=self.changes.notify,
+        )
+        self.settings.update(taskq_service=self.service, taskq_changes=self.changes,
+                             taskq_max_payload=self.max_payload_size)
+        self._supervisor: subprocess.Popen | None = None
+        self._sweeper: PeriodicCallback | None = None
+        self.log.info("jupyter-taskq: state in %s, GPUs %s, %d CPU workers", self.state.root, self.device_list,
+                      self.cpu_workers)
+
+    def initialize_handlers(self):
+        self.handlers.extend(handlers(self.serverapp.base_url))
+
+    async def _start_jupyter_server_extension(self, serverapp):
+        self.changes.start()
+        requeued = self.service.reconcile()
+        if requeued:
+            self.log.warning("jupyter-taskq: re-queued %d waiting task(s) that had no queue entry", len(requeued))
+        if self.start_workers:
+            self._start_supervisor()
+        self._sweep_count = 0
+        self._sweeper = PeriodicCallback(self._sweep, SWEEP_MS)
+        self._sweeper.start()
+
+    def _start_supervisor(self) -> None:
+        cmd = [sys.executable, "-m", "jupyter_taskq.worker", "--state-dir", str(self.state.root),
+               "--gpus", ",".join(map(str, self.device_list)), "--workers-per-gpu", str(self.workers_per_gpu),
+               "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
+               "--kill-grace", str(self.kill_grace), "--die-with-parent"]
+        self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        self.log.info("jupyter-taskq: worker supervisor started (pid %d)", self._supervisor.pid)
+
+    def _sweep(self) -> None:
+        """Once a second: keep the supervisor alive, recover lost tasks, expire overdue ones."""
+        try:
+            if self.start_workers and self._supervisor is not None and self._supervisor.poll() is not None:
+                self.log.warning("jupyter-taskq: worker supervisor exited (%s); restarting", self._supervisor.returncode)
+                self._start_supervisor()
+            recover_lost_tasks(self.store, self.queues, self.heartbeat_timeout, self.changes.notify)
+            expire_overdue_tasks(self.store, self.changes.notify)
+            self._sweep_count += 1
+            if self._sweep_count % RESULT_SWEEP_S == 0:
+                self.service.expire_old_results()
+        except Exception:  # never let a sweep error stop the sweeps
+            self.log.exception("jupyter-taskq: background sweep failed")
+
+    async def stop_extension(self):
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        self.changes.stop()
+        proc = self._supervisor
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            loop = asyncio.get_running_loop()
+            try:
+                await asyncio.wait_for(loop.run_in_executor(None, proc.wait), self.kill_grace + 10)
+            except asyncio.TimeoutError:
+                proc.kill()

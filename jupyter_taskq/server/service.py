@@ -1,0 +1,353 @@
+"""The one domain API behind every REST handler: submit, look up, cancel, retry, delete.
+
+Handlers stay thin: they parse HTTP and call this. Every refusal is a
+:class:`ServiceError` that carries its HTTP status and a message that says what
+was wrong, so a client never sees a bare 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from ..doorbell import Doorbell
+from ..payload import PayloadError, read_header
+from ..queue import CPU_POOL, GPU_POOL, enqueue_attempt
+from ..statedir import StateDir, create_private_file
+from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
+from ..store import TaskStore
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, message: str, reason: str = "bad request"):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def bad_request(message: str) -> ServiceError:
+    return ServiceError(400, message, "bad request")
+
+
+def not_found(task_id: str) -> ServiceError:
+    return ServiceError(404, f"no task with id {task_id!r}", "not found")
+
+
+def conflict(message: str) -> ServiceError:
+    return ServiceError(409, message, "conflict")
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _as_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise bad_request(f"option {name!r} must be an integer, got {value!r}") from None
+    if not isinstance(value, int):
+        raise bad_request(f"option {name!r} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise bad_request(f"option {name!r} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise bad_request(f"option {name!r} must be <= {maximum}, got {value}")
+    return value
+
+
+def _as_seconds(name: str, value: Any, allow_zero: bool = False) -> float | None:
+    if value is None or value == "" or value == "null":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise bad_request(f"option {name!r} must be a number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise bad_request(f"option {name!r} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise bad_request(f"option {name!r} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value}")
+    return float(value)
+
+
+OPTION_NAMES = ("name", "gpu", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "priority",
+                "callback_url", "result_ttl")
+
+
+class TaskService:
+    def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
+                 cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
+                 on_change: Callable[[str], None] = lambda task_id: None):
+        self.state = state
+        self.store = store
+        self.queues = queues
+        self.gpus = list(gpus)
+        self.gpu_slots = len(self.gpus) * workers_per_gpu
+        self.cpu_workers = cpu_workers
+        self.defaults = {"max_retries": max_retries, "retry_delay": retry_delay, "retry_backoff": retry_backoff,
+                         "result_ttl": result_ttl}
+        self.on_change = on_change
+        self._bells = {pool: Doorbell(state.bells / f"work-{pool}.fifo") for pool in queues}
+
+    # -- submission -------------------------------------------------------
+    def validate_options(self, raw: Mapping[str, Any]) -> dict:
+        unknown = sorted(set(raw) - set(OPTION_NAMES))
+        if unknown:
+            raise bad_request(f"unknown option(s) {', '.join(map(repr, unknown))}; known options: {', '.join(OPTION_NAMES)}")
+        opts: dict[str, Any] = {}
+        name = raw.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > 200):
+            raise bad_request("option 'name' must be a string of at most 200 characters")
+        opts["name"] = name or None
+        opts["gpu"] = _as_int("gpu", raw.get("gpu", 0) or 0, 0)
+        if opts["gpu"] > 1:
+            raise bad_request(f"a task can ask for at most 1 GPU (asked for {opts['gpu']}): each GPU worker is pinned "
+                              "to exactly one device")
+        if opts["gpu"] and self.gpu_slots == 0:
+            raise bad_request("this server has no GPU workers (TaskQueue.gpus is empty or no GPU was detected); "
+                              "submit with gpu=0 or configure c.TaskQueue.gpus")
+        if not opts["gpu"] and self.cpu_workers == 0:
+            raise bad_request("this server has no CPU workers (TaskQueue.cpu_workers = 0); submit with gpu=1")
+        retries = raw.get("max_retries")
+        opts["max_retries"] = self.defaults["max_retries"] if retries in (None, "") else _as_int("max_retries", retries, 0, 100)
+        delay = _as_seconds("retry_delay", raw.get("retry_delay"), allow_zero=True)
+        opts["retry_delay"] = self.defaults["retry_delay"] if delay is None else delay
+        backoff = _as_seconds("retry_backoff", raw.get("retry_backoff"))
+        opts["retry_backoff"] = self.defaults["retry_backoff"] if backoff is None else backoff
+        if opts["retry_backoff"] < 1:
+            raise bad_request("option 'retry_backoff' must be >= 1 (a multiplier of the retry delay)")
+        opts["timeout"] = _as_seconds("timeout", raw.get("timeout"))
+        opts["expires"] = _as_seconds("expires", raw.get("expires"))
+        ttl = _as_seconds("result_ttl", raw.get("result_ttl"), allow_zero=True)
+        opts["result_ttl"] = self.defaults["result_ttl"] if ttl is None else ttl
+        opts["priority"] = _as_int("priority", raw.get("priority", 0) or 0, -1_000_000, 1_000_000)
+        url = raw.get("callback_url")
+        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+            raise bad_request("option 'callback_url' must be an http:// or https:// URL")
+        opts["callback_url"] = url or None
+        return opts
+
+    def open_spool(self) -> tuple[Path, int]:
+        """A private file for an upload in progress (payloads are code)."""
+        path = self.state.spool / f"{uuid.uuid4().hex}.part"
+        return path, create_private_file(path)
+
+    def spool_bytes(self, data: bytes) -> Path:
+        path, fd = self.open_spool()
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
+
+    def submit(self, spooled: Path, options: dict, retry_of: str | None = None) -> dict:
+        """Take ownership of a spooled payload file and queue it; returns the task's JSON."""
+        try:
+            try:
+                with open(spooled, "rb") as stream:
+                    read_header(stream)
+            except PayloadError as exc:
+                raise bad_request(str(exc)) from None
+            task_id = str(uuid.uuid4())
+            os.replace(spooled, self.state.payload(task_id))
+        finally:
+            if spooled.exists():
+                spooled.unlink()
+        now = time.time()
+        pool = GPU_POOL if options["gpu"] else CPU_POOL
+        task = dict(options, id=task_id, status=TaskStatus.PENDING, pool=pool, created_at=now, updated_at=now,
+                    attempt=0, expires_at=now + options["expires"] if options["expires"] else None, retry_of=retry_of)
+        self.store.create(task)
+        self._enqueue_first_attempt(task)
+        return self.to_json(self.store.get(task_id))
+
+    def _enqueue_first_attempt(self, task: dict) -> None:
+        enqueue_attempt(self.queues[task["pool"]], task["id"], retries=task["max_retries"],
+                        retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
+                        priority=task["priority"], expires_at=task["expires_at"])
+        self._bells[task["pool"]].ring()
+
+    def reconcile(self) -> list[str]:
+        """Queue again any waiting task that has no Huey message (a crash between two writes)."""
+        queued = set()
+        for huey in self.queues.values():
+            for message in [*huey.pending(), *huey.scheduled()]:
+                if message.args:
+                    queued.add(message.args[0])
+        requeued = []
+        offset = 0
+        while True:
+            batch = self.store.list(WAITING, limit=1000, offset=offset)
+            if not batch:
+                break
+            for task in batch:
+                if task["id"] not in queued:
+                    enqueue_attempt(self.queues[task["pool"]], task["id"],
+                                    retries=max(0, task["max_retries"] - task["attempt"]),
+                                    retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
+                                    priority=task["priority"], expires_at=task["expires_at"])
+                    self._bells[task["pool"]].ring()
+                    requeued.append(task["id"])
+            offset += len(batch)
+        return requeued
+
+    # -- reading ----------------------------------------------------------
+    def get_task(self, task_id: str) -> dict:
+        task = self.store.get(task_id)
+        if task is None:
+            raise not_found(task_id)
+        return task
+
+    def get(self, task_id: str) -> dict:
+        return self.to_json(self.get_task(task_id))
+
+    def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> dict:
+        statuses = list(statuses or [])
+        valid = {s.value for s in TaskStatus}
+        bad = [s for s in statuses if s not in valid]
+        if bad:
+            raise bad_request(f"unknown status {bad[0]!r}; statuses are {', '.join(sorted(valid))}")
+        if not 1 <= limit <= 1000:
+            raise bad_request("'limit' must be between 1 and 1000")
+        if offset < 0:
+            raise bad_request("'offset' must be >= 0")
+        stats = self.task_stats()
+        tasks = [self.to_json(t, stats) for t in self.store.list(statuses, limit, offset)]
+        return {"tasks": tasks, "total": self.store.count(statuses), "limit": limit, "offset": offset}
+
+    def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
+        stats = self.task_stats()
+        found = {t["id"]: t for t in self.store.list(None, limit=len(task_ids) or 1, ids=task_ids)}
+        return [self.to_json(found[i], stats) if i in found else {"id": i, "status": None, "error": "not found"}
+                for i in task_ids]
+
+    def is_final(self, task_ids: list[str]) -> bool:
+        return all(t["status"] in FINAL or t["status"] is None for t in self.tasks_by_id(task_ids))
+
+    def alive_workers(self) -> list[dict]:
+        horizon = time.time() - 10
+        return [w for w in self.store.workers() if (w["heartbeat_at"] or 0) >= horizon]
+
+    def task_stats(self) -> dict:
+        return {"queue_depth": sum(self.store.waiting_by_pool().values()), "active_workers": len(self.alive_workers())}
+
+    def stats(self) -> dict:
+        waiting = self.store.waiting_by_pool()
+        now = time.time()
+        workers = [
+            {"name": w["name"], "pool": w["pool"], "device": w["device"], "host": w["host"], "pid": w["pid"],
+             "state": w["state"], "busy": w["state"] == "busy", "current_task": w["current_task"],
+             "last_heartbeat": iso(w["heartbeat_at"]), "alive": (w["heartbeat_at"] or 0) >= now - 10,
+             "started_at": iso(w["started_at"])}
+            for w in self.store.workers()
+        ]
+        return {
+            "queue_depth": {pool: waiting.get(pool, 0) for pool in self.queues},
+            "workers": workers,
+            "counts": self.store.counts_by_status(),
+            "gpus": self.gpus,
+        }
+
+    def to_json(self, task: dict, stats: dict | None = None) -> dict:
+        return {
+            "id": task["id"], "name": task["name"], "status": task["status"],
+            "created_at": iso(task["created_at"]), "started_at": iso(task["started_at"]),
+            "ended_at": iso(task["ended_at"]), "updated_at": iso(task["updated_at"]),
+            "attempt": task["attempt"], "max_retries": task["max_retries"], "gpu": task["gpu"],
+            "worker": task["worker"], "timeout": task["timeout"], "expires": task["expires"],
+            "priority": task["priority"], "callback_url": task["callback_url"], "retry_of": task["retry_of"],
+            "outputs": [], "error": task["error"], "progress": task["progress"],
+            "result": {"available": task["status"] == TaskStatus.COMPLETE and not task["result_expired"],
+                       "size": task["result_size"], "expired": bool(task["result_expired"])},
+            "stats": stats if stats is not None else self.task_stats(),
+        }
+
+    # -- actions ----------------------------------------------------------
+    def cancel(self, task_ids: Any) -> dict:
+        if not isinstance(task_ids, list) or not all(isinstance(i, str) for i in task_ids):
+            raise bad_request('"task_ids" must be a list of task id strings')
+        cancelled, not_cancelled = [], []
+        for task_id in dict.fromkeys(task_ids):
+            outcome = self._cancel_one(task_id)
+            if outcome is None:
+                cancelled.append(task_id)
+                self.on_change(task_id)
+            else:
+                not_cancelled.append({"id": task_id, "reason": outcome})
+        return {"cancelled": cancelled, "not_cancelled": not_cancelled}
+
+    def _cancel_one(self, task_id: str) -> str | None:
+        """None when cancelled (or being killed); otherwise why not."""
+        for _ in range(3):  # the status may move under us (a worker claims it): look again
+            task = self.store.get(task_id)
+            if task is None:
+                return "no such task"
+            status = TaskStatus(task["status"])
+            if status not in CANCELLABLE:
+                return f"already {status}"
+            if status in WAITING:
+                error = {"type": "Cancelled", "message": "cancelled before it ran", "traceback": None}
+                if self.store.transition(task_id, TaskStatus.CANCELLED, WAITING, error=error):
+                    return None
+            elif self.store.request_cancel(task_id):
+                return None  # the worker kills the attempt within a second and records CANCELLED
+        return "its status kept changing; try again"
+
+    def retry(self, task_id: str) -> dict:
+        task = self.get_task(task_id)
+        if task["status"] not in FINAL:
+            raise conflict(f"task {task_id} is {task['status']}; only a finished task can be retried")
+        source = self.state.payload(task_id)
+        if not source.exists():
+            raise ServiceError(410, f"the payload of task {task_id} has been removed", "gone")
+        spooled, fd = self.open_spool()
+        os.close(fd)
+        spooled.unlink()
+        try:
+            os.link(source, spooled)
+        except OSError:
+            shutil.copyfile(source, spooled)
+        options = {k: task[k] for k in OPTION_NAMES}
+        return self.submit(spooled, options, retry_of=task_id)
+
+    def delete(self, task_id: str) -> None:
+        task = self.get_task(task_id)
+        if task["status"] not in FINAL:
+            raise conflict(f"task {task_id} is {task['status']}; cancel it before deleting it")
+        self.store.delete(task_id)
+        for path in self.state.task_files(task_id):
+            path.unlink(missing_ok=True)
+        self.on_change(task_id)
+
+    def result_path(self, task_id: str) -> Path:
+        task = self.get_task(task_id)
+        if task["status"] != TaskStatus.COMPLETE:
+            raise conflict(f"task {task_id} is {task['status']}; its result is available once it is COMPLETE")
+        path = self.state.result(task_id)
+        if task["result_expired"] or not path.exists():
+            raise ServiceError(410, f"the result of task {task_id} has expired (result TTL)", "gone")
+        return path
+
+    def error_pickle_path(self, task_id: str) -> Path:
+        self.get_task(task_id)
+        path = self.state.error_pickle(task_id)
+        if not path.exists():
+            raise ServiceError(404, f"task {task_id} has no pickled exception", "not found")
+        return path
+
+    def expire_old_results(self) -> int:
+        ids = self.store.results_older_than(time.time())
+        for task_id in ids:
+            for path in (self.state.result(task_id), self.state.payload(task_id), self.state.error_pickle(task_id)):
+                path.unlink(missing_ok=True)
+            self.store.update_fields(task_id, result_expired=1)
+        return len(ids)

@@ -1,0 +1,79 @@
+"""Where the queue keeps its files, all user-only, because payloads are code.
+
+One state directory holds the SQLite database (Huey's queue and our task table),
+the payloads, results, pickled exceptions and logs of tasks, the upload spool and
+the doorbell FIFOs that wake workers and the server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def default_state_dir() -> Path:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "taskq"
+
+
+def make_private_dir(path: Path) -> Path:
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def create_private_file(path: Path) -> int:
+    """Open a new file for writing that only its owner can read (returns an fd)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    @classmethod
+    def create(cls, root: str | os.PathLike | None = None) -> "StateDir":
+        state = cls(Path(root) if root else default_state_dir())
+        make_private_dir(state.root)
+        for sub in ("payloads", "results", "logs", "spool", "bells"):
+            make_private_dir(state.root / sub)
+        if not state.db.exists():
+            os.close(os.open(state.db, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        return state
+
+    @property
+    def db(self) -> Path:
+        return self.root / "taskq.db"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def bells(self) -> Path:
+        return self.root / "bells"
+
+    def payload(self, task_id: str) -> Path:
+        return self.root / "payloads" / f"{task_id}.payload"
+
+    def result(self, task_id: str) -> Path:
+        return self.root / "results" / f"{task_id}.result"
+
+    def error(self, task_id: str) -> Path:
+        """The last attempt's error as JSON; its pickled exception sits beside it (``.pickle``)."""
+        return self.root / "results" / f"{task_id}.error"
+
+    def error_pickle(self, task_id: str) -> Path:
+        return self.root / "results" / f"{task_id}.error.pickle"
+
+    def log(self, task_id: str) -> Path:
+        return self.root / "logs" / f"{task_id}.log"
+
+    def task_files(self, task_id: str) -> list[Path]:
+        return [self.payload(task_id), self.result(task_id), self.error(task_id), self.error_pickle(task_id),
+                self.log(task_id)]

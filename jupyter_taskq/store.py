@@ -1,0 +1,325 @@
+"""The task state users see, behind one small storage contract.
+
+Huey holds the queue; this store holds what Huey does not: each task's status,
+attempts, timings, worker, error and progress, and the workers' heartbeats. Every
+change of status is one conditional UPDATE (``... WHERE status IN (...)``), so two
+processes racing on a task (a worker claiming it while the server cancels it, two
+reapers) can never both win. ``SqliteTaskStore`` shares the SQLite file with Huey;
+a Redis store is one more class with the same methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import sqlite3
+import threading
+import time
+from typing import Any, Iterable
+
+from .status import FINAL, WAITING, TaskStatus
+
+#: Columns holding JSON text.
+_JSON_COLUMNS = ("error", "progress")
+
+TASK_COLUMNS = (
+    "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
+    "attempt", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "expires_at",
+    "priority", "callback_url", "worker", "worker_instance", "error", "progress", "cancel_requested",
+    "retry_of", "result_ttl", "result_size", "result_expired",
+)
+
+
+class TaskStore(abc.ABC):
+    """What the server, the workers and the reaper need from task state."""
+
+    @abc.abstractmethod
+    def create(self, task: dict) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, task_id: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
+             ids: Iterable[str] | None = None) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def count(self, statuses: Iterable[str] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def counts_by_status(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def waiting_by_pool(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def transition(self, task_id: str, to: TaskStatus, only_from: Iterable[TaskStatus],
+                   attempt: int | None = None, **fields: Any) -> bool:
+        """Set ``to`` (and ``fields``) only if the task is in ``only_from`` (and at ``attempt``)."""
+
+    @abc.abstractmethod
+    def claim(self, task_id: str, worker: str, worker_instance: str) -> dict | None:
+        """A waiting task becomes RUNNING on this worker as its next attempt; None if not waiting."""
+
+    @abc.abstractmethod
+    def release(self, task_id: str, attempt: int) -> bool:
+        """A RUNNING attempt interrupted by a worker's shutdown goes back to PENDING, uncounted."""
+
+    @abc.abstractmethod
+    def request_cancel(self, task_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def cancel_requested(self, task_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def update_fields(self, task_id: str, **fields: Any) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, task_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def running(self) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def overdue_waiting(self, now: float) -> list[str]:
+        """Waiting tasks whose ``expires_at`` has passed."""
+
+    @abc.abstractmethod
+    def results_older_than(self, ended_before: float) -> list[str]: ...
+
+    # Workers
+    @abc.abstractmethod
+    def register_worker(self, worker: dict) -> None: ...
+
+    @abc.abstractmethod
+    def heartbeat(self, name: str, instance: str, state: str, current_task: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def workers(self) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def remove_worker(self, name: str, instance: str | None = None) -> None: ...
+
+
+_SCHEMA = """
+create table if not exists taskq_tasks (
+    seq integer primary key autoincrement,
+    id text not null unique,
+    name text, status text not null, pool text not null, gpu integer not null default 0,
+    created_at real not null, started_at real, ended_at real, updated_at real not null,
+    attempt integer not null default 0, max_retries integer not null default 3,
+    retry_delay real not null default 0, retry_backoff real not null default 1,
+    timeout real, expires real, expires_at real, priority integer not null default 0,
+    callback_url text, worker text, worker_instance text, error text, progress text,
+    cancel_requested integer not null default 0, retry_of text,
+    result_ttl real, result_size integer, result_expired integer not null default 0
+);
+create index if not exists taskq_tasks_status on taskq_tasks (status);
+create table if not exists taskq_workers (
+    name text primary key, instance text not null, pool text not null, device text,
+    host text, pid integer, started_at real, heartbeat_at real, state text, current_task text
+);
+"""
+
+
+class SqliteTaskStore(TaskStore):
+    """Task state in the queue's own SQLite file (WAL, so readers never block writers)."""
+
+    def __init__(self, path: str, timeout: float = 60.0):
+        self.path = str(path)
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            _set_wal(self._conn, timeout)
+            self._conn.execute("pragma synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- helpers ----------------------------------------------------------
+    def _rows(self, sql: str, params: Iterable = ()) -> list[dict]:
+        with self._lock:
+            return [_row_to_task(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
+
+    def _write(self, sql: str, params: Iterable = ()) -> int:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).rowcount
+
+    # -- tasks ------------------------------------------------------------
+    def create(self, task: dict) -> None:
+        cols = [c for c in TASK_COLUMNS if c in task]
+        values = [_to_db(c, task[c]) for c in cols]
+        self._write(
+            f"insert into taskq_tasks ({', '.join(cols)}) values ({', '.join('?' * len(cols))})", values
+        )
+
+    def get(self, task_id: str) -> dict | None:
+        rows = self._rows("select * from taskq_tasks where id = ?", (task_id,))
+        return rows[0] if rows else None
+
+    def list(self, statuses=None, limit=50, offset=0, ids=None) -> list[dict]:
+        where, params = _filters(statuses, ids)
+        return self._rows(
+            f"select * from taskq_tasks {where} order by seq desc limit ? offset ?", [*params, limit, offset]
+        )
+
+    def count(self, statuses=None) -> int:
+        where, params = _filters(statuses, None)
+        with self._lock:
+            return self._conn.execute(f"select count(*) from taskq_tasks {where}", params).fetchone()[0]
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute("select status, count(*) from taskq_tasks group by status").fetchall()
+        counts = {s.value: 0 for s in TaskStatus}
+        counts.update({status: n for status, n in rows})
+        return counts
+
+    def waiting_by_pool(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select pool, count(*) from taskq_tasks where status in (?, ?) group by pool",
+                [s.value for s in WAITING],
+            ).fetchall()
+        return {pool: n for pool, n in rows}
+
+    def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
+        now = time.time()
+        fields.setdefault("updated_at", now)
+        if to in FINAL:
+            fields.setdefault("ended_at", now)
+        sets = ["status = ?"] + [f"{k} = ?" for k in fields]
+        params: list[Any] = [str(to)] + [_to_db(k, v) for k, v in fields.items()]
+        sources = [str(s) for s in only_from]
+        sql = f"update taskq_tasks set {', '.join(sets)} where id = ? and status in ({', '.join('?' * len(sources))})"
+        params += [task_id, *sources]
+        if attempt is not None:
+            sql += " and attempt = ?"
+            params.append(attempt)
+        return self._write(sql, params) == 1
+
+    def claim(self, task_id, worker, worker_instance) -> dict | None:
+        now = time.time()
+        with self._lock:
+            row = self._conn.execute(
+                "update taskq_tasks set status = 'RUNNING', attempt = attempt + 1, worker = ?, "
+                "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0 "
+                "where id = ? and status in ('PENDING', 'RETRY') returning *",
+                (worker, worker_instance, now, now, task_id),
+            ).fetchone()
+        return _row_to_task(row) if row else None
+
+    def release(self, task_id, attempt) -> bool:
+        return self._write(
+            "update taskq_tasks set status = 'PENDING', attempt = attempt - 1, worker = null, "
+            "worker_instance = null, started_at = null, updated_at = ? "
+            "where id = ? and status = 'RUNNING' and attempt = ?",
+            (time.time(), task_id, attempt),
+        ) == 1
+
+    def request_cancel(self, task_id) -> bool:
+        return self._write(
+            "update taskq_tasks set cancel_requested = 1, updated_at = ? where id = ? and status = 'RUNNING'",
+            (time.time(), task_id),
+        ) == 1
+
+    def cancel_requested(self, task_id) -> bool:
+        with self._lock:
+            row = self._conn.execute("select cancel_requested from taskq_tasks where id = ?", (task_id,)).fetchone()
+        return bool(row and row[0])
+
+    def update_fields(self, task_id, **fields) -> None:
+        fields.setdefault("updated_at", time.time())
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._write(f"update taskq_tasks set {sets} where id = ?", [*(_to_db(k, v) for k, v in fields.items()), task_id])
+
+    def delete(self, task_id) -> bool:
+        return self._write("delete from taskq_tasks where id = ?", (task_id,)) == 1
+
+    def running(self) -> list[dict]:
+        return self._rows("select * from taskq_tasks where status = 'RUNNING'")
+
+    def overdue_waiting(self, now) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select id from taskq_tasks where status in ('PENDING', 'RETRY') and expires_at is not null "
+                "and expires_at < ?", (now,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def results_older_than(self, ended_before) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select id from taskq_tasks where result_expired = 0 and ended_at is not null "
+                "and ended_at < ? - coalesce(result_ttl, 0)", (ended_before,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- workers ----------------------------------------------------------
+    def register_worker(self, worker: dict) -> None:
+        cols = list(worker)
+        self._write(
+            f"insert or replace into taskq_workers ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
+            [worker[c] for c in cols],
+        )
+
+    def heartbeat(self, name, instance, state, current_task) -> None:
+        self._write(
+            "update taskq_workers set heartbeat_at = ?, state = ?, current_task = ? where name = ? and instance = ?",
+            (time.time(), state, current_task, name, instance),
+        )
+
+    def workers(self) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self._conn.execute("select * from taskq_workers order by name").fetchall()]
+
+    def remove_worker(self, name, instance=None) -> None:
+        if instance is None:
+            self._write("delete from taskq_workers where name = ?", (name,))
+        else:
+            self._write("delete from taskq_workers where name = ? and instance = ?", (name, instance))
+
+
+def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    # Switching a new database to WAL needs a write lock; retry while another process holds it.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("pragma journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _filters(statuses, ids) -> tuple[str, list]:
+    clauses, params = [], []
+    if statuses:
+        statuses = [str(s) for s in statuses]
+        clauses.append(f"status in ({', '.join('?' * len(statuses))})")
+        params += statuses
+    if ids is not None:
+        ids = list(ids)
+        clauses.append(f"id in ({', '.join('?' * len(ids))})" if ids else "0")
+        params += ids
+    return ("where " + " and ".join(clauses) if clauses else ""), params
+
+
+def _to_db(column: str, value: Any) -> Any:
+    if column in _JSON_COLUMNS and value is not None and not isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, TaskStatus):
+        return value.value
+    return value
+
+
+def _row_to_task(row: sqlite3.Row) -> dict:
+    task = dict(row)
+    task.pop("seq", None)
+    for column in _JSON_COLUMNS:
+        if task.get(column):
+            task[column] = json.loads(task[column])
+    return task

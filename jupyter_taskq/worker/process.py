@@ -1,0 +1,264 @@
+"""One worker: a process pinned to one GPU (or to none) that runs attempts one at a time.
+
+The loop asks Huey for the next message of its pool and lets ``huey.execute``
+apply expiry, revocation and retry scheduling; the attempt itself runs in a child
+process (:mod:`.runner`) so that cancel and timeout can kill it and a crash takes
+only that attempt. When the queue is empty the worker sleeps on its pool's
+doorbell, so it wakes the moment work arrives and burns nothing while idle.
+
+The worker never imports CUDA: forked children that use CUDA need a parent that
+has not touched it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from huey.signals import SIGNAL_EXPIRED
+
+from .. import payload
+from ..doorbell import events_bell, work_bell
+from ..queue import open_queue, set_attempt_runner
+from ..statedir import StateDir
+from ..status import WAITING, TaskStatus
+from ..store import SqliteTaskStore
+from . import runner
+
+log = logging.getLogger("jupyter_taskq.worker")
+
+HEARTBEAT_INTERVAL = 1.0
+SCHEDULE_INTERVAL = 0.5
+POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeout
+_PR_SET_PDEATHSIG = 1
+
+
+class AttemptFailed(Exception):
+    """Raised to Huey so that it schedules the next attempt (its retries, delay and backoff)."""
+
+
+class _HideAttemptFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AttemptFailed))
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: ask the kernel to send ``sig`` when our parent dies, so nothing outlives it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Worker:
+    def __init__(self, state: StateDir, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0):
+        self.state = state
+        self.name = name
+        self.pool = pool
+        self.cuda_devices = device if device is not None else ""
+        self.kill_grace = kill_grace
+        self.instance = f"{name}:{socket.gethostname()}:{os.getpid()}:{time.time():.6f}"
+        self.store = SqliteTaskStore(state.db)
+        self.huey = open_queue(state, pool)
+        self.work_bell = work_bell(state.bells, pool)
+        self.events = events_bell(state.bells)
+        self.stopping = False
+        self._next_heartbeat = 0.0
+        self._next_schedule = 0.0
+
+    # -- main loop --------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        logging.getLogger("huey").addFilter(_HideAttemptFailed())
+        set_attempt_runner(self._run_attempt)
+        self.huey.signal(SIGNAL_EXPIRED)(self._on_expired)
+        self.store.register_worker({
+            "name": self.name, "instance": self.instance, "pool": self.pool, "device": self.cuda_devices or None,
+            "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
+            "heartbeat_at": time.time(), "state": "idle", "current_task": None,
+        })
+        log.info("worker %s (pool %s, CUDA_VISIBLE_DEVICES=%r) ready", self.name, self.pool, self.cuda_devices)
+        try:
+            while not self.stopping:
+                self._housekeeping("idle", None)
+                task = self.huey.dequeue()
+                if task is None:
+                    self.work_bell.wait(SCHEDULE_INTERVAL)
+                    continue
+                self.huey.execute(task)
+        finally:
+            self.store.remove_worker(self.name, self.instance)
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _housekeeping(self, state: str, task_id: str | None) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self.store.heartbeat(self.name, self.instance, state, task_id)
+            self._next_heartbeat = now + HEARTBEAT_INTERVAL
+        if state == "idle" and now >= self._next_schedule:
+            self._next_schedule = now + SCHEDULE_INTERVAL
+            for task in self.huey.read_schedule():  # delayed retries whose time has come
+                self.huey.enqueue(task)
+                self.work_bell.ring()
+
+    def _changed(self, task_id: str) -> None:
+        self.events.ring(task_id.encode() + b"\n")
+
+    def _on_expired(self, signal_name, huey_task, *args) -> None:
+        task_id = huey_task.args[0]
+        error = {"type": "Expired", "message": "not started before its expiry time", "traceback": None}
+        if self.store.transition(task_id, TaskStatus.EXPIRED, WAITING, error=error):
+            self._changed(task_id)
+
+    # -- one attempt ------------------------------------------------------
+    def _run_attempt(self, task_id: str, huey_task) -> None:
+        task = self.store.claim(task_id, self.name, self.instance)
+        if task is None:
+            return  # cancelled, expired or deleted while it waited
+        self._changed(task_id)
+        attempt = task["attempt"]
+        self.store.heartbeat(self.name, self.instance, "busy", task_id)
+        outcome, error = self._execute_in_child(task)
+        if outcome == "complete":
+            size = self.state.result(task_id).stat().st_size
+            if self.store.transition(task_id, TaskStatus.COMPLETE, [TaskStatus.RUNNING], attempt=attempt,
+                                     result_size=size, error=None):
+                self._changed(task_id)
+        elif outcome == "interrupted":
+            if self.store.release(task_id, attempt):
+                self.huey.enqueue(huey_task)  # same retries left: a shutdown does not use one up
+                self._changed(task_id)
+        elif outcome in ("cancelled", "timeout"):
+            status = TaskStatus.CANCELLED if outcome == "cancelled" else TaskStatus.TIMEOUT
+            if self.store.transition(task_id, status, [TaskStatus.RUNNING], attempt=attempt, error=error):
+                self._changed(task_id)
+        else:
+            will_retry = bool(huey_task.retries)
+            status = TaskStatus.RETRY if will_retry else TaskStatus.FAILED
+            moved = self.store.transition(task_id, status, [TaskStatus.RUNNING], attempt=attempt, error=error)
+            if moved:
+                self._changed(task_id)
+                if will_retry:
+                    raise AttemptFailed(error["message"])
+
+    def _execute_in_child(self, task: dict) -> tuple[str, dict | None]:
+        task_id = task["id"]
+        error_path = self.state.error(task_id)
+        for stale in (error_path, self.state.error_pickle(task_id)):
+            stale.unlink(missing_ok=True)
+        try:
+            pid = self._start_child(task_id)
+        except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
+            return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
+        pidfd = os.pidfd_open(pid)
+        try:
+            return self._supervise_child(task, pid, pidfd)
+        finally:
+            os.close(pidfd)
+
+    def _start_child(self, task_id: str) -> int:
+        paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),
+                 str(self.state.error(task_id)), str(self.state.log(task_id))]
+        with open(paths[0], "rb") as stream:
+            python = payload.read_header(stream)["python"]
+        if os.path.abspath(python) != os.path.abspath(sys.executable) and os.access(python, os.X_OK):
+            import subprocess
+
+            # The notebook's own interpreter (a conda env): its packages, our runner.
+            return subprocess.Popen(
+                [python, runner.__file__, *paths, self.cuda_devices],
+                start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL,
+            ).pid
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 3
+            try:
+                os.setpgid(0, 0)
+                die_with_parent()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = runner.run_attempt(*paths, self.cuda_devices, payload)
+            finally:
+                os._exit(code)
+        return pid
+
+    def _supervise_child(self, task: dict, pid: int, pidfd: int) -> tuple[str, dict | None]:
+        task_id = task["id"]
+        deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
+        while True:
+            wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
+            if select.select([pidfd], [], [], wait)[0]:
+                _, status = os.waitpid(pid, 0)
+                return self._outcome_of_exit(task_id, status)
+            self._housekeeping("busy", task_id)
+            if self.stopping:
+                self._kill(pid, pidfd)
+                return "interrupted", None
+            if deadline is not None and time.monotonic() >= deadline:
+                self._kill(pid, pidfd)
+                return "timeout", {"type": "Timeout", "message": f"exceeded its timeout of {task['timeout']:g} s",
+                                   "traceback": None}
+            if self.store.cancel_requested(task_id):
+                self._kill(pid, pidfd)
+                return "cancelled", {"type": "Cancelled", "message": "cancelled while running", "traceback": None}
+
+    def _kill(self, pid: int, pidfd: int) -> None:
+        """SIGTERM the attempt's process group, SIGKILL it after the grace period."""
+        for sig, grace in ((signal.SIGTERM, self.kill_grace), (signal.SIGKILL, None)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+            if grace is None or select.select([pidfd], [], [], grace)[0]:
+                break
+        os.waitpid(pid, 0)
+
+    def _outcome_of_exit(self, task_id: str, status: int) -> tuple[str, dict | None]:
+        code = os.waitstatus_to_exitcode(status)
+        if code == runner.EXIT_OK and self.state.result(task_id).exists():
+            return "complete", None
+        error_path = self.state.error(task_id)
+        if code in (runner.EXIT_RAISED, runner.EXIT_SETUP) and error_path.exists():
+            import json
+
+            return "failed", json.loads(error_path.read_text())
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+            message = f"the task's process was killed by {name}{hint}"
+        else:
+            message = f"the task's process exited with status {code} before finishing"
+        return "failed", {"type": "Crashed", "message": message, "traceback": None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run one jupyter-taskq worker (normally started by the supervisor).")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--pool", required=True, choices=["cpu", "gpu"])
+    parser.add_argument("--device", default=None, help="the GPU index this worker is pinned to")
+    parser.add_argument("--kill-grace", type=float, default=2.0)
+    parser.add_argument("--die-with-parent", action="store_true")
+    args = parser.parse_args(argv)
+    if args.die_with_parent:
+        die_with_parent()
+    logging.basicConfig(level=logging.INFO, format=f"[taskq {args.name}] %(levelname)s %(message)s")
+    state = StateDir.create(Path(args.state_dir))
+    Worker(state, args.name, args.pool, args.device, args.kill_grace).run()
+
+
+if __name__ == "__main__":
+    main()

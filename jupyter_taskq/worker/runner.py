@@ -1,0 +1,116 @@
+"""Runs one attempt of a task, in its own process, in the submitting notebook's world.
+
+The worker forks a child that calls :func:`run_attempt` (fast, same interpreter),
+or, when the notebook's kernel runs another Python (a conda env), starts that
+interpreter on this file as a script. So this module needs only the standard
+library and dill; as a script it loads ``payload.py`` by path, so it does not
+import a possibly different jupyter_taskq installed in that interpreter.
+
+Exit status: 0 the call returned (result written), 1 it raised (error written),
+2 the attempt could not start (error written). Anything else is a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
+
+
+def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str,
+                cuda_devices: str, payload_module) -> int:
+    _redirect_output(log_path)
+    try:
+        with open(payload_path, "rb") as stream:
+            header = payload_module.read_header(stream)
+            _enter_world(header, cuda_devices)
+            import dill
+
+            fn, args, kwargs = dill.load(stream)
+    except BaseException as exc:  # noqa: BLE001 - report whatever stops the set-up
+        _write_error(error_path, exc, exc.__traceback__, setup=True)
+        return EXIT_SETUP
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - the task's own failure, reported to its owner
+        _write_error(error_path, exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
+        return EXIT_RAISED
+    try:
+        _write_private(result_path, dill.dumps(value, recurse=True))
+    except BaseException as exc:  # noqa: BLE001
+        exc.add_note("(raised while serialising the task's return value)")
+        _write_error(error_path, exc, exc.__traceback__)
+        return EXIT_RAISED
+    return EXIT_OK
+
+
+def _redirect_output(log_path: str) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
+def _enter_world(header: dict, cuda_devices: str) -> None:
+    """The notebook's environment, working directory and sys.path; the worker's GPU."""
+    os.environ.clear()
+    os.environ.update(header["env"])
+    os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
+    cwd = header["cwd"]
+    if not os.path.isdir(cwd):
+        raise FileNotFoundError(f"the notebook's working directory {cwd!r} does not exist on this worker")
+    os.chdir(cwd)
+    present = set(sys.path)
+    extra = [("" if p == "" else p) for p in header["sys_path"] if p not in present]
+    sys.path[:0] = extra
+
+
+def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -> None:
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    error = {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+        "message": str(exc),
+        "traceback": text,
+    }
+    if setup:
+        error["phase"] = "setup"
+    try:
+        import dill
+
+        pickled = dill.dumps(exc, recurse=True)
+        dill.loads(pickled)  # only keep what the notebook will be able to load
+        _write_private(error_path + ".pickle", pickled)
+    except Exception:  # noqa: BLE001 - the JSON error is enough
+        pass
+    _write_private(error_path, json.dumps(error).encode())
+    print(text, file=sys.stderr)
+
+
+def _write_private(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _load_payload_module():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "payload.py")
+    spec = importlib.util.spec_from_file_location("_jupyter_taskq_payload", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if __name__ == "__main__":
+    # python runner.py PAYLOAD RESULT ERROR LOG CUDA_DEVICES
+    sys.path.pop(0)  # this file's folder is not the notebook's
+    payload_path, result_path, error_path, log_path, cuda = sys.argv[1:6]
+    sys.exit(run_attempt(payload_path, result_path, error_path, log_path, cuda, _load_payload_module()))

@@ -1,0 +1,133 @@
+"""Starts the workers of one machine, pins each to its GPU, restarts the ones that die.
+
+One process per GPU slot with ``CUDA_VISIBLE_DEVICES`` set before Python starts
+(so a task sees exactly its GPU, as ``cuda:0``), plus CPU workers that see none.
+The supervisor also runs the recovery sweep: tasks of a dead worker go back to
+the queue (or FAIL as "worker lost"), and waiting tasks past their expiry end
+EXPIRED. The Jupyter server starts one supervisor; ``jupyter taskq worker`` runs
+the same thing on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ..doorbell import events_bell
+from ..queue import POOLS, open_queue
+from ..recovery import expire_overdue_tasks, recover_lost_tasks
+from ..statedir import StateDir
+from ..store import SqliteTaskStore
+
+log = logging.getLogger("jupyter_taskq.supervisor")
+
+CHECK_INTERVAL = 0.2
+SWEEP_INTERVAL = 1.0
+
+
+@dataclass
+class WorkerSpec:
+    name: str
+    pool: str
+    device: str | None  # GPU index as text; None for a CPU worker
+
+    @property
+    def cuda_visible_devices(self) -> str:
+        return self.device if self.device is not None else ""
+
+
+def plan_workers(gpus: list[int], workers_per_gpu: int = 1, cpu_workers: int = 2, prefix: str = "") -> list[WorkerSpec]:
+    specs = []
+    for gpu in gpus:
+        for slot in range(workers_per_gpu):
+            suffix = f"-{slot}" if workers_per_gpu > 1 else ""
+            specs.append(WorkerSpec(f"{prefix}gpu{gpu}{suffix}", "gpu", str(gpu)))
+    specs += [WorkerSpec(f"{prefix}cpu{i}", "cpu", None) for i in range(cpu_workers)]
+    return specs
+
+
+@dataclass
+class _Running:
+    spec: WorkerSpec
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started: float = field(default=0.0)
+
+
+class Supervisor:
+    def __init__(self, state: StateDir, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0):
+        self.state = state
+        self.workers = [_Running(spec) for spec in specs]
+        self.stale_after = stale_after
+        self.kill_grace = kill_grace
+        self.store = SqliteTaskStore(state.db)
+        self.queues = {pool: open_queue(state, pool) for pool in POOLS}
+        self.events = events_bell(state.bells)
+        self.stopping = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        log.info("supervising %d workers in %s", len(self.workers), self.state.root)
+        next_sweep = 0.0
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                for running in self.workers:
+                    self._keep_alive(running, now)
+                if now >= next_sweep:
+                    self.sweep()
+                    next_sweep = now + SWEEP_INTERVAL
+                time.sleep(CHECK_INTERVAL)
+        finally:
+            self.stop_workers()
+
+    def sweep(self) -> None:
+        ring = lambda task_id: self.events.ring(task_id.encode() + b"\n")  # noqa: E731
+        for task_id in recover_lost_tasks(self.store, self.queues, self.stale_after, ring):
+            log.warning("task %s lost its worker; requeued or failed", task_id)
+        expire_overdue_tasks(self.store, ring)
+
+    def _keep_alive(self, running: _Running, now: float) -> None:
+        proc = running.proc
+        if proc is not None and proc.poll() is None:
+            return
+        if proc is not None:
+            log.warning("worker %s exited with %s; restarting", running.spec.name, proc.returncode)
+            # A quick death again and again backs off, up to 30 s between starts.
+            quick = now - running.started < 10
+            running.restarts = running.restarts + 1 if quick else 0
+            running.next_start = now + (min(30.0, 0.5 * 2 ** running.restarts) if quick else 0)
+            running.proc = None
+        if now >= running.next_start:
+            running.proc = self._start(running.spec)
+            running.started = now
+
+    def _start(self, spec: WorkerSpec) -> subprocess.Popen:
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=spec.cuda_visible_devices, PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "jupyter_taskq.worker.process", "--state-dir", str(self.state.root),
+               "--name", spec.name, "--pool", spec.pool, "--kill-grace", str(self.kill_grace), "--die-with-parent"]
+        if spec.device is not None:
+            cmd += ["--device", spec.device]
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stopping = True
+
+    def stop_workers(self) -> None:
+        procs = [r.proc for r in self.workers if r.proc is not None and r.proc.poll() is None]
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + self.kill_grace + 5
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
