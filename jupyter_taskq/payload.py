@@ -36,6 +36,7 @@ def calling_context() -> dict[str, Any]:
     """The submitting process's world, which the task will run in."""
     return {
         "python": sys.executable,
+        "prefix": sys.prefix,
         "python_version": "%d.%d.%d" % sys.version_info[:3],
         "cwd": os.getcwd(),
         "sys_path": [p for p in sys.path],

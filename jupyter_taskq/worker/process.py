@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
+import json
 import logging
 import os
 import select
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import dill  # noqa: F401 - imported once here, not in every forked attempt
 from huey.signals import SIGNAL_EXPIRED
 
 from .. import payload
@@ -73,6 +76,8 @@ class Worker:
         self.stopping = False
         self._next_heartbeat = 0.0
         self._next_schedule = 0.0
+        self._spare: _Child | None = None
+        self._exited: list[int] = []  # children that reported their exit code, to reap
 
     # -- main loop --------------------------------------------------------
     def run(self) -> None:
@@ -92,16 +97,21 @@ class Worker:
                 self._housekeeping("idle", None)
                 task = self.huey.dequeue()
                 if task is None:
+                    self._ensure_spare()
                     self.work_bell.wait(SCHEDULE_INTERVAL)
                     continue
                 self.huey.execute(task)
+                self._next_heartbeat = 0.0  # report "idle" again promptly
         finally:
+            self._drop_spare()
             self.store.remove_worker(self.name, self.instance)
 
     def _on_stop_signal(self, signum, frame) -> None:
         self.stopping = True
 
     def _housekeeping(self, state: str, task_id: str | None) -> None:
+        if self._exited:
+            self._reap_exited()
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self.store.heartbeat(self.name, self.instance, state, task_id)
@@ -154,86 +164,137 @@ class Worker:
 
     def _execute_in_child(self, task: dict) -> tuple[str, dict | None]:
         task_id = task["id"]
-        error_path = self.state.error(task_id)
-        for stale in (error_path, self.state.error_pickle(task_id)):
+        for stale in (self.state.error(task_id), self.state.error_pickle(task_id)):
             stale.unlink(missing_ok=True)
         try:
-            pid = self._start_child(task_id)
+            child = self._start_child(task_id)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
             return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
-        pidfd = os.pidfd_open(pid)
         try:
-            return self._supervise_child(task, pid, pidfd)
+            return self._supervise_child(task, child)
         finally:
-            os.close(pidfd)
+            child.close()
 
-    def _start_child(self, task_id: str) -> int:
+    def _start_child(self, task_id: str) -> "_Child":
         paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),
                  str(self.state.error(task_id)), str(self.state.log(task_id))]
         with open(paths[0], "rb") as stream:
-            python = payload.read_header(stream)["python"]
-        if os.path.abspath(python) != os.path.abspath(sys.executable) and os.access(python, os.X_OK):
+            header = payload.read_header(stream)
+        python = header["python"]
+        if not _same_interpreter(header) and os.access(python, os.X_OK):
             import subprocess
 
             # The notebook's own interpreter (a conda env): its packages, our runner.
-            return subprocess.Popen(
+            pid = subprocess.Popen(
                 [python, runner.__file__, *paths, self.cuda_devices],
                 start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL,
             ).pid
+            return _Child(pid, None, None)
+        request = json.dumps(paths).encode()
+        child, self._spare = self._spare, None
+        if child is not None:
+            try:
+                return child.dispatch(request)
+            except OSError:  # the spare died: reap it and fork afresh
+                child.close()
+                os.waitpid(child.pid, 0)
+        return self._fork_child().dispatch(request)
+
+    def _fork_child(self) -> "_Child":
+        """Fork a child that waits for an attempt's file paths on a pipe, then runs it.
+
+        Forking costs a few ms; the worker forks the next child while idle (its
+        "spare"), so a task that arrives finds a process ready. The child reports
+        its exit code on a second pipe before exiting, because tearing down a
+        forked process's memory takes milliseconds that nobody needs to wait for.
+        """
+        request_r, request_w = os.pipe()
+        done_r, done_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 3
             try:
+                os.close(request_w)
+                os.close(done_r)
                 os.setpgid(0, 0)
                 die_with_parent()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                code = runner.run_attempt(*paths, self.cuda_devices, payload)
+                with os.fdopen(request_r, "rb") as pipe:
+                    request = pipe.read()
+                code = runner.run_attempt(*json.loads(request), self.cuda_devices, payload) if request else 0
+                os.write(done_w, bytes([code]))
             finally:
                 os._exit(code)
-        return pid
+        os.close(request_r)
+        os.close(done_w)
+        return _Child(pid, request_w, done_r)
 
-    def _supervise_child(self, task: dict, pid: int, pidfd: int) -> tuple[str, dict | None]:
+    def _ensure_spare(self) -> None:
+        if self._spare is None and not self.stopping:
+            gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
+            self._spare = self._fork_child()
+
+    def _drop_spare(self) -> None:
+        if self._spare is not None:
+            child, self._spare = self._spare, None
+            child.close()  # EOF on its request pipe: the spare exits
+            os.waitpid(child.pid, 0)
+
+    def _reap_exited(self) -> None:
+        for pid in list(self._exited):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._exited.remove(pid)
+
+    def _supervise_child(self, task: dict, child: "_Child") -> tuple[str, dict | None]:
         task_id = task["id"]
         deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
+        watch = [child.pidfd] + ([child.done] if child.done is not None else [])
         while True:
             wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
-            if select.select([pidfd], [], [], wait)[0]:
-                _, status = os.waitpid(pid, 0)
-                return self._outcome_of_exit(task_id, status)
+            ready = select.select(watch, [], [], wait)[0]
+            if child.done in ready:
+                reported = os.read(child.done, 1)
+                if reported:  # it finished and is exiting: reap it later
+                    self._exited.append(child.pid)
+                    return self._outcome(task_id, reported[0])
+            if ready:  # it died (or closed the pipe while dying)
+                _, status = os.waitpid(child.pid, 0)
+                return self._outcome(task_id, os.waitstatus_to_exitcode(status))
             self._housekeeping("busy", task_id)
             if self.stopping:
-                self._kill(pid, pidfd)
+                self._kill(child)
                 return "interrupted", None
             if deadline is not None and time.monotonic() >= deadline:
-                self._kill(pid, pidfd)
+                self._kill(child)
                 return "timeout", {"type": "Timeout", "message": f"exceeded its timeout of {task['timeout']:g} s",
                                    "traceback": None}
             if self.store.cancel_requested(task_id):
-                self._kill(pid, pidfd)
+                self._kill(child)
                 return "cancelled", {"type": "Cancelled", "message": "cancelled while running", "traceback": None}
 
-    def _kill(self, pid: int, pidfd: int) -> None:
+    def _kill(self, child: "_Child") -> None:
         """SIGTERM the attempt's process group, SIGKILL it after the grace period."""
         for sig, grace in ((signal.SIGTERM, self.kill_grace), (signal.SIGKILL, None)):
             try:
-                os.killpg(pid, sig)
+                os.killpg(child.pid, sig)
             except ProcessLookupError:
                 pass
-            if grace is None or select.select([pidfd], [], [], grace)[0]:
+            if grace is None or select.select([child.pidfd], [], [], grace)[0]:
                 break
-        os.waitpid(pid, 0)
+        os.waitpid(child.pid, 0)
 
-    def _outcome_of_exit(self, task_id: str, status: int) -> tuple[str, dict | None]:
-        code = os.waitstatus_to_exitcode(status)
+    def _outcome(self, task_id: str, code: int) -> tuple[str, dict | None]:
         if code == runner.EXIT_OK and self.state.result(task_id).exists():
             return "complete", None
         error_path = self.state.error(task_id)
         if code in (runner.EXIT_RAISED, runner.EXIT_SETUP) and error_path.exists():
-            import json
-
             return "failed", json.loads(error_path.read_text())
         if code < 0:
             name = signal.Signals(-code).name
@@ -242,6 +303,35 @@ class Worker:
         else:
             message = f"the task's process exited with status {code} before finishing"
         return "failed", {"type": "Crashed", "message": message, "traceback": None}
+
+
+class _Child:
+    """A task process: its pid, a pidfd to wait on, and the pipes to a forked child."""
+
+    def __init__(self, pid: int, request: int | None, done: int | None):
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.request = request
+        self.done = done
+
+    def dispatch(self, request: bytes) -> "_Child":
+        os.write(self.request, request)
+        os.close(self.request)
+        self.request = None
+        return self
+
+    def close(self) -> None:
+        for name in ("request", "done", "pidfd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+def _same_interpreter(header: dict) -> bool:
+    """Same binary and same environment (a venv's python is a symlink to its base's)."""
+    same_binary = os.path.realpath(header["python"]) == os.path.realpath(sys.executable)
+    return same_binary and os.path.realpath(header.get("prefix", sys.prefix)) == os.path.realpath(sys.prefix)
 
 
 def main(argv: list[str] | None = None) -> None:

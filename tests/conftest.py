@@ -1,0 +1,144 @@
+"""Fixtures that start real parts: a `jupyter server` subprocess with the extension,
+its supervisor and worker processes, and a SQLite state directory of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import jupyter_taskq
+from jupyter_taskq.notebook.client import Client
+
+TOKEN = "taskq-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; fail with ``message`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class TaskqServer:
+    """A real `jupyter server` with jupyter-taskq, on a free port, with its own state directory."""
+
+    def __init__(self, root: Path, gpus=(), cpu_workers: int = 2, **config):
+        self.root = root
+        self.state_dir = root / "state"
+        self.gpus = list(gpus)
+        self.cpu_workers = cpu_workers
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+        self.port = free_port()
+        self.log_path = root / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def client(self, token: str | None = TOKEN) -> Client:
+        return Client(self.url, token)
+
+    def start(self, wait_workers: bool = True) -> "TaskqServer":
+        args = [
+            sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
+            f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={self.root}",
+            "--ServerApp.port_retries=0", f"--TaskQueue.state_dir={self.state_dir}",
+            f"--TaskQueue.gpus={json.dumps(self.gpus)}", f"--TaskQueue.cpu_workers={self.cpu_workers}",
+        ]
+        if os.geteuid() == 0:
+            args.append("--allow-root")
+        args += [f"--TaskQueue.{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.config.items()]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for(self._answers, 60, 0.1, f"the server on port {self.port} (log: {self.log_path})")
+        if wait_workers and self.config.get("start_workers", True):
+            expected = len(self.gpus) * self.config.get("workers_per_gpu", 1) + self.cpu_workers
+            wait_for(lambda: sum(w["alive"] for w in self.client().stats()["workers"]) >= expected, 60, 0.1,
+                     f"{expected} live workers")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}")
+        try:
+            return requests.get(self.url + "taskq/api/stats", headers={"Authorization": f"token {TOKEN}"},
+                                timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGINT)  # jupyter asks to confirm: a second ^C
+                try:
+                    self.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+        self._kill_group()
+
+    def kill(self) -> None:
+        """SIGKILL the server process alone; its workers die with it (parent-death signal)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def worker_pids(self) -> dict[str, int]:
+        return {w["name"]: w["pid"] for w in self.client().stats()["workers"] if w["alive"]}
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    servers: list[TaskqServer] = []
+
+    def make(**kwargs) -> TaskqServer:
+        root = tmp_path / f"server{len(servers)}"
+        root.mkdir()
+        server = TaskqServer(root, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> TaskqServer:
+    """A server with two simulated GPUs (0 and 1) and two CPU workers."""
+    return make_server(gpus=[0, 1], cpu_workers=2)
+
+
+@pytest.fixture
+def client(server) -> Client:
+    return server.client()
