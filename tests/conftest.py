@@ -139,6 +139,14 @@ def server(make_server) -> TaskqServer:
     return make_server(gpus=[0, 1], cpu_workers=2)
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory) -> TaskqServer:
+    """One server for a whole module of tests that do not disturb each other."""
+    server = TaskqServer(tmp_path_factory.mktemp("shared"), gpus=[0, 1], cpu_workers=2).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def client(server) -> Client:
     return server.client()

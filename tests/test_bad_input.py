@@ -1,0 +1,118 @@
+"""Bad input gets a clear 4xx JSON error, and the server (and its workers) keep working."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from conftest import TOKEN
+from jupyter_taskq.payload import dumps_call
+
+AUTH = {"Authorization": f"token {TOKEN}"}
+
+
+def double(x):
+    return 2 * x
+
+
+def api(shared_server, path):
+    return shared_server.url + "taskq/api/" + path
+
+
+def post_payload(shared_server, data, **params):
+    return requests.post(api(shared_server, "tasks"), data=data, params=params,
+                         headers={**AUTH, "Content-Type": "application/octet-stream"})
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"timeout": "-5"}, "'timeout' must be > 0"),
+        ({"timeout": "soon"}, "'timeout' must be a number"),
+        ({"max_retries": "-1"}, "'max_retries' must be >= 0"),
+        ({"priority": "high"}, "'priority' must be an integer"),
+        ({"colour": "red"}, "unknown option(s) 'colour'"),
+        ({"gpu": "3"}, "at most 1 GPU"),
+        ({"callback_url": "ftp://x"}, "'callback_url' must be an http"),
+        ({"retry_backoff": "0.5"}, "'retry_backoff' must be >= 1"),
+    ],
+)
+def test_bad_options_are_refused_with_a_message(shared_server, params, message):
+    response = post_payload(shared_server, dumps_call(double, (1,)), **params)
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+
+
+def test_payload_that_is_not_ours_is_refused(shared_server):
+    response = post_payload(shared_server, b"\x80\x04garbage that is not a payload")
+    assert response.status_code == 400
+    assert "not a jupyter-taskq payload" in response.json()["message"]
+    assert not any((shared_server.state_dir / "payloads").iterdir())
+    assert not any((shared_server.state_dir / "spool").iterdir())
+
+
+def test_malformed_json_and_wrong_content_type(shared_server):
+    bad_json = requests.post(api(shared_server, "tasks"), data=b"{not json",
+                             headers={**AUTH, "Content-Type": "application/json"})
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["message"]
+    no_payload = requests.post(api(shared_server, "tasks"), json={"name": "x"}, headers=AUTH)
+    assert no_payload.status_code == 400 and "'payload'" in no_payload.json()["message"]
+    not_base64 = requests.post(api(shared_server, "tasks"), json={"payload": "%%%"}, headers=AUTH)
+    assert not_base64.status_code == 400 and "base64" in not_base64.json()["message"]
+    form = requests.post(api(shared_server, "tasks"), data={"a": "b"}, headers=AUTH)
+    assert form.status_code == 415 and "application/octet-stream" in form.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("GET", "tasks/no-such-id", None, 404),
+        ("GET", "tasks/no-such-id/result", None, 404),
+        ("GET", "tasks/no-such-id/exception", None, 404),
+        ("POST", "tasks/no-such-id/retry", None, 404),
+        ("DELETE", "tasks/no-such-id", None, 404),
+        ("GET", "tasks?status=DONE", None, 400),
+        ("GET", "tasks?limit=many", None, 400),
+        ("GET", "tasks?limit=0", None, 400),
+        ("GET", "tasks/no-such-id?wait=forever", None, 400),
+        ("POST", "tasks/cancel", {"task_ids": "abc"}, 400),
+        ("POST", "tasks/cancel", {}, 400),
+        ("POST", "tasks/wait", {"task_ids": ["a"], "timeout": -1}, 400),
+        ("POST", "tasks/batch", {"tasks": []}, 400),
+        ("POST", "tasks/batch", {"tasks": [{"payload": "AAAA", "timeout": 0}]}, 400),
+    ],
+)
+def test_bad_requests_get_json_errors(shared_server, method, path, body, status):
+    response = requests.request(method, api(shared_server, path), json=body, headers=AUTH)
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json()["message"]
+
+
+def test_result_is_409_until_complete(shared_server, tmp_path):
+    client = shared_server.client()
+    handle = client.submit(double, (4,), timeout=30)
+    assert handle.result(timeout=20) == 8
+    failing = client.submit(_raise, max_retries=0)
+    client.wait([failing.id], timeout=20)
+    response = requests.get(api(shared_server, f"tasks/{failing.id}/result"), headers=AUTH)
+    assert response.status_code == 409 and "FAILED" in response.json()["message"]
+
+
+def _raise():
+    raise KeyError("nope")
+
+
+def test_server_and_workers_survive_all_of_it(shared_server):
+    for data in (b"", b"JTQPAY1\n\xff\xff\xff\xff", b"JTQPAY1\n\x00\x00\x00\x02{}", b"x" * 100_000):
+        assert post_payload(shared_server, data).status_code == 400
+    # a payload whose header is fine but whose body is not dill: that attempt fails, nothing crashes
+    from jupyter_taskq.payload import calling_context, encode
+
+    response = post_payload(shared_server, encode(calling_context(), b"not dill at all"), max_retries="0")
+    assert response.status_code == 201
+    client = shared_server.client()
+    client.wait([response.json()["id"]], timeout=20)
+    assert client.get(response.json()["id"])["status"] == "FAILED"
+    assert client.submit(double, (21,)).result(timeout=20) == 42
+    assert all(w["alive"] for w in client.stats()["workers"])

@@ -1,0 +1,77 @@
+"""A task runs in the submitting notebook's world: its cwd, sys.path, environment and interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import venv
+
+
+def describe_world():
+    import os
+    import sys
+
+    import kernel_only_module  # importable only through the caller's sys.path
+
+    return {"cwd": os.getcwd(), "var": os.environ.get("TASKQ_WORLD_VAR"), "module": kernel_only_module.VALUE,
+            "python": sys.executable}
+
+
+def test_task_sees_cwd_sys_path_and_environment(shared_server, tmp_path, monkeypatch):
+    workdir, libdir = tmp_path / "work", tmp_path / "lib"
+    workdir.mkdir()
+    libdir.mkdir()
+    (libdir / "kernel_only_module.py").write_text("VALUE = 'from the kernel sys.path'\n")
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(libdir))
+    monkeypatch.setenv("TASKQ_WORLD_VAR", "hello from the kernel")
+    world = shared_server.client().submit(describe_world).result(timeout=30)
+    assert world["cwd"] == str(workdir)
+    assert world["var"] == "hello from the kernel"
+    assert world["module"] == "from the kernel sys.path"
+
+
+NOTEBOOK_LIKE_SCRIPT = textwrap.dedent('''
+    import sys
+    from jupyter_taskq.notebook.client import Client
+
+    SCALE = 3                                  # a notebook global
+
+    class Point:                               # a class defined in the notebook
+        def __init__(self, x):
+            self.x = x
+
+    def work(p):
+        import only_in_this_env                # a package only the kernel's environment has
+        return {"x": p.x * SCALE, "python": sys.executable, "prefix": sys.prefix,
+                "pkg": only_in_this_env.NAME}
+
+    client = Client(sys.argv[1], sys.argv[2])
+    print(repr(client.submit(work, (Point(14),)).result(timeout=60)))
+''')
+
+
+def test_task_runs_in_the_kernels_own_interpreter(shared_server, tmp_path):
+    """A kernel in another environment (a conda env, a venv) gets its own packages in the task."""
+    env_dir = tmp_path / "kernel-env"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site = subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   text=True).strip()
+    os.makedirs(site, exist_ok=True)
+    with open(os.path.join(site, "only_in_this_env.py"), "w") as f:
+        f.write("NAME = 'kernel env package'\n")
+    script = tmp_path / "notebook_like.py"
+    script.write_text(NOTEBOOK_LIKE_SCRIPT)
+    from conftest import TOKEN
+
+    out = subprocess.run([python, script, shared_server.url, TOKEN], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = eval(out.stdout.strip())
+    assert result["x"] == 42
+    assert result["pkg"] == "kernel env package"
+    assert result["prefix"] == str(env_dir)
+    assert result["prefix"] != sys.prefix
