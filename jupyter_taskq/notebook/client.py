@@ -76,11 +76,11 @@ class Client:
     def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, *, name: str | None = None,
                gpu: int = 0, max_retries: int | None = None, retry_delay: float | None = None,
                retry_backoff: float | None = None, timeout: float | None = None, expires: float | None = None,
-               priority: int = 0, callback_url: str | None = None) -> "TaskHandle":
+               priority: int = 0, callback_url: str | None = None, result_ttl: float | None = None) -> "TaskHandle":
         """Queue ``fn(*args, **kwargs)``; task options never mix with the function's own arguments."""
         options = _options(name=name or getattr(fn, "__name__", None), gpu=gpu, max_retries=max_retries,
                            retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
-                           expires=expires, priority=priority, callback_url=callback_url)
+                           expires=expires, priority=priority, callback_url=callback_url, result_ttl=result_ttl)
         data = dumps_call(fn, tuple(args), kwargs)
         task = self._request("POST", "tasks", params=options, data=data,
                              headers={"Content-Type": "application/octet-stream"}).json()

@@ -13,6 +13,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
@@ -29,7 +30,6 @@ from .handlers import handlers
 from .service import TaskService
 
 SWEEP_MS = 1000
-RESULT_SWEEP_S = 60
 
 
 class TaskQueue(ExtensionApp):
@@ -60,6 +60,7 @@ class TaskQueue(ExtensionApp):
     start_workers = Bool(True, config=True,
                          help="Start and supervise local workers. Set False when workers run on their own "
                               "(`jupyter taskq worker`).")
+    cleanup_interval = Float(60.0, config=True, help="Seconds between clean-ups of results past their TTL.")
     max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
 
     @default("state_dir")
@@ -109,7 +110,7 @@ class TaskQueue(ExtensionApp):
             self.log.warning("jupyter-taskq: re-queued %d waiting task(s) that had no queue entry", len(requeued))
         if self.start_workers:
             self._start_supervisor()
-        self._sweep_count = 0
+        self._next_cleanup = 0.0
         self._sweeper = PeriodicCallback(self._sweep, SWEEP_MS)
         self._sweeper.start()
 
@@ -129,8 +130,8 @@ class TaskQueue(ExtensionApp):
                 self._start_supervisor()
             recover_lost_tasks(self.store, self.queues, self.heartbeat_timeout, self.changes.notify)
             expire_overdue_tasks(self.store, self.changes.notify)
-            self._sweep_count += 1
-            if self._sweep_count % RESULT_SWEEP_S == 0:
+            if time.monotonic() >= self._next_cleanup:
+                self._next_cleanup = time.monotonic() + self.cleanup_interval
                 self.service.expire_old_results()
         except Exception:  # never let a sweep error stop the sweeps
             self.log.exception("jupyter-taskq: background sweep failed")
