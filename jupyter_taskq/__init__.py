@@ -10,15 +10,30 @@ __version__ = "0.1.0"
 
 from .status import TaskStatus  # noqa: E402
 
-__all__ = ["TaskStatus", "connect", "Client", "TaskHandle", "TaskFailed", "__version__"]
+__all__ = ["TaskStatus", "task_queue", "tasks", "connect", "Client", "TaskHandle", "TaskGroup", "TaskFailed",
+           "__version__"]
+
+_LAZY = {
+    "connect": "client", "Client": "client", "TaskHandle": "client", "TaskFailed": "client",
+    "RemoteTraceback": "client", "TaskqError": "client",
+    "task_queue": "decorator", "TaskGroup": "group", "tasks": "group",
+}
 
 
 def __getattr__(name):
-    if name in ("connect", "Client", "TaskHandle", "TaskFailed", "RemoteTraceback"):
-        from .notebook import client
+    """The kernel-side API, imported on first use so `import jupyter_taskq` stays cheap."""
+    if name in _LAZY:
+        import importlib
 
-        return getattr(client, name)
+        return getattr(importlib.import_module(f".notebook.{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'jupyter_taskq' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext jupyter_taskq`: the %%task_queue and %task_pull magics."""
+    from .notebook.magic import load_ipython_extension as load
+
+    load(ipython)
 
 
 def _jupyter_server_extension_points():

@@ -44,6 +44,10 @@ class TaskStore(abc.ABC):
              ids: Iterable[str] | None = None) -> list[dict]: ...
 
     @abc.abstractmethod
+    def statuses(self, ids: Iterable[str]) -> dict[str, str]:
+        """The status of each of ``ids`` that exists (the cheap check behind long-polls)."""
+
+    @abc.abstractmethod
     def count(self, statuses: Iterable[str] | None = None) -> int: ...
 
     @abc.abstractmethod
@@ -164,6 +168,14 @@ class SqliteTaskStore(TaskStore):
         return self._rows(
             f"select * from taskq_tasks {where} order by seq desc limit ? offset ?", [*params, limit, offset]
         )
+
+    def statuses(self, ids) -> dict[str, str]:
+        ids = list(ids)
+        with self._lock:
+            rows = self._conn.execute(
+                f"select id, status from taskq_tasks where id in ({', '.join('?' * len(ids))})", ids
+            ).fetchall()
+        return dict(rows)
 
     def count(self, statuses=None) -> int:
         where, params = _filters(statuses, None)

@@ -89,7 +89,7 @@ class Client:
     def submit_many(self, fn: Callable, arg_list: Iterable, **options) -> list["TaskHandle"]:
         """One task per item of ``arg_list`` (a tuple is unpacked), sent in one request."""
         context = calling_context()
-        opts = _options(**{"name": getattr(fn, "__name__", None), **options})
+        opts = _options(**{**options, "name": options.get("name") or getattr(fn, "__name__", None)})
         items = []
         for item in arg_list:
             args = item if isinstance(item, tuple) else (item,)
@@ -109,6 +109,9 @@ class Client:
             status = ",".join(status)
         params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}
         return self._request("GET", "tasks", params=params).json()
+
+    def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
+        return self._request("POST", "tasks/wait", json={"task_ids": list(task_ids), "timeout": 0}).json()["tasks"]
 
     def cancel(self, task_ids: str | Iterable[str]) -> dict:
         ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
@@ -206,6 +209,11 @@ class TaskHandle:
     def retry(self) -> "TaskHandle":
         return self.client.retry(self.id)
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .display import task_bundle
+
+        return task_bundle(self)
+
     def __repr__(self) -> str:
         status = self._info["status"] if self._info else "?"
         return f"<TaskHandle {self.id} {status}>"
@@ -215,14 +223,19 @@ _default_client: Client | None = None
 
 
 def connect(url: str | None = None, token: str | None = None) -> Client:
-    """A client for the taskq server at ``url`` (default ``$JUPYTER_TASKQ_URL`` / ``$JUPYTER_TASKQ_TOKEN``)."""
+    """The client every handle uses by default. With no ``url``: the server found by
+    :func:`jupyter_taskq.notebook.discovery.find_server` (which may start a private one)."""
     global _default_client
-    url = url or os.environ.get("JUPYTER_TASKQ_URL")
-    token = token if token is not None else os.environ.get("JUPYTER_TASKQ_TOKEN")
-    if not url:
+    if url is None:
         if _default_client is not None:
             return _default_client
-        raise RuntimeError("no jupyter-taskq server given: call jupyter_taskq.connect(url, token) "
-                           "or set JUPYTER_TASKQ_URL and JUPYTER_TASKQ_TOKEN")
+        from .discovery import find_server
+
+        url, found_token = find_server()
+        token = found_token if token is None else token
     _default_client = Client(url, token)
     return _default_client
+
+
+def default_client() -> Client:
+    return connect()

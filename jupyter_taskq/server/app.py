@@ -10,6 +10,7 @@ sweeps for lost and expired tasks and expired results in the background.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from ..doorbell import events_bell
 from ..gpus import parse_gpus
 from ..queue import POOLS, open_queue
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
+from ..status import CANCELLABLE as ACTIVE
 from ..statedir import StateDir, default_state_dir
 from ..store import SqliteTaskStore
 from .changes import ChangeFeed
@@ -113,6 +115,24 @@ class TaskQueue(ExtensionApp):
         self._next_cleanup = 0.0
         self._sweeper = PeriodicCallback(self._sweep, SWEEP_MS)
         self._sweeper.start()
+        self._export_to_kernels(serverapp)
+
+    def _export_to_kernels(self, serverapp) -> None:
+        """Kernels this server starts find the queue with no setup: URL and token in their env.
+
+        Computed per kernel start, not at load time: the port is only final once bound.
+        """
+        sessions = serverapp.session_manager
+        plain_env = sessions.get_kernel_env
+
+        def get_kernel_env(path, name=None):
+            env = plain_env(path, name)
+            env["JUPYTER_TASKQ_URL"] = serverapp.connection_url  # this server, whatever its own env says
+            env["JUPYTER_TASKQ_TOKEN"] = serverapp.identity_provider.token or ""
+            env["JUPYTER_TASKQ_SAME_ORIGIN"] = "1"  # the notebook page reaches this API with its cookie
+            return env
+
+        sessions.get_kernel_env = get_kernel_env
 
     def _start_supervisor(self) -> None:
         cmd = [sys.executable, "-m", "jupyter_taskq.worker", "--state-dir", str(self.state.root),
@@ -130,6 +150,9 @@ class TaskQueue(ExtensionApp):
                 self._start_supervisor()
             recover_lost_tasks(self.store, self.queues, self.heartbeat_timeout, self.changes.notify)
             expire_overdue_tasks(self.store, self.changes.notify)
+            if self.store.count(ACTIVE):
+                # Work in flight counts as activity, so an idle-shutdown server never cuts it short.
+                self.serverapp.web_app.settings["api_last_activity"] = datetime.datetime.now(datetime.timezone.utc)
             if time.monotonic() >= self._next_cleanup:
                 self._next_cleanup = time.monotonic() + self.cleanup_interval
                 self.service.expire_old_results()

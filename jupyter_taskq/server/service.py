@@ -20,7 +20,7 @@ from ..payload import PayloadError, read_header
 from ..queue import CPU_POOL, GPU_POOL, enqueue_attempt
 from ..statedir import StateDir, create_private_file
 from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
-from ..store import TaskStore
+from ..store import TASK_COLUMNS, TaskStore
 
 
 class ServiceError(Exception):
@@ -99,6 +99,7 @@ class TaskService:
                          "result_ttl": result_ttl}
         self.on_change = on_change
         self._bells = {pool: Doorbell(state.bells / f"work-{pool}.fifo") for pool in queues}
+        self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
 
     # -- submission -------------------------------------------------------
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
@@ -168,7 +169,7 @@ class TaskService:
                     attempt=0, expires_at=now + options["expires"] if options["expires"] else None, retry_of=retry_of)
         self.store.create(task)
         self._enqueue_first_attempt(task)
-        return self.to_json(self.store.get(task_id))
+        return self.to_json({**self._blank_row, **task})
 
     def _enqueue_first_attempt(self, task: dict) -> None:
         enqueue_attempt(self.queues[task["pool"]], task["id"], retries=task["max_retries"],
@@ -231,7 +232,9 @@ class TaskService:
                 for i in task_ids]
 
     def is_final(self, task_ids: list[str]) -> bool:
-        return all(t["status"] in FINAL or t["status"] is None for t in self.tasks_by_id(task_ids))
+        """All finished (an unknown or deleted id counts as finished: there is nothing to wait for)."""
+        statuses = self.store.statuses(task_ids)
+        return all(statuses.get(i, TaskStatus.COMPLETE) in FINAL for i in task_ids)
 
     def alive_workers(self) -> list[dict]:
         horizon = time.time() - 10

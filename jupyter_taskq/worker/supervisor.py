@@ -10,6 +10,7 @@ the same thing on its own.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -74,6 +75,8 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        if not self._own_state_dir():
+            return
         log.info("supervising %d workers in %s", len(self.workers), self.state.root)
         next_sweep = 0.0
         try:
@@ -87,6 +90,25 @@ class Supervisor:
                 time.sleep(CHECK_INTERVAL)
         finally:
             self.stop_workers()
+
+    def _own_state_dir(self) -> bool:
+        """One supervisor per state directory: another one's workers would share our worker names.
+
+        A second supervisor (a server started while `jupyter taskq worker` runs) waits,
+        and takes over when the first one stops.
+        """
+        self._lock = os.open(self.state.root / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        announced = False
+        while not self.stopping:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if not announced:
+                    log.info("another supervisor runs the workers of %s; waiting to take over", self.state.root)
+                    announced = True
+                time.sleep(1.0)
+        return False
 
     def sweep(self) -> None:
         ring = lambda task_id: self.events.ring(task_id.encode() + b"\n")  # noqa: E731

@@ -1,0 +1,71 @@
+"""How handles and groups show in a notebook: a live widget, plus text and HTML summaries
+for wherever widgets cannot render (nbval, a terminal, a notebook viewed on GitHub)."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+
+
+def _kernel_can_show_widgets() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def task_text(info: dict) -> str:
+    parts = [f"Task {info.get('name') or info['id']}", info["status"]]
+    if info.get("attempt"):
+        parts.append(f"attempt {info['attempt']} of {info['max_retries'] + 1}")
+    if info.get("worker"):
+        parts.append(f"on {info['worker']}")
+    error = info.get("error")
+    if error and info["status"] != "COMPLETE":
+        parts.append(f"{error['type']}: {error['message']}")
+    return " · ".join(parts) + f"  [{info['id']}]"
+
+
+def task_html(info: dict) -> str:
+    text = html.escape(task_text(info))
+    error = info.get("error") or {}
+    tb = f"<pre>{html.escape(error['traceback'])}</pre>" if error.get("traceback") and info["status"] != "COMPLETE" else ""
+    return f"<div class='jtq-summary'><code>{text}</code>{tb}</div>"
+
+
+def group_text(infos: list[dict]) -> str:
+    counts = Counter(i["status"] for i in infos)
+    return f"{len(infos)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def task_bundle(handle) -> dict:
+    info = handle.info()
+    data = {"text/plain": task_text(info), "text/html": task_html(info)}
+    if _kernel_can_show_widgets():
+        from .widgets import TaskWidget
+
+        widget = TaskWidget(handle.client, task_id=handle.id, snapshot=info)
+        data.update(_widget_data(widget))
+        data["text/plain"] = task_text(info)
+    return data
+
+
+def group_bundle(group) -> dict:
+    infos = group.infos()
+    items = "".join(f"<li>{task_html(i)}</li>" for i in infos[:50])
+    data = {"text/plain": group_text(infos), "text/html": f"<div><b>{html.escape(group_text(infos))}</b><ul>{items}</ul></div>"}
+    if _kernel_can_show_widgets() and group.handles:
+        from .widgets import GroupWidget
+        from .client import connect
+
+        widget = GroupWidget(connect(), task_ids=group.ids, snapshot=infos)
+        data.update(_widget_data(widget))
+        data["text/plain"] = group_text(infos)
+    return data
+
+
+def _widget_data(widget) -> dict:
+    bundle = widget._repr_mimebundle_()
+    return bundle[0] if isinstance(bundle, tuple) else bundle

@@ -1,0 +1,120 @@
+"""``%%task_queue``: run a whole cell on the queue; ``%task_pull``: bring its variables back.
+
+The cell's free names are captured from the notebook namespace (what cannot be
+serialised is named before anything is sent); the names it assigns come back as
+the task's result, a dict that ``handle.pull()`` puts into the notebook.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..payload import PayloadError, describe_unpicklable
+from .cell import run_cell
+from .client import TaskHandle, connect
+
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit"}
+
+
+def cell_names(source: str) -> tuple[list[str], list[str]]:
+    """(names the cell reads, names it assigns at any level), in first-seen order."""
+    tree = ast.parse(source)
+    loaded, assigned = {}, {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (assigned if isinstance(node.ctx, (ast.Store, ast.Del)) else loaded)[node.id] = None
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            assigned[node.name] = None
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                assigned[(alias.asname or alias.name).split(".")[0]] = None
+    return list(loaded), list(assigned)
+
+
+def capture(source: str, namespace: dict) -> tuple[dict, list[str]]:
+    """The notebook values the cell needs, and the names whose values come back."""
+    loaded, assigned = cell_names(source)
+    free = {name: namespace[name] for name in loaded
+            if name in namespace and name not in _IPYTHON_NAMES and not name.startswith("_")
+            and not (hasattr(builtins, name) and namespace[name] is getattr(builtins, name))}
+    return free, assigned
+
+
+class CellTaskHandle(TaskHandle):
+    """A queued cell: ``result()`` is the dict of names it assigned; ``pull()`` sets them here."""
+
+    def __init__(self, *args, shell=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shell = shell
+
+    def pull(self, timeout: float | None = None) -> dict:
+        values = self.result(timeout=timeout)
+        (self._shell or _current_shell()).user_ns.update(values)
+        return values
+
+
+def _current_shell():
+    from IPython import get_ipython
+
+    return get_ipython()
+
+
+@magics_class
+class TaskQueueMagics(Magics):
+    @magic_arguments()
+    @argument("--gpu", type=int, default=0, help="GPUs the cell needs (0 or 1)")
+    @argument("--retries", type=int, default=None, help="retries if the cell raises (default: the server's)")
+    @argument("--retry-delay", type=float, default=None)
+    @argument("--timeout", type=float, default=None, help="seconds before the run is killed (TIMEOUT)")
+    @argument("--expires", type=float, default=None, help="seconds it may wait to start (then EXPIRED)")
+    @argument("--priority", type=int, default=0)
+    @argument("--name", type=str, default=None, help="notebook variable to bind the task handle to")
+    @cell_magic
+    def task_queue(self, line, cell):
+        """Run this cell on the task queue: %%task_queue --gpu 1 --retries 2 --timeout 600 --name exp1"""
+        args = parse_argstring(self.task_queue, line)
+        if args.name is not None and not args.name.isidentifier():
+            raise ValueError(f"--name must be a Python identifier, got {args.name!r}")
+        namespace, assigned = capture(cell, self.shell.user_ns)
+        _check_serialisable(namespace)
+        client = connect()
+        plain = client.submit(run_cell, (cell, namespace, assigned), name=args.name or "cell", gpu=args.gpu,
+                              max_retries=args.retries, retry_delay=args.retry_delay, timeout=args.timeout,
+                              expires=args.expires, priority=args.priority)
+        handle = CellTaskHandle(plain.id, client=client, info=plain._info, shell=self.shell)
+        if args.name:
+            self.shell.user_ns[args.name] = handle
+        return handle
+
+    @line_magic
+    def task_pull(self, line):
+        """%task_pull exp1 — put the variables the queued cell assigned into the notebook."""
+        name = line.strip()
+        handle = self.shell.user_ns.get(name)
+        if not isinstance(handle, CellTaskHandle):
+            raise NameError(f"{name!r} is not a %%task_queue task in this notebook")
+        return sorted(handle.pull())
+
+
+def _check_serialisable(namespace: dict) -> None:
+    import dill
+
+    try:
+        dill.dumps(namespace, recurse=True)
+    except Exception as exc:
+        for name, value in namespace.items():
+            try:
+                dill.dumps(value, recurse=True)
+            except Exception as inner:
+                raise PayloadError(
+                    f"cannot serialise notebook variable {name!r} (a {type(value).__name__}) used by this cell: "
+                    f"{type(inner).__name__}: {inner}") from None
+        raise PayloadError(describe_unpicklable(run_cell, (namespace,), {}, exc)) from None
+
+
+def load_ipython_extension(ipython) -> None:
+    ipython.register_magics(TaskQueueMagics)

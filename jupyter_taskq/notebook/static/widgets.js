@@ -1,0 +1,242 @@
+// jupyter-taskq widgets. When the page's Jupyter server is the queue's server ("api_path" set),
+// the widget talks to the REST API itself, with the page's cookie and XSRF token: it stays live
+// and its buttons work while the kernel is busy running another cell. Otherwise it renders the
+// snapshots the kernel pushes and sends button clicks to the kernel.
+
+const FINAL = new Set(["COMPLETE", "CANCELLED", "TIMEOUT", "EXPIRED", "FAILED"]);
+const CANCELLABLE = new Set(["PENDING", "RETRY", "RUNNING"]);
+const POLL_MS = 500;
+
+function baseUrl() {
+  const el = document.getElementById("jupyter-config-data");
+  try {
+    return (el && JSON.parse(el.textContent).baseUrl) || "/";
+  } catch (e) {
+    return "/";
+  }
+}
+
+function xsrfToken() {
+  const match = document.cookie.match("\\b_xsrf=([^;]*)\\b");
+  return match ? decodeURIComponent(match[1]) : undefined;
+}
+
+async function callApi(model, path, method = "GET", body = undefined) {
+  const headers = { "Content-Type": "application/json" };
+  const token = xsrfToken();
+  if (token) headers["X-XSRFToken"] = token;
+  const response = await fetch(baseUrl() + model.get("api_path") + path, {
+    method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const reply = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(reply.message || `${response.status} ${response.statusText}`);
+  return reply;
+}
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function chip(status) {
+  return el("span", `jtq-chip jtq-${(status || "unknown").toLowerCase()}`, status || "…");
+}
+
+function seconds(task) {
+  if (!task.started_at) return null;
+  const end = task.ended_at ? Date.parse(task.ended_at) : Date.now();
+  return Math.max(0, (end - Date.parse(task.started_at)) / 1000);
+}
+
+function formatSeconds(s) {
+  if (s === null) return "";
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m} min ${Math.floor(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+// Polls while the widget is on the page and its tasks are unfinished.
+function poller(node, tick) {
+  let timer = null;
+  let stopped = false;
+  const loop = async () => {
+    if (stopped) return;
+    let again = true;
+    if (node.isConnected) {
+      try {
+        again = await tick();
+      } catch (e) {
+        again = true;
+      }
+    } else if (timer !== null) {
+      // not attached (yet, or any more): look again later
+    }
+    if (again && !stopped) timer = setTimeout(loop, POLL_MS);
+  };
+  loop();
+  return {
+    stop() { stopped = true; if (timer !== null) clearTimeout(timer); },
+    restart() { if (stopped) { stopped = false; loop(); } },
+  };
+}
+
+function renderTask({ model, el: root }) {
+  root.classList.add("jtq-widget");
+  const direct = () => Boolean(model.get("api_path"));
+  let task = model.get("snapshot") || {};
+  let message = "";
+
+  const head = el("div", "jtq-head");
+  const body = el("div", "jtq-body");
+  const actions = el("div", "jtq-actions");
+  const cancel = el("button", "jtq-button jtq-cancel", "Cancel");
+  const retry = el("button", "jtq-button jtq-retry", "Retry");
+  actions.append(cancel, retry);
+  root.append(head, body, actions);
+
+  function draw() {
+    head.replaceChildren(el("span", "jtq-name", task.name || task.id || model.get("task_id")), chip(task.status));
+    const facts = [];
+    if (task.attempt) facts.push(`attempt ${task.attempt} of ${task.max_retries + 1}`);
+    if (task.worker) facts.push(task.gpu ? `on ${task.worker} (GPU)` : `on ${task.worker}`);
+    const elapsed = seconds(task);
+    if (elapsed !== null) facts.push(formatSeconds(elapsed));
+    body.replaceChildren(el("div", "jtq-facts", facts.join(" · ")));
+    if (task.error && task.status !== "COMPLETE") {
+      const details = el("details", "jtq-error");
+      details.append(el("summary", "", `${task.error.type}: ${task.error.message}`));
+      if (task.error.traceback) details.append(el("pre", "jtq-traceback", task.error.traceback));
+      body.append(details);
+    }
+    if (message) body.append(el("div", "jtq-message", message));
+    cancel.style.display = CANCELLABLE.has(task.status) ? "" : "none";
+    retry.style.display = FINAL.has(task.status) ? "" : "none";
+  }
+
+  async function refresh() {
+    task = await callApi(model, `tasks/${model.get("task_id")}`);
+    draw();
+    return !FINAL.has(task.status);
+  }
+
+  let poll = null;
+  if (direct()) poll = poller(root, refresh);
+  const ticker = setInterval(() => { if (task.status === "RUNNING") draw(); }, 1000);
+
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      if (direct()) {
+        const reply = await callApi(model, "tasks/cancel", "POST", { task_ids: [model.get("task_id")] });
+        message = reply.cancelled.length ? "cancel requested" : `not cancelled: ${reply.not_cancelled[0].reason}`;
+        await refresh();
+      } else {
+        model.send({ event: "cancel" });
+        message = "cancel sent to the kernel";
+        draw();
+      }
+    } catch (e) {
+      message = `cancel failed: ${e.message}`;
+      draw();
+    } finally {
+      cancel.disabled = false;
+    }
+  });
+
+  retry.addEventListener("click", async () => {
+    retry.disabled = true;
+    try {
+      if (direct()) {
+        const fresh = await callApi(model, `tasks/${model.get("task_id")}/retry`, "POST");
+        message = `retried as ${fresh.id}`;
+        model.set("task_id", fresh.id);
+        model.save_changes();
+        task = fresh;
+        draw();
+        if (poll) poll.stop();
+        poll = poller(root, refresh);
+      } else {
+        model.send({ event: "retry" });
+        message = "retry sent to the kernel";
+        draw();
+      }
+    } catch (e) {
+      message = `retry failed: ${e.message}`;
+      draw();
+    } finally {
+      retry.disabled = false;
+    }
+  });
+
+  model.on("change:snapshot", () => { task = model.get("snapshot") || task; draw(); });
+  draw();
+  return () => { if (poll) poll.stop(); clearInterval(ticker); };
+}
+
+function renderGroup({ model, el: root }) {
+  root.classList.add("jtq-widget", "jtq-group");
+  let tasks = model.get("snapshot") || [];
+  let message = "";
+  const head = el("div", "jtq-head");
+  const bar = el("progress", "jtq-progress");
+  const list = el("div", "jtq-list");
+  const cancelAll = el("button", "jtq-button jtq-cancel", "Cancel all");
+  root.append(head, bar, el("div", "jtq-actions"), list);
+  root.querySelector(".jtq-actions").append(cancelAll);
+
+  function draw() {
+    const counts = {};
+    for (const t of tasks) counts[t.status] = (counts[t.status] || 0) + 1;
+    const done = tasks.filter((t) => FINAL.has(t.status)).length;
+    head.replaceChildren(el("span", "jtq-name", `${tasks.length} tasks`),
+      ...Object.entries(counts).map(([status, n]) => { const c = chip(status); c.textContent = `${n} ${status}`; return c; }));
+    bar.max = Math.max(1, tasks.length);
+    bar.value = done;
+    cancelAll.style.display = tasks.some((t) => CANCELLABLE.has(t.status)) ? "" : "none";
+    const rows = tasks.slice(0, 200).map((t) => {
+      const row = el("div", "jtq-row");
+      row.append(chip(t.status), el("span", "jtq-row-name", t.name || t.id), el("span", "jtq-facts", t.worker || ""));
+      return row;
+    });
+    if (tasks.length > 200) rows.push(el("div", "jtq-facts", `… and ${tasks.length - 200} more`));
+    if (message) rows.unshift(el("div", "jtq-message", message));
+    list.replaceChildren(...rows);
+  }
+
+  async function refresh() {
+    const reply = await callApi(model, "tasks/wait", "POST", { task_ids: model.get("task_ids"), timeout: 0 });
+    tasks = reply.tasks;
+    draw();
+    return !reply.done;
+  }
+
+  const poll = model.get("api_path") ? poller(root, refresh) : null;
+  cancelAll.addEventListener("click", async () => {
+    cancelAll.disabled = true;
+    try {
+      if (model.get("api_path")) {
+        const reply = await callApi(model, "tasks/cancel", "POST", { task_ids: model.get("task_ids") });
+        message = `cancelled ${reply.cancelled.length}`;
+        await refresh();
+        if (poll) poll.restart();
+      } else {
+        model.send({ event: "cancel" });
+        message = "cancel sent to the kernel";
+        draw();
+      }
+    } finally {
+      cancelAll.disabled = false;
+    }
+  });
+  model.on("change:snapshot", () => { tasks = model.get("snapshot") || tasks; draw(); });
+  draw();
+  return () => { if (poll) poll.stop(); };
+}
+
+export default {
+  render(context) {
+    return context.model.get("kind") === "group" ? renderGroup(context) : renderTask(context);
+  },
+};

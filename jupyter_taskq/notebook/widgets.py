@@ -1,0 +1,87 @@
+"""Live ipywidgets (anywidget) for a task and a group of tasks.
+
+The front end polls the REST API itself when the page's server runs the queue,
+so it updates and its Cancel works while the kernel is busy (a widget's Python
+callbacks cannot run then: jupyter-widgets/ipywidgets#3468). Otherwise a kernel
+thread pushes snapshots (trait changes from a thread show while the kernel is
+busy) and clicks come back to the kernel. No credential is ever a widget trait:
+widget state is saved into the notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import anywidget
+import traitlets
+
+from ..status import FINAL
+
+STATIC = Path(__file__).parent / "static"
+KERNEL_POLL = 0.5
+
+
+def page_can_reach_queue() -> bool:
+    """True when this kernel's queue is the Jupyter server the notebook page talks to."""
+    return os.environ.get("JUPYTER_TASKQ_SAME_ORIGIN") == "1" and "JUPYTER_TASKQ_URL" in os.environ
+
+
+class _TaskqWidget(anywidget.AnyWidget):
+    _esm = STATIC / "widgets.js"
+    _css = STATIC / "widgets.css"
+    kind = traitlets.Unicode("task").tag(sync=True)
+    api_path = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, client, **kwargs):
+        super().__init__(api_path="taskq/api/" if page_can_reach_queue() else "", **kwargs)
+        self._client = client
+        self.on_msg(self._on_front_end_message)
+        if not self.api_path:
+            threading.Thread(target=self._push_snapshots, daemon=True, name="taskq-widget").start()
+
+    def _push_snapshots(self) -> None:
+        while True:
+            try:
+                done = self._refresh()
+            except Exception:  # the server may be restarting: try again
+                done = False
+            if done:
+                return
+            threading.Event().wait(KERNEL_POLL)
+
+    def _on_front_end_message(self, widget, content, buffers) -> None:
+        event = content.get("event") if isinstance(content, dict) else None
+        if event == "cancel":
+            self._client.cancel(self._ids())
+        elif event == "retry" and self.kind == "task":
+            self.task_id = self._client.retry(self.task_id).id
+        self._refresh()
+
+
+class TaskWidget(_TaskqWidget):
+    task_id = traitlets.Unicode().tag(sync=True)
+    snapshot = traitlets.Dict().tag(sync=True)
+
+    def _ids(self) -> list[str]:
+        return [self.task_id]
+
+    def _refresh(self) -> bool:
+        self.snapshot = self._client.get(self.task_id)
+        return self.snapshot["status"] in FINAL
+
+
+class GroupWidget(_TaskqWidget):
+    task_ids = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    snapshot = traitlets.List().tag(sync=True)
+
+    def __init__(self, client, **kwargs):
+        super().__init__(client, kind="group", **kwargs)
+
+    def _ids(self) -> list[str]:
+        return list(self.task_ids)
+
+    def _refresh(self) -> bool:
+        self.snapshot = self._client.tasks_by_id(self.task_ids)
+        return all(t["status"] in FINAL for t in self.snapshot)
