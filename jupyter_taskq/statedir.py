@@ -40,7 +40,7 @@ class StateDir:
     def create(cls, root: str | os.PathLike | None = None) -> "StateDir":
         state = cls(Path(root) if root else default_state_dir())
         make_private_dir(state.root)
-        for sub in ("payloads", "results", "logs", "spool", "bells"):
+        for sub in ("payloads", "results", "logs", "outputs", "spool", "bells"):
             make_private_dir(state.root / sub)
         if not state.db.exists():
             os.close(os.open(state.db, os.O_WRONLY | os.O_CREAT, FILE_MODE))
@@ -73,6 +73,13 @@ class StateDir:
 
     def log(self, task_id: str) -> Path:
         return self.root / "logs" / f"{task_id}.log"
+
+    def outputs(self, task_id: str) -> Path:
+        return self.root / "outputs" / task_id
+
+    def attempt_dir(self, task_id: str, attempt: int) -> Path:
+        """Where attempt ``attempt`` saves its outputs and progress: a failed attempt's stay apart."""
+        return self.outputs(task_id) / str(attempt)
 
     def task_files(self, task_id: str) -> list[Path]:
         return [self.payload(task_id), self.result(task_id), self.error(task_id), self.error_pickle(task_id),

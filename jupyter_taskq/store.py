@@ -20,13 +20,13 @@ from typing import Any, Iterable
 from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
-_JSON_COLUMNS = ("error", "progress")
+_JSON_COLUMNS = ("error", "progress", "outputs", "callback")
 
 TASK_COLUMNS = (
     "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
     "attempt", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "expires_at",
     "priority", "callback_url", "worker", "worker_instance", "error", "progress", "cancel_requested",
-    "retry_of", "result_ttl", "result_size", "result_expired",
+    "retry_of", "result_ttl", "result_size", "result_expired", "outputs", "log_dropped", "callback", "callback_done",
 )
 
 
@@ -91,6 +91,10 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def results_older_than(self, ended_before: float) -> list[str]: ...
 
+    @abc.abstractmethod
+    def callbacks_due(self) -> list[str]:
+        """Finished tasks with a callback_url whose delivery has not succeeded or given up."""
+
     # Workers
     @abc.abstractmethod
     def register_worker(self, worker: dict) -> None: ...
@@ -126,6 +130,10 @@ create table if not exists taskq_workers (
 """
 
 
+_ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
+                  "callback_done": "integer not null default 0"}
+
+
 class SqliteTaskStore(TaskStore):
     """Task state in the queue's own SQLite file (WAL, so readers never block writers)."""
 
@@ -138,6 +146,16 @@ class SqliteTaskStore(TaskStore):
             _set_wal(self._conn, timeout)
             self._conn.execute("pragma synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was created (the schema only grows)."""
+        have = {row[1] for row in self._conn.execute("pragma table_info(taskq_tasks)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._conn.execute(f"alter table taskq_tasks add column {column} {kind}")
+        self._conn.execute("create index if not exists taskq_tasks_callbacks on taskq_tasks (callback_done) "
+                           "where callback_url is not null")
 
     def close(self) -> None:
         self._conn.close()
@@ -217,7 +235,7 @@ class SqliteTaskStore(TaskStore):
         with self._lock:
             row = self._conn.execute(
                 "update taskq_tasks set status = 'RUNNING', attempt = attempt + 1, worker = ?, "
-                "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0 "
+                "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0, outputs = null, progress = null "
                 "where id = ? and status in ('PENDING', 'RETRY') returning *",
                 (worker, worker_instance, now, now, task_id),
             ).fetchone()
@@ -266,6 +284,15 @@ class SqliteTaskStore(TaskStore):
             rows = self._conn.execute(
                 "select id from taskq_tasks where result_expired = 0 and ended_at is not null "
                 "and ended_at < ? - coalesce(result_ttl, 0)", (ended_before,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def callbacks_due(self) -> list[str]:
+        final = [s.value for s in FINAL]
+        with self._lock:
+            rows = self._conn.execute(
+                "select id from taskq_tasks where callback_url is not null and callback_done = 0 "
+                f"and status in ({', '.join('?' * len(final))})", final
             ).fetchall()
         return [r[0] for r in rows]
 

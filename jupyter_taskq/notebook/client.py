@@ -127,6 +127,23 @@ class Client:
     def stats(self) -> dict:
         return self._request("GET", "stats").json()
 
+    def logs(self, task_id: str, offset: int = 0) -> dict:
+        """``{data, offset, next_offset, size, reset, dropped, status}`` from byte ``offset`` of the log."""
+        return self._request("GET", f"tasks/{task_id}/logs", params={"offset": offset}).json()
+
+    def download(self, task_id: str, name: str, dest: str | os.PathLike = ".") -> str:
+        """Save output ``name`` of a task into the folder ``dest``; returns the file's path."""
+        from urllib.parse import quote
+
+        target = os.path.join(dest, name) if os.path.isdir(dest) else os.fspath(dest)
+        response = self._request("GET", f"tasks/{task_id}/outputs/{quote(name)}", stream=True)
+        tmp = f"{target}.part"
+        with open(tmp, "wb") as f:
+            for chunk in response.iter_content(1024 * 1024):
+                f.write(chunk)
+        os.replace(tmp, target)
+        return target
+
     def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> list[dict]:
         """Block until every task has finished; returns their JSON."""
         ids = list(task_ids)
@@ -205,6 +222,37 @@ class TaskHandle:
 
     def cancel(self) -> bool:
         return self.id in self.client.cancel([self.id])["cancelled"]
+
+    def outputs(self) -> list[dict]:
+        """``[{name, size, url, expires_in}]``: the files the task saved with ``Output(path).save()``."""
+        return self.info()["outputs"]
+
+    def download(self, name: str, dest: str | os.PathLike = ".") -> str:
+        return self.client.download(self.id, name, dest)
+
+    def progress(self) -> dict | None:
+        """``{done, total, fraction, message}`` as last reported by ``progress()`` in the task."""
+        return self.info()["progress"]
+
+    def logs(self, follow: bool = False, file=None) -> str:
+        """The task's stdout/stderr so far; with ``follow=True`` print it as it comes, until the task ends."""
+        if not follow:
+            return self.client.logs(self.id)["data"]
+        import sys
+        import time
+
+        out, offset = file or sys.stdout, 0
+        while True:
+            chunk = self.client.logs(self.id, offset)
+            if chunk["reset"]:
+                out.write("\n[log truncated to its tail]\n")
+            out.write(chunk["data"])
+            out.flush()
+            offset = chunk["next_offset"]
+            if chunk["status"] in FINAL and offset >= chunk["size"]:
+                return ""
+            if offset >= chunk["size"]:
+                time.sleep(0.25)
 
     def retry(self) -> "TaskHandle":
         return self.client.retry(self.id)

@@ -30,6 +30,7 @@ from ..store import SqliteTaskStore
 from .changes import ChangeFeed
 from .handlers import handlers
 from .service import TaskService
+from .webhooks import WebhookSender, load_or_create_secret
 
 SWEEP_MS = 1000
 
@@ -62,6 +63,11 @@ class TaskQueue(ExtensionApp):
     start_workers = Bool(True, config=True,
                          help="Start and supervise local workers. Set False when workers run on their own "
                               "(`jupyter taskq worker`).")
+    log_max_bytes = Int(10 * 1024 * 1024, config=True,
+                        help="Cap of a task's captured stdout/stderr log; past it the log keeps its tail.")
+    webhook_secret = Unicode("", config=True,
+                             help="Secret that signs callback_url deliveries (HMAC-SHA256). Default: a random "
+                                  "secret kept in the state directory (file webhook_secret).")
     cleanup_interval = Float(60.0, config=True, help="Seconds between clean-ups of results past their TTL.")
     max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
 
@@ -93,8 +99,11 @@ class TaskQueue(ExtensionApp):
         self.service = TaskService(
             self.state, self.store, self.queues, gpus=self.device_list, workers_per_gpu=self.workers_per_gpu,
             cpu_workers=self.cpu_workers, max_retries=self.max_retries, retry_delay=self.retry_delay,
-            retry_backoff=self.retry_backoff, result_ttl=self.result_ttl, on_change=self.changes.notify,
+            retry_backoff=self.retry_backoff, result_ttl=self.result_ttl, base_url=self.serverapp.base_url,
+            on_change=self.changes.notify,
         )
+        secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
+        self.webhooks = WebhookSender(self.service, secret)
         self.settings.update(taskq_service=self.service, taskq_changes=self.changes,
                              taskq_max_payload=self.max_payload_size)
         self._supervisor: subprocess.Popen | None = None
@@ -138,7 +147,7 @@ class TaskQueue(ExtensionApp):
         cmd = [sys.executable, "-m", "jupyter_taskq.worker", "--state-dir", str(self.state.root),
                "--gpus", ",".join(map(str, self.device_list)), "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
-               "--kill-grace", str(self.kill_grace), "--die-with-parent"]
+               "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
         self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
         self.log.info("jupyter-taskq: worker supervisor started (pid %d)", self._supervisor.pid)
 
@@ -150,6 +159,7 @@ class TaskQueue(ExtensionApp):
                 self._start_supervisor()
             recover_lost_tasks(self.store, self.queues, self.heartbeat_timeout, self.changes.notify)
             expire_overdue_tasks(self.store, self.changes.notify)
+            self.webhooks.deliver_due()
             if self.store.count(ACTIVE):
                 # Work in flight counts as activity, so an idle-shutdown server never cuts it short.
                 self.serverapp.web_app.settings["api_last_activity"] = datetime.datetime.now(datetime.timezone.utc)
@@ -162,6 +172,7 @@ class TaskQueue(ExtensionApp):
     async def stop_extension(self):
         if self._sweeper is not None:
             self._sweeper.stop()
+        await self.webhooks.close()
         self.changes.stop()
         proc = self._supervisor
         if proc is not None and proc.poll() is None:

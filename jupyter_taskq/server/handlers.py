@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import mimetypes
 import os
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
 from ..status import FINAL
@@ -28,16 +30,10 @@ CHUNK = 1024 * 1024
 _METHOD_ACTION = {"GET": "read", "HEAD": "read", "POST": "write", "DELETE": "write"}
 
 
-class TaskqHandler(APIHandler):
+class _TaskqAuth:
+    """Authentication and authorization before anything else, and service errors as JSON."""
+
     auth_resource = AUTH_RESOURCE
-
-    @property
-    def service(self):
-        return self.settings["taskq_service"]
-
-    @property
-    def changes(self):
-        return self.settings["taskq_changes"]
 
     async def prepare(self):
         await super().prepare()
@@ -56,6 +52,16 @@ class TaskqHandler(APIHandler):
             self.finish(json.dumps({"message": str(e), "reason": e.reason}))
             return
         super()._handle_request_exception(e)
+
+
+class TaskqHandler(_TaskqAuth, APIHandler):
+    @property
+    def service(self):
+        return self.settings["taskq_service"]
+
+    @property
+    def changes(self):
+        return self.settings["taskq_changes"]
 
     def json_body(self) -> dict:
         try:
@@ -271,6 +277,40 @@ class ExceptionHandler(TaskqHandler):
         await self.send_file(self.service.error_pickle_path(task_id), f"{task_id}.exception")
 
 
+class LogsHandler(TaskqHandler):
+    """``?offset=N``: the log from byte N, also while the task runs; pass back ``next_offset`` to follow."""
+
+    @authorized
+    async def get(self, task_id):
+        raw = self.get_query_argument("offset", "0")
+        try:
+            offset = int(raw)
+        except ValueError:
+            raise bad_request(f"'offset' must be an integer, got {raw!r}") from None
+        self.finish(json.dumps(self.service.log_chunk(task_id, offset)))
+
+
+class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
+    """Downloads a registered output file, with ranges, the right type and an attachment name."""
+
+    @authorized
+    async def get(self, task_id, name, include_body=True):
+        path = self.settings["taskq_service"].output_path(task_id, unquote(name))
+        self.root = str(path.parent)
+        self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(path.name)}")
+        await web.StaticFileHandler.get(self, path.name, include_body)
+
+    @authorized
+    async def head(self, task_id, name):
+        await self.get(task_id, name, include_body=False)
+
+    def compute_etag(self):
+        return None  # tornado would hash the whole (possibly huge) file for an etag
+
+    def get_content_type(self):
+        return mimetypes.guess_type(self.absolute_path)[0] or "application/octet-stream"
+
+
 class StatsHandler(TaskqHandler):
     @authorized
     async def get(self):
@@ -289,5 +329,7 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/tasks/{task}/retry", RetryHandler),
         (f"{api}/tasks/{task}/result", ResultHandler),
         (f"{api}/tasks/{task}/exception", ExceptionHandler),
+        (f"{api}/tasks/{task}/logs", LogsHandler),
+        (f"{api}/tasks/{task}/outputs/(?P<name>[^/]+)", OutputHandler, {"path": "/nonexistent"}),
         (f"{api}/stats", StatsHandler),
     ]

@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import stat
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Callable, Iterable, Mapping
 
 from ..doorbell import Doorbell
@@ -88,7 +90,7 @@ OPTION_NAMES = ("name", "gpu", "max_retries", "retry_delay", "retry_backoff", "t
 class TaskService:
     def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
                  cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
-                 on_change: Callable[[str], None] = lambda task_id: None):
+                 base_url: str = "/", on_change: Callable[[str], None] = lambda task_id: None):
         self.state = state
         self.store = store
         self.queues = queues
@@ -98,6 +100,8 @@ class TaskService:
         self.defaults = {"max_retries": max_retries, "retry_delay": retry_delay, "retry_backoff": retry_backoff,
                          "result_ttl": result_ttl}
         self.on_change = on_change
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._disk_usage: int | None = None
         self._bells = {pool: Doorbell(state.bells / f"work-{pool}.fifo") for pool in queues}
         self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
 
@@ -258,6 +262,7 @@ class TaskService:
             "workers": workers,
             "counts": self.store.counts_by_status(),
             "gpus": self.gpus,
+            "disk_usage_bytes": self.disk_usage(),
         }
 
     def to_json(self, task: dict, stats: dict | None = None) -> dict:
@@ -268,11 +273,34 @@ class TaskService:
             "attempt": task["attempt"], "max_retries": task["max_retries"], "gpu": task["gpu"],
             "worker": task["worker"], "timeout": task["timeout"], "expires": task["expires"],
             "priority": task["priority"], "callback_url": task["callback_url"], "retry_of": task["retry_of"],
-            "outputs": [], "error": task["error"], "progress": task["progress"],
+            "outputs": self._outputs_json(task), "error": task["error"], "progress": task["progress"],
             "result": {"available": task["status"] == TaskStatus.COMPLETE and not task["result_expired"],
-                       "size": task["result_size"], "expired": bool(task["result_expired"])},
+                       "size": task["result_size"], "expired": bool(task["result_expired"]),
+                       "expires_in": self._expires_in(task)},
+            "log": {"url": f"{self._task_url(task['id'])}/logs", "dropped": task.get("log_dropped") or 0},
+            "callback": task.get("callback"),
             "stats": stats if stats is not None else self.task_stats(),
         }
+
+    def _task_url(self, task_id: str) -> str:
+        return f"{self.base_url}taskq/api/tasks/{task_id}"
+
+    def _expires_in(self, task: dict) -> float | None:
+        """Seconds until the result, logs and outputs are removed (the TTL counts from the end)."""
+        if task["result_expired"]:
+            return 0
+        ttl = task["result_ttl"] if task["result_ttl"] is not None else self.defaults["result_ttl"]
+        if task["ended_at"] is None:
+            return ttl
+        return max(0.0, round(task["ended_at"] + ttl - time.time(), 1))
+
+    def _outputs_json(self, task: dict) -> list[dict]:
+        if task["result_expired"] or not task.get("outputs"):
+            return []
+        expires_in = self._expires_in(task)
+        base = self._task_url(task["id"])
+        return [{"name": o["name"], "size": o["size"], "kind": o.get("kind"),
+                 "url": f"{base}/outputs/{quote(o['name'])}", "expires_in": expires_in} for o in task["outputs"]]
 
     # -- actions ----------------------------------------------------------
     def cancel(self, task_ids: Any) -> dict:
@@ -327,8 +355,7 @@ class TaskService:
         if task["status"] not in FINAL:
             raise conflict(f"task {task_id} is {task['status']}; cancel it before deleting it")
         self.store.delete(task_id)
-        for path in self.state.task_files(task_id):
-            path.unlink(missing_ok=True)
+        self._remove_files(task_id)
         self.on_change(task_id)
 
     def result_path(self, task_id: str) -> Path:
@@ -348,9 +375,68 @@ class TaskService:
         return path
 
     def expire_old_results(self) -> int:
+        """Remove results, payloads, logs and outputs past their TTL; the task record stays, marked expired."""
         ids = self.store.results_older_than(time.time())
         for task_id in ids:
-            for path in (self.state.result(task_id), self.state.payload(task_id), self.state.error_pickle(task_id)):
-                path.unlink(missing_ok=True)
+            self._remove_files(task_id)
             self.store.update_fields(task_id, result_expired=1)
+            self.on_change(task_id)
+        self._disk_usage = None
         return len(ids)
+
+    def _remove_files(self, task_id: str) -> None:
+        for path in self.state.task_files(task_id):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.state.outputs(task_id), ignore_errors=True)
+
+    def output_path(self, task_id: str, name: str) -> Path:
+        """The file of a registered output of the task's last attempt; nothing else is ever served."""
+        task = self.get_task(task_id)
+        registered = {o["name"] for o in task.get("outputs") or []}
+        if name not in registered or "/" in name or name in (".", ".."):
+            raise ServiceError(404, f"task {task_id} has no output named {name!r}", "not found")
+        if task["result_expired"]:
+            raise ServiceError(410, f"the outputs of task {task_id} have expired (result TTL)", "gone")
+        files = self.state.attempt_dir(task_id, task["attempt"]) / "files"
+        path = files / name
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            raise ServiceError(404, f"output {name!r} of task {task_id} is gone", "not found") from None
+        if not stat.S_ISREG(info.st_mode) or os.path.realpath(path) != os.path.join(os.path.realpath(files), name):
+            raise ServiceError(403, f"output {name!r} of task {task_id} is not a regular file in its output store",
+                               "forbidden")
+        return path
+
+    def log_chunk(self, task_id: str, offset: int, limit: int = 1024 * 1024) -> dict:
+        """The log from byte ``offset`` (clients follow a running task by passing back ``next_offset``)."""
+        task = self.get_task(task_id)
+        if offset < 0:
+            raise bad_request("'offset' must be >= 0")
+        path = self.state.log(task_id)
+        try:
+            with open(path, "rb") as log:
+                size = os.fstat(log.fileno()).st_size
+                reset = offset > size  # the log was cut to its tail since: start again from its top
+                if reset:
+                    offset = 0
+                log.seek(offset)
+                data = log.read(limit)
+        except FileNotFoundError:
+            size, data, reset = 0, b"", offset > 0
+        return {"offset": offset, "next_offset": offset + len(data), "size": size, "reset": reset,
+                "dropped": task.get("log_dropped") or 0, "expired": bool(task["result_expired"]),
+                "status": task["status"], "data": data.decode("utf-8", errors="replace")}
+
+    def disk_usage(self) -> int:
+        """Bytes under the state directory (computed at most once per clean-up interval)."""
+        if self._disk_usage is None:
+            total = 0
+            for root, _dirs, files in os.walk(self.state.root):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(root, name)).st_size
+                    except FileNotFoundError:
+                        pass
+            self._disk_usage = total
+        return self._disk_usage

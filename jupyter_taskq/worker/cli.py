@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--heartbeat-timeout", type=float, default=10.0,
                         help="seconds without a heartbeat after which a worker's tasks are requeued")
     worker.add_argument("--kill-grace", type=float, default=2.0, help="seconds between SIGTERM and SIGKILL")
+    worker.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024,
+                        help="cap of a task's log; past it the log keeps its tail")
     worker.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
     prefix = f"{args.name}/" if args.name else ""
     specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, prefix)
-    Supervisor(StateDir.create(args.state_dir), specs, args.heartbeat_timeout, args.kill_grace).run()
+    Supervisor(StateDir.create(args.state_dir), specs, args.heartbeat_timeout, args.kill_grace,
+               args.log_max_bytes).run()
     return 0
 
 

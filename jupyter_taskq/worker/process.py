@@ -31,7 +31,8 @@ from huey.signals import SIGNAL_EXPIRED
 from .. import payload
 from ..doorbell import events_bell, work_bell
 from ..queue import open_queue, set_attempt_runner
-from ..statedir import StateDir
+from ..statedir import StateDir, make_private_dir
+from .task_io import AttemptWatcher
 from ..status import WAITING, TaskStatus
 from ..store import SqliteTaskStore
 from . import runner
@@ -62,12 +63,14 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
 
 
 class Worker:
-    def __init__(self, state: StateDir, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0):
+    def __init__(self, state: StateDir, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
+                 log_max_bytes: int = 10 * 1024 * 1024):
         self.state = state
         self.name = name
         self.pool = pool
         self.cuda_devices = device if device is not None else ""
         self.kill_grace = kill_grace
+        self.log_max_bytes = log_max_bytes
         self.instance = f"{name}:{socket.gethostname()}:{os.getpid()}:{time.time():.6f}"
         self.store = SqliteTaskStore(state.db)
         self.huey = open_queue(state, pool)
@@ -167,7 +170,7 @@ class Worker:
         for stale in (self.state.error(task_id), self.state.error_pickle(task_id)):
             stale.unlink(missing_ok=True)
         try:
-            child = self._start_child(task_id)
+            child = self._start_child(task)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
             return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
         try:
@@ -175,9 +178,12 @@ class Worker:
         finally:
             child.close()
 
-    def _start_child(self, task_id: str) -> "_Child":
+    def _start_child(self, task: dict) -> "_Child":
+        task_id = task["id"]
+        attempt_dir = self.state.attempt_dir(task_id, task["attempt"])
+        make_private_dir(attempt_dir)
         paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),
-                 str(self.state.error(task_id)), str(self.state.log(task_id))]
+                 str(self.state.error(task_id)), str(self.state.log(task_id)), str(attempt_dir)]
         with open(paths[0], "rb") as stream:
             header = payload.read_header(stream)
         python = header["python"]
@@ -256,6 +262,7 @@ class Worker:
         task_id = task["id"]
         deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
         watch = [child.pidfd] + ([child.done] if child.done is not None else [])
+        io = AttemptWatcher(self.state, task, self.log_max_bytes)
         while True:
             wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
             ready = select.select(watch, [], [], wait)[0]
@@ -263,11 +270,15 @@ class Worker:
                 reported = os.read(child.done, 1)
                 if reported:  # it finished and is exiting: reap it later
                     self._exited.append(child.pid)
+                    io.sync(self.store)
                     return self._outcome(task_id, reported[0])
             if ready:  # it died (or closed the pipe while dying)
                 _, status = os.waitpid(child.pid, 0)
+                io.sync(self.store)
                 return self._outcome(task_id, os.waitstatus_to_exitcode(status))
             self._housekeeping("busy", task_id)
+            if io.sync(self.store):
+                self._changed(task_id)
             if self.stopping:
                 self._kill(child)
                 return "interrupted", None
@@ -341,13 +352,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, choices=["cpu", "gpu"])
     parser.add_argument("--device", default=None, help="the GPU index this worker is pinned to")
     parser.add_argument("--kill-grace", type=float, default=2.0)
+    parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024)
     parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args(argv)
     if args.die_with_parent:
         die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"[taskq {args.name}] %(levelname)s %(message)s")
     state = StateDir.create(Path(args.state_dir))
-    Worker(state, args.name, args.pool, args.device, args.kill_grace).run()
+    Worker(state, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes).run()
 
 
 if __name__ == "__main__":

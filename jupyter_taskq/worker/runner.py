@@ -20,13 +20,16 @@ import traceback
 EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
 
 
-def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str,
+ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"  # as jupyter_taskq.taskio reads it
+
+
+def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str, attempt_dir: str,
                 cuda_devices: str, payload_module) -> int:
     _redirect_output(log_path)
     try:
         with open(payload_path, "rb") as stream:
             header = payload_module.read_header(stream)
-            _enter_world(header, cuda_devices)
+            _enter_world(header, cuda_devices, attempt_dir)
             import dill
 
             fn, args, kwargs = dill.load(stream)
@@ -36,8 +39,10 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the task's own failure, reported to its owner
+        _flush_progress()
         _write_error(error_path, exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
         return EXIT_RAISED
+    _flush_progress()
     try:
         _write_private(result_path, dill.dumps(value, recurse=True))
     except BaseException as exc:  # noqa: BLE001
@@ -45,6 +50,16 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
         _write_error(error_path, exc, exc.__traceback__)
         return EXIT_RAISED
     return EXIT_OK
+
+
+def _flush_progress() -> None:
+    """The last progress() value is what the task JSON shows, even if it came in under the rate limit."""
+    taskio = sys.modules.get("jupyter_taskq.taskio")
+    if taskio is not None:
+        try:
+            taskio.flush_progress()
+        except Exception:  # noqa: BLE001 - progress is best effort
+            pass
 
 
 def _redirect_output(log_path: str) -> None:
@@ -56,11 +71,12 @@ def _redirect_output(log_path: str) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
 
-def _enter_world(header: dict, cuda_devices: str) -> None:
+def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
     """The notebook's environment, working directory and sys.path; the worker's GPU."""
     os.environ.clear()
     os.environ.update(header["env"])
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
+    os.environ[ATTEMPT_DIR_ENV] = attempt_dir
     cwd = header["cwd"]
     if not os.path.isdir(cwd):
         raise FileNotFoundError(f"the notebook's working directory {cwd!r} does not exist on this worker")
@@ -110,7 +126,6 @@ def _load_payload_module():
 
 
 if __name__ == "__main__":
-    # python runner.py PAYLOAD RESULT ERROR LOG CUDA_DEVICES
+    # python runner.py PAYLOAD RESULT ERROR LOG ATTEMPT_DIR CUDA_DEVICES
     sys.path.pop(0)  # this file's folder is not the notebook's
-    payload_path, result_path, error_path, log_path, cuda = sys.argv[1:6]
-    sys.exit(run_attempt(payload_path, result_path, error_path, log_path, cuda, _load_payload_module()))
+    sys.exit(run_attempt(*sys.argv[1:7], _load_payload_module()))

@@ -62,11 +62,13 @@ class _Running:
 
 
 class Supervisor:
-    def __init__(self, state: StateDir, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0):
+    def __init__(self, state: StateDir, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0,
+                 log_max_bytes: int = 10 * 1024 * 1024):
         self.state = state
         self.workers = [_Running(spec) for spec in specs]
         self.stale_after = stale_after
         self.kill_grace = kill_grace
+        self.log_max_bytes = log_max_bytes
         self.store = SqliteTaskStore(state.db)
         self.queues = {pool: open_queue(state, pool) for pool in POOLS}
         self.events = events_bell(state.bells)
@@ -134,7 +136,8 @@ class Supervisor:
     def _start(self, spec: WorkerSpec) -> subprocess.Popen:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=spec.cuda_visible_devices, PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "jupyter_taskq.worker.process", "--state-dir", str(self.state.root),
-               "--name", spec.name, "--pool", spec.pool, "--kill-grace", str(self.kill_grace), "--die-with-parent"]
+               "--name", spec.name, "--pool", spec.pool, "--kill-grace", str(self.kill_grace),
+               "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
         if spec.device is not None:
             cmd += ["--device", spec.device]
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)

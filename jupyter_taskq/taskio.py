@@ -1,0 +1,140 @@
+"""What a running task uses to hand things back: ``Output(path).save()`` and ``progress()``.
+
+The worker runs each attempt with ``JUPYTER_TASKQ_ATTEMPT_DIR`` set to a private
+directory of that attempt; files saved there (and a progress file) are picked up by
+the worker and served by the server. Called outside a task (a plain call in the
+kernel, for debugging) both are harmless no-ops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"
+PROGRESS_INTERVAL = 0.25  # seconds between progress writes: a tight loop may call it a million times
+MANIFEST = "manifest.jsonl"
+PROGRESS = "progress.json"
+FILES = "files"
+
+_monotonic = time.monotonic
+_last_write = float("-inf")
+_latest: tuple | None = None
+
+
+def attempt_dir() -> Path | None:
+    path = os.environ.get(ATTEMPT_DIR_ENV)
+    return Path(path) if path else None
+
+
+def progress(done: float, total: float | None = None, message: str = "") -> None:
+    """Report progress; cheap in a tight loop (it writes at most four times a second)."""
+    global _last_write, _latest
+    _latest = (done, total, message)
+    now = _monotonic()
+    if now - _last_write >= PROGRESS_INTERVAL:
+        _last_write = now
+        _write_progress(_latest)
+
+
+def flush_progress() -> None:
+    """Write the last reported value (the runner calls this when the task returns)."""
+    if _latest is not None:
+        _write_progress(_latest)
+
+
+def _write_progress(value: tuple) -> None:
+    directory = attempt_dir()
+    if directory is None:
+        return
+    done, total, message = value
+    record = {"done": done, "total": total, "message": str(message)[:500],
+              "fraction": (done / total) if total else None, "at": time.time()}
+    _write_atomic(directory / PROGRESS, json.dumps(record).encode())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Output:
+    """A file or folder the task produced, offered for download once saved (a folder as a zip)."""
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None):
+        self.path = Path(path)
+        self.name = name
+
+    def save(self) -> str:
+        """Copy (or hard-link) into the task's output store; returns the name it is offered under."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"Output path {str(self.path)!r} does not exist")
+        folder = self.path.is_dir()
+        base = self.name or self.path.resolve().name or "output"
+        if folder and not base.endswith(".zip"):
+            base += ".zip"
+        if "/" in base or base in (".", "..") or base.startswith("."):
+            raise ValueError(f"invalid output name {base!r}")
+        directory = attempt_dir()
+        if directory is None:
+            return base  # not running on the queue: nothing to register
+        files = directory / FILES
+        files.mkdir(mode=0o700, exist_ok=True)
+        name = _unique(files, base)
+        target = files / name
+        if folder:
+            archive = shutil.make_archive(str(target.with_suffix("")) + ".tmp", "zip", root_dir=self.path)
+            os.replace(archive, target)
+        else:
+            try:
+                os.link(self.path, target)
+            except OSError:
+                shutil.copyfile(self.path, target)
+        os.chmod(target, 0o600)
+        entry = {"name": name, "size": target.stat().st_size, "kind": "folder" if folder else "file"}
+        fd = os.open(directory / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (json.dumps(entry) + "\n").encode())
+        finally:
+            os.close(fd)
+        return name
+
+
+def _unique(directory: Path, name: str) -> str:
+    if not (directory / name).exists():
+        return name
+    stem, dot, suffix = name.partition(".")
+    for i in range(1, 10_000):
+        candidate = f"{stem}-{i}{dot}{suffix}"
+        if not (directory / candidate).exists():
+            return candidate
+    raise FileExistsError(name)
+
+
+def read_manifest(directory: Path) -> list[dict]:
+    try:
+        lines = (directory / MANIFEST).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            entries.append({"name": entry["name"], "size": int(entry.get("size") or 0), "kind": entry.get("kind")})
+    return entries
+
+
+def read_progress(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / PROGRESS).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
