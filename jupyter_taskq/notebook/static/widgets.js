@@ -50,6 +50,14 @@ function seconds(task) {
   return Math.max(0, (end - Date.parse(task.started_at)) / 1000);
 }
 
+function formatBytes(n) {
+  if (n === null || n === undefined) return "";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
 function formatSeconds(s) {
   if (s === null) return "";
   if (s < 60) return `${s.toFixed(1)} s`;
@@ -96,6 +104,26 @@ function renderTask({ model, el: root }) {
   actions.append(cancel, retry);
   root.append(head, body, actions);
 
+  // The log tail: fetched from the REST API while the section is open, following with offsets.
+  const logView = el("details", "jtq-log");
+  const logText = el("pre", "jtq-log-text");
+  logView.append(el("summary", "", "Log"), logText);
+  let logOffset = 0;
+  let logTimer = null;
+  async function followLog() {
+    if (!logView.open) { logTimer = null; return; }
+    try {
+      const chunk = await callApi(model, `tasks/${model.get("task_id")}/logs?offset=${logOffset}`);
+      if (chunk.reset) logText.textContent = "";
+      logText.textContent = (logText.textContent + chunk.data).slice(-20000);
+      logOffset = chunk.next_offset;
+      logText.scrollTop = logText.scrollHeight;
+      if (FINAL.has(chunk.status) && logOffset >= chunk.size) { logTimer = null; return; }
+    } catch (e) { /* try again */ }
+    logTimer = setTimeout(followLog, POLL_MS);
+  }
+  logView.addEventListener("toggle", () => { if (logView.open && logTimer === null) followLog(); });
+
   function draw() {
     head.replaceChildren(el("span", "jtq-name", task.name || task.id || model.get("task_id")), chip(task.status));
     const facts = [];
@@ -110,6 +138,30 @@ function renderTask({ model, el: root }) {
       if (task.error.traceback) details.append(el("pre", "jtq-traceback", task.error.traceback));
       body.append(details);
     }
+    if (task.progress) {
+      const p = task.progress;
+      const row = el("div", "jtq-progress-row");
+      const bar = el("progress", "jtq-progress");
+      if (p.fraction !== null && p.fraction !== undefined) { bar.max = 1; bar.value = p.fraction; }
+      const label = p.total ? `${p.done} / ${p.total}` : `${p.done}`;
+      row.append(bar, el("span", "jtq-facts", p.message ? `${label} · ${p.message}` : label));
+      body.append(row);
+    }
+    if (task.outputs && task.outputs.length) {
+      const links = el("div", "jtq-outputs");
+      for (const output of task.outputs) {
+        if (direct()) {
+          const a = el("a", "jtq-download", `⬇ ${output.name}`);
+          a.href = output.url;
+          a.setAttribute("download", output.name);
+          links.append(a, el("span", "jtq-facts", ` ${formatBytes(output.size)} `));
+        } else {
+          links.append(el("span", "jtq-facts", `${output.name} (${formatBytes(output.size)}) `));
+        }
+      }
+      body.append(links);
+    }
+    if (direct()) body.append(logView);
     if (message) body.append(el("div", "jtq-message", message));
     cancel.style.display = CANCELLABLE.has(task.status) ? "" : "none";
     retry.style.display = FINAL.has(task.status) ? "" : "none";
@@ -152,6 +204,8 @@ function renderTask({ model, el: root }) {
         const fresh = await callApi(model, `tasks/${model.get("task_id")}/retry`, "POST");
         message = `retried as ${fresh.id}`;
         model.set("task_id", fresh.id);
+        logOffset = 0;
+        logText.textContent = "";
         model.save_changes();
         task = fresh;
         draw();
