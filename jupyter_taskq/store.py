@@ -36,6 +36,10 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def create(self, task: dict) -> None: ...
 
+    def create_many(self, tasks: list[dict]) -> None:
+        for task in tasks:
+            self.create(task)
+
     @abc.abstractmethod
     def get(self, task_id: str) -> dict | None: ...
 
@@ -176,6 +180,22 @@ class SqliteTaskStore(TaskStore):
         self._write(
             f"insert into taskq_tasks ({', '.join(cols)}) values ({', '.join('?' * len(cols))})", values
         )
+
+    def create_many(self, tasks: list[dict]) -> None:
+        """One transaction for a whole batch (one commit instead of one per task)."""
+        if not tasks:
+            return
+        cols = [c for c in TASK_COLUMNS if c in tasks[0]]
+        sql = f"insert into taskq_tasks ({', '.join(cols)}) values ({', '.join('?' * len(cols))})"
+        rows = [[_to_db(c, task.get(c)) for c in cols] for task in tasks]
+        with self._lock:
+            self._conn.execute("begin immediate")
+            try:
+                self._conn.executemany(sql, rows)
+            except BaseException:
+                self._conn.execute("rollback")
+                raise
+            self._conn.execute("commit")
 
     def get(self, task_id: str) -> dict | None:
         rows = self._rows("select * from taskq_tasks where id = ?", (task_id,))

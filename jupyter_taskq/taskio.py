@@ -40,6 +40,11 @@ def progress(done: float, total: float | None = None, message: str = "") -> None
         _write_progress(_latest)
 
 
+def reset() -> None:
+    global _last_write, _latest
+    _last_write, _latest = float("-inf"), None
+
+
 def flush_progress() -> None:
     """Write the last reported value (the runner calls this when the task returns)."""
     if _latest is not None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from typing import Callable, Collection
 
 from ..doorbell import Doorbell
 
 RECHECK = 1.0
+BATCH_SETTLE = 0.02
 
 
 class ChangeFeed:
@@ -42,8 +43,9 @@ class ChangeFeed:
             if not future.done():
                 future.set_result(None)
 
-    async def wait_until(self, task_ids: list[str], done: Callable[[], bool], timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) until ``done()``, re-checking whenever one of ``task_ids`` changes."""
+    async def wait_until(self, task_ids: Collection[str], done: Callable[[], bool], timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until ``done()``, re-checking whenever one of ``task_ids`` changes
+        (``done`` may shrink ``task_ids`` as tasks finish)."""
         deadline = time.monotonic() + timeout
         while True:
             if done():
@@ -52,14 +54,17 @@ class ChangeFeed:
             if remaining <= 0:
                 return False
             future = asyncio.get_running_loop().create_future()
-            for task_id in task_ids:
+            watched = list(task_ids)
+            for task_id in watched:
                 self._waiters.setdefault(task_id, set()).add(future)
             try:
                 await asyncio.wait_for(future, min(RECHECK, remaining))
+                if len(watched) > 1:
+                    await asyncio.sleep(BATCH_SETTLE)  # let a burst of changes land before looking again
             except asyncio.TimeoutError:
                 pass
             finally:
-                for task_id in task_ids:
+                for task_id in watched:
                     waiting = self._waiters.get(task_id)
                     if waiting is not None:
                         waiting.discard(future)

@@ -83,7 +83,14 @@ class TaskqHandler(_TaskqAuth, APIHandler):
         return wait
 
     async def wait_final(self, task_ids: list[str], timeout: float) -> bool:
-        return await self.changes.wait_until(task_ids, lambda: self.service.is_final(task_ids), timeout)
+        """Wait until every task has finished; each check looks only at those still unfinished."""
+        unfinished = set(task_ids)
+
+        def done() -> bool:
+            unfinished.difference_update(self.service.finished(unfinished))
+            return not unfinished
+
+        return await self.changes.wait_until(unfinished, done, timeout)
 
     async def send_file(self, path: Path, filename: str) -> None:
         self.set_header("Content-Type", "application/octet-stream")
@@ -200,9 +207,7 @@ class BatchHandler(TaskqHandler):
             except ServiceError as exc:
                 raise bad_request(f"tasks[{index}]: {exc}") from None
             prepared.append((data, options))
-        created = []
-        for data, options in prepared:
-            created.append(self.service.submit(self.service.spool_bytes(data), options))
+        created = self.service.submit_many(prepared)
         self.set_status(201)
         self.finish(json.dumps({"tasks": created}))
 

@@ -18,8 +18,8 @@ from urllib.parse import quote
 from typing import Any, Callable, Iterable, Mapping
 
 from ..doorbell import Doorbell
-from ..payload import PayloadError, read_header
-from ..queue import CPU_POOL, GPU_POOL, enqueue_attempt
+from ..payload import PayloadError, read_header, read_header_bytes
+from ..queue import CPU_POOL, GPU_POOL, AttemptSpec, enqueue_attempt, enqueue_attempts
 from ..statedir import StateDir, create_private_file
 from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ..store import TASK_COLUMNS, TaskStore
@@ -162,24 +162,47 @@ class TaskService:
                     read_header(stream)
             except PayloadError as exc:
                 raise bad_request(str(exc)) from None
-            task_id = str(uuid.uuid4())
-            os.replace(spooled, self.state.payload(task_id))
+            task = self._new_task(options, retry_of)
+            os.replace(spooled, self.state.payload(task["id"]))
         finally:
             if spooled.exists():
                 spooled.unlink()
-        now = time.time()
-        pool = GPU_POOL if options["gpu"] else CPU_POOL
-        task = dict(options, id=task_id, status=TaskStatus.PENDING, pool=pool, created_at=now, updated_at=now,
-                    attempt=0, expires_at=now + options["expires"] if options["expires"] else None, retry_of=retry_of)
-        self.store.create(task)
-        self._enqueue_first_attempt(task)
+        self._queue([task])
         return self.to_json({**self._blank_row, **task})
 
-    def _enqueue_first_attempt(self, task: dict) -> None:
-        enqueue_attempt(self.queues[task["pool"]], task["id"], retries=task["max_retries"],
-                        retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
-                        priority=task["priority"], expires_at=task["expires_at"])
-        self._bells[task["pool"]].ring()
+    def submit_many(self, items: list[tuple[bytes, dict]]) -> list[dict]:
+        """Queue many (payload bytes, validated options) in one database transaction per table."""
+        tasks = []
+        for index, (data, options) in enumerate(items):  # refuse the whole batch before writing anything
+            try:
+                read_header_bytes(data)
+            except PayloadError as exc:
+                raise bad_request(f"tasks[{index}]: {exc}") from None
+        for data, options in items:
+            task = self._new_task(options)
+            with os.fdopen(create_private_file(self.state.payload(task["id"])), "wb") as f:
+                f.write(data)
+            tasks.append(task)
+        self._queue(tasks)
+        stats = self.task_stats()
+        return [self.to_json({**self._blank_row, **task}, stats) for task in tasks]
+
+    def _new_task(self, options: dict, retry_of: str | None = None) -> dict:
+        now = time.time()
+        return dict(options, id=str(uuid.uuid4()), status=TaskStatus.PENDING,
+                    pool=GPU_POOL if options["gpu"] else CPU_POOL, created_at=now, updated_at=now, attempt=0,
+                    expires_at=now + options["expires"] if options["expires"] else None, retry_of=retry_of)
+
+    def _queue(self, tasks: list[dict]) -> None:
+        """Record, then queue: a crash in between leaves waiting tasks that reconcile() re-queues."""
+        self.store.create_many(tasks)
+        for pool in {t["pool"] for t in tasks}:
+            enqueue_attempts(self.queues[pool], [
+                AttemptSpec(t["id"], retries=t["max_retries"], retry_delay=t["retry_delay"],
+                            retry_backoff=t["retry_backoff"], priority=t["priority"], expires_at=t["expires_at"])
+                for t in tasks if t["pool"] == pool
+            ])
+            self._bells[pool].ring()
 
     def reconcile(self) -> list[str]:
         """Queue again any waiting task that has no Huey message (a crash between two writes)."""
@@ -235,10 +258,11 @@ class TaskService:
         return [self.to_json(found[i], stats) if i in found else {"id": i, "status": None, "error": "not found"}
                 for i in task_ids]
 
-    def is_final(self, task_ids: list[str]) -> bool:
-        """All finished (an unknown or deleted id counts as finished: there is nothing to wait for)."""
+    def finished(self, task_ids: Iterable[str]) -> set[str]:
+        """Those of ``task_ids`` that have finished (an unknown or deleted id counts: nothing to wait for)."""
+        task_ids = list(task_ids)
         statuses = self.store.statuses(task_ids)
-        return all(statuses.get(i, TaskStatus.COMPLETE) in FINAL for i in task_ids)
+        return {i for i in task_ids if statuses.get(i, TaskStatus.COMPLETE) in FINAL}
 
     def alive_workers(self) -> list[dict]:
         horizon = time.time() - 10
@@ -250,9 +274,12 @@ class TaskService:
     def stats(self) -> dict:
         waiting = self.store.waiting_by_pool()
         now = time.time()
+        running = {t["worker_instance"]: t for t in self.store.running()}
         workers = [
             {"name": w["name"], "pool": w["pool"], "device": w["device"], "host": w["host"], "pid": w["pid"],
-             "state": w["state"], "busy": w["state"] == "busy", "current_task": w["current_task"],
+             "busy": w["instance"] in running,
+             "current_task": running[w["instance"]]["id"] if w["instance"] in running else None,
+             "busy_since": iso(running[w["instance"]]["started_at"]) if w["instance"] in running else None,
              "last_heartbeat": iso(w["heartbeat_at"]), "alive": (w["heartbeat_at"] or 0) >= now - 10,
              "started_at": iso(w["started_at"])}
             for w in self.store.workers()

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..gpus import parse_gpus
     from ..statedir import StateDir
-    from .process import die_with_parent
+    from .task_process import die_with_parent
     from .supervisor import Supervisor, plan_workers
 
     if args.die_with_parent:

@@ -13,7 +13,6 @@ has not touched it.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import logging
@@ -32,17 +31,17 @@ from .. import payload
 from ..doorbell import events_bell, work_bell
 from ..queue import open_queue, set_attempt_runner
 from ..statedir import StateDir, make_private_dir
-from .task_io import AttemptWatcher
 from ..status import WAITING, TaskStatus
 from ..store import SqliteTaskStore
 from . import runner
+from .task_io import AttemptWatcher
+from .task_process import TaskProcess, die_with_parent
 
 log = logging.getLogger("jupyter_taskq.worker")
 
 HEARTBEAT_INTERVAL = 1.0
 SCHEDULE_INTERVAL = 0.5
 POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeout
-_PR_SET_PDEATHSIG = 1
 
 
 class AttemptFailed(Exception):
@@ -52,14 +51,6 @@ class AttemptFailed(Exception):
 class _HideAttemptFailed(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], AttemptFailed))
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Linux: ask the kernel to send ``sig`` when our parent dies, so nothing outlives it."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Worker:
@@ -79,7 +70,7 @@ class Worker:
         self.stopping = False
         self._next_heartbeat = 0.0
         self._next_schedule = 0.0
-        self._spare: _Child | None = None
+        self._spare: TaskProcess | None = None
         self._exited: list[int] = []  # children that reported their exit code, to reap
 
     # -- main loop --------------------------------------------------------
@@ -87,6 +78,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         logging.getLogger("huey").addFilter(_HideAttemptFailed())
+        logging.getLogger("huey").setLevel(logging.WARNING)  # not a line per task
         set_attempt_runner(self._run_attempt)
         self.huey.signal(SIGNAL_EXPIRED)(self._on_expired)
         self.store.register_worker({
@@ -97,14 +89,13 @@ class Worker:
         log.info("worker %s (pool %s, CUDA_VISIBLE_DEVICES=%r) ready", self.name, self.pool, self.cuda_devices)
         try:
             while not self.stopping:
-                self._housekeeping("idle", None)
+                self._housekeeping(None)
                 task = self.huey.dequeue()
                 if task is None:
                     self._ensure_spare()
                     self.work_bell.wait(SCHEDULE_INTERVAL)
                     continue
                 self.huey.execute(task)
-                self._next_heartbeat = 0.0  # report "idle" again promptly
         finally:
             self._drop_spare()
             self.store.remove_worker(self.name, self.instance)
@@ -112,14 +103,15 @@ class Worker:
     def _on_stop_signal(self, signum, frame) -> None:
         self.stopping = True
 
-    def _housekeeping(self, state: str, task_id: str | None) -> None:
+    def _housekeeping(self, running_task: str | None) -> None:
+        """Heartbeat once a second; when idle, move delayed retries whose time has come onto the queue."""
         if self._exited:
             self._reap_exited()
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            self.store.heartbeat(self.name, self.instance, state, task_id)
+            self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task)
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
-        if state == "idle" and now >= self._next_schedule:
+        if running_task is None and now >= self._next_schedule:
             self._next_schedule = now + SCHEDULE_INTERVAL
             for task in self.huey.read_schedule():  # delayed retries whose time has come
                 self.huey.enqueue(task)
@@ -141,7 +133,6 @@ class Worker:
             return  # cancelled, expired or deleted while it waited
         self._changed(task_id)
         attempt = task["attempt"]
-        self.store.heartbeat(self.name, self.instance, "busy", task_id)
         outcome, error = self._execute_in_child(task)
         if outcome == "complete":
             size = self.state.result(task_id).stat().st_size
@@ -170,15 +161,12 @@ class Worker:
         for stale in (self.state.error(task_id), self.state.error_pickle(task_id)):
             stale.unlink(missing_ok=True)
         try:
-            child = self._start_child(task)
+            proc = self._start_task_process(task)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
             return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
-        try:
-            return self._supervise_child(task, child)
-        finally:
-            child.close()
+        return self._supervise(task, proc)
 
-    def _start_child(self, task: dict) -> "_Child":
+    def _start_task_process(self, task: dict) -> TaskProcess:
         task_id = task["id"]
         attempt_dir = self.state.attempt_dir(task_id, task["attempt"])
         make_private_dir(attempt_dir)
@@ -186,68 +174,38 @@ class Worker:
                  str(self.state.error(task_id)), str(self.state.log(task_id)), str(attempt_dir)]
         with open(paths[0], "rb") as stream:
             header = payload.read_header(stream)
-        python = header["python"]
-        if not _same_interpreter(header) and os.access(python, os.X_OK):
-            import subprocess
-
-            # The notebook's own interpreter (a conda env): its packages, our runner.
-            pid = subprocess.Popen(
-                [python, runner.__file__, *paths, self.cuda_devices],
-                start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL,
-            ).pid
-            return _Child(pid, None, None)
-        request = json.dumps(paths).encode()
-        child, self._spare = self._spare, None
-        if child is not None:
+        if not _same_interpreter(header) and os.access(header["python"], os.X_OK):
+            return TaskProcess.spawn(header["python"], paths, self.cuda_devices)
+        header.pop("function", None)
+        world = json.dumps(header, sort_keys=True)
+        proc, self._spare = self._spare, None
+        if proc is not None and proc.world not in (None, world):
+            self._retire(proc)  # it ran another notebook's tasks: start clean
+            proc = None
+        if proc is not None:
             try:
-                return child.dispatch(request)
-            except OSError:  # the spare died: reap it and fork afresh
-                child.close()
-                os.waitpid(child.pid, 0)
-        return self._fork_child().dispatch(request)
-
-    def _fork_child(self) -> "_Child":
-        """Fork a child that waits for an attempt's file paths on a pipe, then runs it.
-
-        Forking costs a few ms; the worker forks the next child while idle (its
-        "spare"), so a task that arrives finds a process ready. The child reports
-        its exit code on a second pipe before exiting, because tearing down a
-        forked process's memory takes milliseconds that nobody needs to wait for.
-        """
-        request_r, request_w = os.pipe()
-        done_r, done_w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            code = 3
-            try:
-                os.close(request_w)
-                os.close(done_r)
-                os.setpgid(0, 0)
-                die_with_parent()
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                with os.fdopen(request_r, "rb") as pipe:
-                    request = pipe.read()
-                code = runner.run_attempt(*json.loads(request), self.cuda_devices, payload) if request else 0
-                os.write(done_w, bytes([code]))
-            finally:
-                os._exit(code)
-        os.close(request_r)
-        os.close(done_w)
-        return _Child(pid, request_w, done_r)
+                proc.dispatch(paths, world)
+                return proc
+            except OSError:  # it died while waiting
+                self._retire(proc)
+        proc = TaskProcess.fork(self.cuda_devices)
+        proc.dispatch(paths, world)
+        return proc
 
     def _ensure_spare(self) -> None:
         if self._spare is None and not self.stopping:
             gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
-            self._spare = self._fork_child()
+            self._spare = TaskProcess.fork(self.cuda_devices)
+
+    def _retire(self, proc: TaskProcess) -> None:
+        proc.retire()
+        self._exited.append(proc.pid)
 
     def _drop_spare(self) -> None:
         if self._spare is not None:
-            child, self._spare = self._spare, None
-            child.close()  # EOF on its request pipe: the spare exits
-            os.waitpid(child.pid, 0)
+            proc, self._spare = self._spare, None
+            proc.retire()
+            os.waitpid(proc.pid, 0)
 
     def _reap_exited(self) -> None:
         for pid in list(self._exited):
@@ -258,48 +216,42 @@ class Worker:
             if done:
                 self._exited.remove(pid)
 
-    def _supervise_child(self, task: dict, child: "_Child") -> tuple[str, dict | None]:
+    def _supervise(self, task: dict, proc: TaskProcess) -> tuple[str, dict | None]:
         task_id = task["id"]
         deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
-        watch = [child.pidfd] + ([child.done] if child.done is not None else [])
+        watch = [proc.pidfd] + ([proc.done] if proc.done is not None else [])
         io = AttemptWatcher(self.state, task, self.log_max_bytes)
         while True:
             wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
             ready = select.select(watch, [], [], wait)[0]
-            if child.done in ready:
-                reported = os.read(child.done, 1)
-                if reported:  # it finished and is exiting: reap it later
-                    self._exited.append(child.pid)
+            if proc.done is not None and proc.done in ready:
+                report = proc.read_report()
+                if report is not None:  # finished; the process may take the next attempt
+                    code, reusable = report
+                    if reusable and not self.stopping:
+                        self._spare = proc
+                    else:
+                        self._retire(proc)
                     io.sync(self.store)
-                    return self._outcome(task_id, reported[0])
+                    return self._outcome(task_id, code)
             if ready:  # it died (or closed the pipe while dying)
-                _, status = os.waitpid(child.pid, 0)
+                _, status = os.waitpid(proc.pid, 0)
+                proc.retire()
                 io.sync(self.store)
                 return self._outcome(task_id, os.waitstatus_to_exitcode(status))
-            self._housekeeping("busy", task_id)
+            self._housekeeping(task_id)
             if io.sync(self.store):
                 self._changed(task_id)
             if self.stopping:
-                self._kill(child)
+                proc.kill(self.kill_grace)
                 return "interrupted", None
             if deadline is not None and time.monotonic() >= deadline:
-                self._kill(child)
+                proc.kill(self.kill_grace)
                 return "timeout", {"type": "Timeout", "message": f"exceeded its timeout of {task['timeout']:g} s",
                                    "traceback": None}
             if self.store.cancel_requested(task_id):
-                self._kill(child)
+                proc.kill(self.kill_grace)
                 return "cancelled", {"type": "Cancelled", "message": "cancelled while running", "traceback": None}
-
-    def _kill(self, child: "_Child") -> None:
-        """SIGTERM the attempt's process group, SIGKILL it after the grace period."""
-        for sig, grace in ((signal.SIGTERM, self.kill_grace), (signal.SIGKILL, None)):
-            try:
-                os.killpg(child.pid, sig)
-            except ProcessLookupError:
-                pass
-            if grace is None or select.select([child.pidfd], [], [], grace)[0]:
-                break
-        os.waitpid(child.pid, 0)
 
     def _outcome(self, task_id: str, code: int) -> tuple[str, dict | None]:
         if code == runner.EXIT_OK and self.state.result(task_id).exists():
@@ -314,29 +266,6 @@ class Worker:
         else:
             message = f"the task's process exited with status {code} before finishing"
         return "failed", {"type": "Crashed", "message": message, "traceback": None}
-
-
-class _Child:
-    """A task process: its pid, a pidfd to wait on, and the pipes to a forked child."""
-
-    def __init__(self, pid: int, request: int | None, done: int | None):
-        self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
-        self.request = request
-        self.done = done
-
-    def dispatch(self, request: bytes) -> "_Child":
-        os.write(self.request, request)
-        os.close(self.request)
-        self.request = None
-        return self
-
-    def close(self) -> None:
-        for name in ("request", "done", "pidfd"):
-            fd = getattr(self, name)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, name, None)
 
 
 def _same_interpreter(header: dict) -> bool:

@@ -26,6 +26,7 @@ ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"  # as jupyter_taskq.taskio reads i
 def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str, attempt_dir: str,
                 cuda_devices: str, payload_module) -> int:
     _redirect_output(log_path)
+    _reset_progress()
     try:
         with open(payload_path, "rb") as stream:
             header = payload_module.read_header(stream)
@@ -50,6 +51,13 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
         _write_error(error_path, exc, exc.__traceback__)
         return EXIT_RAISED
     return EXIT_OK
+
+
+def _reset_progress() -> None:
+    """A reused process must not report the previous attempt's progress."""
+    taskio = sys.modules.get("jupyter_taskq.taskio")
+    if taskio is not None:
+        taskio.reset()
 
 
 def _flush_progress() -> None:
