@@ -75,3 +75,42 @@ def test_task_runs_in_the_kernels_own_interpreter(shared_server, tmp_path):
     assert result["pkg"] == "kernel env package"
     assert result["prefix"] == str(env_dir)
     assert result["prefix"] != sys.prefix
+
+
+def pid_and_module_value(_=None):
+    import os
+
+    import edited_module  # lives in the notebook's folder; the test edits it between tasks
+
+    return os.getpid(), edited_module.VALUE
+
+
+def notebook_function(source: str):
+    """A function defined as in a notebook (module __main__), so dill sends it by value."""
+    namespace = {"__name__": "__main__"}
+    exec(source, namespace)  # noqa: S102 - test-only
+    return next(v for k, v in namespace.items() if callable(v) and not k.startswith("__"))
+
+
+my_pid = notebook_function("def my_pid(_=None):\n    import os\n    return os.getpid()\n")
+
+
+def test_edited_modules_take_effect_and_processes_are_reused_only_within_one_world(make_server, tmp_path,
+                                                                                 monkeypatch):
+    """A task process may serve the next attempt of the same notebook, never with stale code."""
+    client = make_server(gpus=[], cpu_workers=1).client()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "edited_module.py").write_text("VALUE = 1\n")
+    first_pid, first = client.submit(pid_and_module_value).result(timeout=30)
+    (tmp_path / "edited_module.py").write_text("VALUE = 2  # edited\n")
+    second_pid, second = client.submit(pid_and_module_value).result(timeout=30)
+    assert (first, second) == (1, 2)
+    assert second_pid != first_pid  # the process that imported the module was not reused
+
+    a, b = (client.submit(my_pid).result(timeout=30) for _ in range(2))
+    assert a == b  # plain tasks of one notebook share a ready process
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)  # another notebook's world: a fresh process
+    assert client.submit(my_pid).result(timeout=30) != b
