@@ -234,7 +234,7 @@ class TaskHandle:
         """``{done, total, fraction, message}`` as last reported by ``progress()`` in the task."""
         return self.info()["progress"]
 
-    def logs(self, follow: bool = False, file=None) -> str:
+    def logs(self, follow: bool = False, file=None) -> str | None:
         """The task's stdout/stderr so far; with ``follow=True`` print it as it comes, until the task ends."""
         if not follow:
             return self.client.logs(self.id)["data"]
@@ -250,7 +250,7 @@ class TaskHandle:
             out.flush()
             offset = chunk["next_offset"]
             if chunk["status"] in FINAL and offset >= chunk["size"]:
-                return ""
+                return None
             if offset >= chunk["size"]:
                 time.sleep(0.25)
 
