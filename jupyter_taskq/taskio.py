@@ -26,8 +26,12 @@ _latest: tuple | None = None
 
 
 def attempt_dir() -> Path | None:
+    """This attempt's private folder (made on first use: most tasks never need one)."""
     path = os.environ.get(ATTEMPT_DIR_ENV)
-    return Path(path) if path else None
+    if not path:
+        return None
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return Path(path)
 
 
 def progress(done: float, total: float | None = None, message: str = "") -> None:

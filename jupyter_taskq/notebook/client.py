@@ -58,6 +58,8 @@ class Client:
         self.url = url.rstrip("/") + "/"
         self.api = self.url + "taskq/api/"
         self.session = session or requests.Session()
+        if self.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+            self.session.trust_env = False  # no proxy look-up per request for a local server
         if token:
             self.session.headers["Authorization"] = f"token {token}"
 
@@ -163,9 +165,10 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             chunk = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
-            response = self._request("GET", f"tasks/{task_id}/result", expect=(200, 409), params={"wait": chunk})
+            response = self._request("GET", f"tasks/{task_id}/result", expect=(200, 409), params={"wait": chunk},
+                                     stream=True)
             if response.status_code == 200:
-                return dill.loads(response.content)
+                return dill.load(response.raw)  # straight from the socket: no copy of a large result
             task = self.get(task_id)
             if task["status"] in FINAL:
                 self._raise_for(task)

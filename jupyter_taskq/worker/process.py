@@ -30,7 +30,7 @@ from huey.signals import SIGNAL_EXPIRED
 from .. import payload
 from ..doorbell import events_bell, work_bell
 from ..queue import open_queue, set_attempt_runner
-from ..statedir import StateDir, make_private_dir
+from ..statedir import StateDir
 from ..status import WAITING, TaskStatus
 from ..store import SqliteTaskStore
 from . import runner
@@ -168,8 +168,7 @@ class Worker:
 
     def _start_task_process(self, task: dict) -> TaskProcess:
         task_id = task["id"]
-        attempt_dir = self.state.attempt_dir(task_id, task["attempt"])
-        make_private_dir(attempt_dir)
+        attempt_dir = self.state.attempt_dir(task_id, task["attempt"])  # made by the task if it saves anything
         paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),
                  str(self.state.error(task_id)), str(self.state.log(task_id)), str(attempt_dir)]
         with open(paths[0], "rb") as stream:

@@ -45,7 +45,7 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
         return EXIT_RAISED
     _flush_progress()
     try:
-        _write_private(result_path, dill.dumps(value, recurse=True))
+        _dump_private(result_path, value)
     except BaseException as exc:  # noqa: BLE001
         exc.add_note("(raised while serialising the task's return value)")
         _write_error(error_path, exc, exc.__traceback__)
@@ -113,6 +113,21 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -
         pass
     _write_private(error_path, json.dumps(error).encode())
     print(text, file=sys.stderr)
+
+
+def _dump_private(path: str, value) -> None:
+    """dill straight into the file: a 100 MB result is never held twice."""
+    import dill
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            dill.dump(value, f, recurse=True)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    os.replace(tmp, path)
 
 
 def _write_private(path: str, data: bytes) -> None:
