@@ -14,6 +14,7 @@ import errno
 import os
 import select
 import stat
+import time
 from pathlib import Path
 
 from .statedir import FILE_MODE
@@ -62,16 +63,22 @@ class Doorbell:
         return self._read_fd
 
     def wait(self, timeout: float) -> bool:
-        """Sleep until rung or ``timeout``; consume one ring. True if rung."""
+        """Sleep until rung or ``timeout``; consume one ring. True if rung.
+
+        Every idle listener wakes on a ring, but only one gets the byte; the others
+        go back to sleep instead of all racing to the queue.
+        """
         fd = self.fileno()
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-        if not ready:
-            return False
-        try:
-            os.read(fd, 1)
-        except BlockingIOError:  # another listener took it
-            return False
-        return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return False
+            try:
+                os.read(fd, 1)
+                return True
+            except BlockingIOError:  # another listener took it
+                continue
 
     def read_all(self) -> bytes:
         data = b""
