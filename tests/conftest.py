@@ -42,8 +42,11 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.02, message: 
 class TaskqServer:
     """A real `jupyter server` with jupyter-taskq, on a free port, with its own state directory."""
 
-    def __init__(self, root: Path, gpus=(), cpu_workers: int = 2, **config):
+    def __init__(self, root: Path, gpus=(), cpu_workers: int = 2, app: str = "jupyter_server",
+                 extra_args=(), **config):
         self.root = root
+        self.app = app  # "jupyter_server", or "jupyterlab" for browser tests
+        self.extra_args = list(extra_args)
         self.state_dir = root / "state"
         self.gpus = list(gpus)
         self.cpu_workers = cpu_workers
@@ -61,13 +64,14 @@ class TaskqServer:
 
     def start(self, wait_workers: bool = True) -> "TaskqServer":
         args = [
-            sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
+            sys.executable, "-m", self.app, "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={self.root}",
             "--ServerApp.port_retries=0", f"--TaskQueue.state_dir={self.state_dir}",
             f"--TaskQueue.gpus={json.dumps(self.gpus)}", f"--TaskQueue.cpu_workers={self.cpu_workers}",
         ]
         if os.geteuid() == 0:
             args.append("--allow-root")
+        args += self.extra_args
         args += [f"--TaskQueue.{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.config.items()]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,

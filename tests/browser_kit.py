@@ -1,0 +1,104 @@
+"""Browser-test kit: a real `jupyter lab` with jupyter-taskq and its workers, and Debian's
+Chromium driven headless by Playwright (never a downloaded browser). Screenshots go to
+`test-artifacts/` at the repository root."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import TOKEN, TaskqServer, wait_for
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab with the extension, one CPU worker (so a second task visibly waits PENDING)."""
+    root = tmp_path_factory.mktemp("lab")
+    settings = root / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no news pop-up
+    server = TaskqServer(root, gpus=[], cpu_workers=1, app="jupyterlab",
+                         extra_args=["--LabApp.expose_app_in_browser=True",
+                                     f"--LabApp.workspaces_dir={root / 'workspaces'}",
+                                     f"--LabApp.user_settings_dir={root / 'settings'}"]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def page(browser, lab, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"), full_page=True)
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def write_notebook(root: Path, name: str, cells: list[str]) -> str:
+    nb = {
+        "cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
+                   "outputs": [], "source": src} for i, src in enumerate(cells)],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "language_info": {"name": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    (root / name).write_text(json.dumps(nb))
+    return name
+
+
+def open_notebook(page, lab: TaskqServer, name: str) -> None:
+    """Open ``name`` in a fresh workspace and wait until its kernel is idle."""
+    workspace = uuid.uuid4().hex[:8]
+    page.goto(f"{lab.url}lab/workspaces/{workspace}/tree/{name}?reset&token={TOKEN}")
+    page.wait_for_function(
+        """(name) => {
+            const app = window.jupyterapp;
+            const w = app && app.shell.currentWidget;
+            if (!w || !w.context || w.context.path !== name || !w.context.isReady) return false;
+            const kernel = w.sessionContext.session && w.sessionContext.session.kernel;
+            return Boolean(kernel && kernel.status === 'idle');
+        }""", arg=name, timeout=60_000)
+
+
+def run_cell(page, index: int) -> None:
+    """Start running cell ``index`` of the open notebook without waiting for it to finish."""
+    page.evaluate(
+        """(index) => {
+            const app = window.jupyterapp;
+            app.shell.currentWidget.content.activeCellIndex = index;
+            app.commands.execute('notebook:run-cell');
+        }""", index)
+
+
+def cell(page, index: int):
+    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+
+__all__ = ["browser", "lab", "page", "cell", "open_notebook", "run_cell", "screenshot", "wait_for", "write_notebook"]
