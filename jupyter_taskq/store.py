@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
-_JSON_COLUMNS = ("error", "progress", "outputs", "callback")
+JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback")
 
 TASK_COLUMNS = (
     "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
@@ -28,6 +28,12 @@ TASK_COLUMNS = (
     "priority", "callback_url", "worker", "worker_instance", "error", "progress", "cancel_requested",
     "retry_of", "result_ttl", "result_size", "result_expired", "outputs", "log_dropped", "callback", "callback_done",
 )
+
+#: What a task reads as for a field never written (the SQLite schema's defaults).
+TASK_DEFAULTS = {column: None for column in TASK_COLUMNS} | {
+    "gpu": 0, "attempt": 0, "max_retries": 3, "retry_delay": 0, "retry_backoff": 1, "priority": 0,
+    "cancel_requested": 0, "result_expired": 0, "log_dropped": 0, "callback_done": 0,
+}
 
 
 class TaskStore(abc.ABC):

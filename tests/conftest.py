@@ -154,3 +154,55 @@ def shared_server(tmp_path_factory) -> TaskqServer:
 @pytest.fixture
 def client(server) -> Client:
     return server.client()
+
+
+class RedisServer:
+    """A real `redis-server` (Debian's) on 127.0.0.1 and a free port, with no persistence."""
+
+    def __init__(self, root: Path):
+        self.port = free_port()
+        self.root = root
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.root), "--protected-mode", "yes"],
+            stdout=open(self.root / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        import redis
+
+        conn = redis.Redis.from_url(self.url)
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"redis-server exited: {(self.root / 'redis.log').read_text()[-2000:]}")
+            try:
+                return conn.ping()
+            except redis.ConnectionError:
+                return False
+
+        wait_for(answers, 20, 0.05, f"redis-server on port {self.port}")
+        return self
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).flushall()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> RedisServer:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

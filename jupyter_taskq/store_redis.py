@@ -1,0 +1,331 @@
+"""Task state in Redis, for a queue shared by several machines.
+
+Same contract as :class:`~jupyter_taskq.store.SqliteTaskStore`. A task is one hash
+(each field JSON-encoded); sorted sets scored by creation order index it by status
+and by pool, and by the times the reaper asks about (expiry, result TTL, webhooks).
+Every write is one Lua script that checks the task's status, changes the hash and
+moves the task between indexes, so a change is atomic and conditional exactly as a
+``WHERE status IN (...)`` UPDATE is in SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable
+
+from .status import FINAL, WAITING, TaskStatus
+from .store import TASK_DEFAULTS, TaskStore, JSON_COLUMNS
+
+# Keeps the indexes of task ``id`` in step with its hash; ``old`` is its status before the write.
+_REINDEX = """
+local P = ARGV[1]
+local function field(key, name)
+  local raw = redis.call('HGET', key, name)
+  if not raw then return nil end
+  local value = cjson.decode(raw)
+  if value == cjson.null then return nil end
+  return value
+end
+local FINAL = {COMPLETE=true, CANCELLED=true, TIMEOUT=true, EXPIRED=true, FAILED=true}
+local WAITING = {PENDING=true, RETRY=true}
+local function reindex(id, old)
+  local key = P .. 'task:' .. id
+  local seq = tonumber(redis.call('HGET', key, 'seq'))
+  local status = field(key, 'status')
+  local pool = field(key, 'pool') or ''
+  if old and old ~= status then
+    redis.call('ZREM', P .. 'status:' .. old, id)
+    redis.call('ZREM', P .. 'pool:' .. pool .. ':' .. old, id)
+  end
+  redis.call('ZADD', P .. 'status:' .. status, seq, id)
+  redis.call('ZADD', P .. 'pool:' .. pool .. ':' .. status, seq, id)
+  local expires_at = field(key, 'expires_at')
+  if WAITING[status] and expires_at then
+    redis.call('ZADD', P .. 'expiring', expires_at, id)
+  else
+    redis.call('ZREM', P .. 'expiring', id)
+  end
+  local ended_at = field(key, 'ended_at')
+  if ended_at and (field(key, 'result_expired') or 0) == 0 then
+    redis.call('ZADD', P .. 'ended', ended_at + (field(key, 'result_ttl') or 0), id)
+  else
+    redis.call('ZREM', P .. 'ended', id)
+  end
+  if FINAL[status] and field(key, 'callback_url') and (field(key, 'callback_done') or 0) == 0 then
+    redis.call('ZADD', P .. 'callbacks', seq, id)
+  else
+    redis.call('ZREM', P .. 'callbacks', id)
+  end
+end
+local function set_fields(key, encoded)
+  local fields = cjson.decode(encoded)
+  for name, value in pairs(fields) do redis.call('HSET', key, name, value) end
+end
+"""
+
+# ARGV: prefix, id, fields (JSON object of JSON-encoded values)
+_CREATE = _REINDEX + """
+local id = ARGV[2]
+local key = P .. 'task:' .. id
+if redis.call('EXISTS', key) == 1 then return redis.error_reply('task ' .. id .. ' exists') end
+local seq = redis.call('INCR', P .. 'seq')
+set_fields(key, ARGV[3])
+redis.call('HSET', key, 'seq', seq)
+redis.call('ZADD', P .. 'tasks', seq, id)
+redis.call('SADD', P .. 'pools', field(key, 'pool') or '')
+reindex(id, nil)
+return seq
+"""
+
+# ARGV: prefix, id, allowed statuses (JSON list), attempt ('' for any), fields (JSON object)
+_TRANSITION = _REINDEX + """
+local id = ARGV[2]
+local key = P .. 'task:' .. id
+local status = field(key, 'status')
+if not status then return 0 end
+local allowed = false
+for _, s in ipairs(cjson.decode(ARGV[3])) do if s == status then allowed = true end end
+if not allowed then return 0 end
+if ARGV[4] ~= '' and tonumber(field(key, 'attempt')) ~= tonumber(ARGV[4]) then return 0 end
+set_fields(key, ARGV[5])
+reindex(id, status)
+return 1
+"""
+
+# ARGV: prefix, id, worker (JSON), instance (JSON), now (JSON)
+_CLAIM = _REINDEX + """
+local id = ARGV[2]
+local key = P .. 'task:' .. id
+local status = field(key, 'status')
+if not WAITING[status] then return nil end
+redis.call('HSET', key, 'status', '"RUNNING"', 'attempt', tostring((field(key, 'attempt') or 0) + 1),
+  'worker', ARGV[3], 'worker_instance', ARGV[4], 'started_at', ARGV[5], 'updated_at', ARGV[5],
+  'cancel_requested', '0', 'outputs', 'null', 'progress', 'null')
+reindex(id, status)
+return redis.call('HGETALL', key)
+"""
+
+# ARGV: prefix, id, fields (JSON object) -- only for a task that exists
+_UPDATE = _REINDEX + """
+local id = ARGV[2]
+local key = P .. 'task:' .. id
+local status = field(key, 'status')
+if not status then return 0 end
+set_fields(key, ARGV[3])
+reindex(id, status)
+return 1
+"""
+
+# ARGV: prefix, id
+_DELETE = _REINDEX + """
+local id = ARGV[2]
+local key = P .. 'task:' .. id
+local status = field(key, 'status')
+if not status then return 0 end
+local pool = field(key, 'pool') or ''
+redis.call('DEL', key)
+redis.call('ZREM', P .. 'tasks', id)
+redis.call('ZREM', P .. 'status:' .. status, id)
+redis.call('ZREM', P .. 'pool:' .. pool .. ':' .. status, id)
+for _, index in ipairs({'expiring', 'ended', 'callbacks'}) do redis.call('ZREM', P .. index, id) end
+return 1
+"""
+
+# ARGV: prefix, name, instance, fields (JSON object) -- a heartbeat from a replaced instance is dropped
+_HEARTBEAT = """
+local raw = redis.call('HGET', ARGV[1] .. 'workers', ARGV[2])
+if not raw then return 0 end
+local worker = cjson.decode(raw)
+if worker['instance'] ~= ARGV[3] then return 0 end
+for name, value in pairs(cjson.decode(ARGV[4])) do worker[name] = value end
+redis.call('HSET', ARGV[1] .. 'workers', ARGV[2], cjson.encode(worker))
+return 1
+"""
+
+
+def _encode(column: str, value: Any) -> str:
+    if isinstance(value, TaskStatus):
+        value = value.value
+    if column in JSON_COLUMNS and isinstance(value, str):
+        value = json.loads(value)
+    return json.dumps(value)
+
+
+def _encode_fields(fields: dict) -> str:
+    return json.dumps({k: _encode(k, v) for k, v in fields.items()})
+
+
+def _decode(raw: dict) -> dict:
+    task = dict(TASK_DEFAULTS)
+    for key, value in raw.items():
+        key = key.decode() if isinstance(key, bytes) else key
+        if key != "seq":
+            task[key] = json.loads(value)
+    return task
+
+
+class RedisTaskStore(TaskStore):
+    """Task state and worker heartbeats in one Redis database, under ``prefix``."""
+
+    def __init__(self, url: str, prefix: str = "jtq:"):
+        import redis  # only a Redis-backed queue needs it
+
+        self.url = url
+        self.prefix = prefix
+        self.redis = redis.Redis.from_url(url)
+        self._scripts = {name: self.redis.register_script(src) for name, src in (
+            ("create", _CREATE), ("transition", _TRANSITION), ("claim", _CLAIM), ("update", _UPDATE),
+            ("delete", _DELETE), ("heartbeat", _HEARTBEAT))}
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _run(self, script: str, *args: Any):
+        return self._scripts[script](args=[self.prefix, *args])
+
+    def _fetch(self, ids: Iterable) -> list[dict]:
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self._key("task", task_id.decode() if isinstance(task_id, bytes) else task_id))
+        return [_decode(raw) for raw in pipe.execute() if raw]
+
+    # -- tasks ------------------------------------------------------------
+    def create(self, task: dict) -> None:
+        self._run("create", task["id"], _encode_fields(task))
+
+    def create_many(self, tasks: list[dict]) -> None:
+        """One round trip for a whole batch."""
+        pipe = self.redis.pipeline(transaction=True)
+        for task in tasks:
+            self._scripts["create"](args=[self.prefix, task["id"], _encode_fields(task)], client=pipe)
+        pipe.execute()
+
+    def get(self, task_id: str) -> dict | None:
+        found = self._fetch([task_id])
+        return found[0] if found else None
+
+    def list(self, statuses=None, limit=50, offset=0, ids=None) -> list[dict]:
+        wanted = {str(s) for s in statuses} if statuses else None
+        if ids is not None:
+            tasks = [t for t in self._fetch_with_seq(ids) if wanted is None or t[1]["status"] in wanted]
+            tasks.sort(key=lambda pair: pair[0], reverse=True)
+            return [t for _, t in tasks[offset:offset + limit]]
+        if wanted is None:
+            return self._fetch(self.redis.zrevrange(self._key("tasks"), offset, offset + limit - 1))
+        # Newest first across several statuses: merge the head of each status index.
+        scored = []
+        for status in wanted:
+            scored += self.redis.zrevrange(self._key("status", status), 0, offset + limit - 1, withscores=True)
+        scored.sort(key=lambda pair: pair[1], reverse=True)
+        return self._fetch(member for member, _ in scored[offset:offset + limit])
+
+    def _fetch_with_seq(self, ids) -> list[tuple[int, dict]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self._key("task", task_id))
+        return [(int(raw[b"seq"]), _decode(raw)) for raw in pipe.execute() if raw]
+
+    def statuses(self, ids) -> dict[str, str]:
+        ids = list(ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self._key("task", task_id), "status")
+        return {task_id: json.loads(raw) for task_id, raw in zip(ids, pipe.execute()) if raw is not None}
+
+    def count(self, statuses=None) -> int:
+        if not statuses:
+            return self.redis.zcard(self._key("tasks"))
+        pipe = self.redis.pipeline(transaction=False)
+        for status in {str(s) for s in statuses}:
+            pipe.zcard(self._key("status", status))
+        return sum(pipe.execute())
+
+    def counts_by_status(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for status in TaskStatus:
+            pipe.zcard(self._key("status", status.value))
+        return {status.value: n for status, n in zip(TaskStatus, pipe.execute())}
+
+    def waiting_by_pool(self) -> dict[str, int]:
+        pools = sorted(p.decode() for p in self.redis.smembers(self._key("pools")))
+        pipe = self.redis.pipeline(transaction=False)
+        for pool in pools:
+            for status in WAITING:
+                pipe.zcard(self._key("pool", pool, status.value))
+        counts = pipe.execute()
+        width = len(WAITING)
+        result = {pool: sum(counts[i * width:(i + 1) * width]) for i, pool in enumerate(pools)}
+        return {pool: n for pool, n in result.items() if n}
+
+    def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
+        now = time.time()
+        fields.setdefault("updated_at", now)
+        if to in FINAL:
+            fields.setdefault("ended_at", now)
+        fields["status"] = str(to)
+        sources = json.dumps([str(s) for s in only_from])
+        return self._run("transition", task_id, sources, "" if attempt is None else str(attempt),
+                         _encode_fields(fields)) == 1
+
+    def claim(self, task_id, worker, worker_instance) -> dict | None:
+        reply = self._run("claim", task_id, json.dumps(worker), json.dumps(worker_instance), json.dumps(time.time()))
+        if not reply:
+            return None
+        return _decode(dict(zip(reply[::2], reply[1::2])))
+
+    def release(self, task_id, attempt) -> bool:
+        fields = {"status": "PENDING", "attempt": attempt - 1, "worker": None, "worker_instance": None,
+                  "started_at": None, "updated_at": time.time()}
+        return self._run("transition", task_id, json.dumps(["RUNNING"]), str(attempt), _encode_fields(fields)) == 1
+
+    def request_cancel(self, task_id) -> bool:
+        return self._run("transition", task_id, json.dumps(["RUNNING"]), "",
+                         _encode_fields({"cancel_requested": 1, "updated_at": time.time()})) == 1
+
+    def cancel_requested(self, task_id) -> bool:
+        raw = self.redis.hget(self._key("task", task_id), "cancel_requested")
+        return bool(raw and json.loads(raw))
+
+    def update_fields(self, task_id, **fields) -> None:
+        fields.setdefault("updated_at", time.time())
+        self._run("update", task_id, _encode_fields(fields))
+
+    def delete(self, task_id) -> bool:
+        return self._run("delete", task_id) == 1
+
+    def running(self) -> list[dict]:
+        return self._fetch(self.redis.zrange(self._key("status", "RUNNING"), 0, -1))
+
+    def overdue_waiting(self, now) -> list[str]:
+        ids = [i.decode() for i in self.redis.zrangebyscore(self._key("expiring"), "-inf", f"({now}")]
+        return [i for i, status in self.statuses(ids).items() if status in {s.value for s in WAITING}]
+
+    def results_older_than(self, ended_before) -> list[str]:
+        return [i.decode() for i in self.redis.zrangebyscore(self._key("ended"), "-inf", f"({ended_before}")]
+
+    def callbacks_due(self) -> list[str]:
+        return [i.decode() for i in self.redis.zrange(self._key("callbacks"), 0, -1)]
+
+    # -- workers ----------------------------------------------------------
+    def register_worker(self, worker: dict) -> None:
+        self.redis.hset(self._key("workers"), worker["name"], json.dumps(worker))
+
+    def heartbeat(self, name, instance, state, current_task) -> None:
+        self._scripts["heartbeat"](args=[self.prefix, name, instance, json.dumps(
+            {"heartbeat_at": time.time(), "state": state, "current_task": current_task})])
+
+    def workers(self) -> list[dict]:
+        found = [json.loads(v) for v in self.redis.hvals(self._key("workers"))]
+        return sorted(found, key=lambda w: w["name"])
+
+    def remove_worker(self, name, instance=None) -> None:
+        if instance is None:
+            self.redis.hdel(self._key("workers"), name)
+            return
+        raw = self.redis.hget(self._key("workers"), name)
+        if raw and json.loads(raw).get("instance") == instance:
+            self.redis.hdel(self._key("workers"), name)

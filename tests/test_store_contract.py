@@ -1,0 +1,141 @@
+"""One storage contract, two backends: the SQLite file and a real Redis server answer every
+question the server, the workers and the reaper ask in the same way."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from jupyter_taskq.status import TaskStatus as S
+from jupyter_taskq.store import SqliteTaskStore
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        store = SqliteTaskStore(str(tmp_path / "state.db"))
+    else:
+        from jupyter_taskq.store_redis import RedisTaskStore
+
+        redis_server = request.getfixturevalue("redis_server")
+        store = RedisTaskStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    yield store
+    store.close()
+
+
+def new_task(pool="cpu", **fields) -> dict:
+    now = time.time()
+    return {"id": uuid.uuid4().hex, "name": "f", "status": S.PENDING, "pool": pool, "created_at": now,
+            "updated_at": now, "max_retries": 3, **fields}
+
+
+def test_create_get_and_defaults(store):
+    task = new_task(priority=5, error={"type": "X", "message": "m"}, expires_at=None)
+    store.create(task)
+    got = store.get(task["id"])
+    assert got["status"] == "PENDING" and got["priority"] == 5 and got["attempt"] == 0
+    assert got["error"] == {"type": "X", "message": "m"}
+    assert got["progress"] is None and got["cancel_requested"] == 0 and got["result_expired"] == 0
+    assert store.get("nope") is None
+
+
+def test_listing_newest_first_filtered_paginated_and_counted(store):
+    tasks = [new_task(pool="gpu" if i % 3 == 0 else "cpu") for i in range(12)]
+    store.create_many(tasks[:6])
+    for task in tasks[6:]:
+        store.create(task)
+    ids = [t["id"] for t in tasks]
+    assert [t["id"] for t in store.list(limit=5)] == ids[::-1][:5]
+    assert [t["id"] for t in store.list(limit=5, offset=10)] == ids[::-1][10:]
+    for task_id in ids[:4]:
+        assert store.transition(task_id, S.CANCELLED, [S.PENDING])
+    assert [t["id"] for t in store.list([S.CANCELLED])] == ids[:4][::-1]
+    both = store.list([S.CANCELLED, S.PENDING], limit=3, offset=7)
+    assert [t["id"] for t in both] == ids[::-1][7:10]
+    assert [t["id"] for t in store.list(ids=ids[2:6], statuses=[S.PENDING])] == ids[4:6][::-1]
+    assert store.count() == 12 and store.count([S.CANCELLED]) == 4 and store.count([S.PENDING, S.CANCELLED]) == 12
+    counts = store.counts_by_status()
+    assert counts["CANCELLED"] == 4 and counts["PENDING"] == 8 and counts["RUNNING"] == 0
+    assert store.waiting_by_pool() == {"cpu": 6, "gpu": 2}
+    assert store.statuses(ids[3:5] + ["missing"]) == {ids[3]: "CANCELLED", ids[4]: "PENDING"}
+
+
+def test_transitions_are_conditional(store):
+    task = new_task()
+    store.create(task)
+    assert not store.transition(task["id"], S.COMPLETE, [S.RUNNING])
+    claimed = store.claim(task["id"], "cpu0", "inst-1")
+    assert claimed["status"] == "RUNNING" and claimed["attempt"] == 1 and claimed["worker"] == "cpu0"
+    assert store.claim(task["id"], "cpu1", "inst-2") is None, "a running task cannot be claimed twice"
+    assert store.running()[0]["id"] == task["id"]
+    assert not store.transition(task["id"], S.FAILED, [S.RUNNING], attempt=2), "wrong attempt"
+    assert store.request_cancel(task["id"]) and store.cancel_requested(task["id"])
+    assert store.transition(task["id"], S.RETRY, [S.RUNNING], attempt=1, error={"type": "E", "message": "boom"})
+    again = store.claim(task["id"], "cpu1", "inst-2")
+    assert again["attempt"] == 2 and again["cancel_requested"] == 0
+    assert store.release(task["id"], 2)
+    released = store.get(task["id"])
+    assert released["status"] == "PENDING" and released["attempt"] == 1 and released["worker"] is None
+    assert store.waiting_by_pool() == {"cpu": 1}
+    assert store.claim(task["id"], "cpu0", "i")["attempt"] == 2
+    assert store.transition(task["id"], S.COMPLETE, [S.RUNNING], attempt=2, result_size=3)
+    done = store.get(task["id"])
+    assert done["status"] == "COMPLETE" and done["ended_at"] is not None and done["result_size"] == 3
+    assert store.running() == [] and store.waiting_by_pool() == {}
+
+
+def test_racing_claims_have_one_winner(store):
+    task = new_task()
+    store.create(task)
+    winners = []
+
+    def claim(n):
+        if store.claim(task["id"], f"w{n}", f"i{n}"):
+            winners.append(n)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_reaper_questions(store):
+    now = time.time()
+    expiring = new_task(expires_at=now - 1)
+    later = new_task(expires_at=now + 100)
+    hooked = new_task(callback_url="http://127.0.0.1:1/hook", result_ttl=10)
+    for task in (expiring, later, hooked):
+        store.create(task)
+    assert store.overdue_waiting(now) == [expiring["id"]]
+    store.claim(hooked["id"], "w", "i")
+    assert store.callbacks_due() == []
+    store.transition(hooked["id"], S.COMPLETE, [S.RUNNING], ended_at=now - 20)
+    assert store.callbacks_due() == [hooked["id"]]
+    assert store.results_older_than(now) == [hooked["id"]]
+    assert store.results_older_than(now - 15) == []
+    store.update_fields(hooked["id"], callback_done=1, result_expired=1)
+    assert store.callbacks_due() == [] and store.results_older_than(now) == []
+    assert store.transition(expiring["id"], S.EXPIRED, [S.PENDING])
+    assert store.overdue_waiting(now) == []
+    assert store.delete(hooked["id"]) and store.get(hooked["id"]) is None and not store.delete(hooked["id"])
+    assert store.count() == 2
+
+
+def test_workers_register_heartbeat_and_leave(store):
+    worker = {"name": "gpu0", "instance": "a", "pool": "gpu", "device": "0", "host": "h", "pid": 1,
+              "started_at": time.time(), "heartbeat_at": time.time(), "state": "idle", "current_task": None}
+    store.register_worker(worker)
+    store.heartbeat("gpu0", "a", "busy", "t1")
+    (seen,) = store.workers()
+    assert seen["state"] == "busy" and seen["current_task"] == "t1" and seen["pid"] == 1
+    store.heartbeat("gpu0", "old-instance", "idle", None)
+    assert store.workers()[0]["state"] == "busy", "a replaced instance's heartbeat is ignored"
+    store.remove_worker("gpu0", "old-instance")
+    assert len(store.workers()) == 1
+    store.remove_worker("gpu0", "a")
+    assert store.workers() == []
