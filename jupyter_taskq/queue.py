@@ -14,7 +14,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Callable
 
-from huey import SqliteHuey
+from huey import PriorityRedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 
 from .statedir import StateDir
@@ -60,6 +60,17 @@ def open_queue(state: StateDir, pool: str) -> SqliteHuey:
     return huey
 
 
+def open_redis_queue(url: str, pool: str, prefix: str = "jtq:", read_timeout: float = 0.5) -> PriorityRedisHuey:
+    """The pool's queue in Redis: a sorted set, so priorities hold across machines; an idle
+    worker blocks in ``BZPOPMIN`` for at most ``read_timeout`` s and wakes the moment work arrives."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}")
+    huey = PriorityRedisHuey(name=f"{prefix}{pool}", url=url, results=False, blocking=True,
+                             read_timeout=read_timeout)
+    huey.attempt = huey.task(name="attempt", context=True)(_run_attempt)
+    return huey
+
+
 @dataclass
 class AttemptSpec:
     """One attempt (and the retries left after it) for a task of ours."""
@@ -96,8 +107,12 @@ def enqueue_attempt(huey: SqliteHuey, task_id: str, **options) -> None:
         huey.enqueue(task)
 
 
-def enqueue_attempts(huey: SqliteHuey, specs: list[AttemptSpec]) -> None:
+def enqueue_attempts(huey, specs: list[AttemptSpec]) -> None:
     """Many first attempts in one transaction: a batch of 2,000 costs one commit, not 2,000."""
+    if not isinstance(huey, SqliteHuey):
+        for spec in specs:
+            huey.enqueue(_huey_task(huey, spec))
+        return
     rows = [(huey.name, huey.serialize_task(_huey_task(huey, spec)), spec.priority or 0) for spec in specs]
     with huey.storage.db(commit=True) as cursor:
         cursor.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)

@@ -2,7 +2,10 @@
 
 One state directory holds the SQLite database (Huey's queue and our task table),
 the payloads, results, pickled exceptions and logs of tasks, the upload spool and
-the doorbell FIFOs that wake workers and the server.
+the doorbell FIFOs that wake workers and the server. With a Redis queue spanning
+machines, the task files live apart (``files``): in a directory every machine
+mounts, while the state directory keeps only what is this machine's own (the
+supervisor lock, the doorbells).
 """
 
 from __future__ import annotations
@@ -35,16 +38,22 @@ def create_private_file(path: Path) -> int:
 @dataclass(frozen=True)
 class StateDir:
     root: Path
+    files_root: Path | None = None  # the task files; None: inside ``root``
 
     @classmethod
-    def create(cls, root: str | os.PathLike | None = None) -> "StateDir":
-        state = cls(Path(root) if root else default_state_dir())
+    def create(cls, root: str | os.PathLike | None = None, files: str | os.PathLike | None = None) -> "StateDir":
+        state = cls(Path(root) if root else default_state_dir(), Path(files) if files else None)
         make_private_dir(state.root)
-        for sub in ("payloads", "results", "logs", "outputs", "spool", "bells"):
-            make_private_dir(state.root / sub)
-        if not state.db.exists():
+        make_private_dir(state.bells)
+        for sub in ("payloads", "results", "logs", "outputs", "spool"):
+            make_private_dir(state.files / sub)
+        if state.files_root is None and not state.db.exists():
             os.close(os.open(state.db, os.O_WRONLY | os.O_CREAT, FILE_MODE))
         return state
+
+    @property
+    def files(self) -> Path:
+        return self.files_root or self.root
 
     @property
     def db(self) -> Path:
@@ -52,30 +61,30 @@ class StateDir:
 
     @property
     def spool(self) -> Path:
-        return self.root / "spool"
+        return self.files / "spool"
 
     @property
     def bells(self) -> Path:
         return self.root / "bells"
 
     def payload(self, task_id: str) -> Path:
-        return self.root / "payloads" / f"{task_id}.payload"
+        return self.files / "payloads" / f"{task_id}.payload"
 
     def result(self, task_id: str) -> Path:
-        return self.root / "results" / f"{task_id}.result"
+        return self.files / "results" / f"{task_id}.result"
 
     def error(self, task_id: str) -> Path:
         """The last attempt's error as JSON; its pickled exception sits beside it (``.pickle``)."""
-        return self.root / "results" / f"{task_id}.error"
+        return self.files / "results" / f"{task_id}.error"
 
     def error_pickle(self, task_id: str) -> Path:
-        return self.root / "results" / f"{task_id}.error.pickle"
+        return self.files / "results" / f"{task_id}.error.pickle"
 
     def log(self, task_id: str) -> Path:
-        return self.root / "logs" / f"{task_id}.log"
+        return self.files / "logs" / f"{task_id}.log"
 
     def outputs(self, task_id: str) -> Path:
-        return self.root / "outputs" / task_id
+        return self.files / "outputs" / task_id
 
     def attempt_dir(self, task_id: str, attempt: int) -> Path:
         """Where attempt ``attempt`` saves its outputs and progress: a failed attempt's stay apart."""

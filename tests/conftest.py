@@ -43,8 +43,10 @@ class TaskqServer:
     """A real `jupyter server` with jupyter-taskq, on a free port, with its own state directory."""
 
     def __init__(self, root: Path, gpus=(), cpu_workers: int = 2, app: str = "jupyter_server",
-                 extra_args=(), **config):
+                 extra_args=(), backend: str = "sqlite", **config):
         self.root = root
+        self.backend = backend
+        self.redis: RedisServer | None = None  # with backend="redis": its own redis-server, outliving restarts
         self.app = app  # "jupyter_server", or "jupyterlab" for browser tests
         self.extra_args = list(extra_args)
         self.state_dir = root / "state"
@@ -63,6 +65,9 @@ class TaskqServer:
         return Client(self.url, token)
 
     def start(self, wait_workers: bool = True) -> "TaskqServer":
+        if self.backend == "redis" and self.redis is None:
+            self.redis = RedisServer(self.root).start()
+            self.config.setdefault("redis_url", self.redis.url)
         args = [
             sys.executable, "-m", self.app, "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={self.root}",
@@ -105,6 +110,12 @@ class TaskqServer:
                     self.kill()
         self._kill_group()
 
+    def close(self) -> None:
+        """Stop the server and what the test started beside it."""
+        self.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
     def kill(self) -> None:
         """SIGKILL the server process alone; its workers die with it (parent-death signal)."""
         if self.proc and self.proc.poll() is None:
@@ -121,20 +132,27 @@ class TaskqServer:
         return {w["name"]: w["pid"] for w in self.client().stats()["workers"] if w["alive"]}
 
 
+def pytest_generate_tests(metafunc):
+    """A module that sets ``BACKENDS = ["sqlite", "redis"]`` runs its server tests on each."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", getattr(metafunc.module, "BACKENDS", ["sqlite"]), scope="module")
+
+
 @pytest.fixture
-def make_server(tmp_path):
+def make_server(tmp_path, backend):
     servers: list[TaskqServer] = []
 
     def make(**kwargs) -> TaskqServer:
         root = tmp_path / f"server{len(servers)}"
         root.mkdir()
+        kwargs.setdefault("backend", backend)
         server = TaskqServer(root, **kwargs)
         servers.append(server)
         return server.start()
 
     yield make
     for server in servers:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture
@@ -144,11 +162,11 @@ def server(make_server) -> TaskqServer:
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory) -> TaskqServer:
+def shared_server(tmp_path_factory, backend) -> TaskqServer:
     """One server for a whole module of tests that do not disturb each other."""
-    server = TaskqServer(tmp_path_factory.mktemp("shared"), gpus=[0, 1], cpu_workers=2).start()
+    server = TaskqServer(tmp_path_factory.mktemp("shared"), gpus=[0, 1], cpu_workers=2, backend=backend).start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

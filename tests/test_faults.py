@@ -9,6 +9,8 @@ import psutil
 
 from conftest import wait_for
 
+BACKENDS = ["sqlite", "redis"]  # the same behaviour on both queues
+
 
 def hold(pid_file, gate, finished_log=None):
     """Record our pid, wait for the gate, then note that this run finished."""

@@ -7,6 +7,8 @@ import pytest
 from conftest import wait_for
 from jupyter_taskq.notebook.client import TaskqError
 
+BACKENDS = ["sqlite", "redis"]  # the same behaviour on both queues
+
 
 def report_devices_when_released(started_dir, gate):
     """Say which devices this task sees, then hold its GPU until the test opens the gate."""

@@ -9,6 +9,8 @@ import pytest
 from conftest import wait_for
 from jupyter_taskq.notebook.client import TaskFailed
 
+BACKENDS = ["sqlite", "redis"]  # the engine behaves the same on both queues
+
 
 def add(a, b):
     return a + b

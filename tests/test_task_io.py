@@ -15,6 +15,8 @@ import requests
 
 from conftest import TOKEN, free_port, wait_for
 
+BACKENDS = ["sqlite", "redis"]  # the same behaviour on both queues
+
 AUTH = {"Authorization": f"token {TOKEN}"}
 
 

@@ -20,13 +20,12 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Float, Int, List, Unicode, Union, default, validate
 
-from ..doorbell import events_bell
+from ..backend import Backend
 from ..gpus import parse_gpus
-from ..queue import POOLS, open_queue
+from ..queue import POOLS
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..status import CANCELLABLE as ACTIVE
-from ..statedir import StateDir, default_state_dir
-from ..store import SqliteTaskStore
+from ..statedir import default_state_dir
 from .changes import ChangeFeed
 from .handlers import handlers
 from .service import TaskService
@@ -69,6 +68,17 @@ class TaskQueue(ExtensionApp):
                              help="Secret that signs callback_url deliveries (HMAC-SHA256). Default: a random "
                                   "secret kept in the state directory (file webhook_secret).")
     cleanup_interval = Float(60.0, config=True, help="Seconds between clean-ups of results past their TTL.")
+    redis_url = Unicode(
+        "", config=True,
+        help="Run the queue on this Redis server (redis://[:password@]host:port/db, or rediss:// for TLS) "
+             "instead of the SQLite file, so workers on other machines can join with "
+             "`jupyter taskq worker --redis URL --files-dir DIR`. Empty: SQLite in state_dir.",
+    )
+    files_dir = Unicode(
+        "", config=True,
+        help="With redis_url: the directory for payloads, results, logs and outputs, mounted by every "
+             "machine that runs workers (default: state_dir).",
+    )
     max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
 
     @default("state_dir")
@@ -91,16 +101,17 @@ class TaskQueue(ExtensionApp):
 
     # -- set-up -----------------------------------------------------------
     def initialize_settings(self):
-        self.state = StateDir.create(self.state_dir)
+        self.backend = Backend.open(self.state_dir, self.redis_url, self.files_dir or None)
+        self.state = self.backend.state
         self.device_list = parse_gpus(self.gpus)
-        self.store = SqliteTaskStore(self.state.db)
-        self.queues = {pool: open_queue(self.state, pool) for pool in POOLS}
-        self.changes = ChangeFeed(events_bell(self.state.bells))
+        self.store = self.backend.open_store()
+        self.queues = {pool: self.backend.open_queue(pool) for pool in POOLS}
+        self.changes = ChangeFeed(self.backend.events_listener())
         self.service = TaskService(
             self.state, self.store, self.queues, gpus=self.device_list, workers_per_gpu=self.workers_per_gpu,
             cpu_workers=self.cpu_workers, max_retries=self.max_retries, retry_delay=self.retry_delay,
             retry_backoff=self.retry_backoff, result_ttl=self.result_ttl, base_url=self.serverapp.base_url,
-            on_change=self.changes.notify,
+            on_change=self.changes.notify, work_bells={pool: self.backend.work_bell(pool) for pool in POOLS},
         )
         secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
         self.webhooks = WebhookSender(self.service, secret)
@@ -108,8 +119,8 @@ class TaskQueue(ExtensionApp):
                              taskq_max_payload=self.max_payload_size)
         self._supervisor: subprocess.Popen | None = None
         self._sweeper: PeriodicCallback | None = None
-        self.log.info("jupyter-taskq: state in %s, GPUs %s, %d CPU workers", self.state.root, self.device_list,
-                      self.cpu_workers)
+        self.log.info("jupyter-taskq: %s queue, state in %s, GPUs %s, %d CPU workers", self.backend.kind,
+                      self.state.root, self.device_list, self.cpu_workers)
 
     def initialize_handlers(self):
         self.handlers.extend(handlers(self.serverapp.base_url))
@@ -144,7 +155,7 @@ class TaskQueue(ExtensionApp):
         sessions.get_kernel_env = get_kernel_env
 
     def _start_supervisor(self) -> None:
-        cmd = [sys.executable, "-m", "jupyter_taskq.worker", "--state-dir", str(self.state.root),
+        cmd = [sys.executable, "-m", "jupyter_taskq.worker", *self.backend.child_args(), "--name", "",
                "--gpus", ",".join(map(str, self.device_list)), "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
                "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]

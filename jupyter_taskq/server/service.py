@@ -90,7 +90,8 @@ OPTION_NAMES = ("name", "gpu", "max_retries", "retry_delay", "retry_backoff", "t
 class TaskService:
     def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
                  cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
-                 base_url: str = "/", on_change: Callable[[str], None] = lambda task_id: None):
+                 base_url: str = "/", on_change: Callable[[str], None] = lambda task_id: None,
+                 work_bells: Mapping | None = None):
         self.state = state
         self.store = store
         self.queues = queues
@@ -102,7 +103,7 @@ class TaskService:
         self.on_change = on_change
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._disk_usage: int | None = None
-        self._bells = {pool: Doorbell(state.bells / f"work-{pool}.fifo") for pool in queues}
+        self._bells = work_bells or {pool: Doorbell(state.bells / f"work-{pool}.fifo") for pool in queues}
         self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
 
     # -- submission -------------------------------------------------------
@@ -456,14 +457,15 @@ class TaskService:
                 "status": task["status"], "data": data.decode("utf-8", errors="replace")}
 
     def disk_usage(self) -> int:
-        """Bytes under the state directory (computed at most once per clean-up interval)."""
+        """Bytes of task files and state (computed at most once per clean-up interval)."""
         if self._disk_usage is None:
             total = 0
-            for root, _dirs, files in os.walk(self.state.root):
-                for name in files:
-                    try:
-                        total += os.lstat(os.path.join(root, name)).st_size
-                    except FileNotFoundError:
-                        pass
+            for top in {self.state.root, self.state.files}:
+                for root, _dirs, files in os.walk(top):
+                    for name in files:
+                        try:
+                            total += os.lstat(os.path.join(root, name)).st_size
+                        except FileNotFoundError:
+                            pass
             self._disk_usage = total
         return self._disk_usage

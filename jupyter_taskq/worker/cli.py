@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 
@@ -16,10 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run a worker supervisor: one process per GPU slot plus CPU workers")
     worker.add_argument("--state-dir", default=None, help="queue state directory (default: under the Jupyter data dir)")
+    worker.add_argument("--redis", default="", metavar="URL",
+                        help="join the shared queue on this Redis server (redis://[:password@]host:port/db; "
+                             "rediss:// for TLS) instead of the SQLite file in --state-dir")
+    worker.add_argument("--files-dir", default=None,
+                        help="with --redis: the directory for payloads, results, logs and outputs that every "
+                             "machine mounts (default: --state-dir)")
     worker.add_argument("--gpus", default="auto", help='"auto" (NVML or nvidia-smi), a list such as "0,1", or "" for none')
     worker.add_argument("--workers-per-gpu", type=int, default=1)
     worker.add_argument("--cpu-workers", type=int, default=2)
-    worker.add_argument("--name", default="", help="prefix for worker names (use the host name when machines share a queue)")
+    worker.add_argument("--name", default=None,
+                        help='prefix for worker names ("NAME/cpu0"); default with --redis: the host name, '
+                             "so machines sharing a queue never clash; otherwise none")
     worker.add_argument("--heartbeat-timeout", type=float, default=10.0,
                         help="seconds without a heartbeat after which a worker's tasks are requeued")
     worker.add_argument("--kill-grace", type=float, default=2.0, help="seconds between SIGTERM and SIGKILL")
@@ -29,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ..gpus import parse_gpus
-    from ..statedir import StateDir
+    from ..backend import Backend
     from .task_process import die_with_parent
     from .supervisor import Supervisor, plan_workers
 
@@ -42,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.workers_per_gpu < 1 or args.cpu_workers < 0:
         parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
-    prefix = f"{args.name}/" if args.name else ""
-    specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, prefix)
-    Supervisor(StateDir.create(args.state_dir), specs, args.heartbeat_timeout, args.kill_grace,
+    if args.files_dir and not args.redis:
+        parser.error("--files-dir needs --redis (with SQLite every file is in --state-dir)")
+    name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")  # machines sharing a queue need distinct names
+    specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, f"{name}/" if name else "")
+    Supervisor(Backend.open(args.state_dir, args.redis, args.files_dir), specs, args.heartbeat_timeout, args.kill_grace,
                args.log_max_bytes).run()
     return 0
 

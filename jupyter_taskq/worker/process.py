@@ -28,11 +28,9 @@ import dill  # noqa: F401 - imported once here, not in every forked attempt
 from huey.signals import SIGNAL_EXPIRED
 
 from .. import payload
-from ..doorbell import events_bell, work_bell
-from ..queue import open_queue, set_attempt_runner
-from ..statedir import StateDir
+from ..backend import Backend
+from ..queue import set_attempt_runner
 from ..status import WAITING, TaskStatus
-from ..store import SqliteTaskStore
 from . import runner
 from .task_io import AttemptWatcher
 from .task_process import TaskProcess, die_with_parent
@@ -54,19 +52,19 @@ class _HideAttemptFailed(logging.Filter):
 
 
 class Worker:
-    def __init__(self, state: StateDir, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
+    def __init__(self, backend: Backend, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
                  log_max_bytes: int = 10 * 1024 * 1024):
-        self.state = state
+        self.state = backend.state
         self.name = name
         self.pool = pool
         self.cuda_devices = device if device is not None else ""
         self.kill_grace = kill_grace
         self.log_max_bytes = log_max_bytes
         self.instance = f"{name}:{socket.gethostname()}:{os.getpid()}:{time.time():.6f}"
-        self.store = SqliteTaskStore(state.db)
-        self.huey = open_queue(state, pool)
-        self.work_bell = work_bell(state.bells, pool)
-        self.events = events_bell(state.bells)
+        self.store = backend.open_store()
+        self.huey = backend.open_queue(pool)
+        self.work_bell = backend.work_bell(pool)
+        self.events = backend.events_ringer()
         self.stopping = False
         self._next_heartbeat = 0.0
         self._next_schedule = 0.0
@@ -276,6 +274,8 @@ def _same_interpreter(header: dict) -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run one jupyter-taskq worker (normally started by the supervisor).")
     parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--redis", default="", help="Redis URL of a shared queue (default: SQLite in the state dir)")
+    parser.add_argument("--files-dir", default=None, help="with --redis: the shared directory for task files")
     parser.add_argument("--name", required=True)
     parser.add_argument("--pool", required=True, choices=["cpu", "gpu"])
     parser.add_argument("--device", default=None, help="the GPU index this worker is pinned to")
@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.die_with_parent:
         die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"[taskq {args.name}] %(levelname)s %(message)s")
-    state = StateDir.create(Path(args.state_dir))
-    Worker(state, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes).run()
+    backend = Backend.open(Path(args.state_dir), args.redis, args.files_dir)
+    Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes).run()
 
 
 if __name__ == "__main__":

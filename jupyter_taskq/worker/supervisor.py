@@ -19,11 +19,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ..doorbell import events_bell
-from ..queue import POOLS, open_queue
+from ..backend import Backend
+from ..queue import POOLS
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
-from ..statedir import StateDir
-from ..store import SqliteTaskStore
 
 log = logging.getLogger("jupyter_taskq.supervisor")
 
@@ -62,16 +60,17 @@ class _Running:
 
 
 class Supervisor:
-    def __init__(self, state: StateDir, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0,
+    def __init__(self, backend: Backend, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0,
                  log_max_bytes: int = 10 * 1024 * 1024):
-        self.state = state
+        self.backend = backend
+        self.state = backend.state
         self.workers = [_Running(spec) for spec in specs]
         self.stale_after = stale_after
         self.kill_grace = kill_grace
         self.log_max_bytes = log_max_bytes
-        self.store = SqliteTaskStore(state.db)
-        self.queues = {pool: open_queue(state, pool) for pool in POOLS}
-        self.events = events_bell(state.bells)
+        self.store = backend.open_store()
+        self.queues = {pool: backend.open_queue(pool) for pool in POOLS}
+        self.events = backend.events_ringer()
         self.stopping = False
 
     def run(self) -> None:
@@ -135,7 +134,7 @@ class Supervisor:
 
     def _start(self, spec: WorkerSpec) -> subprocess.Popen:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=spec.cuda_visible_devices, PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "jupyter_taskq.worker.process", "--state-dir", str(self.state.root),
+        cmd = [sys.executable, "-m", "jupyter_taskq.worker.process", *self.backend.child_args(),
                "--name", spec.name, "--pool", spec.pool, "--kill-grace", str(self.kill_grace),
                "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
         if spec.device is not None:
