@@ -83,6 +83,8 @@ def _as_seconds(name: str, value: Any, allow_zero: bool = False) -> float | None
     return float(value)
 
 
+LIVE_WORKER_WINDOW = 10.0  # seconds since its last heartbeat for a worker to count as live
+
 OPTION_NAMES = ("name", "gpu", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "priority",
                 "callback_url", "result_ttl")
 
@@ -107,6 +109,11 @@ class TaskService:
         self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
 
     # -- submission -------------------------------------------------------
+    def _live_worker_in(self, pool: str) -> bool:
+        """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``."""
+        fresh = time.time() - LIVE_WORKER_WINDOW
+        return any(w["pool"] == pool and (w["heartbeat_at"] or 0) >= fresh for w in self.store.workers())
+
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
         unknown = sorted(set(raw) - set(OPTION_NAMES))
         if unknown:
@@ -120,11 +127,13 @@ class TaskService:
         if opts["gpu"] > 1:
             raise bad_request(f"a task can ask for at most 1 GPU (asked for {opts['gpu']}): each GPU worker is pinned "
                               "to exactly one device")
-        if opts["gpu"] and self.gpu_slots == 0:
-            raise bad_request("this server has no GPU workers (TaskQueue.gpus is empty or no GPU was detected); "
-                              "submit with gpu=0 or configure c.TaskQueue.gpus")
-        if not opts["gpu"] and self.cpu_workers == 0:
-            raise bad_request("this server has no CPU workers (TaskQueue.cpu_workers = 0); submit with gpu=1")
+        if opts["gpu"] and self.gpu_slots == 0 and not self._live_worker_in(GPU_POOL):
+            raise bad_request("this server has no GPU workers (TaskQueue.gpus is empty or no GPU was detected) "
+                              "and no live GPU worker has joined the queue; submit with gpu=0 or configure "
+                              "c.TaskQueue.gpus")
+        if not opts["gpu"] and self.cpu_workers == 0 and not self._live_worker_in(CPU_POOL):
+            raise bad_request("this server has no CPU workers (TaskQueue.cpu_workers = 0) and no live CPU worker "
+                              "has joined the queue; submit with gpu=1")
         retries = raw.get("max_retries")
         opts["max_retries"] = self.defaults["max_retries"] if retries in (None, "") else _as_int("max_retries", retries, 0, 100)
         delay = _as_seconds("retry_delay", raw.get("retry_delay"), allow_zero=True)
@@ -281,7 +290,7 @@ class TaskService:
              "busy": w["instance"] in running,
              "current_task": running[w["instance"]]["id"] if w["instance"] in running else None,
              "busy_since": iso(running[w["instance"]]["started_at"]) if w["instance"] in running else None,
-             "last_heartbeat": iso(w["heartbeat_at"]), "alive": (w["heartbeat_at"] or 0) >= now - 10,
+             "last_heartbeat": iso(w["heartbeat_at"]), "alive": (w["heartbeat_at"] or 0) >= now - LIVE_WORKER_WINDOW,
              "started_at": iso(w["started_at"])}
             for w in self.store.workers()
         ]
