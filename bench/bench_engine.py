@@ -152,17 +152,40 @@ class Taskq:
     name = "jupyter-taskq"
     tiers = ("server", "supervisor", "workers", "task children")
 
+    redis = False
+
     def __init__(self, tmp: Path, cpu_workers: int = 2):
         self.root, self.cpu_workers, self.port = tmp, cpu_workers, free_port()
         self.proc: subprocess.Popen | None = None
+        self.redis_proc: subprocess.Popen | None = None
+
+    def _start_redis(self) -> str:
+        import redis
+
+        port = free_port()
+        self.redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.root)], stdout=subprocess.DEVNULL, start_new_session=True)
+        url = f"redis://127.0.0.1:{port}/0"
+        conn = redis.Redis.from_url(url)
+
+        def answers():
+            try:
+                return conn.ping()
+            except redis.ConnectionError:
+                return False
+
+        wait_for(answers, 20, "redis-server")
+        return url
 
     def __enter__(self):
         from jupyter_taskq.notebook.client import Client
 
+        extra = [f"--TaskQueue.redis_url={self._start_redis()}"] if self.redis else []
         args = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                 "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={self.root}",
                 f"--TaskQueue.state_dir={self.root / 'state'}", "--TaskQueue.gpus=[]",
-                f"--TaskQueue.cpu_workers={self.cpu_workers}"] + (["--allow-root"] if os.geteuid() == 0 else [])
+                f"--TaskQueue.cpu_workers={self.cpu_workers}", *extra] + (["--allow-root"] if os.geteuid() == 0 else [])
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.root / "runtime"))
         self.log = self.root / "server.log"
         with open(self.log, "wb") as log:
@@ -182,9 +205,11 @@ class Taskq:
 
     def __exit__(self, *exc):
         stop_session(self.proc)
+        if self.redis_proc is not None:
+            stop_session(self.redis_proc)
 
     def pids(self) -> list[int]:
-        return [self.proc.pid]
+        return [self.proc.pid] + ([self.redis_proc.pid] if self.redis_proc else [])
 
     def call(self, x):
         return self.client.submit(echo, (x,)).result(timeout=TIMEOUT)
@@ -275,7 +300,22 @@ class ForkPool:
         assert self.last == n - 1
 
 
-ENGINES = {"taskq": Taskq, "huey": RawHuey, "pool": ForkPool}
+class TaskqRedis(Taskq):
+    """The same, with the queue and task state in a local redis-server (counted in its CPU)."""
+
+    name = "taskq on redis"
+    tiers = ("server + redis", "supervisor", "workers", "task children")
+    redis = True
+
+
+def with_workers(cls, n: int):
+    """``cls`` with ``n`` CPU workers instead of two."""
+    return type(f"{cls.__name__}{n}", (cls,), {"name": f"{cls.name}, {n} workers",
+                                                "__init__": lambda self, tmp: cls.__init__(self, tmp, n)})
+
+
+ENGINES = {"taskq": Taskq, "huey": RawHuey, "pool": ForkPool, "taskq4": with_workers(Taskq, 4),
+           "redis": TaskqRedis, "redis4": with_workers(TaskqRedis, 4)}
 
 
 # -- workloads ----------------------------------------------------------------------------
@@ -374,7 +414,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, under a minute)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--engines", default="taskq,huey,pool", help="comma-separated subset of taskq,huey,pool")
+    parser.add_argument("--engines", default="taskq,huey,pool",
+                        help=f"comma-separated subset of {','.join(ENGINES)} (redis: the queue on a local "
+                             "redis-server; 4: four CPU workers)")
     parser.add_argument("--tmpdir", help="where the state directories go (default: $TMPDIR or the system's)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL

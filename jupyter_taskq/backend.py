@@ -22,6 +22,7 @@ from .store import SqliteTaskStore, TaskStore
 
 log = logging.getLogger("jupyter_taskq.backend")
 
+REDIS_URL_ENV = "JUPYTER_TASKQ_REDIS_URL"
 IDLE_WAIT = 0.5  # how long an idle worker waits for work before its housekeeping
 EVENTS_KEPT = 10_000  # a server away for long finds at most this many change notes waiting
 
@@ -72,11 +73,16 @@ class Backend:
         return "redis" if self.redis_url else "sqlite"
 
     def child_args(self) -> list[str]:
-        """Command-line flags that make a child process open this same backend."""
+        """Command-line flags that make a child process open this same backend (with :meth:`child_env`)."""
         args = ["--state-dir", str(self.state.root)]
         if self.redis_url:
-            args += ["--redis", self.redis_url, "--files-dir", str(self.state.files)]
+            args += ["--files-dir", str(self.state.files)]
         return args
+
+    def child_env(self) -> dict[str, str]:
+        """The Redis URL goes to children in their environment: a command line (with the password
+        in it) is readable by every user of the machine."""
+        return {REDIS_URL_ENV: self.redis_url} if self.redis_url else {}
 
     def _redis(self):
         import redis

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -159,7 +160,8 @@ class TaskQueue(ExtensionApp):
                "--gpus", ",".join(map(str, self.device_list)), "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
                "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
-        self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        env = dict(os.environ, **self.backend.child_env())
+        self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.log.info("jupyter-taskq: worker supervisor started (pid %d)", self._supervisor.pid)
 
     def _sweep(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 
@@ -17,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run a worker supervisor: one process per GPU slot plus CPU workers")
     worker.add_argument("--state-dir", default=None, help="queue state directory (default: under the Jupyter data dir)")
-    worker.add_argument("--redis", default="", metavar="URL",
+    worker.add_argument("--redis", default=os.environ.get("JUPYTER_TASKQ_REDIS_URL", ""), metavar="URL",
                         help="join the shared queue on this Redis server (redis://[:password@]host:port/db; "
-                             "rediss:// for TLS) instead of the SQLite file in --state-dir")
+                             "rediss:// for TLS) instead of the SQLite file in --state-dir. Default: "
+                             "$JUPYTER_TASKQ_REDIS_URL (keeps a password out of the process list)")
     worker.add_argument("--files-dir", default=None,
                         help="with --redis: the directory for payloads, results, logs and outputs that every "
                              "machine mounts (default: --state-dir)")

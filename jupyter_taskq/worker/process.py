@@ -274,7 +274,8 @@ def _same_interpreter(header: dict) -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run one jupyter-taskq worker (normally started by the supervisor).")
     parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--redis", default="", help="Redis URL of a shared queue (default: SQLite in the state dir)")
+    parser.add_argument("--redis", default=os.environ.get("JUPYTER_TASKQ_REDIS_URL", ""),
+                        help="Redis URL of a shared queue (default: $JUPYTER_TASKQ_REDIS_URL, else SQLite)")
     parser.add_argument("--files-dir", default=None, help="with --redis: the shared directory for task files")
     parser.add_argument("--name", required=True)
     parser.add_argument("--pool", required=True, choices=["cpu", "gpu"])

@@ -133,7 +133,8 @@ class Supervisor:
             running.started = now
 
     def _start(self, spec: WorkerSpec) -> subprocess.Popen:
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=spec.cuda_visible_devices, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=spec.cuda_visible_devices, PYTHONUNBUFFERED="1",
+                   **self.backend.child_env())
         cmd = [sys.executable, "-m", "jupyter_taskq.worker.process", *self.backend.child_args(),
                "--name", spec.name, "--pool", spec.pool, "--kill-grace", str(self.kill_grace),
                "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
