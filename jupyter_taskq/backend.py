@@ -3,38 +3,29 @@
 Every process (server, supervisor, worker) opens the same :class:`Backend` and asks
 it for the task store, the Huey queue of a pool and the bells. With SQLite all of it
 is in the state directory and FIFOs wake sleepers. With Redis the store and the
-queues are in Redis, an idle worker waits in Huey's own blocking pop (``BZPOPMIN``,
-so a submitted task wakes it at once from any machine), workers announce task
-changes on a Redis list that the server relays to its local event FIFO, and task
-files live in ``files``, a directory every machine mounts.
+queues are in Redis, the bells are Redis lists (an idle worker sleeps in ``BLPOP`` on
+the bells of all its pools, so a task submitted anywhere wakes it at once), workers
+announce task changes on a Redis list that the server relays to its local event
+FIFO, and task files live in ``files``, a directory every machine mounts.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from .doorbell import Doorbell, events_bell, work_bell
+from .queue import POOLS, QueueMap
 from .statedir import StateDir
 from .store import SqliteTaskStore, TaskStore
 
 log = logging.getLogger("jupyter_taskq.backend")
 
 REDIS_URL_ENV = "JUPYTER_TASKQ_REDIS_URL"
-IDLE_WAIT = 0.5  # how long an idle worker waits for work before its housekeeping
 EVENTS_KEPT = 10_000  # a server away for long finds at most this many change notes waiting
-
-
-class NoBell:
-    """Stands in for a work bell where the queue's own blocking pop does the waking."""
-
-    def ring(self, message: bytes = b".") -> None:
-        pass
-
-    def wait(self, timeout: float) -> bool:
-        return False
 
 
 class RedisBell:
@@ -50,9 +41,28 @@ class RedisBell:
         pipe.ltrim(self.key, -EVENTS_KEPT, -1)
         pipe.execute()
 
+    def ring_times(self, n: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(self.key, *([b"."] * max(1, n)))
+        pipe.ltrim(self.key, -EVENTS_KEPT, -1)
+        pipe.execute()
+
     def wait(self, timeout: float) -> bytes | None:
         popped = self.client.blpop([self.key], timeout=max(0.01, timeout))
         return popped[1] if popped else None
+
+
+def wait_for_any(bells: list, timeout: float) -> bool:
+    """Sleep until one of ``bells`` (all FIFOs, or all Redis bells) rings, or ``timeout``; consume one ring."""
+    if len(bells) == 1:
+        return bool(bells[0].wait(timeout))
+    if isinstance(bells[0], RedisBell):
+        return bool(bells[0].client.blpop([b.key for b in bells], timeout=max(0.01, timeout)))
+    ready, _, _ = select.select([b.fileno() for b in bells], [], [], max(0.0, timeout))
+    for bell in bells:
+        if bell.fileno() in ready and bell.wait(0):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -100,11 +110,21 @@ class Backend:
         from .queue import open_queue, open_redis_queue
 
         if self.redis_url:
-            return open_redis_queue(self.redis_url, pool, self.prefix, read_timeout=IDLE_WAIT)
+            return open_redis_queue(self.redis_url, pool, self.prefix)
         return open_queue(self.state, pool)
 
-    def work_bell(self, pool: str) -> Doorbell | NoBell:
-        return NoBell() if self.redis_url else work_bell(self.state.bells, pool)
+    def open_queues(self, pools=POOLS) -> QueueMap:
+        """The queues of ``pools`` now, and of any other pool (a GPU model's) when first asked for."""
+        return QueueMap(self.open_queue, pools)
+
+    def work_bell(self, pool: str) -> Doorbell | RedisBell:
+        """Rung when ``pool`` gets work; its idle workers sleep on it."""
+        if self.redis_url:
+            return RedisBell(self._redis(), f"{self.prefix}bell:{pool}")
+        return work_bell(self.state.bells, pool)
+
+    def work_bells(self) -> "BellMap":
+        return BellMap(self.work_bell)
 
     def events_ringer(self) -> Doorbell | RedisBell:
         """What a worker rings with the id of a task whose state it changed."""
@@ -118,6 +138,18 @@ class Backend:
         if self.redis_url:
             EventRelay(RedisBell(self._redis(), f"{self.prefix}events"), local).start()
         return local
+
+
+class BellMap(dict):
+    """Pool name -> its work bell, made the first time a pool is rung."""
+
+    def __init__(self, maker):
+        super().__init__()
+        self._maker = maker
+
+    def __missing__(self, pool: str):
+        bell = self[pool] = self._maker(pool)
+        return bell
 
 
 class EventRelay(threading.Thread):

@@ -11,6 +11,8 @@ means the listener is already far behind and will look at the queue anyway.
 from __future__ import annotations
 
 import errno
+import hashlib
+import re
 import os
 import select
 import stat
@@ -38,6 +40,10 @@ class Doorbell:
         self._read_fd: int | None = None
 
     # -- ringing ----------------------------------------------------------
+    def ring_times(self, n: int) -> None:
+        """Wake up to ``n`` listeners (one per ring)."""
+        self.ring(b"." * max(1, n))
+
     def ring(self, message: bytes = b".") -> None:
         """Send ``message`` (under 4 KiB, so it arrives whole) if anyone listens."""
         if self._write_fd is None:
@@ -99,7 +105,10 @@ class Doorbell:
 
 
 def work_bell(bells_dir: Path, pool: str) -> Doorbell:
-    return Doorbell(bells_dir / f"work-{pool}.fifo")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", pool)
+    if safe != pool:  # a GPU model's pool: keep distinct names distinct
+        safe += "-" + hashlib.sha1(pool.encode()).hexdigest()[:8]
+    return Doorbell(bells_dir / f"work-{safe}.fifo")
 
 
 def events_bell(bells_dir: Path) -> Doorbell:

@@ -21,7 +21,37 @@ from .statedir import StateDir
 
 CPU_POOL = "cpu"
 GPU_POOL = "gpu"
-POOLS = (CPU_POOL, GPU_POOL)
+POOLS = (CPU_POOL, GPU_POOL)  # always there; a GPU model adds a pool "gpu:<model>" for tasks asking for it
+MODEL_POOL_PREFIX = GPU_POOL + ":"
+
+
+def model_pool(model: str) -> str:
+    """The pool of tasks that ask for GPU model ``model`` (a name its workers report)."""
+    return MODEL_POOL_PREFIX + model
+
+
+def pool_model(pool: str) -> str | None:
+    return pool[len(MODEL_POOL_PREFIX):] if pool.startswith(MODEL_POOL_PREFIX) else None
+
+
+def check_pool(pool: str) -> str:
+    if pool not in POOLS and not (pool_model(pool) or "").strip():
+        raise ValueError(f"unknown pool {pool!r}")
+    return pool
+
+
+class QueueMap(dict):
+    """Pool name -> its Huey queue, opened the first time a pool is asked for."""
+
+    def __init__(self, opener: Callable[[str], object], pools=POOLS):
+        super().__init__()
+        self._opener = opener
+        for pool in pools:
+            self[pool]
+
+    def __missing__(self, pool: str):
+        queue = self[pool] = self._opener(check_pool(pool))
+        return queue
 
 _attempt_runner: Callable | None = None
 
@@ -53,20 +83,18 @@ class _Huey(SqliteHuey):
 
 
 def open_queue(state: StateDir, pool: str) -> SqliteHuey:
-    if pool not in POOLS:
-        raise ValueError(f"unknown pool {pool!r}")
+    check_pool(pool)
     huey = _Huey(name=pool, filename=str(state.db), results=False, timeout=60, journal_mode="wal")
     huey.attempt = huey.task(name="attempt", context=True)(_run_attempt)
     return huey
 
 
-def open_redis_queue(url: str, pool: str, prefix: str = "jtq:", read_timeout: float = 0.5) -> PriorityRedisHuey:
-    """The pool's queue in Redis: a sorted set, so priorities hold across machines; an idle
-    worker blocks in ``BZPOPMIN`` for at most ``read_timeout`` s and wakes the moment work arrives."""
-    if pool not in POOLS:
-        raise ValueError(f"unknown pool {pool!r}")
-    huey = PriorityRedisHuey(name=f"{prefix}{pool}", url=url, results=False, blocking=True,
-                             read_timeout=read_timeout)
+def open_redis_queue(url: str, pool: str, prefix: str = "jtq:") -> PriorityRedisHuey:
+    """The pool's queue in Redis: a sorted set, so priorities hold across machines. Dequeuing
+    does not block: a worker serving several pools sleeps on their bells instead."""
+    check_pool(pool)
+    huey = PriorityRedisHuey(name=f"{prefix}{pool}", url=url, results=False, blocking=False,
+                             clean_name=False)
     huey.attempt = huey.task(name="attempt", context=True)(_run_attempt)
     return huey
 

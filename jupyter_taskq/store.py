@@ -164,6 +164,9 @@ class SqliteTaskStore(TaskStore):
         for column, kind in _ADDED_COLUMNS.items():
             if column not in have:
                 self._conn.execute(f"alter table taskq_tasks add column {column} {kind}")
+        workers_have = {row[1] for row in self._conn.execute("pragma table_info(taskq_workers)")}
+        if "model" not in workers_have:
+            self._conn.execute("alter table taskq_workers add column model text")
         self._conn.execute("create index if not exists taskq_tasks_callbacks on taskq_tasks (callback_done) "
                            "where callback_url is not null")
 

@@ -76,7 +76,7 @@ class Client:
 
     # -- submitting -------------------------------------------------------
     def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, *, name: str | None = None,
-               gpu: int = 0, max_retries: int | None = None, retry_delay: float | None = None,
+               gpu: int | str = 0, max_retries: int | None = None, retry_delay: float | None = None,
                retry_backoff: float | None = None, timeout: float | None = None, expires: float | None = None,
                priority: int = 0, callback_url: str | None = None, result_ttl: float | None = None) -> "TaskHandle":
         """Queue ``fn(*args, **kwargs)``; task options never mix with the function's own arguments."""

@@ -40,11 +40,14 @@ class TaskFunction:
         return f"<task_queue function {self.fn.__qualname__} {self.options}>"
 
 
-def task_queue(fn: Callable | None = None, *, gpu: int = 0, max_retries: int | None = None,
+def task_queue(fn: Callable | None = None, *, gpu: int | str = 0, max_retries: int | None = None,
                retry_delay: float | None = None, retry_backoff: float | None = None, timeout: float | None = None,
                expires: float | None = None, priority: int = 0, name: str | None = None,
                callback_url: str | None = None, result_ttl: float | None = None):
-    """Mark a function as runnable on the task queue: ``@task_queue`` or ``@task_queue(gpu=1, ...)``."""
+    """Mark a function as runnable on the task queue: ``@task_queue`` or ``@task_queue(gpu=1, ...)``.
+
+    ``gpu`` is 0 (no GPU), 1 (any one GPU) or a GPU model name such as ``"A100"`` (a GPU whose
+    model name contains it, on any machine that joined the queue)."""
     options = dict(gpu=gpu, max_retries=max_retries, retry_delay=retry_delay, retry_backoff=retry_backoff,
                    timeout=timeout, expires=expires, priority=priority, name=name, callback_url=callback_url,
                    result_ttl=result_ttl)

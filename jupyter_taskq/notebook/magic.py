@@ -20,6 +20,11 @@ from .client import TaskHandle, connect
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit"}
 
 
+def _gpu_request(value: str) -> int | str:
+    """``--gpu 1`` asks for any GPU; ``--gpu A100`` for a GPU of that model."""
+    return int(value) if value.strip().isdigit() else value.strip()
+
+
 def cell_names(source: str) -> tuple[list[str], list[str]]:
     """(names the cell reads, names it assigns at any level), in first-seen order."""
     tree = ast.parse(source)
@@ -66,7 +71,7 @@ def _current_shell():
 @magics_class
 class TaskQueueMagics(Magics):
     @magic_arguments()
-    @argument("--gpu", type=int, default=0, help="GPUs the cell needs (0 or 1)")
+    @argument("--gpu", type=_gpu_request, default=0, help="GPUs the cell needs (0 or 1), or a GPU model (A100)")
     @argument("--retries", type=int, default=None, help="retries if the cell raises (default: the server's)")
     @argument("--retry-delay", type=float, default=None)
     @argument("--timeout", type=float, default=None, help="seconds before the run is killed (TIMEOUT)")

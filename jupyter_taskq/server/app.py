@@ -23,7 +23,6 @@ from traitlets import Bool, Float, Int, List, Unicode, Union, default, validate
 
 from ..backend import Backend
 from ..gpus import parse_gpus
-from ..queue import POOLS
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..status import CANCELLABLE as ACTIVE
 from ..statedir import default_state_dir
@@ -49,6 +48,11 @@ class TaskQueue(ExtensionApp):
         [Unicode(), List(Int())], default_value="auto", config=True,
         help='GPUs to run workers on: "auto" (detect with NVML or nvidia-smi), a list such as [0, 1], '
              'or [] for none. Each GPU gets workers_per_gpu workers pinned with CUDA_VISIBLE_DEVICES.',
+    )
+    gpu_model = Unicode(
+        "", config=True,
+        help='Model name of the GPUs in `gpus` (default: as the driver reports it, e.g. "NVIDIA A100-SXM4-80GB"). '
+             'A task asking for gpu="A100" runs only on a GPU whose model name contains "A100".',
     )
     workers_per_gpu = Int(1, config=True, help="Worker processes per GPU (each runs one task at a time).")
     cpu_workers = Int(2, config=True, help="Worker processes for tasks that ask for no GPU (they see no GPU).")
@@ -106,13 +110,13 @@ class TaskQueue(ExtensionApp):
         self.state = self.backend.state
         self.device_list = parse_gpus(self.gpus)
         self.store = self.backend.open_store()
-        self.queues = {pool: self.backend.open_queue(pool) for pool in POOLS}
+        self.queues = self.backend.open_queues()
         self.changes = ChangeFeed(self.backend.events_listener())
         self.service = TaskService(
             self.state, self.store, self.queues, gpus=self.device_list, workers_per_gpu=self.workers_per_gpu,
             cpu_workers=self.cpu_workers, max_retries=self.max_retries, retry_delay=self.retry_delay,
             retry_backoff=self.retry_backoff, result_ttl=self.result_ttl, base_url=self.serverapp.base_url,
-            on_change=self.changes.notify, work_bells={pool: self.backend.work_bell(pool) for pool in POOLS},
+            on_change=self.changes.notify, work_bells=self.backend.work_bells(),
         )
         secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
         self.webhooks = WebhookSender(self.service, secret)
@@ -157,7 +161,7 @@ class TaskQueue(ExtensionApp):
 
     def _start_supervisor(self) -> None:
         cmd = [sys.executable, "-m", "jupyter_taskq.worker", *self.backend.child_args(), "--name", "",
-               "--gpus", ",".join(map(str, self.device_list)), "--workers-per-gpu", str(self.workers_per_gpu),
+               "--gpus", ",".join(map(str, self.device_list)), *(["--gpu-model", self.gpu_model] if self.gpu_model else []), "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
                "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
         env = dict(os.environ, **self.backend.child_env())

@@ -17,9 +17,11 @@ from pathlib import Path
 from urllib.parse import quote
 from typing import Any, Callable, Iterable, Mapping
 
-from ..doorbell import Doorbell
+from ..backend import BellMap
+from ..doorbell import work_bell
 from ..payload import PayloadError, read_header, read_header_bytes
-from ..queue import CPU_POOL, GPU_POOL, AttemptSpec, enqueue_attempt, enqueue_attempts
+from ..queue import (CPU_POOL, GPU_POOL, POOLS, AttemptSpec, enqueue_attempt, enqueue_attempts, model_pool,
+                     pool_model)
 from ..statedir import StateDir, create_private_file
 from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ..store import TASK_COLUMNS, TaskStore
@@ -83,6 +85,7 @@ def _as_seconds(name: str, value: Any, allow_zero: bool = False) -> float | None
     return float(value)
 
 
+WAKE_AT_MOST = 64  # rings for a batch: more idle workers than this on one pool find the work at their next look
 LIVE_WORKER_WINDOW = 10.0  # seconds since its last heartbeat for a worker to count as live
 
 OPTION_NAMES = ("name", "gpu", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "priority",
@@ -105,10 +108,27 @@ class TaskService:
         self.on_change = on_change
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._disk_usage: int | None = None
-        self._bells = work_bells or {pool: Doorbell(state.bells / f"work-{pool}.fifo") for pool in queues}
+        self._bells = work_bells if work_bells is not None else BellMap(lambda pool: work_bell(state.bells, pool))
         self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
 
     # -- submission -------------------------------------------------------
+    def _resolve_gpu_model(self, wanted: str) -> str:
+        """The model name, as live workers report it, that ``gpu="<wanted>"`` means."""
+        if len(wanted) > 200:
+            raise bad_request("option 'gpu' must be 0, 1 or a GPU model name of at most 200 characters")
+        models = sorted({w["model"] for w in self.alive_workers() if w["pool"] == GPU_POOL and w.get("model")})
+        matches = [m for m in models if wanted.lower() in m.lower()]
+        exact = [m for m in matches if m.lower() == wanted.lower()]
+        if exact:
+            return exact[0]
+        if not matches:
+            known = ", ".join(repr(m) for m in models) or "none of a known model"
+            raise bad_request(f"no live worker has a GPU matching gpu={wanted!r}; the GPUs of live workers: {known}")
+        if len(matches) > 1:
+            raise bad_request(f"gpu={wanted!r} matches several GPU models ({', '.join(map(repr, matches))}); "
+                              "name one of them")
+        return matches[0]
+
     def _live_worker_in(self, pool: str) -> bool:
         """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``."""
         fresh = time.time() - LIVE_WORKER_WINDOW
@@ -123,7 +143,12 @@ class TaskService:
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise bad_request("option 'name' must be a string of at most 200 characters")
         opts["name"] = name or None
-        opts["gpu"] = _as_int("gpu", raw.get("gpu", 0) or 0, 0)
+        gpu = raw.get("gpu", 0) or 0
+        opts["gpu_model"] = None
+        if isinstance(gpu, str) and gpu.strip() and not gpu.strip().isdigit():
+            opts["gpu_model"] = self._resolve_gpu_model(gpu.strip())
+            gpu = 1
+        opts["gpu"] = _as_int("gpu", gpu, 0)
         if opts["gpu"] > 1:
             raise bad_request(f"a task can ask for at most 1 GPU (asked for {opts['gpu']}): each GPU worker is pinned "
                               "to exactly one device")
@@ -199,25 +224,29 @@ class TaskService:
 
     def _new_task(self, options: dict, retry_of: str | None = None) -> dict:
         now = time.time()
+        options = dict(options)
+        model = options.pop("gpu_model", None)
+        pool = model_pool(model) if model else GPU_POOL if options["gpu"] else CPU_POOL
         return dict(options, id=str(uuid.uuid4()), status=TaskStatus.PENDING,
-                    pool=GPU_POOL if options["gpu"] else CPU_POOL, created_at=now, updated_at=now, attempt=0,
+                    pool=pool, created_at=now, updated_at=now, attempt=0,
                     expires_at=now + options["expires"] if options["expires"] else None, retry_of=retry_of)
 
     def _queue(self, tasks: list[dict]) -> None:
         """Record, then queue: a crash in between leaves waiting tasks that reconcile() re-queues."""
         self.store.create_many(tasks)
         for pool in {t["pool"] for t in tasks}:
-            enqueue_attempts(self.queues[pool], [
-                AttemptSpec(t["id"], retries=t["max_retries"], retry_delay=t["retry_delay"],
-                            retry_backoff=t["retry_backoff"], priority=t["priority"], expires_at=t["expires_at"])
-                for t in tasks if t["pool"] == pool
-            ])
-            self._bells[pool].ring()
+            specs = [AttemptSpec(t["id"], retries=t["max_retries"], retry_delay=t["retry_delay"],
+                                 retry_backoff=t["retry_backoff"], priority=t["priority"], expires_at=t["expires_at"])
+                     for t in tasks if t["pool"] == pool]
+            enqueue_attempts(self.queues[pool], specs)
+            self._bells[pool].ring_times(min(len(specs), WAKE_AT_MOST))  # one idle worker per task
 
     def reconcile(self) -> list[str]:
         """Queue again any waiting task that has no Huey message (a crash between two writes)."""
         queued = set()
-        for huey in self.queues.values():
+        for pool in self.store.waiting_by_pool():
+            self.queues[pool]  # open the queue of every pool with waiting tasks (GPU models' too)
+        for huey in list(self.queues.values()):
             for message in [*huey.pending(), *huey.scheduled()]:
                 if message.args:
                     queued.add(message.args[0])
@@ -286,7 +315,8 @@ class TaskService:
         now = time.time()
         running = {t["worker_instance"]: t for t in self.store.running()}
         workers = [
-            {"name": w["name"], "pool": w["pool"], "device": w["device"], "host": w["host"], "pid": w["pid"],
+            {"name": w["name"], "pool": w["pool"], "device": w["device"], "model": w.get("model"),
+             "host": w["host"], "pid": w["pid"],
              "busy": w["instance"] in running,
              "current_task": running[w["instance"]]["id"] if w["instance"] in running else None,
              "busy_since": iso(running[w["instance"]]["started_at"]) if w["instance"] in running else None,
@@ -295,7 +325,7 @@ class TaskService:
             for w in self.store.workers()
         ]
         return {
-            "queue_depth": {pool: waiting.get(pool, 0) for pool in self.queues},
+            "queue_depth": {pool: waiting.get(pool, 0) for pool in sorted(set(POOLS) | set(waiting))},
             "workers": workers,
             "counts": self.store.counts_by_status(),
             "gpus": self.gpus,
@@ -308,6 +338,7 @@ class TaskService:
             "created_at": iso(task["created_at"]), "started_at": iso(task["started_at"]),
             "ended_at": iso(task["ended_at"]), "updated_at": iso(task["updated_at"]),
             "attempt": task["attempt"], "max_retries": task["max_retries"], "gpu": task["gpu"],
+            "gpu_model": pool_model(task["pool"] or ""),
             "worker": task["worker"], "timeout": task["timeout"], "expires": task["expires"],
             "priority": task["priority"], "callback_url": task["callback_url"], "retry_of": task["retry_of"],
             "outputs": self._outputs_json(task), "error": task["error"], "progress": task["progress"],
@@ -385,6 +416,9 @@ class TaskService:
         except OSError:
             shutil.copyfile(source, spooled)
         options = {k: task[k] for k in OPTION_NAMES}
+        options["gpu_model"] = pool_model(task["pool"])  # the same model again (refused if none is live now)
+        if options["gpu_model"]:
+            options["gpu_model"] = self._resolve_gpu_model(options["gpu_model"])
         return self.submit(spooled, options, retry_of=task_id)
 
     def delete(self, task_id: str) -> None:

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --redis: the directory for payloads, results, logs and outputs that every "
                              "machine mounts (default: --state-dir)")
     worker.add_argument("--gpus", default="auto", help='"auto" (NVML or nvidia-smi), a list such as "0,1", or "" for none')
+    worker.add_argument("--gpu-model", default=None, metavar="NAME",
+                        help='model name of these GPUs (default: as the driver reports it, e.g. '
+                             '"NVIDIA A100-SXM4-80GB"); tasks asking for gpu="A100" run only on a matching GPU')
     worker.add_argument("--workers-per-gpu", type=int, default=1)
     worker.add_argument("--cpu-workers", type=int, default=2)
     worker.add_argument("--name", default=None,
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from ..gpus import parse_gpus
+    from ..gpus import gpu_models, parse_gpus
     from ..backend import Backend
     from .task_process import die_with_parent
     from .supervisor import Supervisor, plan_workers
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.files_dir and not args.redis:
         parser.error("--files-dir needs --redis (with SQLite every file is in --state-dir)")
     name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")  # machines sharing a queue need distinct names
-    specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, f"{name}/" if name else "")
+    models = gpu_models(gpus, args.gpu_model)
+    specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, f"{name}/" if name else "", models)
     Supervisor(Backend.open(args.state_dir, args.redis, args.files_dir), specs, args.heartbeat_timeout, args.kill_grace,
                args.log_max_bytes).run()
     return 0

@@ -28,8 +28,8 @@ import dill  # noqa: F401 - imported once here, not in every forked attempt
 from huey.signals import SIGNAL_EXPIRED
 
 from .. import payload
-from ..backend import Backend
-from ..queue import set_attempt_runner
+from ..backend import Backend, wait_for_any
+from ..queue import GPU_POOL, model_pool, set_attempt_runner
 from ..status import WAITING, TaskStatus
 from . import runner
 from .task_io import AttemptWatcher
@@ -53,17 +53,21 @@ class _HideAttemptFailed(logging.Filter):
 
 class Worker:
     def __init__(self, backend: Backend, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
-                 log_max_bytes: int = 10 * 1024 * 1024):
+                 log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None):
         self.state = backend.state
         self.name = name
         self.pool = pool
+        self.model = model if pool == GPU_POOL and model else None
+        # A GPU of a known model serves the tasks asking for that model first, then any GPU task.
+        self.pools = [model_pool(self.model), pool] if self.model else [pool]
         self.cuda_devices = device if device is not None else ""
         self.kill_grace = kill_grace
         self.log_max_bytes = log_max_bytes
         self.instance = f"{name}:{socket.gethostname()}:{os.getpid()}:{time.time():.6f}"
         self.store = backend.open_store()
-        self.huey = backend.open_queue(pool)
-        self.work_bell = backend.work_bell(pool)
+        self.hueys = [backend.open_queue(p) for p in self.pools]
+        self.bells = [backend.work_bell(p) for p in self.pools]
+        self.huey = self.hueys[0]  # the queue of the attempt being run (set as each is dequeued)
         self.events = backend.events_ringer()
         self.stopping = False
         self._next_heartbeat = 0.0
@@ -78,9 +82,11 @@ class Worker:
         logging.getLogger("huey").addFilter(_HideAttemptFailed())
         logging.getLogger("huey").setLevel(logging.WARNING)  # not a line per task
         set_attempt_runner(self._run_attempt)
-        self.huey.signal(SIGNAL_EXPIRED)(self._on_expired)
+        for huey in self.hueys:
+            huey.signal(SIGNAL_EXPIRED)(self._on_expired)
         self.store.register_worker({
             "name": self.name, "instance": self.instance, "pool": self.pool, "device": self.cuda_devices or None,
+            "model": self.model,
             "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
             "heartbeat_at": time.time(), "state": "idle", "current_task": None,
         })
@@ -88,15 +94,24 @@ class Worker:
         try:
             while not self.stopping:
                 self._housekeeping(None)
-                task = self.huey.dequeue()
+                task = self._next_message()
                 if task is None:
                     self._ensure_spare()
-                    self.work_bell.wait(SCHEDULE_INTERVAL)
+                    wait_for_any(self.bells, SCHEDULE_INTERVAL)
                     continue
                 self.huey.execute(task)
         finally:
             self._drop_spare()
             self.store.remove_worker(self.name, self.instance)
+
+    def _next_message(self):
+        """The next message of the first of this worker's pools that has one (its model's first)."""
+        for huey in self.hueys:
+            task = huey.dequeue()
+            if task is not None:
+                self.huey = huey
+                return task
+        return None
 
     def _on_stop_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -111,9 +126,10 @@ class Worker:
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
         if running_task is None and now >= self._next_schedule:
             self._next_schedule = now + SCHEDULE_INTERVAL
-            for task in self.huey.read_schedule():  # delayed retries whose time has come
-                self.huey.enqueue(task)
-                self.work_bell.ring()
+            for huey, bell in zip(self.hueys, self.bells):
+                for task in huey.read_schedule():  # delayed retries whose time has come
+                    huey.enqueue(task)
+                    bell.ring()
 
     def _changed(self, task_id: str) -> None:
         self.events.ring(task_id.encode() + b"\n")
@@ -280,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--pool", required=True, choices=["cpu", "gpu"])
     parser.add_argument("--device", default=None, help="the GPU index this worker is pinned to")
+    parser.add_argument("--model", default=None, help="the model name of that GPU (tasks may ask for it)")
     parser.add_argument("--kill-grace", type=float, default=2.0)
     parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024)
     parser.add_argument("--die-with-parent", action="store_true")
@@ -288,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"[taskq {args.name}] %(levelname)s %(message)s")
     backend = Backend.open(Path(args.state_dir), args.redis, args.files_dir)
-    Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes).run()
+    Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes, args.model).run()
 
 
 if __name__ == "__main__":

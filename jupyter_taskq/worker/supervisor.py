@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 
 from ..backend import Backend
-from ..queue import POOLS
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 
 log = logging.getLogger("jupyter_taskq.supervisor")
@@ -34,18 +33,20 @@ class WorkerSpec:
     name: str
     pool: str
     device: str | None  # GPU index as text; None for a CPU worker
+    model: str | None = None  # the GPU's model name, when known
 
     @property
     def cuda_visible_devices(self) -> str:
         return self.device if self.device is not None else ""
 
 
-def plan_workers(gpus: list[int], workers_per_gpu: int = 1, cpu_workers: int = 2, prefix: str = "") -> list[WorkerSpec]:
+def plan_workers(gpus: list[int], workers_per_gpu: int = 1, cpu_workers: int = 2, prefix: str = "",
+                 models: dict[int, str] | None = None) -> list[WorkerSpec]:
     specs = []
     for gpu in gpus:
         for slot in range(workers_per_gpu):
             suffix = f"-{slot}" if workers_per_gpu > 1 else ""
-            specs.append(WorkerSpec(f"{prefix}gpu{gpu}{suffix}", "gpu", str(gpu)))
+            specs.append(WorkerSpec(f"{prefix}gpu{gpu}{suffix}", "gpu", str(gpu), (models or {}).get(gpu)))
     specs += [WorkerSpec(f"{prefix}cpu{i}", "cpu", None) for i in range(cpu_workers)]
     return specs
 
@@ -69,7 +70,7 @@ class Supervisor:
         self.kill_grace = kill_grace
         self.log_max_bytes = log_max_bytes
         self.store = backend.open_store()
-        self.queues = {pool: backend.open_queue(pool) for pool in POOLS}
+        self.queues = backend.open_queues()
         self.events = backend.events_ringer()
         self.stopping = False
 
@@ -140,6 +141,8 @@ class Supervisor:
                "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
         if spec.device is not None:
             cmd += ["--device", spec.device]
+        if spec.model:
+            cmd += ["--model", spec.model]
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
     def _on_stop(self, signum, frame) -> None:
