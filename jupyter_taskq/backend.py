@@ -11,20 +11,25 @@ FIFO, and task files live in ``files``, a directory every machine mounts.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import select
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .doorbell import Doorbell, events_bell, work_bell
+from .objectstore import ObjectStore, is_url
 from .queue import POOLS, QueueMap
-from .statedir import StateDir
+from .statedir import StateDir, default_state_dir
 from .store import SqliteTaskStore, TaskStore
 
 log = logging.getLogger("jupyter_taskq.backend")
 
 REDIS_URL_ENV = "JUPYTER_TASKQ_REDIS_URL"
+FILES_OPTIONS_ENV = "JUPYTER_TASKQ_FILES_OPTIONS"  # fsspec options (JSON) of an object store
+RELAY_WAIT = 2.0  # one BLPOP of the relay; under redis-py's 5 s socket timeout
 EVENTS_KEPT = 10_000  # a server away for long finds at most this many change notes waiting
 
 
@@ -70,13 +75,24 @@ class Backend:
     state: StateDir
     redis_url: str = ""
     prefix: str = "jtq:"
+    objects: ObjectStore = field(default=None)  # type: ignore[assignment]
 
     @classmethod
     def open(cls, state_dir: str | Path | None, redis_url: str = "", files_dir: str | Path | None = None,
-             prefix: str = "jtq:") -> "Backend":
+             prefix: str = "jtq:", files_options: dict | None = None) -> "Backend":
+        """``files_dir``: a directory every machine mounts, or an fsspec URL (``s3://bucket/prefix``)."""
         if files_dir and not redis_url:
             raise ValueError("a separate files directory is for a Redis queue (give a Redis URL too)")
-        return cls(StateDir.create(state_dir, files_dir if redis_url else None), redis_url, prefix)
+        if is_url(files_dir):
+            root = Path(state_dir) if state_dir else default_state_dir()
+            state = StateDir.create(root, root / "files")  # this machine's copies of the task files
+            if files_options is None:
+                files_options = json.loads(os.environ.get(FILES_OPTIONS_ENV) or "{}")
+            objects = ObjectStore(state.files, str(files_dir), files_options)
+        else:
+            state = StateDir.create(state_dir, files_dir if redis_url else None)
+            objects = ObjectStore(state.files)
+        return cls(state, redis_url, prefix, objects)
 
     @property
     def kind(self) -> str:
@@ -86,13 +102,16 @@ class Backend:
         """Command-line flags that make a child process open this same backend (with :meth:`child_env`)."""
         args = ["--state-dir", str(self.state.root)]
         if self.redis_url:
-            args += ["--files-dir", str(self.state.files)]
+            args += ["--files-dir", self.objects.url or str(self.state.files)]
         return args
 
     def child_env(self) -> dict[str, str]:
         """The Redis URL goes to children in their environment: a command line (with the password
         in it) is readable by every user of the machine."""
-        return {REDIS_URL_ENV: self.redis_url} if self.redis_url else {}
+        env = {REDIS_URL_ENV: self.redis_url} if self.redis_url else {}
+        if self.objects.options:
+            env[FILES_OPTIONS_ENV] = json.dumps(self.objects.options)  # may hold object-store credentials
+        return env
 
     def _redis(self):
         import redis
@@ -163,7 +182,7 @@ class EventRelay(threading.Thread):
     def run(self) -> None:
         while True:
             try:
-                message = self.source.wait(5.0)
+                message = self.source.wait(RELAY_WAIT)
             except Exception:  # Redis restarting: keep trying
                 log.warning("jupyter-taskq: lost Redis while relaying task events; retrying", exc_info=True)
                 threading.Event().wait(1.0)

@@ -34,6 +34,15 @@ def make_record():
     return record  # a local function travels by value: the workers need not import this test module
 
 
+def make_sleeper():
+    def sleeper(seconds):
+        import time
+
+        time.sleep(seconds)
+
+    return sleeper
+
+
 def start_machine(tmp_path, name: str, redis_url: str, files_dir, gpus: str) -> subprocess.Popen:
     home = tmp_path / name
     home.mkdir()
@@ -95,6 +104,15 @@ def test_two_machines_share_the_queue_and_survive_one_dying(tmp_path):
         assert reruns >= 1, "alpha's running tasks were re-run elsewhere"
         wait_for(lambda: {w["name"].split("/")[0] for w in client.stats()["workers"] if w["alive"]} == {"beta"},
                  20, 0.2, "the stats to show only beta's workers alive")
+        # Cancelling a task that runs on the other machine kills it there within 5 s.
+        sleeper = client.submit(make_sleeper(), (120,))
+        wait_for(lambda: client.get(sleeper.id)["status"] == "RUNNING", 30, 0.05, "the sleeper running on beta")
+        asked = time.monotonic()
+        assert client.cancel([sleeper.id])["cancelled"] == [sleeper.id]
+        wait_for(lambda: client.get(sleeper.id)["status"] == "CANCELLED", 5, 0.05, "CANCELLED within 5 s")
+        cancel_seconds = time.monotonic() - asked
+        print(f"\ncancel across machines took {cancel_seconds:.2f} s")
+
         print(f"\ntwo machines: {statuses['COMPLETE']} COMPLETE, {statuses['FAILED']} FAILED; "
               f"{reruns} re-run after alpha died; alpha killed at "
               f"{killed_at:.1f} s, all finished at {all_done_at:.1f} s")

@@ -19,7 +19,7 @@ import time
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, List, Unicode, Union, default, validate
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
 
 from ..backend import Backend
 from ..gpus import parse_gpus
@@ -81,8 +81,13 @@ class TaskQueue(ExtensionApp):
     )
     files_dir = Unicode(
         "", config=True,
-        help="With redis_url: the directory for payloads, results, logs and outputs, mounted by every "
-             "machine that runs workers (default: state_dir).",
+        help="With redis_url: where payloads, results, logs and outputs live: a directory every machine that "
+             "runs workers mounts, or an fsspec URL of an object store (s3://bucket/prefix). Default: state_dir.",
+    )
+    files_options = Dict(
+        config=True,
+        help="fsspec options of an object-store files_dir, e.g. {\"endpoint_url\": \"https://minio:9000\"} "
+             "for an S3-compatible server (credentials: the usual AWS variables or profile).",
     )
     max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
 
@@ -106,7 +111,8 @@ class TaskQueue(ExtensionApp):
 
     # -- set-up -----------------------------------------------------------
     def initialize_settings(self):
-        self.backend = Backend.open(self.state_dir, self.redis_url, self.files_dir or None)
+        self.backend = Backend.open(self.state_dir, self.redis_url, self.files_dir or None,
+                                    files_options=self.files_options or None)
         self.state = self.backend.state
         self.device_list = parse_gpus(self.gpus)
         self.store = self.backend.open_store()
@@ -116,7 +122,7 @@ class TaskQueue(ExtensionApp):
             self.state, self.store, self.queues, gpus=self.device_list, workers_per_gpu=self.workers_per_gpu,
             cpu_workers=self.cpu_workers, max_retries=self.max_retries, retry_delay=self.retry_delay,
             retry_backoff=self.retry_backoff, result_ttl=self.result_ttl, base_url=self.serverapp.base_url,
-            on_change=self.changes.notify, work_bells=self.backend.work_bells(),
+            on_change=self.changes.notify, work_bells=self.backend.work_bells(), objects=self.backend.objects,
         )
         secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
         self.webhooks = WebhookSender(self.service, secret)

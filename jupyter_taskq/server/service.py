@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..backend import BellMap
 from ..doorbell import work_bell
+from ..objectstore import ObjectStore
 from ..payload import PayloadError, read_header, read_header_bytes
 from ..queue import (CPU_POOL, GPU_POOL, POOLS, AttemptSpec, enqueue_attempt, enqueue_attempts, model_pool,
                      pool_model)
@@ -96,9 +97,10 @@ class TaskService:
     def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
                  cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
                  base_url: str = "/", on_change: Callable[[str], None] = lambda task_id: None,
-                 work_bells: Mapping | None = None):
+                 work_bells: Mapping | None = None, objects: ObjectStore | None = None):
         self.state = state
         self.store = store
+        self.objects = objects or ObjectStore(state.files)
         self.queues = queues
         self.gpus = list(gpus)
         self.gpu_slots = len(self.gpus) * workers_per_gpu
@@ -199,6 +201,7 @@ class TaskService:
                 raise bad_request(str(exc)) from None
             task = self._new_task(options, retry_of)
             os.replace(spooled, self.state.payload(task["id"]))
+            self.objects.publish(self.state.payload(task["id"]))
         finally:
             if spooled.exists():
                 spooled.unlink()
@@ -217,6 +220,7 @@ class TaskService:
             task = self._new_task(options)
             with os.fdopen(create_private_file(self.state.payload(task["id"])), "wb") as f:
                 f.write(data)
+            self.objects.publish(self.state.payload(task["id"]))
             tasks.append(task)
         self._queue(tasks)
         stats = self.task_stats()
@@ -406,7 +410,7 @@ class TaskService:
         if task["status"] not in FINAL:
             raise conflict(f"task {task_id} is {task['status']}; only a finished task can be retried")
         source = self.state.payload(task_id)
-        if not source.exists():
+        if not self.objects.fetch(source):
             raise ServiceError(410, f"the payload of task {task_id} has been removed", "gone")
         spooled, fd = self.open_spool()
         os.close(fd)
@@ -434,14 +438,14 @@ class TaskService:
         if task["status"] != TaskStatus.COMPLETE:
             raise conflict(f"task {task_id} is {task['status']}; its result is available once it is COMPLETE")
         path = self.state.result(task_id)
-        if task["result_expired"] or not path.exists():
+        if task["result_expired"] or not self.objects.fetch(path):
             raise ServiceError(410, f"the result of task {task_id} has expired (result TTL)", "gone")
         return path
 
     def error_pickle_path(self, task_id: str) -> Path:
         self.get_task(task_id)
         path = self.state.error_pickle(task_id)
-        if not path.exists():
+        if not self.objects.fetch(path, refresh=True):  # each failed attempt writes its own
             raise ServiceError(404, f"task {task_id} has no pickled exception", "not found")
         return path
 
@@ -458,7 +462,9 @@ class TaskService:
     def _remove_files(self, task_id: str) -> None:
         for path in self.state.task_files(task_id):
             path.unlink(missing_ok=True)
+            self.objects.remove(path)
         shutil.rmtree(self.state.outputs(task_id), ignore_errors=True)
+        self.objects.remove(self.state.outputs(task_id))
 
     def output_path(self, task_id: str, name: str) -> Path:
         """The file of a registered output of the task's last attempt; nothing else is ever served."""
@@ -470,6 +476,7 @@ class TaskService:
             raise ServiceError(410, f"the outputs of task {task_id} have expired (result TTL)", "gone")
         files = self.state.attempt_dir(task_id, task["attempt"]) / "files"
         path = files / name
+        self.objects.fetch(path)
         try:
             info = os.lstat(path)
         except FileNotFoundError:
@@ -485,16 +492,11 @@ class TaskService:
         if offset < 0:
             raise bad_request("'offset' must be >= 0")
         path = self.state.log(task_id)
-        try:
-            with open(path, "rb") as log:
-                size = os.fstat(log.fileno()).st_size
-                reset = offset > size  # the log was cut to its tail since: start again from its top
-                if reset:
-                    offset = 0
-                log.seek(offset)
-                data = log.read(limit)
-        except FileNotFoundError:
-            size, data, reset = 0, b"", offset > 0
+        size, data = self.objects.read_range(path, offset, limit)
+        reset = offset > size  # the log was cut to its tail since: start again from its top
+        if reset:
+            offset = 0
+            size, data = self.objects.read_range(path, 0, limit)
         return {"offset": offset, "next_offset": offset + len(data), "size": size, "reset": reset,
                 "dropped": task.get("log_dropped") or 0, "expired": bool(task["result_expired"]),
                 "status": task["status"], "data": data.decode("utf-8", errors="replace")}

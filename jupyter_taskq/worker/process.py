@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -55,6 +56,7 @@ class Worker:
     def __init__(self, backend: Backend, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
                  log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None):
         self.state = backend.state
+        self.objects = backend.objects
         self.name = name
         self.pool = pool
         self.model = model if pool == GPU_POOL and model else None
@@ -148,8 +150,9 @@ class Worker:
         self._changed(task_id)
         attempt = task["attempt"]
         outcome, error = self._execute_in_child(task)
+        size = self.state.result(task_id).stat().st_size if outcome == "complete" else None
+        self._publish_files(task)  # before the new status: whoever sees it can fetch them
         if outcome == "complete":
-            size = self.state.result(task_id).stat().st_size
             if self.store.transition(task_id, TaskStatus.COMPLETE, [TaskStatus.RUNNING], attempt=attempt,
                                      result_size=size, error=None):
                 self._changed(task_id)
@@ -170,6 +173,21 @@ class Worker:
                 if will_retry:
                     raise AttemptFailed(error["message"])
 
+    def _publish_files(self, task: dict) -> None:
+        if not self.objects.remote:
+            return
+        task_id = task["id"]
+        for path in (self.state.result(task_id), self.state.error(task_id), self.state.error_pickle(task_id),
+                     self.state.log(task_id), self.state.attempt_dir(task_id, task["attempt"])):
+            try:
+                self.objects.publish(path)
+            except Exception:  # noqa: BLE001 - the attempt's outcome still counts; say what was not kept
+                log.exception("could not copy %s of task %s to the object store", path.name, task_id)
+        # The object store has them now: this machine's copies would only pile up.
+        for path in self.state.task_files(task_id):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.state.outputs(task_id), ignore_errors=True)
+
     def _execute_in_child(self, task: dict) -> tuple[str, dict | None]:
         task_id = task["id"]
         for stale in (self.state.error(task_id), self.state.error_pickle(task_id)):
@@ -183,6 +201,8 @@ class Worker:
     def _start_task_process(self, task: dict) -> TaskProcess:
         task_id = task["id"]
         attempt_dir = self.state.attempt_dir(task_id, task["attempt"])  # made by the task if it saves anything
+        if not self.objects.fetch(self.state.payload(task_id)):
+            raise FileNotFoundError(f"the payload of task {task_id} is not in the object store")
         paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),
                  str(self.state.error(task_id)), str(self.state.log(task_id)), str(attempt_dir)]
         with open(paths[0], "rb") as stream:
@@ -233,7 +253,7 @@ class Worker:
         task_id = task["id"]
         deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
         watch = [proc.pidfd] + ([proc.done] if proc.done is not None else [])
-        io = AttemptWatcher(self.state, task, self.log_max_bytes)
+        io = AttemptWatcher(self.state, task, self.log_max_bytes, self.objects)
         while True:
             wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
             ready = select.select(watch, [], [], wait)[0]

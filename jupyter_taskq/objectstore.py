@@ -1,0 +1,104 @@
+"""Where task files live for good: a directory, or an object store named by an fsspec URL.
+
+A directory (the state directory, or one every machine mounts) needs nothing: every
+process reads and writes the files in place. With a URL such as ``s3://bucket/taskq``
+each process works on its own copy under its state directory and the object store
+holds the truth: the server publishes a payload when it is submitted, a worker
+fetches it before an attempt and publishes the result, error, log and outputs after
+it (the log also while it grows), and the server fetches what a client asks for.
+A file's key is its path relative to the files directory, the same on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from .statedir import FILE_MODE
+
+
+def is_url(location: str | os.PathLike | None) -> bool:
+    return isinstance(location, str) and "://" in location and not location.startswith("file://")
+
+
+class ObjectStore:
+    def __init__(self, files_root: Path, url: str | None = None, options: dict | None = None):
+        self.files_root = Path(files_root)
+        self.url = url.rstrip("/") if url else None
+        self.options = dict(options or {})
+        self._fs = None
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            import fsspec  # only an object store needs it
+
+            self._fs = fsspec.filesystem(self.url.split("://", 1)[0], **self.options)
+        return self._fs
+
+    def key(self, path: Path) -> str:
+        return f"{self.url}/{Path(path).relative_to(self.files_root).as_posix()}"
+
+    def publish(self, path: Path) -> None:
+        """Copy a file (or a folder, recursively) this process wrote to the object store."""
+        if not self.remote or not path.exists():
+            return
+        if path.is_dir():
+            for root, _dirs, files in os.walk(path):
+                for name in files:
+                    file = Path(root) / name
+                    self.fs.put_file(str(file), self.key(file))
+        else:
+            self.fs.put_file(str(path), self.key(path))
+
+    def fetch(self, path: Path, refresh: bool = False) -> bool:
+        """Make sure ``path`` is here (downloading it, user-only); False if the store has no such file."""
+        if not self.remote:
+            return path.exists()
+        if path.exists() and not refresh:
+            return True
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
+        try:
+            self.fs.get_file(self.key(path), str(partial))
+        except FileNotFoundError:
+            partial.unlink(missing_ok=True)
+            return False
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, path)
+        return True
+
+    def read_range(self, path: Path, start: int, limit: int) -> tuple[int, bytes]:
+        """(size, bytes from ``start``) of a file that may still be growing; (0, b"") if absent."""
+        if not self.remote:
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(min(start, size))
+                    return size, f.read(limit)
+            except FileNotFoundError:
+                return 0, b""
+        key = self.key(path)
+        try:
+            size = self.fs.size(key)
+        except FileNotFoundError:
+            return 0, b""
+        if start >= size:
+            return size, b""
+        return size, self.fs.cat_file(key, start=start, end=min(size, start + limit))
+
+    def remove(self, path: Path) -> None:
+        """Delete a file or folder here and in the object store."""
+        if self.remote:
+            try:
+                self.fs.rm(self.key(path), recursive=True)
+            except FileNotFoundError:
+                pass

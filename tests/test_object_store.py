@@ -1,0 +1,131 @@
+"""Task files in an S3-compatible object store (moto's server on 127.0.0.1), with a worker
+"machine" that shares nothing with the server but Redis and the bucket: results, exceptions,
+logs and output files all travel through the object store, and expire from it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from conftest import TOKEN, TaskqServer, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+BUCKET = "taskq-files"
+
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch):
+    """moto's S3 server on a free port, with a bucket; AWS test credentials for everything started here."""
+    pytest.importorskip("s3fs")
+    if shutil.which("moto_server") is None:
+        pytest.skip("moto[server] is not installed")
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=open(tmp_path / "moto.log", "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def answers():
+        try:
+            return requests.get(endpoint, timeout=1).status_code < 500
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_for(answers, 30, 0.1, "moto's S3 server")
+        import s3fs
+
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+        fs.mkdir(BUCKET)
+        yield endpoint, fs
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def make_outputs(size, where):
+    import os
+
+    from jupyter_taskq import Output, progress
+
+    os.chdir(where)
+    print("starting")
+    os.makedirs("plots", exist_ok=True)
+    with open("plots/a.txt", "w") as f:
+        f.write("a" * 1000)
+    with open("blob.bin", "wb") as f:
+        f.write(os.urandom(size))
+    Output("blob.bin").save()
+    Output("plots").save()
+    progress(1, 1)
+    print("done")
+    return size
+
+
+def broken():
+    raise KeyError("not in the bucket")
+
+
+def test_files_travel_through_s3_between_machines(tmp_path, s3):
+    endpoint, fs = s3
+    url = f"s3://{BUCKET}/queue"
+    server = TaskqServer(tmp_path, gpus=[], cpu_workers=0, backend="redis", start_workers=False,
+                         files_dir=url, files_options={"endpoint_url": endpoint}, cleanup_interval=1)
+    server.start(wait_workers=False)
+    machine = tmp_path / "worker-machine"
+    machine.mkdir()
+    env = dict(os.environ, JUPYTER_TASKQ_REDIS_URL=server.redis.url,
+               JUPYTER_TASKQ_FILES_OPTIONS=f'{{"endpoint_url": "{endpoint}"}}')
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_taskq.worker", "--files-dir", url, "--state-dir", str(machine / "state"),
+         "--name", "far", "--gpus", "", "--cpu-workers", "1"],
+        cwd=machine, env=env, stdout=open(machine / "worker.log", "ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        client = server.client()
+        wait_for(lambda: any(w["alive"] for w in client.stats()["workers"]), 60, 0.1, "the far worker")
+
+        handle = client.submit(make_outputs, (3_000_000, str(machine)), result_ttl=300)
+        assert handle.result(timeout=60) == 3_000_000
+        task = client.get(handle.id)
+        names = {o["name"]: o for o in task["outputs"]}
+        assert set(names) == {"blob.bin", "plots.zip"}, names
+        keys = fs.find(f"{BUCKET}/queue")
+        assert any(k.endswith(f"{handle.id}.result") for k in keys)
+        assert any("blob.bin" in k for k in keys)
+        assert not list((machine / "state" / "files" / "results").iterdir()), "the worker keeps no copies"
+
+        blob = requests.get(server.url.rstrip("/") + names["blob.bin"]["url"],
+                            headers={"Authorization": f"token {TOKEN}"}, timeout=60)
+        assert blob.status_code == 200 and len(blob.content) == 3_000_000
+        local = next((machine / "state").rglob("blob.bin"), None)
+        assert local is None
+        served = server.state_dir / "files" / "outputs" / handle.id
+        assert hashlib.sha256(blob.content).hexdigest() == hashlib.sha256(
+            next(served.rglob("blob.bin")).read_bytes()).hexdigest()
+        assert "starting" in handle.logs() and "done" in handle.logs()
+
+        failing = client.submit(broken, max_retries=0)
+        with pytest.raises(KeyError) as failed:  # the exception itself, unpickled from the bucket
+            failing.result(timeout=60)
+        assert "not in the bucket" in str(failed.value)
+
+        short = client.submit(make_outputs, (10, str(machine)), result_ttl=1)
+        short.result(timeout=60)
+        wait_for(lambda: not any(short.id in k for k in fs.find(f"{BUCKET}/queue")), 30, 0.2,
+                 "the expired task's files to leave the bucket")
+        assert client.get(short.id)["result"]["available"] is False
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(20)
+        server.close()
