@@ -81,8 +81,11 @@ export class TaskqApi {
     try {
       response = await this.fetcher(path, init);
     } catch (error) {
-      if ((error as Error)?.name === 'AbortError') {
-        throw error;
+      if (init?.signal?.aborted || (error as Error)?.name === 'AbortError') {
+        // ServerConnection wraps an abort as a NetworkError: give it back its name.
+        const aborted = new Error('aborted');
+        aborted.name = 'AbortError';
+        throw aborted;
       }
       throw new ApiError(
         `${what} failed: the Jupyter server did not answer (${(error as Error)?.message || error})`
