@@ -114,10 +114,17 @@ def test_status_bar_counts_match_the_api_and_open_the_panel(page, lab):
     expected = f"{counts['RUNNING']} running · {counts['PENDING'] + counts['RETRY']} queued"
     expect(item).to_contain_text(expected, timeout=5_000)
     screenshot(page, "statusbar-counts")
+    settle(client, [running.id, *[q.id for q in queued]])
+    expect(item).to_have_text("0 running · 0 queued", timeout=5_000)
+
+    failing = client.submit(boom, ("unseen",), name="sb-fails", max_retries=0)
+    client.wait([failing.id], timeout=30)
+    expect(item).to_have_text("0 running · 0 queued · 1 failed", timeout=5_000)  # the panel is closed: unseen
+    screenshot(page, "statusbar-unseen-failure")
     item.click()
     expect(page.locator(f"#{PANEL} .jtqp-table")).to_be_visible()
-    settle(client, [running.id, *[q.id for q in queued]])
-    expect(item).to_contain_text("0 running · 0 queued", timeout=5_000)
+    expect(chip(page, failing.id)).to_have_text("FAILED")
+    expect(item).to_have_text("0 running · 0 queued")  # looked at: no longer counted
 
 
 def test_cancel_a_running_task_then_retry_it(page, lab):
@@ -245,6 +252,7 @@ def seed_finished_tasks(state_dir: Path, n: int) -> None:
             "id": str(uuid.uuid4()), "name": "needle-4242" if i == 4242 else f"bulk-{i:05d}",
             "status": "FAILED" if failed else "COMPLETE", "pool": "cpu", "gpu": 0, "created_at": created,
             "started_at": created + 0.5, "ended_at": created + 1.5, "updated_at": created + 1.5, "attempt": 1,
+            "worker": "cpu0",
             "max_retries": 0, "retry_delay": 0, "retry_backoff": 1, "priority": 0, "result_ttl": 86400 * 30,
             "error": {"type": "ValueError", "message": "seeded", "traceback": None} if failed else None,
         })

@@ -4,6 +4,7 @@
  * confirmation dialogs come in through `confirm`, so the pieces stay free of shell wiring.
  */
 
+import { closeIcon, deleteIcon, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import {
@@ -84,7 +85,7 @@ export function QueueHeader({ stats, now, onOpen }: { stats: Stats | null; now: 
               </button>
             )}
             {w.busy && w.busy_since && (
-              <div className="jtqp-muted">{formatDuration((now - Date.parse(w.busy_since)) / 1000)}</div>
+              <div className="jtqp-muted">{formatDuration(Math.max(0, now - Date.parse(w.busy_since)) / 1000)}</div>
             )}
           </div>
         ))}
@@ -149,30 +150,39 @@ export function Toolbar({ model, confirm }: PanelProps): JSX.Element {
   );
 }
 
-function RowActions({ task, model, confirm }: { task: Task; model: QueueModel; confirm: Confirm }): JSX.Element {
+/** Cancel / Retry / Delete as the status allows: icon buttons in a table row, labelled in the detail view. */
+function RowActions({
+  task,
+  model,
+  confirm,
+  compact = false
+}: {
+  task: Task;
+  model: QueueModel;
+  confirm: Confirm;
+  compact?: boolean;
+}): JSX.Element {
   const stop = (e: React.SyntheticEvent) => e.stopPropagation();
   const remove = async () => {
     if (await confirm('Delete task', `Delete task ${task.name || task.id} and its files?`, 'Delete')) {
       await model.remove(task.id);
     }
   };
+  const button = (cls: string, label: string, icon: typeof closeIcon, onClick: () => void) => (
+    <button
+      className={`jtqp-button ${cls}${compact ? ' jtqp-icon-button' : ''}`}
+      aria-label={`${label} ${task.name || task.id}`}
+      title={label}
+      onClick={onClick}
+    >
+      {compact ? <icon.react tag="span" elementSize="small" /> : label}
+    </button>
+  );
   return (
     <span className="jtqp-actions" onClick={stop} onKeyDown={stop}>
-      {canCancel(task) && (
-        <button className="jtqp-button jtqp-row-cancel" onClick={() => void model.cancel([task.id])}>
-          Cancel
-        </button>
-      )}
-      {canRetry(task) && (
-        <button className="jtqp-button jtqp-row-retry" onClick={() => void model.retry(task.id)}>
-          Retry
-        </button>
-      )}
-      {canDelete(task) && (
-        <button className="jtqp-button jtqp-row-delete" onClick={() => void remove()}>
-          Delete
-        </button>
-      )}
+      {canCancel(task) && button('jtqp-row-cancel', 'Cancel', closeIcon, () => void model.cancel([task.id]))}
+      {canRetry(task) && button('jtqp-row-retry', 'Retry', refreshIcon, () => void model.retry(task.id))}
+      {canDelete(task) && button('jtqp-row-delete', 'Delete', deleteIcon, () => void remove())}
     </span>
   );
 }
@@ -201,11 +211,13 @@ export function TaskTable({ model, confirm, now }: PanelProps): JSX.Element {
             <th>Name</th>
             <th>Status</th>
             <th>Worker</th>
-            <th title="attempt n of m">Att.</th>
+            <th title="attempt n of m">Try</th>
             <th>Created</th>
-            <th>Duration</th>
+            <th>Took</th>
             <th>Progress</th>
-            <th>Actions</th>
+            <th>
+              <span className="jtqp-sr-only">Actions</span>
+            </th>
           </tr>
         </thead>
         <tbody>
@@ -248,7 +260,7 @@ export function TaskTable({ model, confirm, now }: PanelProps): JSX.Element {
                 <ProgressBar task={task} />
               </td>
               <td>
-                <RowActions task={task} model={model} confirm={confirm} />
+                <RowActions task={task} model={model} confirm={confirm} compact />
               </td>
             </tr>
           ))}
