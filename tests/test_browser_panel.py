@@ -192,14 +192,17 @@ def test_detail_view_shows_the_traceback_and_downloads_an_output_in_the_dark_the
 
     set_theme(page, "JupyterLab Dark")
     try:
-        row(page, failing.id).click()
+        row(page, failing.id).focus()  # keyboard: a row is a tab stop, Enter opens it
+        page.keyboard.press("Enter")
         detail = page.locator(f"#{PANEL} .jtqp-detail")
         expect(detail.locator(".jtqp-chip")).to_have_text("FAILED")
         expect(detail.locator(".jtqp-error-title")).to_contain_text("ValueError: panel boom")
         expect(detail.locator(".jtqp-traceback")).to_contain_text("raise ValueError(message)")
         expect(detail.locator(".jtqp-traceback")).to_contain_text("ValueError: panel boom")
         screenshot(page, "panel-dark-detail-traceback")
-        detail.locator(".jtqp-back").click()
+        expect(detail.locator(".jtqp-back")).to_be_focused()
+        page.keyboard.press("Enter")  # back to the table by keyboard too
+        expect(row(page, failing.id)).to_be_visible()
         screenshot(page, "panel-dark-table")
 
         row(page, made.id).click()
@@ -217,7 +220,9 @@ def test_detail_view_shows_the_traceback_and_downloads_an_output_in_the_dark_the
 
 def test_api_errors_show_as_messages_not_a_blank_panel(page, lab):
     open_lab(page, lab)
-    open_panel(page)
+    run_command(page, "taskq:open-panel")  # the palette command
+    expect(page.locator(f"#{PANEL} .jtqp-table")).to_be_visible()
+    expect(page.locator(f"#{PANEL} .jtqp-text-filter")).to_be_focused()  # keyboard users land in the panel
     page.route("**/taskq/api/tasks?*", lambda route: route.fulfill(
         status=500, content_type="application/json",
         body='{"message": "the queue database is locked", "reason": "error"}'))

@@ -232,6 +232,7 @@ export function TaskTable({ model, confirm, now }: PanelProps): JSX.Element {
               onClick={() => void model.openDetail(task.id)}
               onKeyDown={e => {
                 if (e.key === 'Enter' && e.target === e.currentTarget) {
+                  e.preventDefault(); // else the same Enter would press the detail view's focused Back button
                   void model.openDetail(task.id);
                 }
               }}

@@ -85,8 +85,16 @@ export class QueuePanel extends ReactWidget {
 
   protected onActivateRequest(msg: Message): void {
     super.onActivateRequest(msg);
-    const target = this.node.querySelector<HTMLElement>('.jtqp-text-filter, .jtqp-back');
-    target?.focus(); // keyboard users land in the panel, not on the sidebar tab
+    // Keyboard users land in the panel, not on the sidebar tab; on first show React renders a moment later.
+    const focus = (tries: number) => {
+      const target = this.node.querySelector<HTMLElement>('.jtqp-back, .jtqp-text-filter');
+      if (target) {
+        target.focus();
+      } else if (tries > 0) {
+        setTimeout(() => focus(tries - 1), 50);
+      }
+    };
+    focus(20);
   }
 
   dispose(): void {
