@@ -19,15 +19,28 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-d
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
+_shared: dict = {"users": 0}
+
+
 @pytest.fixture(scope="session")
 def browser():
+    """One Chromium for the whole run. Each test module imports this fixture (its own definition), and a
+    second sync Playwright started beside the first fails ("Sync API inside the asyncio loop"): so the
+    definitions share one instance, stopped when the last user is done."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    if not _shared["users"]:
+        _shared["playwright"] = sync_api.sync_playwright().start()
+        _shared["chromium"] = _shared["playwright"].chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    _shared["users"] += 1
+    try:
+        yield _shared["chromium"]
+    finally:
+        _shared["users"] -= 1
+        if not _shared["users"]:
+            _shared.pop("chromium").close()
+            _shared.pop("playwright").stop()
 
 
 def make_lab(root: Path, cpu_workers: int = 1, **kwargs) -> TaskqServer:

@@ -5,14 +5,13 @@ with the API, both themes render, and 10,000 finished tasks open and filter in u
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from browser_kit import (browser, lab, make_lab, open_lab, page, run_command, screenshot, set_theme,  # noqa: F401
-                         wait_for)
+from browser_kit import (ARTIFACTS, browser, lab, make_lab, open_lab, page, run_command, screenshot,  # noqa: F401
+                         set_theme, wait_for)
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -29,6 +28,18 @@ def nap(seconds):
 
 def boom(message):
     raise ValueError(message)
+
+
+def chatty(lines):
+    import time
+
+    from jupyter_taskq import progress
+
+    for i in range(lines):
+        print(f"chatty line {i}", flush=True)
+        progress(i + 1, lines, f"line {i}")
+        time.sleep(0.4)
+    return lines
 
 
 def report(directory, text):
@@ -218,6 +229,24 @@ def test_detail_view_shows_the_traceback_and_downloads_an_output_in_the_dark_the
         set_theme(page, "JupyterLab Light")
 
 
+def test_detail_view_follows_a_running_tasks_log_and_progress(page, lab):
+    client = lab.client()
+    open_lab(page, lab)
+    open_panel(page)
+    task = client.submit(chatty, (40,), name="panel-chatty")
+    expect(chip(page, task.id)).to_have_text("RUNNING", timeout=15_000)
+    row(page, task.id).click()
+    detail = page.locator(f"#{PANEL} .jtqp-detail")
+    expect(detail.locator(".jtqp-log")).to_contain_text("chatty line 0", timeout=5_000)
+    expect(detail.locator(".jtqp-log")).to_contain_text("chatty line 4", timeout=5_000)  # grows while we watch
+    assert int(detail.locator(".jtqp-progress").first.get_attribute("aria-valuenow")) > 0
+    expect(detail.locator(".jtqp-section", has_text="Log")).to_contain_text("(live)")
+    screenshot(page, "panel-detail-live-log")
+    detail.locator(".jtqp-row-cancel").click()
+    expect(detail.locator(".jtqp-chip")).to_have_text("CANCELLED", timeout=10_000)
+    assert client.get(task.id)["status"] == "CANCELLED"
+
+
 def test_api_errors_show_as_messages_not_a_blank_panel(page, lab):
     open_lab(page, lab)
     run_command(page, "taskq:open-panel")  # the palette command
@@ -323,5 +352,5 @@ def test_ten_thousand_tasks_open_and_filter_in_under_a_second(page, big_lab):
     limits = [int(u.split("limit=")[1].split("&")[0]) for u in requests if "limit=" in u]
     assert limits and max(limits) <= 50, "the panel must fetch pages, not the whole list"
     assert open_ms < 1000 and text_ms < 1000 and status_ms < 1000 and next_ms < 1000
-    (Path(os.environ.get("TASKQ_ARTIFACTS", "test-artifacts")) / "panel-10k-timings.txt").write_text(
+    (ARTIFACTS / "panel-10k-timings.txt").write_text(
         f"open_ms={open_ms:.0f} text_filter_ms={text_ms:.0f} status_filter_ms={status_ms:.0f} next_page_ms={next_ms:.0f}\n")
