@@ -37,6 +37,11 @@ def load_ipython_extension(ipython):
     load(ipython)
 
 
+def _jupyter_labextension_paths():
+    """The prebuilt Lab extension (the Task Queue panel), for `jupyter labextension develop`."""
+    return [{"src": "labextension", "dest": "jupyter-taskq-labextension"}]
+
+
 def _jupyter_server_extension_points():
     from .server.app import TaskQueue
 

@@ -51,14 +51,19 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             ids: Iterable[str] | None = None) -> list[dict]: ...
+             ids: Iterable[str] | None = None, text: str | None = None) -> list[dict]:
+        """Newest first; ``text`` keeps tasks whose name or id contains it (case-insensitive)."""
 
     @abc.abstractmethod
     def statuses(self, ids: Iterable[str]) -> dict[str, str]:
         """The status of each of ``ids`` that exists (the cheap check behind long-polls)."""
 
     @abc.abstractmethod
-    def count(self, statuses: Iterable[str] | None = None) -> int: ...
+    def count(self, statuses: Iterable[str] | None = None, text: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def fingerprint(self) -> tuple:
+        """A cheap value that changes whenever any task is added, removed or updated."""
 
     @abc.abstractmethod
     def counts_by_status(self) -> dict[str, int]: ...
@@ -169,6 +174,8 @@ class SqliteTaskStore(TaskStore):
             self._conn.execute("alter table taskq_workers add column model text")
         self._conn.execute("create index if not exists taskq_tasks_callbacks on taskq_tasks (callback_done) "
                            "where callback_url is not null")
+        # Makes fingerprint() (asked once a second by every open `GET changes` long-poll) an index look-up.
+        self._conn.execute("create index if not exists taskq_tasks_updated on taskq_tasks (updated_at)")
 
     def close(self) -> None:
         self._conn.close()
@@ -210,8 +217,8 @@ class SqliteTaskStore(TaskStore):
         rows = self._rows("select * from taskq_tasks where id = ?", (task_id,))
         return rows[0] if rows else None
 
-    def list(self, statuses=None, limit=50, offset=0, ids=None) -> list[dict]:
-        where, params = _filters(statuses, ids)
+    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None) -> list[dict]:
+        where, params = _filters(statuses, ids, text)
         return self._rows(
             f"select * from taskq_tasks {where} order by seq desc limit ? offset ?", [*params, limit, offset]
         )
@@ -224,10 +231,17 @@ class SqliteTaskStore(TaskStore):
             ).fetchall()
         return dict(rows)
 
-    def count(self, statuses=None) -> int:
-        where, params = _filters(statuses, None)
+    def count(self, statuses=None, text=None) -> int:
+        where, params = _filters(statuses, None, text)
         with self._lock:
             return self._conn.execute(f"select count(*) from taskq_tasks {where}", params).fetchone()[0]
+
+    def fingerprint(self) -> tuple:
+        with self._lock:
+            # Separate statements, so each max() is one index look-up (together they would scan the table).
+            return tuple(self._conn.execute(sql).fetchone()[0] for sql in (
+                "select max(seq) from taskq_tasks", "select max(updated_at) from taskq_tasks",
+                "select count(*) from taskq_tasks"))
 
     def counts_by_status(self) -> dict[str, int]:
         with self._lock:
@@ -363,8 +377,12 @@ def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
             time.sleep(0.01)
 
 
-def _filters(statuses, ids) -> tuple[str, list]:
+def _filters(statuses, ids, text=None) -> tuple[str, list]:
     clauses, params = [], []
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(name like ? escape '\\' or id like ? escape '\\')")
+        params += [pattern, pattern]
     if statuses:
         statuses = [str(s) for s in statuses]
         clauses.append(f"status in ({', '.join('?' * len(statuses))})")

@@ -30,6 +30,7 @@ end
 local FINAL = {COMPLETE=true, CANCELLED=true, TIMEOUT=true, EXPIRED=true, FAILED=true}
 local WAITING = {PENDING=true, RETRY=true}
 local function reindex(id, old)
+  redis.call('INCR', P .. 'version')
   local key = P .. 'task:' .. id
   local seq = tonumber(redis.call('HGET', key, 'seq'))
   local status = field(key, 'status')
@@ -73,6 +74,7 @@ local seq = redis.call('INCR', P .. 'seq')
 set_fields(key, ARGV[3])
 redis.call('HSET', key, 'seq', seq)
 redis.call('ZADD', P .. 'tasks', seq, id)
+redis.call('HSET', P .. 'names', id, string.lower(field(key, 'name') or ''))
 redis.call('SADD', P .. 'pools', field(key, 'pool') or '')
 reindex(id, nil)
 return seq
@@ -125,6 +127,8 @@ local status = field(key, 'status')
 if not status then return 0 end
 local pool = field(key, 'pool') or ''
 redis.call('DEL', key)
+redis.call('INCR', P .. 'version')
+redis.call('HDEL', P .. 'names', id)
 redis.call('ZREM', P .. 'tasks', id)
 redis.call('ZREM', P .. 'status:' .. status, id)
 redis.call('ZREM', P .. 'pool:' .. pool .. ':' .. status, id)
@@ -154,6 +158,10 @@ def _encode(column: str, value: Any) -> str:
 
 def _encode_fields(fields: dict) -> str:
     return json.dumps({k: _encode(k, v) for k, v in fields.items()})
+
+
+def _matches(task: dict, text: str | None) -> bool:
+    return not text or text.lower() in (task.get("name") or "").lower() or text.lower() in task["id"].lower()
 
 
 def _decode(raw: dict) -> dict:
@@ -208,12 +216,16 @@ class RedisTaskStore(TaskStore):
         found = self._fetch([task_id])
         return found[0] if found else None
 
-    def list(self, statuses=None, limit=50, offset=0, ids=None) -> list[dict]:
+    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None) -> list[dict]:
         wanted = {str(s) for s in statuses} if statuses else None
         if ids is not None:
-            tasks = [t for t in self._fetch_with_seq(ids) if wanted is None or t[1]["status"] in wanted]
+            tasks = [t for t in self._fetch_with_seq(ids) if (wanted is None or t[1]["status"] in wanted)
+                     and _matches(t[1], text)]
             tasks.sort(key=lambda pair: pair[0], reverse=True)
             return [t for _, t in tasks[offset:offset + limit]]
+        if text:
+            members = self._text_matches(wanted, text)
+            return self._fetch(members[offset:offset + limit])
         if wanted is None:
             return self._fetch(self.redis.zrevrange(self._key("tasks"), offset, offset + limit - 1))
         # Newest first across several statuses: merge the head of each status index.
@@ -222,6 +234,17 @@ class RedisTaskStore(TaskStore):
             scored += self.redis.zrevrange(self._key("status", status), 0, offset + limit - 1, withscores=True)
         scored.sort(key=lambda pair: pair[1], reverse=True)
         return self._fetch(member for member, _ in scored[offset:offset + limit])
+
+    def _text_matches(self, wanted: set[str] | None, text: str) -> list[bytes]:
+        """Ids (newest first) whose name or id contains ``text``: one read of the name index."""
+        needle = text.lower()
+        hits = {i for i, name in self.redis.hgetall(self._key("names")).items()
+                if needle in name.decode(errors="replace") or needle in i.decode().lower()}
+        indexes = [self._key("tasks")] if wanted is None else [self._key("status", s) for s in wanted]
+        scored = [pair for index in indexes for pair in self.redis.zrange(index, 0, -1, withscores=True)
+                  if pair[0] in hits]
+        scored.sort(key=lambda pair: pair[1], reverse=True)
+        return [member for member, _ in scored]
 
     def _fetch_with_seq(self, ids) -> list[tuple[int, dict]]:
         pipe = self.redis.pipeline(transaction=False)
@@ -236,13 +259,19 @@ class RedisTaskStore(TaskStore):
             pipe.hget(self._key("task", task_id), "status")
         return {task_id: json.loads(raw) for task_id, raw in zip(ids, pipe.execute()) if raw is not None}
 
-    def count(self, statuses=None) -> int:
+    def count(self, statuses=None, text=None) -> int:
+        if text:
+            return len(self._text_matches({str(s) for s in statuses} if statuses else None, text))
         if not statuses:
             return self.redis.zcard(self._key("tasks"))
         pipe = self.redis.pipeline(transaction=False)
         for status in {str(s) for s in statuses}:
             pipe.zcard(self._key("status", status))
         return sum(pipe.execute())
+
+    def fingerprint(self) -> tuple:
+        """Every write bumps one counter: O(1), however many tasks there are."""
+        return tuple(self.redis.mget(self._key("version"), self._key("seq")))
 
     def counts_by_status(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)

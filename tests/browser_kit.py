@@ -19,28 +19,45 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-d
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
+_shared: dict = {"users": 0}
+
+
 @pytest.fixture(scope="session")
 def browser():
+    """One Chromium for the whole run. Each test module imports this fixture (its own definition), and a
+    second sync Playwright started beside the first fails ("Sync API inside the asyncio loop"): so the
+    definitions share one instance, stopped when the last user is done."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    if not _shared["users"]:
+        _shared["playwright"] = sync_api.sync_playwright().start()
+        _shared["chromium"] = _shared["playwright"].chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    _shared["users"] += 1
+    try:
+        yield _shared["chromium"]
+    finally:
+        _shared["users"] -= 1
+        if not _shared["users"]:
+            _shared.pop("chromium").close()
+            _shared.pop("playwright").stop()
+
+
+def make_lab(root: Path, cpu_workers: int = 1, **kwargs) -> TaskqServer:
+    """A JupyterLab TaskqServer (not started) with its own settings and workspaces, no news pop-up."""
+    settings = root / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no news pop-up
+    return TaskqServer(root, gpus=[], cpu_workers=cpu_workers, app="jupyterlab",
+                       extra_args=["--LabApp.expose_app_in_browser=True",
+                                   f"--LabApp.workspaces_dir={root / 'workspaces'}",
+                                   f"--LabApp.user_settings_dir={root / 'settings'}"], **kwargs)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab with the extension, one CPU worker (so a second task visibly waits PENDING)."""
-    root = tmp_path_factory.mktemp("lab")
-    settings = root / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no news pop-up
-    server = TaskqServer(root, gpus=[], cpu_workers=1, app="jupyterlab",
-                         extra_args=["--LabApp.expose_app_in_browser=True",
-                                     f"--LabApp.workspaces_dir={root / 'workspaces'}",
-                                     f"--LabApp.user_settings_dir={root / 'settings'}"]).start()
+    server = make_lab(tmp_path_factory.mktemp("lab")).start()
     yield server
     server.stop()
 
@@ -87,6 +104,27 @@ def open_notebook(page, lab: TaskqServer, name: str) -> None:
         }""", arg=name, timeout=60_000)
 
 
+def open_lab(page, lab: TaskqServer) -> None:
+    """Open Lab in a fresh workspace (no notebook) and wait until the app has started."""
+    workspace = uuid.uuid4().hex[:8]
+    page.goto(f"{lab.url}lab/workspaces/{workspace}?reset&token={TOKEN}")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started && "
+                           "document.querySelector('.jp-SideBar .lm-TabBar-tab')", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.started")
+
+
+def run_command(page, command: str, args: dict | None = None) -> None:
+    """Fire a Lab command without waiting for its promise (a dialog may be waiting on a click)."""
+    page.evaluate("([command, args]) => { window.jupyterapp.commands.execute(command, args); }", [command, args or {}])
+
+
+def set_theme(page, theme: str) -> None:
+    """'JupyterLab Light' or 'JupyterLab Dark'; waits until the page shows it."""
+    run_command(page, "apputils:change-theme", {"theme": theme})
+    light = "true" if "Light" in theme else "false"
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'", timeout=20_000)
+
+
 def run_cell(page, index: int) -> None:
     """Start running cell ``index`` of the open notebook without waiting for it to finish."""
     page.evaluate(
@@ -101,4 +139,5 @@ def cell(page, index: int):
     return page.locator(".jp-Notebook .jp-Cell").nth(index)
 
 
-__all__ = ["browser", "lab", "page", "cell", "open_notebook", "run_cell", "screenshot", "wait_for", "write_notebook"]
+__all__ = ["browser", "lab", "page", "cell", "make_lab", "open_lab", "open_notebook", "run_cell", "run_command",
+           "screenshot", "set_theme", "wait_for", "write_notebook"]

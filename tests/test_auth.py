@@ -22,6 +22,7 @@ ENDPOINTS = [
     ("GET", "tasks/{id}/logs"),
     ("GET", "tasks/{id}/outputs/x.txt"),
     ("GET", "stats"),
+    ("GET", "changes"),
 ]
 
 

@@ -139,3 +139,25 @@ def test_workers_register_heartbeat_and_leave(store):
     assert len(store.workers()) == 1
     store.remove_worker("gpu0", "a")
     assert store.workers() == []
+
+
+def test_text_filter_and_fingerprint(store):
+    names = ["train_resnet", "train_vit", "evaluate", "100%_done", "under_score"]
+    tasks = [new_task(name=n) for n in names]
+    before = store.fingerprint()
+    store.create_many(tasks)
+    after_create = store.fingerprint()
+    assert after_create != before
+    assert [t["name"] for t in store.list(text="TRAIN")] == ["train_vit", "train_resnet"]
+    assert store.count(text="train") == 2 and store.count(text="nothing") == 0
+    assert [t["name"] for t in store.list(text="%")] == ["100%_done"], "% is matched literally"
+    assert [t["name"] for t in store.list(text="_s")] == ["under_score"], "_ is matched literally"
+    assert [t["id"] for t in store.list(text=tasks[2]["id"][:12])] == [tasks[2]["id"]]
+    store.transition(tasks[0]["id"], S.CANCELLED, [S.PENDING])
+    after_update = store.fingerprint()
+    assert after_update != after_create
+    assert [t["name"] for t in store.list([S.CANCELLED], text="train")] == ["train_resnet"]
+    assert store.count([S.PENDING], text="train") == 1
+    assert [t["name"] for t in store.list(text="train", limit=1, offset=1)] == ["train_resnet"]
+    store.delete(tasks[0]["id"])
+    assert store.fingerprint() != after_update

@@ -4,18 +4,25 @@ Workers ring the events doorbell with the id of each task whose state they
 changed; the server reads it in its event loop and wakes the requests waiting on
 those ids. A one-second ceiling on every wait covers a ring that was missed
 (a full pipe, a standalone worker on another machine).
+
+Besides waking waiters on given ids, the feed numbers every change it hears, so a
+front end can ask "what changed since cursor C?" (``GET changes?since=C&wait=s``)
+and hold one cheap long-poll open instead of re-reading the task list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
+import uuid
 from typing import Callable, Collection
 
 from ..doorbell import Doorbell
 
 RECHECK = 1.0
 BATCH_SETTLE = 0.02
+RECENT = 2000  # changed ids remembered for cursors; an older cursor is told "everything may have changed"
 
 
 class ChangeFeed:
@@ -23,6 +30,11 @@ class ChangeFeed:
         self.bell = bell
         self._waiters: dict[str, set[asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.epoch = uuid.uuid4().hex[:8]  # a cursor from before a restart is never mistaken for a current one
+        self.seq = 0
+        self._recent: collections.deque[tuple[int, str | None]] = collections.deque(maxlen=RECENT)
+        self._any_waiters: set[asyncio.Future] = set()
+        self._fingerprint = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -38,10 +50,69 @@ class ChangeFeed:
             if raw:
                 self.notify(raw.decode(errors="replace"))
 
-    def notify(self, task_id: str) -> None:
-        for future in self._waiters.pop(task_id, ()):
+    def notify(self, task_id: str | None) -> None:
+        """``task_id`` changed (None: something changed, we do not know what)."""
+        self.seq += 1
+        self._recent.append((self.seq, task_id))
+        waiting = self._waiters.pop(task_id, ()) if task_id is not None else ()
+        for future in [*waiting, *self._any_waiters]:
             if not future.done():
                 future.set_result(None)
+        self._any_waiters.clear()
+
+    # -- cursors ----------------------------------------------------------
+    def cursor(self) -> str:
+        return f"{self.epoch}.{self.seq}"
+
+    def changed_since(self, cursor: str) -> list[str] | None:
+        """Ids changed after ``cursor``: [] for none, None when unknown (foreign, stale or missing cursor)."""
+        epoch, _, raw = (cursor or "").partition(".")
+        try:
+            since = int(raw)
+        except ValueError:
+            return None
+        if epoch != self.epoch or since > self.seq:
+            return None
+        if since == self.seq:
+            return []
+        if not self._recent or self._recent[0][0] > since + 1:
+            return None  # the changes just after the cursor are no longer remembered
+        ids: dict[str, None] = {}
+        for seq, task_id in reversed(self._recent):
+            if seq <= since:
+                break
+            if task_id is None:
+                return None
+            ids[task_id] = None
+        return list(ids)
+
+    def check_fingerprint(self, fingerprint) -> None:
+        """A change of the store's fingerprint that no ring announced (a missed ring) counts as a change."""
+        if self._fingerprint is not None and fingerprint != self._fingerprint:
+            self.notify(None)
+        self._fingerprint = fingerprint
+
+    async def changes(self, cursor: str, timeout: float, fingerprint: Callable[[], object]) -> dict:
+        """``{cursor, changed}`` as soon as anything changed after ``cursor``, or at ``timeout`` with ``changed: []``.
+
+        While waiting, the store's ``fingerprint()`` is compared once a second, so a change
+        from a worker whose ring was lost still shows within about a second."""
+        deadline = time.monotonic() + timeout
+        self.check_fingerprint(fingerprint())
+        while True:
+            changed = self.changed_since(cursor)
+            remaining = deadline - time.monotonic()
+            if changed is None or changed or remaining <= 0:
+                return {"cursor": self.cursor(), "changed": changed}
+            future = asyncio.get_running_loop().create_future()
+            self._any_waiters.add(future)
+            try:
+                await asyncio.wait_for(future, min(RECHECK, remaining))
+                await asyncio.sleep(BATCH_SETTLE)  # let a burst of changes land in one answer
+            except asyncio.TimeoutError:
+                self.check_fingerprint(fingerprint())
+            finally:
+                self._any_waiters.discard(future)
 
     async def wait_until(self, task_ids: Collection[str], done: Callable[[], bool], timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until ``done()``, re-checking whenever one of ``task_ids`` changes

@@ -155,7 +155,8 @@ class TasksHandler(TaskqHandler):
             offset = int(self.get_query_argument("offset", "0"))
         except ValueError:
             raise bad_request("'limit' and 'offset' must be integers") from None
-        self.finish(json.dumps(self.service.list(statuses, limit, offset)))
+        text = self.get_query_argument("q", "").strip()
+        self.finish(json.dumps(self.service.list(statuses, limit, offset, text=text)))
 
     @authorized
     async def post(self):
@@ -316,6 +317,17 @@ class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
         return mimetypes.guess_type(self.absolute_path)[0] or "application/octet-stream"
 
 
+class ChangesHandler(TaskqHandler):
+    """``?since=<cursor>&wait=s``: the ids changed after ``cursor`` (``null``: refetch everything) and the
+    next cursor; with ``wait`` it answers as soon as something changes. The Lab panel long-polls this."""
+
+    @authorized
+    async def get(self):
+        wait = self.wait_seconds()
+        since = self.get_query_argument("since", "")
+        self.finish(json.dumps(await self.changes.changes(since, wait, self.service.fingerprint)))
+
+
 class StatsHandler(TaskqHandler):
     @authorized
     async def get(self):
@@ -337,4 +349,5 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/tasks/{task}/logs", LogsHandler),
         (f"{api}/tasks/{task}/outputs/(?P<name>[^/]+)", OutputHandler, {"path": "/nonexistent"}),
         (f"{api}/stats", StatsHandler),
+        (f"{api}/changes", ChangesHandler),
     ]

@@ -238,6 +238,8 @@ class TaskService:
     def _queue(self, tasks: list[dict]) -> None:
         """Record, then queue: a crash in between leaves waiting tasks that reconcile() re-queues."""
         self.store.create_many(tasks)
+        for task in tasks:
+            self.on_change(task["id"])  # the Lab panel's change feed hears of new tasks at once
         for pool in {t["pool"] for t in tasks}:
             specs = [AttemptSpec(t["id"], retries=t["max_retries"], retry_delay=t["retry_delay"],
                                  retry_backoff=t["retry_backoff"], priority=t["priority"], expires_at=t["expires_at"])
@@ -281,7 +283,8 @@ class TaskService:
     def get(self, task_id: str) -> dict:
         return self.to_json(self.get_task(task_id))
 
-    def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> dict:
+    def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
+             text: str | None = None) -> dict:
         statuses = list(statuses or [])
         valid = {s.value for s in TaskStatus}
         bad = [s for s in statuses if s not in valid]
@@ -292,8 +295,15 @@ class TaskService:
         if offset < 0:
             raise bad_request("'offset' must be >= 0")
         stats = self.task_stats()
-        tasks = [self.to_json(t, stats) for t in self.store.list(statuses, limit, offset)]
-        return {"tasks": tasks, "total": self.store.count(statuses), "limit": limit, "offset": offset}
+        if text is not None and len(text) > 200:
+            raise bad_request("'q' must be at most 200 characters")
+        text = text or None
+        tasks = [self.to_json(t, stats) for t in self.store.list(statuses, limit, offset, text=text)]
+        return {"tasks": tasks, "total": self.store.count(statuses, text=text), "limit": limit, "offset": offset}
+
+    def fingerprint(self) -> tuple:
+        """Changes whenever a task is added, removed or updated: how a missed change is still noticed."""
+        return self.store.fingerprint()
 
     def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
         stats = self.task_stats()
@@ -324,6 +334,7 @@ class TaskService:
              "busy": w["instance"] in running,
              "current_task": running[w["instance"]]["id"] if w["instance"] in running else None,
              "busy_since": iso(running[w["instance"]]["started_at"]) if w["instance"] in running else None,
+             "current_task_name": running[w["instance"]]["name"] if w["instance"] in running else None,
              "last_heartbeat": iso(w["heartbeat_at"]), "alive": (w["heartbeat_at"] or 0) >= now - LIVE_WORKER_WINDOW,
              "started_at": iso(w["started_at"])}
             for w in self.store.workers()

@@ -1,0 +1,416 @@
+/**
+ * The panel's React pieces: header (pool depths, worker tiles), toolbar (filters, bulk actions),
+ * task table with pages, and the detail view. They render the QueueModel and call its methods;
+ * confirmation dialogs come in through `confirm`, so the pieces stay free of shell wiring.
+ */
+
+import { closeIcon, deleteIcon, refreshIcon } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import {
+  attemptLabel,
+  deviceLabel,
+  formatBytes,
+  formatCreated,
+  formatDuration,
+  progressFraction,
+  taskDuration,
+  workerLabel
+} from './format';
+import type { QueueModel } from './model';
+import { STATUS_FILTERS, canCancel, canDelete, canRetry, pageCount, rangeLabel } from './query';
+import type { Stats, Task } from './types';
+
+export type Confirm = (title: string, body: string, action: string) => Promise<boolean>;
+
+export interface PanelProps {
+  model: QueueModel;
+  confirm: Confirm;
+  now: number;
+}
+
+export function StatusChip({ status }: { status: string }): JSX.Element {
+  return <span className={`jtqp-chip jtqp-chip-${status.toLowerCase()}`}>{status}</span>;
+}
+
+function ProgressBar({ task }: { task: Task }): JSX.Element | null {
+  const fraction = progressFraction(task);
+  if (fraction === null) {
+    return task.progress?.message ? <span className="jtqp-muted">{task.progress.message}</span> : null;
+  }
+  const pct = Math.round(fraction * 100);
+  return (
+    <div
+      className="jtqp-progress"
+      role="progressbar"
+      aria-valuemin={0}
+      aria-valuemax={100}
+      aria-valuenow={pct}
+      title={task.progress?.message ? `${pct}% · ${task.progress.message}` : `${pct}%`}
+    >
+      <div className="jtqp-progress-fill" style={{ width: `${pct}%` }} />
+    </div>
+  );
+}
+
+/** Pool depths and one tile per live worker. */
+export function QueueHeader({ stats, now, onOpen }: { stats: Stats | null; now: number; onOpen: (id: string) => void }): JSX.Element {
+  if (!stats) {
+    return <div className="jtqp-header jtqp-muted">Loading the queue…</div>;
+  }
+  const workers = stats.workers.filter(w => w.alive);
+  return (
+    <div className="jtqp-header">
+      <div className="jtqp-depths" aria-label="Queue depth per pool">
+        {Object.entries(stats.queue_depth).map(([pool, depth]) => (
+          <span key={pool} className="jtqp-depth" data-pool={pool}>
+            <b>{pool.toUpperCase()}</b> queue <span className="jtqp-depth-n">{depth}</span>
+          </span>
+        ))}
+      </div>
+      <div className="jtqp-workers" aria-label="Workers">
+        {workers.length === 0 && <span className="jtqp-muted">No live workers</span>}
+        {workers.map(w => (
+          <div
+            key={w.name}
+            className={`jtqp-worker ${w.busy ? 'jtqp-worker-busy' : 'jtqp-worker-idle'}`}
+            data-worker={w.name}
+            title={`${w.name} · pid ${w.pid ?? '?'}${w.host ? ` · ${w.host}` : ''}`}
+          >
+            <div className="jtqp-worker-device">{deviceLabel(w)}</div>
+            <div className="jtqp-worker-state">{w.busy ? 'busy' : 'idle'}</div>
+            {w.busy && w.current_task && (
+              <button className="jtqp-link jtqp-worker-task" onClick={() => onOpen(w.current_task!)}>
+                {w.current_task_name || w.current_task.slice(0, 8)}
+              </button>
+            )}
+            {w.busy && w.busy_since && (
+              <div className="jtqp-muted">{formatDuration(Math.max(0, now - Date.parse(w.busy_since)) / 1000)}</div>
+            )}
+          </div>
+        ))}
+      </div>
+    </div>
+  );
+}
+
+/** Status and text filters, refresh, and the bulk actions. */
+export function Toolbar({ model, confirm }: PanelProps): JSX.Element {
+  const [text, setText] = React.useState(model.text);
+  React.useEffect(() => {
+    if (text === model.text) {
+      return;
+    }
+    const timer = setTimeout(() => void model.setText(text), 150); // one request per pause in typing
+    return () => clearTimeout(timer);
+  }, [text]);
+  const selected = model.cancellableSelected;
+  const cancelSelected = async () => {
+    if (await confirm('Cancel selected tasks', `Cancel ${selected.length} selected task(s)?`, 'Cancel tasks')) {
+      await model.cancelSelected();
+    }
+  };
+  const cancelPending = async () => {
+    if (await confirm('Cancel all pending tasks', 'Cancel every task that is waiting (PENDING or RETRY)?', 'Cancel all pending')) {
+      await model.cancelAllWaiting();
+    }
+  };
+  return (
+    <div className="jtqp-toolbar">
+      <select
+        className="jtqp-status-filter"
+        aria-label="Filter by status"
+        value={model.filterId}
+        onChange={e => void model.setFilter(e.target.value)}
+      >
+        {STATUS_FILTERS.map(f => (
+          <option key={f.id} value={f.id}>
+            {f.label}
+          </option>
+        ))}
+      </select>
+      <input
+        className="jtqp-text-filter"
+        type="search"
+        aria-label="Filter by name or id"
+        placeholder="Filter by name or id"
+        value={text}
+        onChange={e => setText(e.target.value)}
+      />
+      <button className="jtqp-button jtqp-refresh" onClick={() => void model.refresh()} title="Refresh">
+        ⟳
+      </button>
+      <button className="jtqp-button jtqp-cancel-selected" disabled={!selected.length} onClick={() => void cancelSelected()}>
+        Cancel selected{selected.length ? ` (${selected.length})` : ''}
+      </button>
+      <button className="jtqp-button jtqp-cancel-pending" onClick={() => void cancelPending()}>
+        Cancel all pending
+      </button>
+    </div>
+  );
+}
+
+/** Cancel / Retry / Delete as the status allows: icon buttons in a table row, labelled in the detail view. */
+function RowActions({
+  task,
+  model,
+  confirm,
+  compact = false
+}: {
+  task: Task;
+  model: QueueModel;
+  confirm: Confirm;
+  compact?: boolean;
+}): JSX.Element {
+  const stop = (e: React.SyntheticEvent) => e.stopPropagation();
+  const remove = async () => {
+    if (await confirm('Delete task', `Delete task ${task.name || task.id} and its files?`, 'Delete')) {
+      await model.remove(task.id);
+    }
+  };
+  const button = (cls: string, label: string, icon: typeof closeIcon, onClick: () => void) => (
+    <button
+      className={`jtqp-button ${cls}${compact ? ' jtqp-icon-button' : ''}`}
+      aria-label={`${label} ${task.name || task.id}`}
+      title={label}
+      onClick={onClick}
+    >
+      {compact ? <icon.react tag="span" elementSize="small" /> : label}
+    </button>
+  );
+  return (
+    <span className="jtqp-actions" onClick={stop} onKeyDown={stop}>
+      {canCancel(task) && button('jtqp-row-cancel', 'Cancel', closeIcon, () => void model.cancel([task.id]))}
+      {canRetry(task) && button('jtqp-row-retry', 'Retry', refreshIcon, () => void model.retry(task.id))}
+      {canDelete(task) && button('jtqp-row-delete', 'Delete', deleteIcon, () => void remove())}
+    </span>
+  );
+}
+
+/** One page of tasks, newest first, with page navigation. */
+export function TaskTable({ model, confirm, now }: PanelProps): JSX.Element {
+  const page = model.page;
+  if (!page) {
+    return <div className="jtqp-empty jtqp-muted">{model.loading ? 'Loading tasks…' : 'No tasks loaded.'}</div>;
+  }
+  const pages = pageCount(page.total, model.pageSize);
+  const allSelected = page.tasks.length > 0 && page.tasks.every(t => model.selected.has(t.id));
+  return (
+    <div className="jtqp-table-wrap">
+      <table className="jtqp-table" aria-label="Tasks, newest first" aria-busy={model.loading}>
+        <thead>
+          <tr>
+            <th>
+              <input
+                type="checkbox"
+                aria-label="Select all tasks on this page"
+                checked={allSelected}
+                onChange={e => model.selectAllOnPage(e.target.checked)}
+              />
+            </th>
+            <th>Name</th>
+            <th>Status</th>
+            <th>Worker</th>
+            <th title="attempt n of m">Try</th>
+            <th>Created</th>
+            <th>Took</th>
+            <th>Progress</th>
+            <th>
+              <span className="jtqp-sr-only">Actions</span>
+            </th>
+          </tr>
+        </thead>
+        <tbody>
+          {page.tasks.map(task => (
+            <tr
+              key={task.id}
+              className="jtqp-row"
+              data-task-id={task.id}
+              data-status={task.status}
+              tabIndex={0}
+              aria-label={`${task.name || task.id} ${task.status}; press Enter for details`}
+              onClick={() => void model.openDetail(task.id)}
+              onKeyDown={e => {
+                if (e.key === 'Enter' && e.target === e.currentTarget) {
+                  e.preventDefault(); // else the same Enter would press the detail view's focused Back button
+                  void model.openDetail(task.id);
+                }
+              }}
+            >
+              <td onClick={e => e.stopPropagation()}>
+                <input
+                  type="checkbox"
+                  aria-label={`Select ${task.name || task.id}`}
+                  checked={model.selected.has(task.id)}
+                  onChange={e => model.toggleSelected(task.id, e.target.checked)}
+                />
+              </td>
+              <td className="jtqp-name" title={task.id}>
+                {task.name || task.id.slice(0, 8)}
+              </td>
+              <td>
+                <StatusChip status={task.status} />
+              </td>
+              <td className="jtqp-worker-cell">{workerLabel(task)}</td>
+              <td className="jtqp-attempt">{attemptLabel(task)}</td>
+              <td className="jtqp-created" title={task.created_at}>
+                {formatCreated(task.created_at, now)}
+              </td>
+              <td className="jtqp-duration">{formatDuration(taskDuration(task, now))}</td>
+              <td>
+                <ProgressBar task={task} />
+              </td>
+              <td>
+                <RowActions task={task} model={model} confirm={confirm} compact />
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {page.tasks.length === 0 && <div className="jtqp-empty jtqp-muted">No tasks match.</div>}
+      <div className="jtqp-pager">
+        <button className="jtqp-button" aria-label="First page" disabled={model.pageIndex === 0} onClick={() => void model.setPage(0)}>
+          «
+        </button>
+        <button
+          className="jtqp-button jtqp-prev"
+          aria-label="Previous page"
+          disabled={model.pageIndex === 0}
+          onClick={() => void model.setPage(model.pageIndex - 1)}
+        >
+          ‹
+        </button>
+        <span className="jtqp-range">{rangeLabel(page.offset, page.tasks.length, page.total)}</span>
+        <button
+          className="jtqp-button jtqp-next"
+          aria-label="Next page"
+          disabled={model.pageIndex >= pages - 1}
+          onClick={() => void model.setPage(model.pageIndex + 1)}
+        >
+          ›
+        </button>
+        <button
+          className="jtqp-button"
+          aria-label="Last page"
+          disabled={model.pageIndex >= pages - 1}
+          onClick={() => void model.setPage(pages - 1)}
+        >
+          »
+        </button>
+      </div>
+    </div>
+  );
+}
+
+function Field({ label, children }: { label: string; children: React.ReactNode }): JSX.Element | null {
+  if (children === null || children === undefined || children === '') {
+    return null;
+  }
+  return (
+    <>
+      <dt>{label}</dt>
+      <dd>{children}</dd>
+    </>
+  );
+}
+
+/** One task in full: fields, progress, error traceback, outputs, live log tail. */
+export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
+  const task = model.detail;
+  const back = (
+    <button className="jtqp-button jtqp-back" onClick={() => model.closeDetail()} autoFocus>
+      ← All tasks
+    </button>
+  );
+  if (!task) {
+    return (
+      <div className="jtqp-detail">
+        {back}
+        <div className="jtqp-muted">Loading task…</div>
+      </div>
+    );
+  }
+  const iso = (v: string | null) => (v ? new Date(v).toLocaleString() : null);
+  return (
+    <div className="jtqp-detail" data-task-id={task.id}>
+      <div className="jtqp-detail-head">
+        {back}
+        <span className="jtqp-detail-name">{task.name || task.id}</span>
+        <StatusChip status={task.status} />
+        <RowActions task={task} model={model} confirm={confirm} />
+      </div>
+      <ProgressBar task={task} />
+      {task.progress?.message && <div className="jtqp-muted">{task.progress.message}</div>}
+      <dl className="jtqp-fields">
+        <Field label="id">{task.id}</Field>
+        <Field label="status">{task.status}</Field>
+        <Field label="attempt">{attemptLabel(task)}</Field>
+        <Field label="worker">{workerLabel(task)}</Field>
+        <Field label="GPU">{task.gpu ? 'yes' : 'no'}</Field>
+        <Field label="created">{iso(task.created_at)}</Field>
+        <Field label="started">{iso(task.started_at)}</Field>
+        <Field label="ended">{iso(task.ended_at)}</Field>
+        <Field label="duration">{formatDuration(taskDuration(task, now))}</Field>
+        <Field label="timeout">{task.timeout ? formatDuration(task.timeout) : null}</Field>
+        <Field label="expires">{task.expires ? formatDuration(task.expires) : null}</Field>
+        <Field label="priority">{String(task.priority)}</Field>
+        <Field label="retry of">
+          {task.retry_of ? (
+            <button className="jtqp-link" onClick={() => void model.openDetail(task.retry_of!)}>
+              {task.retry_of}
+            </button>
+          ) : null}
+        </Field>
+        <Field label="result">
+          {task.result.available ? `available (${formatBytes(task.result.size)})` : task.result.expired ? 'expired' : null}
+        </Field>
+        <Field label="webhook">{task.callback_url}</Field>
+      </dl>
+      {task.error && (
+        <div className="jtqp-error-box">
+          <div className="jtqp-error-title">
+            {task.error.type}: {task.error.message}
+          </div>
+          {task.error.traceback && <pre className="jtqp-traceback">{task.error.traceback}</pre>}
+        </div>
+      )}
+      {task.outputs.length > 0 && (
+        <div className="jtqp-outputs">
+          <div className="jtqp-section">Outputs</div>
+          {task.outputs.map(o => (
+            <div key={o.name}>
+              <a className="jtqp-download" href={o.url} download={o.name}>
+                ⬇ {o.name}
+              </a>{' '}
+              <span className="jtqp-muted">{formatBytes(o.size)}</span>
+            </div>
+          ))}
+        </div>
+      )}
+      <div className="jtqp-section">
+        Log{task.status === 'RUNNING' ? ' (live)' : ''}
+        {task.log.dropped ? <span className="jtqp-muted"> · {formatBytes(task.log.dropped)} dropped</span> : null}
+      </div>
+      <pre className="jtqp-log" tabIndex={0} aria-label="Log tail">
+        {model.log || '(empty)'}
+      </pre>
+    </div>
+  );
+}
+
+/** An error as a readable line that can be dismissed; never a blank panel. */
+export function ErrorBanner({ message, onDismiss }: { message: string | null; onDismiss?: () => void }): JSX.Element | null {
+  if (!message) {
+    return null;
+  }
+  return (
+    <div className="jtqp-error" role="alert">
+      <span>{message}</span>
+      {onDismiss && (
+        <button className="jtqp-link" aria-label="Dismiss" onClick={onDismiss}>
+          ✕
+        </button>
+      )}
+    </div>
+  );
+}

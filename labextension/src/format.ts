@@ -1,0 +1,122 @@
+/** Turning task and stats JSON into the short texts the panel and the status bar show. */
+
+import { FAILURES, type Stats, type Task, type WorkerInfo } from './types';
+
+const ms = (iso: string | null | undefined): number | null => (iso ? Date.parse(iso) : null);
+
+/** "0.4 s", "42 s", "3 min 05 s", "2 h 03 min". */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds) || seconds < 0) {
+    return '';
+  }
+  if (seconds < 10) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  const s = Math.floor(seconds);
+  if (s < 60) {
+    return `${s} s`;
+  }
+  const pad = (n: number) => String(n).padStart(2, '0');
+  if (s < 3600) {
+    return `${Math.floor(s / 60)} min ${pad(s % 60)} s`;
+  }
+  return `${Math.floor(s / 3600)} h ${pad(Math.floor((s % 3600) / 60))} min`;
+}
+
+/** Seconds the task has run: start to end, or start to now while it runs; null before it starts. */
+export function taskDuration(task: Pick<Task, 'started_at' | 'ended_at'>, now: number): number | null {
+  const start = ms(task.started_at);
+  if (start === null) {
+    return null;
+  }
+  const end = ms(task.ended_at) ?? now;
+  return Math.max(0, (end - start) / 1000);
+}
+
+/** "12 s ago", "5 min ago", "3 h ago", else the local date and time. */
+export function formatCreated(iso: string | null, now: number): string {
+  const t = ms(iso);
+  if (t === null || isNaN(t)) {
+    return '';
+  }
+  const age = Math.max(0, (now - t) / 1000);
+  if (age < 60) {
+    return `${Math.floor(age)} s ago`;
+  }
+  if (age < 3600) {
+    return `${Math.floor(age / 60)} min ago`;
+  }
+  if (age < 86400) {
+    return `${Math.floor(age / 3600)} h ago`;
+  }
+  return new Date(t).toLocaleString();
+}
+
+/** "n/m": attempt n of the m the task may have (1 + max_retries). */
+export function attemptLabel(task: Pick<Task, 'attempt' | 'max_retries'>): string {
+  return `${task.attempt}/${task.max_retries + 1}`;
+}
+
+/** The worker that ran (or runs) the task, else the kind of worker it waits for. */
+export function workerLabel(task: Pick<Task, 'worker' | 'gpu'>): string {
+  if (task.worker) {
+    return task.worker;
+  }
+  return task.gpu ? 'any GPU' : 'any CPU';
+}
+
+/** 0..1 for the progress bar, or null when the task reports no fraction. */
+export function progressFraction(task: Pick<Task, 'status' | 'progress'>): number | null {
+  if (task.status === 'COMPLETE') {
+    return 1;
+  }
+  const f = task.progress?.fraction;
+  return typeof f === 'number' && isFinite(f) ? Math.min(1, Math.max(0, f)) : null;
+}
+
+/** "GPU 0" for a GPU worker, "CPU" otherwise. */
+export function deviceLabel(worker: Pick<WorkerInfo, 'pool' | 'device'>): string {
+  return worker.pool === 'gpu' ? `GPU ${worker.device ?? '?'}` : 'CPU';
+}
+
+export function failureCount(stats: Pick<Stats, 'counts'> | null): number {
+  if (!stats) {
+    return 0;
+  }
+  return FAILURES.reduce((sum, s) => sum + (stats.counts[s] || 0), 0);
+}
+
+export function runningCount(stats: Pick<Stats, 'counts'> | null): number {
+  return stats ? stats.counts.RUNNING || 0 : 0;
+}
+
+export function queuedCount(stats: Pick<Stats, 'counts'> | null): number {
+  return stats ? (stats.counts.PENDING || 0) + (stats.counts.RETRY || 0) : 0;
+}
+
+/** The status bar text: "N running · M queued", plus "· K failed" for failures since last looked. */
+export function statusBarText(stats: Pick<Stats, 'counts'> | null, seenFailures: number | null): string {
+  if (!stats) {
+    return 'Task queue …';
+  }
+  let text = `${runningCount(stats)} running · ${queuedCount(stats)} queued`;
+  const fresh = failureCount(stats) - (seenFailures ?? failureCount(stats));
+  if (fresh > 0) {
+    text += ` · ${fresh} failed`;
+  }
+  return text;
+}
+
+export function formatBytes(n: number | null | undefined): string {
+  if (n === null || n === undefined) {
+    return '';
+  }
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}

@@ -1,0 +1,96 @@
+/**
+ * jupyter-taskq's JupyterLab plugin: the Task Queue sidebar, the status bar item, and palette
+ * commands. All requests go through ServerConnection.makeRequest (base URL, token and XSRF right,
+ * under JupyterHub too).
+ */
+
+import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
+import { ServerConnection } from '@jupyterlab/services';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { type Fetcher, TaskqApi } from './api';
+import type { Confirm } from './components';
+import { queueIcon } from './icon';
+import { QueueModel } from './model';
+import { QueuePanel } from './panel';
+import { QueueStatusItem } from './statusbar';
+
+export const PANEL_ID = 'jupyter-taskq-panel';
+
+export namespace CommandIDs {
+  export const open = 'taskq:open-panel';
+  export const cancelPending = 'taskq:cancel-all-pending';
+  export const refresh = 'taskq:refresh';
+}
+
+/** A request to `{base_url}taskq/api/<path>` with the page's Jupyter credentials. */
+function serverFetcher(): Fetcher {
+  const settings = ServerConnection.makeSettings();
+  return (path, init) => ServerConnection.makeRequest(`${settings.baseUrl}taskq/api/${path}`, init ?? {}, settings);
+}
+
+const confirm: Confirm = async (title, body, action) => {
+  const result = await showDialog({
+    title,
+    body,
+    buttons: [Dialog.cancelButton({ label: 'Keep them' }), Dialog.warnButton({ label: action })]
+  });
+  return result.button.accept;
+};
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-taskq-labextension:plugin',
+  description: 'The jupyter-taskq Task Queue sidebar, status bar item and commands.',
+  autoStart: true,
+  optional: [ICommandPalette, IStatusBar, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    statusBar: IStatusBar | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const model = new QueueModel(new TaskqApi(serverFetcher()), { storage: window.localStorage });
+    const panel = new QueuePanel(model, confirm);
+    panel.id = PANEL_ID;
+    panel.title.icon = queueIcon;
+    panel.title.caption = 'Task Queue';
+    panel.title.label = '';
+    app.shell.add(panel, 'left', { rank: 650 });
+    restorer?.add(panel, PANEL_ID);
+
+    app.commands.addCommand(CommandIDs.open, {
+      label: 'Task Queue: Open Panel',
+      icon: queueIcon,
+      execute: () => app.shell.activateById(PANEL_ID)
+    });
+    app.commands.addCommand(CommandIDs.cancelPending, {
+      label: 'Task Queue: Cancel All Pending Tasks',
+      execute: async () => {
+        if (await confirm('Cancel all pending tasks', 'Cancel every task that is waiting (PENDING or RETRY)?', 'Cancel all pending')) {
+          return model.cancelAllWaiting();
+        }
+        return 0;
+      }
+    });
+    app.commands.addCommand(CommandIDs.refresh, {
+      label: 'Task Queue: Refresh',
+      execute: () => model.refresh()
+    });
+    for (const command of [CommandIDs.open, CommandIDs.cancelPending, CommandIDs.refresh]) {
+      palette?.addItem({ command, category: 'Task Queue' });
+    }
+
+    if (statusBar) {
+      const item = new QueueStatusItem(model, () => app.shell.activateById(PANEL_ID));
+      statusBar.registerStatusItem('jupyter-taskq:status', { item, align: 'left', rank: 50 });
+    }
+
+    // One long-poll keeps the status bar (and the panel, while shown) live; none while the tab is hidden.
+    const follow = () => (document.hidden ? void model.poller.stop() : model.poller.start());
+    document.addEventListener('visibilitychange', follow);
+    follow();
+  }
+};
+
+export default plugin;

@@ -1,0 +1,374 @@
+/**
+ * The panel's state and everything that changes it: the current page of tasks (fetched from the
+ * server with the filter; never the whole list), the queue stats, the open task's detail and log
+ * tail, the selection, and the last error. Widgets only render it and call its methods; it imports
+ * nothing from JupyterLab, so it is unit-tested in Node.
+ */
+
+import { ApiError, type TaskqApi } from './api';
+import { failureCount } from './format';
+import { ChangePoller, type PollerOptions } from './poller';
+import { cancellableSelection, clampPage, statusFilter } from './query';
+import type { Stats, Task, TaskPage } from './types';
+
+export interface KeyValueStore {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+export interface ModelOptions {
+  pageSize?: number;
+  /** Where "failures seen" survives a reload (window.localStorage in Lab). */
+  storage?: KeyValueStore | null;
+  poller?: PollerOptions;
+  /** ms between log reads of a running task shown in the detail view. */
+  logInterval?: number;
+  /** Bytes of log shown at most. */
+  logTail?: number;
+}
+
+const SEEN_KEY = 'jupyter-taskq:seen-failures';
+
+export class QueueModel {
+  readonly poller: ChangePoller;
+  readonly pageSize: number;
+
+  filterId = 'all';
+  text = '';
+  pageIndex = 0;
+  page: TaskPage | null = null;
+  stats: Stats | null = null;
+  error: string | null = null;
+  /** A connection problem of the change feed (shown apart from action errors). */
+  feedError: string | null = null;
+  loading = false;
+  selected = new Set<string>();
+  detailId: string | null = null;
+  detail: Task | null = null;
+  log = '';
+  seenFailures: number | null = null;
+  /** ms of the last page load (request to state), for the record. */
+  lastLoadMs: number | null = null;
+
+  private visible = false;
+  private listeners = new Set<() => void>();
+  private listController: AbortController | null = null;
+  private listSeq = 0;
+  private logOffset = 0;
+  private logTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly logInterval: number;
+  private readonly logTail: number;
+  private readonly storage: KeyValueStore | null;
+
+  constructor(
+    readonly api: TaskqApi,
+    options: ModelOptions = {}
+  ) {
+    this.pageSize = options.pageSize ?? 50;
+    this.logInterval = options.logInterval ?? 1000;
+    this.logTail = options.logTail ?? 64 * 1024;
+    this.storage = options.storage ?? null;
+    const seen = this.storage?.getItem(SEEN_KEY);
+    this.seenFailures = seen !== null && seen !== undefined && !isNaN(Number(seen)) ? Number(seen) : null;
+    this.poller = new ChangePoller(api, options.poller);
+    this.poller.onChange(changed => void this.onChanges(changed));
+    this.poller.onError(error => {
+      this.feedError = error ? error.message : null;
+      this.emit();
+    });
+  }
+
+  /** Called whenever the state changed. */
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(): void {
+    this.listeners.forEach(l => l());
+  }
+
+  get isVisible(): boolean {
+    return this.visible;
+  }
+
+  /** The panel shows or hides: the table is only fetched while someone can see it. */
+  setVisible(visible: boolean): void {
+    if (visible === this.visible) {
+      return;
+    }
+    this.visible = visible;
+    if (visible) {
+      this.markFailuresSeen();
+      void this.loadPage();
+      if (this.detailId) {
+        void this.loadDetail(true);
+      }
+    } else {
+      this.stopLogTimer();
+    }
+  }
+
+  markFailuresSeen(): void {
+    if (!this.stats) {
+      return;
+    }
+    this.seenFailures = failureCount(this.stats);
+    this.storage?.setItem(SEEN_KEY, String(this.seenFailures));
+    this.emit();
+  }
+
+  // -- filter and pages -------------------------------------------------
+  setFilter(filterId: string): Promise<void> {
+    this.filterId = statusFilter(filterId).id;
+    this.pageIndex = 0;
+    return this.loadPage();
+  }
+
+  setText(text: string): Promise<void> {
+    this.text = text;
+    this.pageIndex = 0;
+    return this.loadPage();
+  }
+
+  setPage(pageIndex: number): Promise<void> {
+    this.pageIndex = Math.max(0, pageIndex);
+    return this.loadPage();
+  }
+
+  /** Reads the current page; a newer request wins over an older one still in flight. */
+  async loadPage(): Promise<void> {
+    this.listController?.abort();
+    const controller = (this.listController = new AbortController());
+    const seq = ++this.listSeq;
+    const started = Date.now();
+    this.loading = true;
+    this.emit();
+    try {
+      let page = await this.api.list(this.query(), controller.signal);
+      const clamped = clampPage(this.pageIndex, page.total, this.pageSize);
+      if (clamped !== this.pageIndex && seq === this.listSeq) {
+        this.pageIndex = clamped; // the list shrank under the page we were on
+        page = await this.api.list(this.query(), controller.signal);
+      }
+      if (seq !== this.listSeq) {
+        return;
+      }
+      this.page = page;
+      const onPage = new Set(page.tasks.map(t => t.id));
+      this.selected = new Set([...this.selected].filter(id => onPage.has(id)));
+      this.error = null;
+      this.lastLoadMs = Date.now() - started;
+    } catch (error) {
+      if ((error as Error).name === 'AbortError' || seq !== this.listSeq) {
+        return;
+      }
+      this.error = (error as Error).message;
+    } finally {
+      if (seq === this.listSeq) {
+        this.loading = false;
+        this.emit();
+      }
+    }
+  }
+
+  query() {
+    return {
+      statuses: statusFilter(this.filterId).statuses,
+      text: this.text,
+      limit: this.pageSize,
+      offset: this.pageIndex * this.pageSize
+    };
+  }
+
+  async loadStats(): Promise<void> {
+    try {
+      this.stats = await this.api.stats();
+      if (this.seenFailures === null || (this.visible && failureCount(this.stats) !== this.seenFailures)) {
+        this.markFailuresSeen(); // first look, or the panel is open: nothing is unseen
+      }
+    } catch (error) {
+      this.error = (error as Error).message;
+    }
+    this.emit();
+  }
+
+  /** Everything again (the Refresh command). */
+  refresh(): Promise<void> {
+    return Promise.all([this.loadStats(), this.visible ? this.loadPage() : null, this.detailId ? this.loadDetail(false) : null]).then(
+      () => undefined
+    );
+  }
+
+  private async onChanges(changed: string[] | null): Promise<void> {
+    const work: Promise<void>[] = [this.loadStats()];
+    if (this.visible) {
+      work.push(this.loadPage());
+      if (this.detailId && (changed === null || changed.includes(this.detailId))) {
+        work.push(this.loadDetail(false));
+      }
+    }
+    await Promise.all(work);
+  }
+
+  // -- selection and actions --------------------------------------------
+  toggleSelected(taskId: string, on?: boolean): void {
+    const select = on ?? !this.selected.has(taskId);
+    if (select) {
+      this.selected.add(taskId);
+    } else {
+      this.selected.delete(taskId);
+    }
+    this.emit();
+  }
+
+  selectAllOnPage(on: boolean): void {
+    this.selected = on ? new Set(this.page?.tasks.map(t => t.id) ?? []) : new Set();
+    this.emit();
+  }
+
+  /** Selected tasks that can still be cancelled. */
+  get cancellableSelected(): string[] {
+    return cancellableSelection(this.selected, this.page?.tasks ?? []);
+  }
+
+  /** Runs an action; its failure becomes the panel's error message, and the view is refreshed. */
+  private async act<T>(action: () => Promise<T>): Promise<T | undefined> {
+    try {
+      const result = await action();
+      this.error = null;
+      return result;
+    } catch (error) {
+      this.error = (error as Error).message;
+      this.emit();
+      return undefined;
+    } finally {
+      void this.refresh();
+    }
+  }
+
+  async cancel(taskIds: string[]): Promise<number> {
+    if (!taskIds.length) {
+      return 0;
+    }
+    const answer = await this.act(() => this.api.cancel(taskIds));
+    if (answer) {
+      taskIds.forEach(id => this.selected.delete(id));
+      if (answer.not_cancelled.length && !answer.cancelled.length) {
+        this.error = `Not cancelled: ${answer.not_cancelled.map(n => n.reason).join('; ')}`;
+        this.emit();
+      }
+    }
+    return answer ? answer.cancelled.length : 0;
+  }
+
+  cancelSelected(): Promise<number> {
+    return this.cancel(this.cancellableSelected);
+  }
+
+  async cancelAllWaiting(): Promise<number> {
+    return (await this.act(() => this.api.cancelAllWaiting())) ?? 0;
+  }
+
+  async retry(taskId: string): Promise<Task | undefined> {
+    return this.act(() => this.api.retry(taskId));
+  }
+
+  async remove(taskId: string): Promise<void> {
+    await this.act(() => this.api.remove(taskId));
+    this.selected.delete(taskId);
+    if (this.detailId === taskId) {
+      this.closeDetail();
+    }
+  }
+
+  // -- detail view ------------------------------------------------------
+  openDetail(taskId: string): Promise<void> {
+    this.stopLogTimer();
+    this.detailId = taskId;
+    this.detail = this.page?.tasks.find(t => t.id === taskId) ?? null;
+    this.log = '';
+    this.logOffset = 0;
+    this.emit();
+    return this.loadDetail(true);
+  }
+
+  closeDetail(): void {
+    this.stopLogTimer();
+    this.detailId = null;
+    this.detail = null;
+    this.log = '';
+    this.emit();
+  }
+
+  async loadDetail(withLog: boolean): Promise<void> {
+    const taskId = this.detailId;
+    if (!taskId) {
+      return;
+    }
+    try {
+      const task = await this.api.get(taskId);
+      if (this.detailId !== taskId) {
+        return;
+      }
+      this.detail = task;
+      this.error = null;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        this.error = `Task ${taskId} no longer exists.`;
+        this.closeDetail();
+        return;
+      }
+      this.error = (error as Error).message;
+    }
+    this.emit();
+    if (withLog || this.detail?.status === 'RUNNING' || this.detail?.ended_at) {
+      await this.readLog();
+    }
+  }
+
+  /** Appends what the log gained since the last read, keeping only its tail. */
+  async readLog(): Promise<void> {
+    const taskId = this.detailId;
+    if (!taskId) {
+      return;
+    }
+    try {
+      let chunk = await this.api.logs(taskId, this.logOffset);
+      if (!this.logOffset && chunk.size - chunk.next_offset > this.logTail) {
+        chunk = await this.api.logs(taskId, chunk.size - this.logTail); // a long log: start at its tail
+      }
+      if (this.detailId !== taskId) {
+        return;
+      }
+      this.log = (chunk.reset ? '' : this.log) + chunk.data;
+      if (this.log.length > this.logTail) {
+        this.log = this.log.slice(this.log.length - this.logTail);
+      }
+      this.logOffset = chunk.next_offset;
+      this.emit();
+      this.stopLogTimer();
+      if (chunk.status === 'RUNNING' && this.visible) {
+        // A log grows without any status change: follow it while the task runs.
+        this.logTimer = setTimeout(() => void this.readLog(), this.logInterval);
+      }
+    } catch (error) {
+      this.error = (error as Error).message;
+      this.emit();
+    }
+  }
+
+  private stopLogTimer(): void {
+    if (this.logTimer !== null) {
+      clearTimeout(this.logTimer);
+      this.logTimer = null;
+    }
+  }
+
+  dispose(): void {
+    this.stopLogTimer();
+    this.listController?.abort();
+    void this.poller.stop();
+    this.listeners.clear();
+  }
+}

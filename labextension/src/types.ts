@@ -1,0 +1,122 @@
+/** The REST API's JSON shapes (see README, "REST API"): one place, so every module agrees. */
+
+export type TaskStatus =
+  | 'PENDING'
+  | 'RUNNING'
+  | 'COMPLETE'
+  | 'RETRY'
+  | 'CANCELLED'
+  | 'TIMEOUT'
+  | 'EXPIRED'
+  | 'FAILED';
+
+export const STATUSES: TaskStatus[] = [
+  'PENDING',
+  'RUNNING',
+  'RETRY',
+  'COMPLETE',
+  'FAILED',
+  'TIMEOUT',
+  'CANCELLED',
+  'EXPIRED'
+];
+export const WAITING: TaskStatus[] = ['PENDING', 'RETRY'];
+export const CANCELLABLE: TaskStatus[] = ['PENDING', 'RETRY', 'RUNNING'];
+export const FINAL: TaskStatus[] = ['COMPLETE', 'CANCELLED', 'TIMEOUT', 'EXPIRED', 'FAILED'];
+export const FAILURES: TaskStatus[] = ['FAILED', 'TIMEOUT'];
+
+export interface TaskOutput {
+  name: string;
+  size: number;
+  kind?: string | null;
+  url: string;
+  expires_in: number | null;
+}
+
+export interface TaskError {
+  type: string;
+  message: string;
+  traceback: string | null;
+}
+
+export interface TaskProgress {
+  done: number;
+  total: number | null;
+  fraction: number | null;
+  message: string | null;
+}
+
+export interface Task {
+  id: string;
+  name: string | null;
+  status: TaskStatus;
+  created_at: string;
+  started_at: string | null;
+  ended_at: string | null;
+  updated_at: string;
+  attempt: number;
+  max_retries: number;
+  gpu: number;
+  worker: string | null;
+  timeout: number | null;
+  expires: number | null;
+  priority: number;
+  callback_url: string | null;
+  retry_of: string | null;
+  outputs: TaskOutput[];
+  error: TaskError | null;
+  progress: TaskProgress | null;
+  result: { available: boolean; size: number | null; expired: boolean; expires_in: number | null };
+  log: { url: string; dropped: number };
+  [key: string]: unknown;
+}
+
+export interface TaskPage {
+  tasks: Task[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+export interface WorkerInfo {
+  name: string;
+  pool: string;
+  device: string | null;
+  host: string | null;
+  pid: number | null;
+  busy: boolean;
+  current_task: string | null;
+  current_task_name?: string | null;
+  busy_since: string | null;
+  last_heartbeat: string | null;
+  alive: boolean;
+  started_at: string | null;
+}
+
+export interface Stats {
+  queue_depth: Record<string, number>;
+  workers: WorkerInfo[];
+  counts: Record<string, number>;
+  gpus: number[];
+  disk_usage_bytes: number | null;
+}
+
+export interface LogChunk {
+  data: string;
+  next_offset: number;
+  size: number;
+  reset: boolean;
+  dropped: number;
+  status: TaskStatus;
+}
+
+/** `GET changes`: `changed` is null when the server cannot tell (refetch everything). */
+export interface Changes {
+  cursor: string;
+  changed: string[] | null;
+}
+
+export interface CancelAnswer {
+  cancelled: string[];
+  not_cancelled: { id: string; reason: string }[];
+}

@@ -1,0 +1,117 @@
+import { describe, expect, it } from 'vitest';
+import { TaskqApi } from '../src/api';
+import { QueueModel } from '../src/model';
+import type { Task } from '../src/types';
+
+function task(id: string, status: string, extra: Partial<Task> = {}): Task {
+  return { id, name: id, status, created_at: '2026-01-01T00:00:00Z', attempt: 0, max_retries: 3, ...extra } as Task;
+}
+
+/** A server in memory: 120 tasks, newest first, filtered by status and text like the real one. */
+function fakeServer() {
+  const tasks: Task[] = Array.from({ length: 120 }, (_, i) => task(`t${119 - i}`, i % 3 ? 'COMPLETE' : 'FAILED'));
+  const requests: string[] = [];
+  const fetcher = async (path: string, init?: RequestInit): Promise<Response> => {
+    requests.push(`${init?.method ?? 'GET'} ${path}`);
+    const url = new URL(path, 'http://x/');
+    const reply = (body: unknown, status = 200) => new Response(JSON.stringify(body), { status });
+    if (url.pathname === '/tasks') {
+      const statuses = (url.searchParams.get('status') || '').split(',').filter(Boolean);
+      const q = url.searchParams.get('q') || '';
+      const limit = Number(url.searchParams.get('limit'));
+      const offset = Number(url.searchParams.get('offset'));
+      const hits = tasks.filter(t => (!statuses.length || statuses.includes(t.status)) && t.id.includes(q));
+      return reply({ tasks: hits.slice(offset, offset + limit), total: hits.length, limit, offset });
+    }
+    if (url.pathname === '/stats') {
+      const counts: Record<string, number> = {};
+      tasks.forEach(t => (counts[t.status] = (counts[t.status] || 0) + 1));
+      return reply({ queue_depth: { cpu: 0 }, workers: [], counts, gpus: [], disk_usage_bytes: 0 });
+    }
+    if (url.pathname === '/tasks/cancel') {
+      return reply({ message: 'queue is on fire', reason: 'bad request' }, 400);
+    }
+    if (url.pathname.startsWith('/tasks/')) {
+      const found = tasks.find(t => `/tasks/${t.id}` === url.pathname.replace(/\/logs$/, ''));
+      if (!found) {
+        return reply({ message: 'no task', reason: 'not found' }, 404);
+      }
+      if (url.pathname.endsWith('/logs')) {
+        const data = 'x'.repeat(100) + 'TAIL';
+        const offset = Number(url.searchParams.get('offset'));
+        return reply({ data: data.slice(offset), next_offset: data.length, size: data.length, reset: false, dropped: 0, status: found.status });
+      }
+      return reply(found);
+    }
+    return reply({ message: 'no such path' }, 404);
+  };
+  return { tasks, requests, api: new TaskqApi(fetcher) };
+}
+
+const memory = () => {
+  const data = new Map<string, string>();
+  return { getItem: (k: string) => data.get(k) ?? null, setItem: (k: string, v: string) => void data.set(k, v) };
+};
+
+describe('QueueModel', () => {
+  it('fetches one page at a time with the filter, never the whole list', async () => {
+    const { api, requests } = fakeServer();
+    const model = new QueueModel(api, { pageSize: 25 });
+    await model.loadPage();
+    expect(model.page?.tasks.length).toBe(25);
+    expect(model.page?.total).toBe(120);
+    await model.setFilter('FAILED');
+    expect(model.page?.total).toBe(40);
+    expect(model.page?.tasks.every(t => t.status === 'FAILED')).toBe(true);
+    await model.setText('t11');
+    expect(model.page?.tasks.map(t => t.id)).toEqual(['t119', 't116', 't113', 't110', 't11']);
+    expect(requests.at(-1)).toBe('GET tasks?status=FAILED&q=t11&limit=25&offset=0');
+  });
+
+  it('keeps the page inside the list when it shrinks', async () => {
+    const { api } = fakeServer();
+    const model = new QueueModel(api, { pageSize: 50 });
+    await model.setPage(9);
+    expect(model.pageIndex).toBe(2);
+    expect(model.page?.offset).toBe(100);
+  });
+
+  it('shows an API error as a message, keeping the last page', async () => {
+    const { api } = fakeServer();
+    const model = new QueueModel(api);
+    await model.loadPage();
+    model.toggleSelected('t119');
+    await model.cancelSelected();
+    expect(model.error).toBe(null); // t119 is not cancellable: nothing was sent
+    await model.cancel(['t119']);
+    expect(model.error).toBe('Cancelling failed: 400 queue is on fire');
+    expect(model.page?.tasks.length).toBe(50);
+  });
+
+  it('counts failures since the panel was last looked at', async () => {
+    const { api, tasks } = fakeServer();
+    const storage = memory();
+    const model = new QueueModel(api, { storage });
+    await model.loadStats();
+    expect(model.seenFailures).toBe(40);
+    tasks.unshift(task('t120', 'FAILED'), task('t121', 'TIMEOUT'));
+    await model.loadStats();
+    expect(model.seenFailures).toBe(40); // hidden: the two new failures are unseen
+    model.setVisible(true);
+    expect(model.seenFailures).toBe(42);
+    expect(storage.getItem('jupyter-taskq:seen-failures')).toBe('42');
+    expect(new QueueModel(api, { storage }).seenFailures).toBe(42);
+  });
+
+  it('opens a detail view with the log tail and closes it when the task is deleted elsewhere', async () => {
+    const { api, tasks } = fakeServer();
+    const model = new QueueModel(api, { logTail: 10 });
+    await model.openDetail('t5');
+    expect(model.detail?.id).toBe('t5');
+    expect(model.log).toBe('xxxxxxTAIL');
+    tasks.splice(tasks.findIndex(t => t.id === 't5'), 1);
+    await model.loadDetail(false);
+    expect(model.detailId).toBeNull();
+    expect(model.error).toContain('no longer exists');
+  });
+});
