@@ -346,7 +346,7 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
         <Field label="status">{task.status}</Field>
         <Field label="attempt">{attemptLabel(task)}</Field>
         <Field label="worker">{workerLabel(task)}</Field>
-        <Field label="GPU">{task.gpu ? 'yes' : 'no'}</Field>
+        <Field label="GPU">{task.gpu_model ?? (task.gpu ? 'any' : 'no')}</Field>
         <Field label="created">{iso(task.created_at)}</Field>
         <Field label="started">{iso(task.started_at)}</Field>
         <Field label="ended">{iso(task.ended_at)}</Field>

@@ -75,8 +75,12 @@ export function progressFraction(task: Pick<Task, 'status' | 'progress'>): numbe
 }
 
 /** "GPU 0" for a GPU worker, "CPU" otherwise. */
-export function deviceLabel(worker: Pick<WorkerInfo, 'pool' | 'device'>): string {
-  return worker.pool === 'gpu' ? `GPU ${worker.device ?? '?'}` : 'CPU';
+export function deviceLabel(worker: Pick<WorkerInfo, 'pool' | 'device' | 'model'>): string {
+  if (worker.pool !== 'gpu') {
+    return 'CPU';
+  }
+  const label = `GPU ${worker.device ?? '?'}`;
+  return worker.model ? `${label} · ${worker.model}` : label;
 }
 
 export function failureCount(stats: Pick<Stats, 'counts'> | null): number {

@@ -57,6 +57,7 @@ export interface Task {
   attempt: number;
   max_retries: number;
   gpu: number;
+  gpu_model?: string | null;
   worker: string | null;
   timeout: number | null;
   expires: number | null;
@@ -82,6 +83,7 @@ export interface WorkerInfo {
   name: string;
   pool: string;
   device: string | null;
+  model?: string | null;
   host: string | null;
   pid: number | null;
   busy: boolean;

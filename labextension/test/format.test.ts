@@ -43,6 +43,9 @@ describe('format', () => {
     expect(workerLabel({ worker: null, gpu: 1 })).toBe('any GPU');
     expect(deviceLabel({ pool: 'gpu', device: '0' })).toBe('GPU 0');
     expect(deviceLabel({ pool: 'cpu', device: null })).toBe('CPU');
+    expect(deviceLabel({ pool: 'gpu', device: '1', model: 'NVIDIA A100-SXM4-80GB' })).toBe(
+      'GPU 1 · NVIDIA A100-SXM4-80GB'
+    );
     expect(progressFraction({ status: 'RUNNING', progress: { done: 1, total: 4, fraction: 0.25, message: null } })).toBe(0.25);
     expect(progressFraction({ status: 'COMPLETE', progress: null })).toBe(1);
     expect(progressFraction({ status: 'RUNNING', progress: null })).toBeNull();
