@@ -7,31 +7,13 @@ import subprocess
 
 
 def detect_gpus() -> list[int]:
-    try:
-        import pynvml  # nvidia-ml-py, optional
-
-        pynvml.nvmlInit()
-        try:
-            return list(range(pynvml.nvmlDeviceGetCount()))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        pass
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
-    try:
-        out = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [int(line) for line in out.split() if line.strip().isdigit()]
+    return sorted(detect_gpu_names())
 
 
 def detect_gpu_names() -> dict[int, str]:
     """Each GPU's model name as the driver reports it ("NVIDIA A100-SXM4-80GB"); {} when unknown."""
     try:
-        import pynvml
+        import pynvml  # nvidia-ml-py, optional
 
         pynvml.nvmlInit()
         try:

@@ -17,8 +17,9 @@ from typing import Any, Iterable
 from .status import FINAL, WAITING, TaskStatus
 from .store import TASK_DEFAULTS, TaskStore, JSON_COLUMNS
 
-# Keeps the indexes of task ``id`` in step with its hash; ``old`` is its status before the write.
-_REINDEX = """
+# Shared by the task scripts: JSON field access, index upkeep (``reindex``: ``old`` is the task's status
+# before the write) and the task the script is about (ARGV: prefix, id, ...).
+_PREAMBLE = """
 local P = ARGV[1]
 local function field(key, name)
   local raw = redis.call('HGET', key, name)
@@ -59,6 +60,10 @@ local function reindex(id, old)
     redis.call('ZREM', P .. 'callbacks', id)
   end
 end
+-- Every task script starts here: the task's id, key and current status (nil: no such task).
+local id = ARGV[2]
+local key = P .. 'task:' .. id
+local status = field(key, 'status')
 local function set_fields(key, encoded)
   local fields = cjson.decode(encoded)
   for name, value in pairs(fields) do redis.call('HSET', key, name, value) end
@@ -66,10 +71,8 @@ end
 """
 
 # ARGV: prefix, id, fields (JSON object of JSON-encoded values)
-_CREATE = _REINDEX + """
-local id = ARGV[2]
-local key = P .. 'task:' .. id
-if redis.call('EXISTS', key) == 1 then return redis.error_reply('task ' .. id .. ' exists') end
+_CREATE = _PREAMBLE + """
+if status then return redis.error_reply('task ' .. id .. ' exists') end
 local seq = redis.call('INCR', P .. 'seq')
 set_fields(key, ARGV[3])
 redis.call('HSET', key, 'seq', seq)
@@ -81,10 +84,7 @@ return seq
 """
 
 # ARGV: prefix, id, allowed statuses (JSON list), attempt ('' for any), fields (JSON object)
-_TRANSITION = _REINDEX + """
-local id = ARGV[2]
-local key = P .. 'task:' .. id
-local status = field(key, 'status')
+_TRANSITION = _PREAMBLE + """
 if not status then return 0 end
 local allowed = false
 for _, s in ipairs(cjson.decode(ARGV[3])) do if s == status then allowed = true end end
@@ -96,10 +96,7 @@ return 1
 """
 
 # ARGV: prefix, id, worker (JSON), instance (JSON), now (JSON)
-_CLAIM = _REINDEX + """
-local id = ARGV[2]
-local key = P .. 'task:' .. id
-local status = field(key, 'status')
+_CLAIM = _PREAMBLE + """
 if not WAITING[status] then return nil end
 redis.call('HSET', key, 'status', '"RUNNING"', 'attempt', tostring((field(key, 'attempt') or 0) + 1),
   'worker', ARGV[3], 'worker_instance', ARGV[4], 'started_at', ARGV[5], 'updated_at', ARGV[5],
@@ -109,10 +106,7 @@ return redis.call('HGETALL', key)
 """
 
 # ARGV: prefix, id, fields (JSON object) -- only for a task that exists
-_UPDATE = _REINDEX + """
-local id = ARGV[2]
-local key = P .. 'task:' .. id
-local status = field(key, 'status')
+_UPDATE = _PREAMBLE + """
 if not status then return 0 end
 set_fields(key, ARGV[3])
 reindex(id, status)
@@ -120,10 +114,7 @@ return 1
 """
 
 # ARGV: prefix, id
-_DELETE = _REINDEX + """
-local id = ARGV[2]
-local key = P .. 'task:' .. id
-local status = field(key, 'status')
+_DELETE = _PREAMBLE + """
 if not status then return 0 end
 local pool = field(key, 'pool') or ''
 redis.call('DEL', key)

@@ -224,3 +224,28 @@ def redis_server(tmp_path_factory) -> RedisServer:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+def start_worker_machine(root: Path, name: str, redis_url: str, files, *args: str,
+                         env: dict | None = None) -> subprocess.Popen:
+    """`jupyter taskq worker` as another machine: its own state and working directories, sharing
+    only Redis and ``files`` (a directory or an object-store URL) with the server."""
+    home = root / name
+    home.mkdir()
+    return subprocess.Popen(
+        [sys.executable, "-m", "jupyter_taskq.worker", "--files-dir", str(files), "--state-dir", str(home / "state"),
+         "--name", name, *args],
+        cwd=home, env=dict(os.environ, JUPYTER_TASKQ_REDIS_URL=redis_url, **(env or {})),
+        stdout=open(home / "worker.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_processes(procs) -> None:
+    """SIGTERM each process group still running, SIGKILL what does not stop in 20 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

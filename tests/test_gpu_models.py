@@ -3,14 +3,10 @@ machine it is; a model no live worker has is refused at submission with the mode
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from conftest import TaskqServer, wait_for
+from conftest import TaskqServer, start_worker_machine, stop_processes, wait_for
 from jupyter_taskq.notebook.client import TaskqError
 
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -21,16 +17,6 @@ def seen_device():
     import os
 
     return os.environ["CUDA_VISIBLE_DEVICES"]
-
-
-def join(tmp_path, name: str, redis_url: str, files, gpus: str, model: str) -> subprocess.Popen:
-    home = tmp_path / name
-    home.mkdir()
-    return subprocess.Popen(
-        [sys.executable, "-m", "jupyter_taskq.worker", "--files-dir", str(files), "--state-dir", str(home / "state"),
-         "--name", name, "--gpus", gpus, "--gpu-model", model, "--cpu-workers", "0"],
-        cwd=home, env=dict(os.environ, JUPYTER_TASKQ_REDIS_URL=redis_url),
-        stdout=open(home / "worker.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_one_machine_configured_model(make_server):
@@ -53,8 +39,9 @@ def test_models_route_across_machines(tmp_path):
     server.start(wait_workers=False)
     machines = []
     try:
-        machines.append(join(tmp_path, "alpha", server.redis.url, files, "0", A100))
-        machines.append(join(tmp_path, "beta", server.redis.url, files, "1", H100))
+        for name, gpus, model in (("alpha", "0", A100), ("beta", "1", H100)):
+            machines.append(start_worker_machine(tmp_path, name, server.redis.url, files, "--gpus", gpus,
+                                                 "--gpu-model", model, "--cpu-workers", "0"))
         client = server.client()
         wait_for(lambda: sum(w["alive"] for w in client.stats()["workers"]) == 2, 60, 0.1, "two GPU workers")
         assert {w["name"]: w["model"] for w in client.stats()["workers"]} == {"alpha/gpu0": A100, "beta/gpu1": H100}
@@ -78,11 +65,5 @@ def test_models_route_across_machines(tmp_path):
             assert all(word in str(refused.value) for word in words), str(refused.value)
         assert client.list()["total"] == 19, "a refused submission leaves nothing behind"
     finally:
-        for proc in machines:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        stop_processes(machines)
         server.close()

@@ -7,13 +7,11 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import TaskqServer, wait_for
+from conftest import TaskqServer, start_worker_machine, stop_processes, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +41,6 @@ def make_sleeper():
     return sleeper
 
 
-def start_machine(tmp_path, name: str, redis_url: str, files_dir, gpus: str) -> subprocess.Popen:
-    home = tmp_path / name
-    home.mkdir()
-    return subprocess.Popen(
-        [sys.executable, "-m", "jupyter_taskq.worker", "--redis", redis_url, "--files-dir", str(files_dir),
-         "--state-dir", str(home / "state"), "--name", name, "--gpus", gpus, "--cpu-workers", "2",
-         "--heartbeat-timeout", "3"],
-        cwd=home, stdout=open(home / "worker.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def test_two_machines_share_the_queue_and_survive_one_dying(tmp_path):
     files = tmp_path / "shared-files"
     server = TaskqServer(tmp_path, gpus=[0, 1], cpu_workers=0, backend="redis", start_workers=False,
@@ -60,8 +48,9 @@ def test_two_machines_share_the_queue_and_survive_one_dying(tmp_path):
     server.start(wait_workers=False)
     machines = {}
     try:
-        machines["alpha"] = start_machine(tmp_path, "alpha", server.redis.url, files, "0")
-        machines["beta"] = start_machine(tmp_path, "beta", server.redis.url, files, "1")
+        for name, gpus in (("alpha", "0"), ("beta", "1")):
+            machines[name] = start_worker_machine(tmp_path, name, server.redis.url, files, "--gpus", gpus,
+                                                  "--cpu-workers", "2", "--heartbeat-timeout", "3")
         client = server.client()
         wait_for(lambda: sum(w["alive"] for w in client.stats()["workers"]) == 6, 60, 0.1, "6 workers on 2 machines")
         hosts = {w["name"].split("/")[0] for w in client.stats()["workers"]}
@@ -117,11 +106,5 @@ def test_two_machines_share_the_queue_and_survive_one_dying(tmp_path):
               f"{reruns} re-run after alpha died; alpha killed at "
               f"{killed_at:.1f} s, all finished at {all_done_at:.1f} s")
     finally:
-        for proc in machines.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        stop_processes(machines.values())
         server.close()

@@ -9,12 +9,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 
 import pytest
 import requests
 
-from conftest import TOKEN, TaskqServer, free_port, wait_for
+from conftest import TOKEN, TaskqServer, free_port, start_worker_machine, stop_processes, wait_for
 
 pytestmark = pytest.mark.slow
 BUCKET = "taskq-files"
@@ -81,15 +80,9 @@ def test_files_travel_through_s3_between_machines(tmp_path, s3):
     server = TaskqServer(tmp_path, gpus=[], cpu_workers=0, backend="redis", start_workers=False,
                          files_dir=url, files_options={"endpoint_url": endpoint}, cleanup_interval=1)
     server.start(wait_workers=False)
-    machine = tmp_path / "worker-machine"
-    machine.mkdir()
-    env = dict(os.environ, JUPYTER_TASKQ_REDIS_URL=server.redis.url,
-               JUPYTER_TASKQ_FILES_OPTIONS=f'{{"endpoint_url": "{endpoint}"}}')
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_taskq.worker", "--files-dir", url, "--state-dir", str(machine / "state"),
-         "--name", "far", "--gpus", "", "--cpu-workers", "1"],
-        cwd=machine, env=env, stdout=open(machine / "worker.log", "ab"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    worker = start_worker_machine(tmp_path, "far", server.redis.url, url, "--gpus", "", "--cpu-workers", "1",
+                                  env={"JUPYTER_TASKQ_FILES_OPTIONS": f'{{"endpoint_url": "{endpoint}"}}'})
+    machine = tmp_path / "far"
     try:
         client = server.client()
         wait_for(lambda: any(w["alive"] for w in client.stats()["workers"]), 60, 0.1, "the far worker")
@@ -125,7 +118,5 @@ def test_files_travel_through_s3_between_machines(tmp_path, s3):
                  "the expired task's files to leave the bucket")
         assert client.get(short.id)["result"]["available"] is False
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(20)
+        stop_processes([worker])
         server.close()
