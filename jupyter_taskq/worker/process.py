@@ -13,6 +13,7 @@ has not touched it.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import logging
@@ -301,10 +302,16 @@ class Worker:
         return "failed", {"type": "Crashed", "message": message, "traceback": None}
 
 
+@functools.lru_cache(maxsize=64)
+def _real(path: str) -> str:
+    """``realpath`` costs a dozen ``lstat`` calls; the same few interpreters come back every attempt."""
+    return os.path.realpath(path)
+
+
 def _same_interpreter(header: dict) -> bool:
     """Same binary and same environment (a venv's python is a symlink to its base's)."""
-    same_binary = os.path.realpath(header["python"]) == os.path.realpath(sys.executable)
-    return same_binary and os.path.realpath(header.get("prefix", sys.prefix)) == os.path.realpath(sys.prefix)
+    same_binary = _real(header["python"]) == _real(sys.executable)
+    return same_binary and _real(header.get("prefix", sys.prefix)) == _real(sys.prefix)
 
 
 def main(argv: list[str] | None = None) -> None:
