@@ -18,6 +18,9 @@ from .status import WAITING, TaskStatus
 from .store import TaskStore
 
 
+FORGET_WORKER_AFTER = 600.0  # a worker silent this long (a machine gone for good) leaves the stats
+
+
 def retry_delay_for(task: dict) -> float:
     """Delay before the attempt after ``task['attempt']``, with backoff."""
     backoff = task.get("retry_backoff") or 1
@@ -63,6 +66,10 @@ def recover_lost_tasks(store: TaskStore, queues: Mapping, stale_after: float,
         if fail_or_requeue(store, queues, task, error):
             changed.append(task["id"])
             on_change(task["id"])
+    forget_before = now - max(FORGET_WORKER_AFTER, stale_after)
+    for worker in workers.values():
+        if (worker["heartbeat_at"] or 0) < forget_before:
+            store.remove_worker(worker["name"], worker["instance"])
     return changed
 
 

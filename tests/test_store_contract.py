@@ -161,3 +161,15 @@ def test_text_filter_and_fingerprint(store):
     assert [t["name"] for t in store.list(text="train", limit=1, offset=1)] == ["train_resnet"]
     store.delete(tasks[0]["id"])
     assert store.fingerprint() != after_update
+
+
+def test_the_sweep_forgets_workers_silent_for_ten_minutes(store):
+    from jupyter_taskq.recovery import FORGET_WORKER_AFTER, recover_lost_tasks
+
+    now = time.time()
+    for name, heartbeat in (("gone/cpu0", now - FORGET_WORKER_AFTER - 5), ("late/cpu0", now - 30), ("here/cpu0", now)):
+        store.register_worker({"name": name, "instance": name + "-1", "pool": "cpu", "device": None, "host": "h",
+                               "pid": 1, "started_at": now - 3600, "heartbeat_at": heartbeat, "state": "idle",
+                               "current_task": None})
+    recover_lost_tasks(store, {}, stale_after=10)
+    assert [w["name"] for w in store.workers()] == ["here/cpu0", "late/cpu0"], "dead for 30 s still shows"
