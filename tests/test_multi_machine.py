@@ -24,7 +24,7 @@ def make_record():
         import os
         import time
 
-        time.sleep(0.05)
+        time.sleep(2 if n % 50 == 25 else 0.05)  # a few slow ones: a machine is surely mid-task when it dies
         with open(ledger, "a") as f:
             f.write(f"{n} {os.environ.get('CUDA_VISIBLE_DEVICES', '')}\n")
         return n * 2
@@ -66,7 +66,13 @@ def test_two_machines_share_the_queue_and_survive_one_dying(tmp_path):
         def finished() -> int:
             return sum(client.list(status=s, limit=1)["total"] for s in ("COMPLETE", "FAILED"))
 
-        wait_for(lambda: finished() >= 150, 120, 0.05, "a third of the tasks done")
+        slow = {h.id for n, h in enumerate(handles) if n % 50 == 25}
+
+        def alpha_on_a_slow_task() -> bool:
+            return any(w["current_task"] in slow for w in client.stats()["workers"] if w["name"].startswith("alpha/"))
+
+        wait_for(lambda: finished() >= 100 and alpha_on_a_slow_task(), 120, 0.05,
+                 "100 tasks done and alpha running one of the slow ones")
         os.killpg(machines["alpha"].pid, signal.SIGKILL)  # the machine, workers and all, is gone
         machines["alpha"].wait()
         killed_at = time.monotonic() - started

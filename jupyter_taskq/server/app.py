@@ -166,8 +166,10 @@ class TaskQueue(ExtensionApp):
         sessions.get_kernel_env = get_kernel_env
 
     def _start_supervisor(self) -> None:
+        model = ["--gpu-model", self.gpu_model] if self.gpu_model else []
+        # "--name" "": this server's own workers keep plain names (cpu0, gpu1); joining machines prefix theirs.
         cmd = [sys.executable, "-m", "jupyter_taskq.worker", *self.backend.child_args(), "--name", "",
-               "--gpus", ",".join(map(str, self.device_list)), *(["--gpu-model", self.gpu_model] if self.gpu_model else []), "--workers-per-gpu", str(self.workers_per_gpu),
+               "--gpus", ",".join(map(str, self.device_list)), *model, "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
                "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
         env = dict(os.environ, **self.backend.child_env())

@@ -133,8 +133,7 @@ class TaskService:
 
     def _live_worker_in(self, pool: str) -> bool:
         """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``."""
-        fresh = time.time() - LIVE_WORKER_WINDOW
-        return any(w["pool"] == pool and (w["heartbeat_at"] or 0) >= fresh for w in self.store.workers())
+        return any(w["pool"] == pool for w in self.alive_workers())
 
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
         unknown = sorted(set(raw) - set(OPTION_NAMES))
@@ -318,7 +317,7 @@ class TaskService:
         return {i for i in task_ids if statuses.get(i, TaskStatus.COMPLETE) in FINAL}
 
     def alive_workers(self) -> list[dict]:
-        horizon = time.time() - 10
+        horizon = time.time() - LIVE_WORKER_WINDOW
         return [w for w in self.store.workers() if (w["heartbeat_at"] or 0) >= horizon]
 
     def task_stats(self) -> dict:
