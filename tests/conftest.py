@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import requests
 
-import jupyter_taskq
 from jupyter_taskq.notebook.client import Client
 
 TOKEN = "taskq-test-token"

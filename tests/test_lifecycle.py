@@ -103,12 +103,16 @@ def test_timeout_kills_the_attempt(client):
         handle.result(timeout=5)
 
 
-def test_cancel_pending_never_runs_and_cancel_running_ends_cancelled(make_server, tmp_path):
-    server = make_server(gpus=[], cpu_workers=1)
-    client = server.client()
-    gate = tmp_path / "gate"
-    blocker = client.submit(wait_for_file, (str(gate),))
+def occupy_the_only_worker(make_server, tmp_path):
+    """A server with one CPU worker, kept busy by a task that waits for ``tmp_path/gate``."""
+    client = make_server(gpus=[], cpu_workers=1).client()
+    blocker = client.submit(wait_for_file, (str(tmp_path / "gate"),))
     wait_for(lambda: status_of(client, blocker.id) == "RUNNING", 20, message="blocker RUNNING")
+    return client, blocker
+
+
+def test_cancel_pending_never_runs_and_cancel_running_ends_cancelled(make_server, tmp_path):
+    client, blocker = occupy_the_only_worker(make_server, tmp_path)
     marker = tmp_path / "ran"
     queued = client.submit(append_line, (str(marker), "ran"))
     assert status_of(client, queued.id) == "PENDING"
@@ -127,11 +131,8 @@ def test_cancel_pending_never_runs_and_cancel_running_ends_cancelled(make_server
 
 
 def test_expired_task_never_runs(make_server, tmp_path):
-    server = make_server(gpus=[], cpu_workers=1)
-    client = server.client()
+    client, blocker = occupy_the_only_worker(make_server, tmp_path)
     gate = tmp_path / "gate"
-    blocker = client.submit(wait_for_file, (str(gate),))
-    wait_for(lambda: status_of(client, blocker.id) == "RUNNING", 20, message="blocker RUNNING")
     marker = tmp_path / "ran"
     late = client.submit(append_line, (str(marker), "ran"), expires=0.5)
     wait_for(lambda: status_of(client, late.id) == "EXPIRED", 10, message="EXPIRED")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import psutil
-import pytest
 import requests
 
 from conftest import TOKEN, TaskqServer, wait_for

@@ -202,7 +202,7 @@ class Worker:
     def _start_task_process(self, task: dict) -> TaskProcess:
         task_id = task["id"]
         attempt_dir = self.state.attempt_dir(task_id, task["attempt"])  # made by the task if it saves anything
-        if not self.objects.fetch(self.state.payload(task_id)):
+        if self.objects.remote and not self.objects.fetch(self.state.payload(task_id)):
             raise FileNotFoundError(f"the payload of task {task_id} is not in the object store")
         paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),
                  str(self.state.error(task_id)), str(self.state.log(task_id)), str(attempt_dir)]

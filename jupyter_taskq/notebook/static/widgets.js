@@ -177,52 +177,44 @@ function renderTask({ model, el: root }) {
   if (direct()) poll = poller(root, refresh);
   const ticker = setInterval(() => { if (task.status === "RUNNING") draw(); }, 1000);
 
-  cancel.addEventListener("click", async () => {
-    cancel.disabled = true;
-    try {
-      if (direct()) {
-        const reply = await callApi(model, "tasks/cancel", "POST", { task_ids: [model.get("task_id")] });
-        message = reply.cancelled.length ? "cancel requested" : `not cancelled: ${reply.not_cancelled[0].reason}`;
-        await refresh();
-      } else {
-        model.send({ event: "cancel" });
-        message = "cancel sent to the kernel";
+  // A button acts through the REST API when the page reaches the queue, else asks the kernel;
+  // either way it says what happened and cannot be clicked twice at once.
+  function onClick(button, label, direct_action, kernel_event) {
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        if (direct()) {
+          message = await direct_action();
+        } else {
+          model.send({ event: kernel_event });
+          message = `${label} sent to the kernel`;
+        }
+      } catch (e) {
+        message = `${label} failed: ${e.message}`;
+      } finally {
         draw();
+        button.disabled = false;
       }
-    } catch (e) {
-      message = `cancel failed: ${e.message}`;
-      draw();
-    } finally {
-      cancel.disabled = false;
-    }
-  });
+    });
+  }
 
-  retry.addEventListener("click", async () => {
-    retry.disabled = true;
-    try {
-      if (direct()) {
-        const fresh = await callApi(model, `tasks/${model.get("task_id")}/retry`, "POST");
-        message = `retried as ${fresh.id}`;
-        model.set("task_id", fresh.id);
-        logOffset = 0;
-        logText.textContent = "";
-        model.save_changes();
-        task = fresh;
-        draw();
-        if (poll) poll.stop();
-        poll = poller(root, refresh);
-      } else {
-        model.send({ event: "retry" });
-        message = "retry sent to the kernel";
-        draw();
-      }
-    } catch (e) {
-      message = `retry failed: ${e.message}`;
-      draw();
-    } finally {
-      retry.disabled = false;
-    }
-  });
+  onClick(cancel, "cancel", async () => {
+    const reply = await callApi(model, "tasks/cancel", "POST", { task_ids: [model.get("task_id")] });
+    await refresh();
+    return reply.cancelled.length ? "cancel requested" : `not cancelled: ${reply.not_cancelled[0].reason}`;
+  }, "cancel");
+
+  onClick(retry, "retry", async () => {
+    const fresh = await callApi(model, `tasks/${model.get("task_id")}/retry`, "POST");
+    model.set("task_id", fresh.id);
+    model.save_changes();
+    logOffset = 0;
+    logText.textContent = "";
+    task = fresh;
+    if (poll) poll.stop();
+    poll = poller(root, refresh);
+    return `retried as ${fresh.id}`;
+  }, "retry");
 
   model.on("change:snapshot", () => { task = model.get("snapshot") || task; draw(); });
   draw();
