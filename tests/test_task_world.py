@@ -61,6 +61,10 @@ def test_task_runs_in_the_kernels_own_interpreter(shared_server, tmp_path):
     site = subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                    text=True).strip()
     os.makedirs(site, exist_ok=True)
+    # The kernel's environment has jupyter-taskq installed, as a user's conda env would: point it at the
+    # environment running the tests (a venv's own site-packages is not the system one it inherits).
+    with open(os.path.join(site, "taskq_under_test.pth"), "w") as f:
+        f.write("\n".join(p for p in sys.path if p and os.path.isdir(p)) + "\n")
     with open(os.path.join(site, "only_in_this_env.py"), "w") as f:
         f.write("NAME = 'kernel env package'\n")
     script = tmp_path / "notebook_like.py"
