@@ -81,7 +81,10 @@ class Output:
         self.name = name
 
     def save(self) -> str:
-        """Copy (or hard-link) into the task's output store; returns the name it is offered under."""
+        """Snapshot the file (or folder) into the task's output store; returns the name it is offered under.
+
+        A copy, never a link: the task (or the notebook) may rewrite the same file later, and
+        what this attempt saved must not change with it; the user's file is left untouched."""
         if not self.path.exists():
             raise FileNotFoundError(f"Output path {str(self.path)!r} does not exist")
         folder = self.path.is_dir()
@@ -97,15 +100,12 @@ class Output:
         files.mkdir(mode=0o700, exist_ok=True)
         name = _unique(files, base)
         target = files / name
-        if folder:
+        if folder:  # the zip is made now, so it is a snapshot of the folder as it is at save()
             archive = shutil.make_archive(str(target.with_suffix("")) + ".tmp", "zip", root_dir=self.path)
+            os.chmod(archive, 0o600)
             os.replace(archive, target)
         else:
-            try:
-                os.link(self.path, target)
-            except OSError:
-                shutil.copyfile(self.path, target)
-        os.chmod(target, 0o600)
+            snapshot(self.path, target)
         entry = {"name": name, "size": target.stat().st_size, "kind": "folder" if folder else "file"}
         fd = os.open(directory / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -113,6 +113,50 @@ class Output:
         finally:
             os.close(fd)
         return name
+
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def snapshot(source: Path, target: Path) -> None:
+    """Copy ``source`` to a new user-only file ``target``: a copy-on-write clone where the filesystem
+    can (btrfs, XFS: instant, no space used until either side changes), else a kernel-side copy."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    with open(source, "rb") as src:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as dst:
+                _clone_or_copy(src, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, target)
+
+
+def _clone_or_copy(src, dst) -> None:
+    try:
+        import fcntl
+
+        fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        return
+    except (OSError, ImportError):
+        pass  # not a reflink filesystem (ext4, tmpfs), or another filesystem than the source's
+    size = os.fstat(src.fileno()).st_size
+    try:
+        copied = 0
+        while copied < size:  # may still clone on filesystems that support it; in-kernel copy otherwise
+            n = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
+            if n == 0:
+                break
+            copied += n
+        if copied == size and os.fstat(src.fileno()).st_size == size:
+            return
+    except (OSError, AttributeError):
+        pass
+    src.seek(0)
+    dst.seek(0)
+    dst.truncate()
+    shutil.copyfileobj(src, dst, 1024 * 1024)
 
 
 def _unique(directory: Path, name: str) -> str:

@@ -134,10 +134,15 @@ class Client:
         return self._request("GET", f"tasks/{task_id}/logs", params={"offset": offset}).json()
 
     def download(self, task_id: str, name: str, dest: str | os.PathLike = ".") -> str:
-        """Save output ``name`` of a task into the folder ``dest``; returns the file's path."""
+        """Save output ``name`` of a task; returns the file's path.
+
+        ``dest`` is a folder (the file goes inside it, under ``name``; a missing folder is created)
+        when it is an existing folder, ends with ``/``, or has no file extension (``"downloads"``);
+        otherwise (``"out/model.pt"``) it is the file's own path."""
         from urllib.parse import quote
 
-        target = os.path.join(dest, name) if os.path.isdir(dest) else os.fspath(dest)
+        target = _download_target(os.fspath(dest), name)
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
         response = self._request("GET", f"tasks/{task_id}/outputs/{quote(name)}", stream=True)
         tmp = f"{target}.part"
         with open(tmp, "wb") as f:
@@ -199,6 +204,13 @@ class Client:
 
 def _options(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None and not (k == "priority" and v == 0)}
+
+
+def _download_target(dest: str, name: str) -> str:
+    """Where ``download(name, dest)`` writes: never a file named like the folder the user meant."""
+    folder = (os.path.isdir(dest) or dest.endswith((os.sep, "/"))
+              or (not os.path.exists(dest) and not os.path.splitext(os.path.basename(dest))[1]))
+    return os.path.join(dest, name) if folder else dest
 
 
 class TaskHandle:
