@@ -12,6 +12,7 @@ Exit status: 0 the call returned (result written), 1 it raised (error written),
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -77,6 +78,23 @@ def _redirect_output(log_path: str) -> None:
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    null = os.open(os.devnull, os.O_RDONLY)  # a subprocess of the task reads EOF, never the worker's stdin
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = _NoStdin()
+
+
+class _NoStdin(io.TextIOBase):
+    """``sys.stdin`` in a task: nobody is there to type, so ``input()`` fails at once, saying why."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> str:
+        raise EOFError("a task has no standard input: input() and sys.stdin cannot be read on a worker; "
+                       "pass the value to the task as an argument")
+
+    readline = read
 
 
 def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
