@@ -8,8 +8,10 @@ with the function's own keyword arguments.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Iterable
 
+from ..options import client_options, with_option_keywords
 from .client import TaskHandle, connect
 from .group import TaskGroup
 
@@ -40,17 +42,17 @@ class TaskFunction:
         return f"<task_queue function {self.fn.__qualname__} {self.options}>"
 
 
-def task_queue(fn: Callable | None = None, *, gpu: int | str = 0, max_retries: int | None = None,
-               retry_delay: float | None = None, retry_backoff: float | None = None, timeout: float | None = None,
-               expires: float | None = None, priority: int = 0, name: str | None = None,
-               callback_url: str | None = None, result_ttl: float | None = None):
+def task_queue(fn: Callable | None = None, **options):
     """Mark a function as runnable on the task queue: ``@task_queue`` or ``@task_queue(gpu=1, ...)``.
 
     ``gpu`` is 0 (no GPU), 1 (any one GPU) or a GPU model name such as ``"A100"`` (a GPU whose
-    model name contains it, on any machine that joined the queue)."""
-    options = dict(gpu=gpu, max_retries=max_retries, retry_delay=retry_delay, retry_backoff=retry_backoff,
-                   timeout=timeout, expires=expires, priority=priority, name=name, callback_url=callback_url,
-                   result_ttl=result_ttl)
+    model name contains it, on any machine that joined the queue). The keywords are the task
+    options of :mod:`jupyter_taskq.options`; a value out of range is refused here, in the kernel."""
+    client_options(options, "task_queue")  # unknown keywords and bad values fail at decoration time
     if fn is not None:
         return TaskFunction(fn, options)
     return lambda f: TaskFunction(f, options)
+
+
+with_option_keywords(task_queue, [inspect.Parameter("fn", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                                    annotation="Callable | None")])

@@ -63,6 +63,14 @@ export interface Task {
   expires: number | null;
   priority: number;
   callback_url: string | null;
+  // Task options declared in jupyter_taskq/options.py (every REST option is a field of the task).
+  retry_delay?: number | null;
+  retry_backoff?: number | null;
+  retry_for?: string[] | null;
+  result_ttl?: number | null;
+  cpu?: number | null;
+  memory?: number | null; // MiB
+  keep_warm_seconds?: number | null;
   retry_of: string | null;
   outputs: TaskOutput[];
   error: TaskError | null;
@@ -93,6 +101,8 @@ export interface WorkerInfo {
   last_heartbeat: string | null;
   alive: boolean;
   started_at: string | null;
+  cpus?: number | null; // the worker machine's cores and memory (MiB)
+  memory_mib?: number | null;
 }
 
 export interface Stats {

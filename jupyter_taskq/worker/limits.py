@@ -1,0 +1,209 @@
+"""``cpu=`` and ``memory=``: an attempt's share of its worker's machine, enforced inside its own process.
+
+The worker writes the attempt's limits next to its output folder (``<attempt dir>.limits.json``)
+before handing it the attempt; the task process applies them first thing (:func:`apply_for_attempt`,
+called by :mod:`.runner` as it enters the notebook's world) and undoes them for a next attempt
+without limits, so a reused process never carries one task's limits into another's.
+
+- ``cpu``: the process is pinned to ``ceil(cpu)`` of the cores its worker may use (chosen by the
+  worker so that its neighbours get other cores first), and the thread-count variables numeric
+  libraries read at import (``OMP_NUM_THREADS``, ...) are set to that number, so numpy does not
+  start one thread per core of the machine.
+- ``memory``: a cgroup v2 ``memory.max`` when the worker may create a cgroup under its own (the
+  kernel then kills the attempt at the limit and counts the kill), otherwise ``RLIMIT_DATA``
+  (heap and private mappings: an allocation past it fails, Python raises ``MemoryError``). Either
+  way the worker reports ``exceeded memory=N MiB (peak P MiB)`` (:func:`memory_failure`).
+
+Only the standard library: a task in another interpreter loads this file by path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_PREFIX = "taskq-"
+MIB = 1024 * 1024
+
+_original: dict = {}  # the process's own affinity and data limit, before any attempt changed them
+
+
+# -- the worker's side ----------------------------------------------------------------------------------------
+def spec_path(attempt_dir: str | os.PathLike) -> str:
+    return f"{os.fspath(attempt_dir)}.limits.json"
+
+
+def write_spec(task: dict, attempt_dir: str | os.PathLike, worker_name: str) -> bool:
+    """Write the attempt's limits (if it has any) where its process will look; True if written."""
+    path = spec_path(attempt_dir)
+    if task.get("cpu") is None and task.get("memory") is None:
+        try:
+            os.unlink(path)  # a retry of a task whose options are unchanged has none: nothing to remove
+        except FileNotFoundError:
+            pass
+        return False
+    spec = {"memory": task.get("memory"), "cpu": task.get("cpu")}
+    if task.get("cpu") is not None:
+        spec["cores"] = choose_cores(task["cpu"], worker_name)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(spec, f)
+    os.replace(tmp, path)
+    return True
+
+
+def choose_cores(cpu: float, worker_name: str) -> list[int]:
+    """``ceil(cpu)`` of this process's cores, starting at a place that depends on the worker's number,
+    so two workers with ``cpu=1`` tasks run on different cores."""
+    allowed = sorted(os.sched_getaffinity(0))
+    n = max(1, min(len(allowed), math.ceil(cpu)))
+    match = re.search(r"(\d+)$", worker_name)
+    start = (int(match.group(1)) * n if match else 0) % len(allowed)
+    return [allowed[(start + i) % len(allowed)] for i in range(n)]
+
+
+def memory_failure(task: dict, error: dict | None, pid: int | None) -> dict | None:
+    """The error to report when an attempt of a task with ``memory=`` ran out of it, else None."""
+    limit = task.get("memory")
+    if limit is None:
+        return None
+    peak = None
+    if error is not None and error.get("type") == "MemoryError":
+        peak = error.get("peak_mib")
+    elif error is not None and error.get("type") == "Crashed" and pid is not None:
+        try:
+            group = os.path.join(_cgroup_of(pid, mine=True), f"{CGROUP_PREFIX}{pid}")
+        except OSError:
+            return None
+        events = _read(os.path.join(group, "memory.events"))
+        if not events or not re.search(r"^oom_kill [1-9]", events, re.MULTILINE):
+            return None
+        peak_bytes = _read(os.path.join(group, "memory.peak"))
+        peak = int(peak_bytes) // MIB if peak_bytes and peak_bytes.strip().isdigit() else None
+    else:
+        return None
+    peak_text = f" (peak {peak} MiB)" if peak is not None else ""
+    return {"type": "MemoryLimitExceeded", "message": f"exceeded memory={limit} MiB{peak_text}",
+            "traceback": (error or {}).get("traceback")}
+
+
+# -- the task process's side ----------------------------------------------------------------------------------
+def apply_for_attempt(attempt_dir: str) -> None:
+    """Apply this attempt's limits (or undo the last attempt's): called before the task's code runs."""
+    try:
+        with open(spec_path(attempt_dir)) as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        spec = None
+    if spec is None and not _original:
+        return  # nothing asked now or before: the common case costs one failed open
+    _remember_original()
+    spec = spec or {}
+    _apply_cpu(spec.get("cpu"), spec.get("cores"))
+    _apply_memory(spec.get("memory"))
+
+
+def _remember_original() -> None:
+    if not _original:
+        import resource
+
+        _original["affinity"] = os.sched_getaffinity(0)
+        _original["data"] = resource.getrlimit(resource.RLIMIT_DATA)
+
+
+def _apply_cpu(cpu: float | None, cores: list[int] | None) -> None:
+    if cpu is None:
+        os.sched_setaffinity(0, _original["affinity"])
+        return
+    allowed = set(cores or []) & _original["affinity"] or _original["affinity"]
+    os.sched_setaffinity(0, allowed)
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(len(allowed))
+
+
+def _apply_memory(memory: int | None) -> None:
+    import resource
+
+    _reset_peak()
+    if _cgroup_limit(memory):
+        resource.setrlimit(resource.RLIMIT_DATA, _original["data"])
+        return
+    soft, hard = _original["data"]
+    if memory is None:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+        return
+    wanted = memory * MIB
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (wanted, hard))
+
+
+def _reset_peak() -> None:
+    """Start this attempt's peak resident memory (VmHWM) from now: a reused process has had others."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_mib() -> int | None:
+    """This process's peak resident memory since :func:`_reset_peak`, in MiB."""
+    status = _read("/proc/self/status") or ""
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) // 1024 if match else None
+
+
+def _cgroup_limit(memory: int | None) -> bool:
+    """Put this process in its own cgroup v2 (``taskq-<pid>``, under its worker's) with
+    ``memory.max``; False when this machine does not let the worker create one (then RLIMIT_DATA)."""
+    if _original.get("cgroup") is False:
+        return False
+    try:
+        mine = _cgroup_of(os.getpid())
+        name = f"{CGROUP_PREFIX}{os.getpid()}"
+        group = mine if os.path.basename(mine) == name else os.path.join(mine, name)
+        if group != mine:
+            controllers = _read(os.path.join(mine, "cgroup.subtree_control")) or ""
+            if "memory" not in controllers.split():
+                with open(os.path.join(mine, "cgroup.subtree_control"), "w") as f:
+                    f.write("+memory")
+            os.makedirs(group, exist_ok=True)
+        with open(os.path.join(group, "memory.max"), "w") as f:
+            f.write("max" if memory is None else str(memory * MIB))
+        try:
+            with open(os.path.join(group, "memory.swap.max"), "w") as f:
+                f.write("0")  # past the limit means killed, not swapped for hours
+        except OSError:
+            pass
+        if group != mine:
+            with open(os.path.join(group, "cgroup.procs"), "w") as f:
+                f.write("0")
+        _original["cgroup"] = True
+        return True
+    except OSError:
+        _original["cgroup"] = False
+        return False
+
+
+def _cgroup_of(pid: int, mine: bool = False) -> str:
+    """The cgroup v2 directory of ``pid`` (with ``mine``: of this process, the worker, whose task it is)."""
+    text = _read(f"/proc/{os.getpid() if mine else pid}/cgroup") or ""
+    match = re.search(r"^0::(/.*)$", text, re.MULTILINE)
+    if not match or not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+        raise OSError("no cgroup v2 here")
+    return os.path.join(CGROUP_ROOT, match.group(1).lstrip("/"))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
