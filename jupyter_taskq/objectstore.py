@@ -62,7 +62,7 @@ class ObjectStore:
             return path.exists()
         if path.exists() and not refresh:
             return True
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_parents(path)
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
         try:
@@ -102,3 +102,15 @@ class ObjectStore:
                 self.fs.rm(self.key(path), recursive=True)
             except FileNotFoundError:
                 pass
+
+
+def _private_parents(path: Path) -> None:
+    """Make the missing folders above ``path`` user-only, each one (``mkdir(parents=True)`` gives the
+    mode only to the last, the others get the umask's 0755)."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)

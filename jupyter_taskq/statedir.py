@@ -45,7 +45,7 @@ class StateDir:
         state = cls(Path(root) if root else default_state_dir(), Path(files) if files else None)
         make_private_dir(state.root)
         make_private_dir(state.bells)
-        for sub in ("payloads", "results", "logs", "outputs", "spool"):
+        for sub in ("payloads", "blobs", "results", "logs", "outputs", "spool"):
             make_private_dir(state.files / sub)
         if state.files_root is None and not state.db.exists():
             os.close(os.open(state.db, os.O_WRONLY | os.O_CREAT, FILE_MODE))
@@ -69,6 +69,10 @@ class StateDir:
 
     def payload(self, task_id: str) -> Path:
         return self.files / "payloads" / f"{task_id}.payload"
+
+    def blob(self, key: str) -> Path:
+        """A part shared by many payloads (a map()'s function and the data it captures), named by its sha256."""
+        return self.files / "blobs" / f"{key}.blob"
 
     def result(self, task_id: str) -> Path:
         return self.files / "results" / f"{task_id}.result"

@@ -59,6 +59,12 @@ local function reindex(id, old)
   else
     redis.call('ZREM', P .. 'callbacks', id)
   end
+  local blob = field(key, 'blob')  -- the tasks naming a blob, while their files are kept
+  if blob and (field(key, 'result_expired') or 0) == 0 then
+    redis.call('SADD', P .. 'blob:' .. blob, id)
+  elseif blob then
+    redis.call('SREM', P .. 'blob:' .. blob, id)
+  end
 end
 -- Every task script starts here: the task's id, key and current status (nil: no such task).
 local id = ARGV[2]
@@ -117,6 +123,8 @@ return 1
 _DELETE = _PREAMBLE + """
 if not status then return 0 end
 local pool = field(key, 'pool') or ''
+local blob = field(key, 'blob')
+if blob then redis.call('SREM', P .. 'blob:' .. blob, id) end
 redis.call('DEL', key)
 redis.call('INCR', P .. 'version')
 redis.call('HDEL', P .. 'names', id)
@@ -326,6 +334,9 @@ class RedisTaskStore(TaskStore):
 
     def results_older_than(self, ended_before) -> list[str]:
         return [i.decode() for i in self.redis.zrangebyscore(self._key("ended"), "-inf", f"({ended_before}")]
+
+    def blob_refs(self, key) -> int:
+        return self.redis.scard(self._key("blob", key))
 
     def callbacks_due(self) -> list[str]:
         return [i.decode() for i in self.redis.zrange(self._key("callbacks"), 0, -1)]

@@ -30,7 +30,8 @@ def attempt_dir() -> Path | None:
     path = os.environ.get(ATTEMPT_DIR_ENV)
     if not path:
         return None
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # outputs/<task id>: makedirs gives
+    os.makedirs(path, mode=0o700, exist_ok=True)  # the mode to the last folder only, the others 0755
     return Path(path)
 
 

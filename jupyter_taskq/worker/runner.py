@@ -32,9 +32,12 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
         with open(payload_path, "rb") as stream:
             header = payload_module.read_header(stream)
             _enter_world(header, cuda_devices, attempt_dir)
+            shared = _shared_function(header, payload_path, payload_module)  # first: as the kernel made them
             import dill
 
             fn, args, kwargs = dill.load(stream)
+            if shared is not None:
+                fn = shared
     except BaseException as exc:  # noqa: BLE001 - report whatever stops the set-up
         _write_error(error_path, exc, exc.__traceback__, setup=True)
         return EXIT_SETUP
@@ -154,6 +157,17 @@ def _write_private(path: str, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def _shared_function(header: dict, payload_path: str, payload_module):
+    """The function of a payload that names a shared part (``"blob"``: jupyter_taskq/blobs.py) instead of
+    carrying it: loaded from that part, kept beside the payloads (StateDir.blob: files/blobs/<sha256>.blob)."""
+    key = header.get("blob")
+    if key is None:
+        return None
+    path = os.path.join(os.path.dirname(os.path.dirname(payload_path)), "blobs", f"{key}.blob")
+    with open(path, "rb") as stream:
+        return payload_module.load_call(stream)[1]
 
 
 def _load_payload_module():
