@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -53,8 +55,42 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
+RETRY_FOR_ENV = "JUPYTER_TASKQ_RETRY_FOR"
+DEFAULT_RETRY_FOR = 60.0
+_GATEWAY_DOWN = (502, 503, 504)  # a proxy in front of a restarting server
+
+
+def _never_sent(exc: requests.ConnectionError) -> bool:
+    """Refused, unresolvable or timed out while connecting: the request never reached the server."""
+    import urllib3
+
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+
+
+def _retry_for(value: float | None) -> float:
+    if value is None:
+        raw = os.environ.get(RETRY_FOR_ENV)
+        if not raw:
+            return DEFAULT_RETRY_FOR
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"${RETRY_FOR_ENV} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"retry_for must be 0 or more seconds, got {value}")
+    return float(value)
+
+
 class Client:
-    def __init__(self, url: str, token: str | None = None, session: requests.Session | None = None):
+    """``retry_for``: seconds to ride out an unreachable server (a restart) before a call fails; default
+    ``$JUPYTER_TASKQ_RETRY_FOR`` or 60, 0 to fail at once. Reads and waits are retried on any connection
+    error; a submission, cancel, retry or delete only when it provably never reached the server
+    (connection refused), so a task is never queued twice."""
+
+    def __init__(self, url: str, token: str | None = None, session: requests.Session | None = None,
+                 retry_for: float | None = None):
         self.url = url.rstrip("/") + "/"
         self.api = self.url + "taskq/api/"
         self.session = session or requests.Session()
@@ -62,10 +98,13 @@ class Client:
             self.session.trust_env = False  # no proxy look-up per request for a local server
         if token:
             self.session.headers["Authorization"] = f"token {token}"
+        self.retry_for = _retry_for(retry_for)
+        self._outage_lock = threading.Lock()
+        self._outage_said = False
 
     # -- HTTP -------------------------------------------------------------
     def _request(self, method: str, path: str, expect=(200, 201, 204), **kwargs) -> requests.Response:
-        response = self.session.request(method, self.api + path, **kwargs)
+        response = self._send(method, path, **kwargs)
         if response.status_code not in expect:
             try:
                 message = response.json().get("message") or response.reason
@@ -73,6 +112,43 @@ class Client:
                 message = response.text[:500] or response.reason
             raise TaskqError(response.status_code, message)
         return response
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
+        """One request, sent again while the server is unreachable (see the class docstring)."""
+        repeatable = method == "GET" or (method == "POST" and path == "tasks/wait")
+        deadline, delay = None, 0.1
+        while True:
+            try:
+                response = self.session.request(method, self.api + path, **kwargs)
+            except requests.ConnectionError as exc:
+                if not (repeatable or _never_sent(exc)):
+                    raise
+                failure: BaseException | requests.Response = exc
+            else:
+                if not (repeatable and response.status_code in _GATEWAY_DOWN):
+                    self._outage_said = False
+                    return response
+                failure = response  # a proxy in front of a restarting server
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.retry_for
+                self._say_unreachable()
+            if now >= deadline:
+                if isinstance(failure, requests.Response):
+                    return failure
+                failure.add_note(f"jupyter-taskq: the server at {self.url} stayed unreachable for "
+                                 f"{self.retry_for:g} s (connect(retry_for=...) or ${RETRY_FOR_ENV} sets how long)")
+                raise failure
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 1.0)
+
+    def _say_unreachable(self) -> None:
+        """One line per outage, however many calls (threads) are waiting it out."""
+        with self._outage_lock:
+            if self._outage_said or self.retry_for <= 0:
+                return
+            self._outage_said = True
+        print(f"jupyter-taskq: server unreachable, retrying for up to {self.retry_for:g} s", file=sys.stderr)
 
     # -- submitting -------------------------------------------------------
     def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, *, name: str | None = None,
@@ -285,18 +361,21 @@ class TaskHandle:
 _default_client: Client | None = None
 
 
-def connect(url: str | None = None, token: str | None = None) -> Client:
+def connect(url: str | None = None, token: str | None = None, retry_for: float | None = None) -> Client:
     """The client every handle uses by default. With no ``url``: the server found by
-    :func:`jupyter_taskq.notebook.discovery.find_server` (which may start a private one)."""
+    :func:`jupyter_taskq.notebook.discovery.find_server` (which may start a private one).
+    ``retry_for``: how long calls ride out an unreachable server (see :class:`Client`)."""
     global _default_client
     if url is None:
         if _default_client is not None:
+            if retry_for is not None:
+                _default_client.retry_for = _retry_for(retry_for)
             return _default_client
         from .discovery import find_server
 
         url, found_token = find_server()
         token = found_token if token is None else token
-    _default_client = Client(url, token)
+    _default_client = Client(url, token, retry_for=retry_for)
     return _default_client
 
 

@@ -7,6 +7,10 @@ import html
 from collections import Counter
 
 
+#: A group's HTML lists this many tasks, and says so when it has more.
+HTML_LIST_LIMIT = 50
+
+
 def _kernel_can_show_widgets() -> bool:
     try:
         from IPython import get_ipython
@@ -54,8 +58,10 @@ def task_bundle(handle) -> dict:
 
 def group_bundle(group) -> dict:
     infos = group.infos()
-    items = "".join(f"<li>{task_html(i)}</li>" for i in infos[:50])
-    data = {"text/plain": group_text(infos), "text/html": f"<div><b>{html.escape(group_text(infos))}</b><ul>{items}</ul></div>"}
+    items = "".join(f"<li>{task_html(i)}</li>" for i in infos[:HTML_LIST_LIMIT])
+    shown = f"<p>showing {HTML_LIST_LIMIT} of {len(infos)} tasks</p>" if len(infos) > HTML_LIST_LIMIT else ""
+    data = {"text/plain": group_text(infos),
+            "text/html": f"<div><b>{html.escape(group_text(infos))}</b>{shown}<ul>{items}</ul></div>"}
     if _kernel_can_show_widgets() and group.handles:
         from .widgets import GroupWidget
         from .client import connect

@@ -36,10 +36,20 @@ class TaskGroup:
         infos = connect().wait(self.ids, timeout) if self.handles else []
         return dict(Counter(info["status"] for info in infos))
 
-    def results(self, timeout: float | None = None) -> list[Any]:
-        """Every result, in order; the first failure is re-raised."""
+    def results(self, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Every result, in order. The first failure is re-raised; with ``return_exceptions=True``
+        a failed task's exception (its own, or :class:`TaskFailed`) takes its place in the list,
+        as in ``asyncio.gather``. A ``timeout`` that passes still raises ``TimeoutError``."""
         self.wait(timeout)
-        return [h.result(timeout=timeout) for h in self.handles]
+        if not return_exceptions:
+            return [h.result(timeout=timeout) for h in self.handles]
+        values = []
+        for handle in self.handles:
+            try:
+                values.append(handle.result(timeout=timeout))
+            except Exception as exc:  # noqa: BLE001 - the task's failure, handed back as asked
+                values.append(exc)
+        return values
 
     def cancel(self) -> dict:
         return connect().cancel(self.ids)

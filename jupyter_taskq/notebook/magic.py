@@ -1,14 +1,21 @@
 """``%%task_queue``: run a whole cell on the queue; ``%task_pull``: bring its variables back.
 
 The cell's free names are captured from the notebook namespace (what cannot be
-serialised is named before anything is sent); the names it assigns come back as
-the task's result, a dict that ``handle.pull()`` puts into the notebook.
+serialised is named before anything is sent); the names it assigns, and the captured
+mutable objects it changed in place (``results.append(x)``, ``model.fit(X, y)``), come
+back as the task's result, a dict that ``handle.pull()`` puts into the notebook (it rebinds
+the names: another reference to the old object still sees the old value).
+
+IPython syntax (``!cmd``, ``x = !cmd``, ``%time``) is made Python in the kernel by IPython's
+own transformers; ``get_ipython()`` on the worker is :class:`.cell.WorkerShell`. A line the
+worker cannot run (another magic, ``obj?``) refuses the cell before sending, naming the line.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import re
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -25,8 +32,71 @@ def _gpu_request(value: str) -> int | str:
     return int(value) if value.strip().isdigit() else value.strip()
 
 
+class CellRefused(ValueError):
+    """A ``%%task_queue`` cell that cannot run on a worker, refused before anything is sent."""
+
+
+#: What ``get_ipython()`` offers on a worker (jupyter_taskq.notebook.cell.WorkerShell).
+_WORKER_SHELL = {"system", "getoutput", "var_expand", "user_ns", "run_line_magic"}
+_WORKER_MAGICS = {"time"}
+_SHELL_VARS = re.compile(r"\$(\w+)|\{\s*([A-Za-z_]\w*)")
+
+
+def prepare_cell(cell: str, shell) -> str:
+    """The cell as plain Python, made by IPython's own input transformers (``x = !ls`` ->
+    ``x = get_ipython().getoutput('ls')``), keeping the notebook cell's line numbers (line 1 is
+    the ``%%task_queue`` line). What a worker cannot run is refused here, naming the line."""
+    source = "\n" + shell.transform_cell(cell)
+    written = ["%%task_queue"] + cell.splitlines()
+
+    def refuse(lineno: int, reason: str) -> CellRefused:
+        text = written[lineno - 1] if 0 < lineno <= len(written) else source.splitlines()[lineno - 1]
+        return CellRefused(f"not sent: line {lineno} of the cell, `{text.strip()}`: {reason}")
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise refuse(exc.lineno or 1, exc.msg) from None
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            child.parent = node
+    for node in ast.walk(tree):
+        attr = _shell_attribute(node)
+        if attr == "run_cell_magic" and isinstance(node.parent, ast.Call):
+            raise refuse(node.lineno, f"%%{_constant_args(node.parent)[0]} runs only in the kernel; "
+                                      "a cell on a worker can use %time on a line, !cmd and x = !cmd")
+        if attr is not None and attr not in _WORKER_SHELL:
+            raise refuse(node.lineno, f"get_ipython().{attr} exists only in the kernel; on a worker "
+                                      "get_ipython() has system, getoutput and run_line_magic('time', ...)")
+        if isinstance(node, ast.Call) and _shell_attribute(node.func) == "run_line_magic":
+            magic, line = _constant_args(node)
+            if magic not in _WORKER_MAGICS:
+                what = "?-help" if magic in ("pinfo", "pinfo2", "psearch") else f"%{magic}"
+                raise refuse(node.lineno, f"{what} runs only in the kernel; a cell on a worker can use "
+                                          "%time, !cmd and x = !cmd")
+            try:
+                ast.parse(line or "")
+            except SyntaxError as exc:
+                raise refuse(node.lineno, f"%{magic}: {exc.msg}") from None
+    return source
+
+
+def _shell_attribute(node) -> str | None:
+    """``attr`` when ``node`` is ``get_ipython().attr``."""
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name) and node.value.func.id == "get_ipython"):
+        return node.attr
+    return None
+
+
+def _constant_args(call: ast.Call) -> list:
+    values = [a.value if isinstance(a, ast.Constant) else None for a in call.args[:2]]
+    return values + [None] * (2 - len(values))
+
+
 def cell_names(source: str) -> tuple[list[str], list[str]]:
-    """(names the cell reads, names it assigns at any level), in first-seen order."""
+    """(names the cell reads, names it assigns at any level), in first-seen order; the code of a
+    ``%time`` line and the ``{name}``/``$name`` of a ``!cmd`` count as the cell's own."""
     tree = ast.parse(source)
     loaded, assigned = {}, {}
     for node in ast.walk(tree):
@@ -37,6 +107,14 @@ def cell_names(source: str) -> tuple[list[str], list[str]]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
                 assigned[(alias.asname or alias.name).split(".")[0]] = None
+        elif isinstance(node, ast.Call) and _shell_attribute(node.func):
+            first, second = _constant_args(node)
+            if node.func.attr == "run_line_magic" and first in _WORKER_MAGICS and isinstance(second, str):
+                inner_loaded, inner_assigned = cell_names(second)
+                loaded.update(dict.fromkeys(inner_loaded))
+                assigned.update(dict.fromkeys(inner_assigned))
+            elif node.func.attr in ("system", "getoutput") and isinstance(first, str):
+                loaded.update(dict.fromkeys(a or b for a, b in _SHELL_VARS.findall(first)))
     return list(loaded), list(assigned)
 
 
@@ -50,7 +128,7 @@ def capture(source: str, namespace: dict) -> tuple[dict, list[str]]:
 
 
 class CellTaskHandle(TaskHandle):
-    """A queued cell: ``result()`` is the dict of names it assigned; ``pull()`` sets them here."""
+    """A queued cell: ``result()`` is the dict of names it assigned or changed; ``pull()`` sets them here."""
 
     def __init__(self, *args, shell=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -84,6 +162,7 @@ class TaskQueueMagics(Magics):
         args = parse_argstring(self.task_queue, line)
         if args.name is not None and not args.name.isidentifier():
             raise ValueError(f"--name must be a Python identifier, got {args.name!r}")
+        cell = prepare_cell(cell, self.shell)  # IPython syntax made Python, or refused with the line and why
         namespace, assigned = capture(cell, self.shell.user_ns)
         _check_serialisable(namespace)
         client = connect()
