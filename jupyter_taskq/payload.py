@@ -1,11 +1,13 @@
-"""The payload format: a function call serialised with dill, behind a small JSON header.
+"""The payload format: a function call serialised by :mod:`jupyter_taskq.pickling`, behind a small JSON header.
 
-    MAGIC (8 bytes) | header length (4 bytes, big endian) | JSON header | dill body
+    MAGIC (8 bytes) | header length (4 bytes, big endian) | JSON header | pickle body
 
 The header says, in plain JSON, what the server and the worker need to know
 without unpickling user code: the submitting interpreter, its working directory,
-its ``sys.path`` and environment. The body, ``dill.dumps((fn, args, kwargs))``, is
-only ever loaded inside the task's own process.
+its ``sys.path`` and environment (never the queue's own credentials), and the source
+of the notebook cells the call's code comes from (for tracebacks). The body,
+``pickling.dumps((fn, args, kwargs))`` (the serialisation rules are in
+:mod:`jupyter_taskq.pickling`), is only ever loaded inside the task's own process.
 """
 
 from __future__ import annotations
@@ -16,16 +18,29 @@ import os
 import struct
 import sys
 from typing import Any, BinaryIO, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+try:
+    from . import pickling
+except ImportError:  # loaded by path by the task runner in another interpreter (worker/runner.py)
+    import _jupyter_taskq_pickling as pickling  # type: ignore[no-redef]
 
 MAGIC = b"JTQPAY1\n"
 _LEN = struct.Struct(">I")
 PREFIX_SIZE = len(MAGIC) + _LEN.size
 MAX_HEADER = 4 * 1024 * 1024
 
-#: Environment variables of the kernel that must not follow the task to a worker.
+#: Environment variables of the kernel that must not follow the task to a worker: the kernel's
+#: own process plumbing, and the credentials of the queue (its token, the Jupyter server's
+#: tokens that also open the queue's API, the Redis URL with its password). Payload files stay
+#: in the state directory (or a bucket) for a day; a task that needs a secret reads its own.
 ENV_DENYLIST = frozenset(
-    {"CUDA_VISIBLE_DEVICES", "JPY_PARENT_PID", "JPY_SESSION_NAME", "JPY_INTERRUPT_EVENT", "PYDEVD_USE_FRAME_EVAL"}
+    {"CUDA_VISIBLE_DEVICES", "JPY_PARENT_PID", "JPY_SESSION_NAME", "JPY_INTERRUPT_EVENT", "PYDEVD_USE_FRAME_EVAL",
+     "JUPYTER_TASKQ_TOKEN", "JUPYTER_TASKQ_REDIS_URL", "JUPYTER_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN"}
 )
+#: Variables kept with their credentials removed (user:password@ and token= query parameters).
+ENV_STRIP_CREDENTIALS = frozenset({"JUPYTER_TASKQ_URL"})
+_SECRET_QUERY_KEYS = {"token", "access_token", "password"}
 
 
 class PayloadError(ValueError):
@@ -40,22 +55,56 @@ def calling_context() -> dict[str, Any]:
         "python_version": "%d.%d.%d" % sys.version_info[:3],
         "cwd": os.getcwd(),
         "sys_path": [p for p in sys.path],
-        "env": {k: v for k, v in os.environ.items() if k not in ENV_DENYLIST},
+        "env": {k: (_without_credentials(v) if k in ENV_STRIP_CREDENTIALS else v)
+                for k, v in os.environ.items() if k not in ENV_DENYLIST},
     }
+
+
+def _without_credentials(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                           if k.lower() not in _SECRET_QUERY_KEYS])
+        return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
+    except ValueError:
+        return ""
+
+
+def queue_secrets() -> list[str]:
+    """The queue's credentials as this process knows them, which no payload may carry."""
+    secrets = [os.environ.get(k, "") for k in ENV_DENYLIST if "TOKEN" in k]
+    redis_url = os.environ.get("JUPYTER_TASKQ_REDIS_URL", "")
+    if redis_url:
+        try:
+            password = urlsplit(redis_url).password
+        except ValueError:
+            password = None
+        secrets += [redis_url, password or ""]
+    return [s for s in secrets if len(s) >= 8]
 
 
 def dumps_call(fn: Callable, args: tuple = (), kwargs: dict | None = None, *, context: dict | None = None) -> bytes:
     """Serialise ``fn(*args, **kwargs)``; an unserialisable part is named before anything is sent."""
-    import dill
-
     kwargs = dict(kwargs or {})
     try:
-        body = dill.dumps((fn, tuple(args), kwargs), recurse=True)
+        body, sources = pickling.dumps_with_sources((fn, tuple(args), kwargs))
     except Exception as exc:
         raise PayloadError(describe_unpicklable(fn, args, kwargs, exc)) from exc
+    check_no_secrets(body)
     header = dict(context or calling_context())
     header["function"] = getattr(fn, "__qualname__", None) or repr(fn)
+    if sources:
+        header["sources"] = sources
     return encode(header, body)
+
+
+def check_no_secrets(body: bytes) -> None:
+    """Refuse a call that would carry the queue's token (a captured client or handle, say)."""
+    for secret in queue_secrets():
+        if secret.encode() in body:
+            raise PayloadError("the call would carry the task queue's credentials (a captured Client, TaskHandle "
+                               "or token string?); pass task ids, not handles, and let the task connect itself")
 
 
 def encode(header: dict, body: bytes) -> bytes:
@@ -64,7 +113,7 @@ def encode(header: dict, body: bytes) -> bytes:
 
 
 def read_header(stream: BinaryIO) -> dict:
-    """Read and check the header, leaving ``stream`` at the start of the dill body."""
+    """Read and check the header, leaving ``stream`` at the start of the body."""
     prefix = stream.read(PREFIX_SIZE)
     if len(prefix) < PREFIX_SIZE or not prefix.startswith(MAGIC):
         raise PayloadError("not a jupyter-taskq payload (bad magic bytes); build payloads with jupyter_taskq.payload.dumps_call")
@@ -90,11 +139,15 @@ def read_header_bytes(data: bytes) -> dict:
 
 def load_call(stream: BinaryIO) -> tuple[dict, Callable, tuple, dict]:
     """Header and the call itself; only the task's own process should do this."""
-    import dill
-
     header = read_header(stream)
-    fn, args, kwargs = dill.load(stream)
+    fn, args, kwargs = load_body(stream, header)
     return header, fn, args, kwargs
+
+
+def load_body(stream: BinaryIO, header: dict) -> tuple[Callable, tuple, dict]:
+    """The call, from a stream positioned after the header."""
+    fn, args, kwargs = pickling.load(stream)
+    return fn, args, kwargs
 
 
 def describe_unpicklable(fn: Callable, args: tuple, kwargs: dict, exc: Exception) -> str:
@@ -135,11 +188,9 @@ def _global_names(code) -> list[str]:
 
 
 def _pickle_problem(value: Any) -> str | None:
-    import dill
-
     try:
-        dill.dumps(value, recurse=True)
-    except Exception as exc:  # dill raises many types: TypeError, PicklingError, ...
+        pickling.dumps(value)
+    except Exception as exc:  # pickling raises many types: TypeError, PicklingError, ...
         return f"{type(exc).__name__}: {exc}"
     return None
 

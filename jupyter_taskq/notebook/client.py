@@ -1,7 +1,7 @@
 """The REST client a kernel uses: submit calls, follow tasks, fetch results.
 
 It speaks only HTTP to the server extension (``requests``), so a kernel never
-imports server or worker code. Results and remote exceptions come back as dill;
+imports server or worker code. Results and remote exceptions come back pickled;
 a remote exception is re-raised with the remote traceback chained to it, the way
 ``concurrent.futures`` shows a process pool's errors.
 """
@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 import requests
 
+from .. import pickling
 from ..payload import calling_context, dumps_call
 from ..status import FINAL, TaskStatus
 
@@ -240,16 +241,16 @@ class Client:
                 raise TimeoutError(f"{sum(t['status'] not in FINAL for t in reply['tasks'])} task(s) still unfinished")
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
-        """The task's return value, waiting for it; re-raises the task's exception."""
-        import dill
+        """The task's return value, waiting for it; re-raises the task's exception.
 
+        Notebook classes and functions in it are this kernel's own (see jupyter_taskq.pickling)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             chunk = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
             response = self._request("GET", f"tasks/{task_id}/result", expect=(200, 409), params={"wait": chunk},
                                      stream=True)
             if response.status_code == 200:
-                return dill.load(response.raw)  # straight from the socket: no copy of a large result
+                return pickling.load(response.raw)  # straight from the socket: no copy of a large result
             task = self.get(task_id)
             if task["status"] in FINAL:
                 self._raise_for(task)
@@ -266,13 +267,12 @@ class Client:
         raise TaskFailed(task) from remote_tb
 
     def _remote_exception(self, task_id: str) -> BaseException | None:
-        import dill
-
+        """The task's exception as its own class (rebuilt without calling ``__init__``), or None."""
         response = self.session.get(self.api + f"tasks/{task_id}/exception")
         if response.status_code != 200:
             return None
         try:
-            exc = dill.loads(response.content)
+            exc = pickling.loads(response.content)
         except Exception:  # its class may not exist here
             return None
         return exc if isinstance(exc, BaseException) else None

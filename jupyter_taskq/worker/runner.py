@@ -3,8 +3,14 @@
 The worker forks a child that calls :func:`run_attempt` (fast, same interpreter),
 or, when the notebook's kernel runs another Python (a conda env), starts that
 interpreter on this file as a script. So this module needs only the standard
-library and dill; as a script it loads ``payload.py`` by path, so it does not
-import a possibly different jupyter_taskq installed in that interpreter.
+library, cloudpickle and dill; as a script it loads ``payload.py`` and ``pickling.py``
+by path, so it does not import a possibly different jupyter_taskq installed in that
+interpreter.
+
+In the task, ``__main__`` is a fresh module holding the notebook's functions, classes
+and globals that the call brought (so process pools and ``pickle`` find them by
+reference, as in the kernel), and the notebook cells' source lines are in linecache
+(so tracebacks show them); the worker's own ``__main__`` is put back afterwards.
 
 Exit status: 0 the call returned (result written), 1 it raised (error written),
 2 the attempt could not start (error written). Anything else is a crash.
@@ -33,11 +39,11 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
             header = payload_module.read_header(stream)
             _enter_world(header, cuda_devices, attempt_dir)
             shared = _shared_function(header, payload_path, payload_module)  # first: as the kernel made them
-            import dill
-
-            fn, args, kwargs = dill.load(stream)
+            fn, args, kwargs = payload_module.load_body(stream, header)
             if shared is not None:
                 fn = shared
+            _pickling().install_sources(header.get("sources"))
+            leave_main = _pickling().enter_notebook_main(fn, args, kwargs)
     except BaseException as exc:  # noqa: BLE001 - report whatever stops the set-up
         _write_error(error_path, exc, exc.__traceback__, setup=True)
         return EXIT_SETUP
@@ -55,6 +61,11 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
         _write_error(error_path, exc, exc.__traceback__)
         return EXIT_RAISED
     return EXIT_OK
+
+
+def _pickling():
+    """:mod:`jupyter_taskq.pickling`: imported with payload.py, or loaded by path (script mode)."""
+    return sys.modules.get("jupyter_taskq.pickling") or sys.modules["_jupyter_taskq_pickling"]
 
 
 def _reset_progress() -> None:
@@ -125,11 +136,9 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -
     if setup:
         error["phase"] = "setup"
     try:
-        import dill
-
-        pickled = dill.dumps(exc, recurse=True)
-        dill.loads(pickled)  # only keep what the notebook will be able to load
-        _write_private(error_path + ".pickle", pickled)
+        pickled = _pickling().dumps_exception(exc)  # its own class, even if __init__ wants other arguments
+        if pickled is not None:
+            _write_private(error_path + ".pickle", pickled)
     except Exception:  # noqa: BLE001 - the JSON error is enough
         pass
     _write_private(error_path, json.dumps(error).encode())
@@ -137,14 +146,12 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -
 
 
 def _dump_private(path: str, value) -> None:
-    """dill straight into the file: a 100 MB result is never held twice."""
-    import dill
-
+    """Pickled straight into the file: a 100 MB result is never held twice."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            dill.dump(value, f, recurse=True)
+            _pickling().dump_result(value, f)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -167,17 +174,35 @@ def _shared_function(header: dict, payload_path: str, payload_module):
         return None
     path = os.path.join(os.path.dirname(os.path.dirname(payload_path)), "blobs", f"{key}.blob")
     with open(path, "rb") as stream:
-        return payload_module.load_call(stream)[1]
+        shared_header, fn, _, _ = payload_module.load_call(stream)
+    _pickling().install_sources(shared_header.get("sources"))
+    return fn
 
 
 def _load_payload_module():
-    import importlib.util
+    """payload.py and pickling.py of this installation, by path, in the kernel's interpreter.
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "payload.py")
-    spec = importlib.util.spec_from_file_location("_jupyter_taskq_payload", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    pickling.py also answers to ``jupyter_taskq.pickling``: pickles name its rebuild functions so."""
+    import importlib.util
+    import types
+
+    def load(name: str, filename: str):
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), filename)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    pickling = load("_jupyter_taskq_pickling", "pickling.py")
+    try:
+        import jupyter_taskq  # noqa: F401 - the parent that "jupyter_taskq.pickling" needs
+    except ImportError:
+        package = types.ModuleType("jupyter_taskq")
+        package.__path__ = []
+        sys.modules["jupyter_taskq"] = package
+    sys.modules["jupyter_taskq.pickling"] = pickling
+    return load("_jupyter_taskq_payload", "payload.py")
 
 
 if __name__ == "__main__":

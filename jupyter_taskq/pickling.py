@@ -1,0 +1,406 @@
+"""How notebook code and its results are serialised: the rules users rely on.
+
+The rule: **a queued call computes what a plain call in the kernel would compute at the moment it
+was submitted, and what comes back is the kernel's own kind of object.** Hence:
+
+* Objects of installed, importable modules (numpy, pandas, scikit-learn, the standard library...)
+  go *by reference* (module and name): the worker imports them.
+* Notebook objects (``__main__``) and the notebook's own *local modules* (a ``.py`` file or package
+  imported from outside the standard library and site-packages, e.g. ``mylib.py`` beside the
+  notebook) go *by value*, as the kernel has them in memory: an edited ``mylib.py`` that the kernel
+  has not reloaded runs on the worker as the kernel's version (its functions, classes and
+  constants all from the kernel, never a mix with the file), so plain call == queued call.
+* Coming back, a class or function defined in the notebook (or a local module) is looked up by
+  module and name in the kernel and, when the kernel has it, *is* the kernel's object (so
+  ``isinstance`` holds and ``pickle``/``joblib`` can save the value again); a fresh kernel gets
+  the shipped definition instead.
+* Exceptions are rebuilt without calling their ``__init__`` (``BadInput(msg, code)`` comes back as
+  ``BadInput``); one whose state cannot travel comes back as its own class with its message.
+
+Why cloudpickle and not dill for this: dill captures a notebook function's globals only with
+``recurse=True``, and that walks the globals of every *library* function reachable through
+closures with no cycle check; decorated library functions (scikit-learn's ``validate_params``
+wrappers, scipy.stats' ``_axis_nan_policy`` wrappers) form cycles, so ``cross_val_score``,
+``make_classification`` or ``ttest_ind`` as globals raise RecursionError; with ``recurse=False``
+dill ships no globals at all. cloudpickle captures exactly the globals a by-value function names,
+sends everything importable by reference, and runs on the C pickler (large results pickle several
+times faster than with dill's pure-Python pickler). dill is kept for the few objects plain pickle
+cannot handle (locks, open files, weak references), embedded as dill bytes. Any stream loads with
+plain :func:`pickle.load`.
+
+This module needs only the standard library, cloudpickle and dill: the task runner may load it by
+path in another interpreter (the kernel's conda env).
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import io
+import linecache
+import os
+import pickle
+import sys
+import sysconfig
+import threading
+import types
+import weakref
+from typing import Any, BinaryIO
+
+import cloudpickle
+from cloudpickle import cloudpickle as _cp  # its reducers for by-value functions and classes
+
+PROTOCOL = 5
+MAIN = "__main__"
+_OWN_PACKAGE = __name__.split(".")[0] if "." in __name__ else "jupyter_taskq"
+
+
+# -- which modules are the notebook's own ----------------------------------------------------------
+
+_local_cache: dict[str, tuple[object, bool]] = {}
+_local_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _library_roots() -> tuple[str, ...]:
+    """The standard library and site-packages folders (not the whole prefix: a project may live there)."""
+    roots = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        try:
+            roots.add(sysconfig.get_paths()[key])
+        except KeyError:
+            pass
+    try:
+        import site
+
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except (ImportError, AttributeError):  # virtualenv's old site.py
+        pass
+    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_top_levels() -> frozenset:
+    """Top-level names that an installed distribution provides (an editable install included)."""
+    try:
+        from importlib.metadata import packages_distributions
+
+        return frozenset(packages_distributions())
+    except Exception:  # noqa: BLE001 - a broken metadata file must not stop a submission
+        return frozenset()
+
+
+def is_local_module(module: types.ModuleType) -> bool:
+    """A module of the notebook's own (a file beside it, a folder it put on sys.path), not an installed one.
+
+    Installed means: the standard library, a site-packages folder, or a top-level name that an
+    installed distribution declares (an editable install counts as installed)."""
+    name = getattr(module, "__name__", None)
+    if not isinstance(name, str) or name == MAIN:
+        return False
+    cached = _local_cache.get(name)
+    if cached is not None and cached[0] is module:
+        return cached[1]
+    top = name.split(".")[0]
+    path = getattr(module, "__file__", None)
+    local = False
+    if isinstance(path, str) and top != _OWN_PACKAGE and top not in sys.stdlib_module_names:
+        real = os.path.realpath(path)
+        parts = real.split(os.sep)
+        local = ("site-packages" not in parts and "dist-packages" not in parts
+                 and not real.startswith(_library_roots()) and top not in _installed_top_levels())
+    with _local_lock:
+        _local_cache[name] = (module, local)
+    return local
+
+
+def _local_module_of(obj) -> types.ModuleType | None:
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    return module if module is not None and is_local_module(module) else None
+
+
+# -- reducers shared by both directions ------------------------------------------------------------
+
+_DILL_TYPES = (type(threading.Lock()), type(threading.RLock()), io.BufferedReader, io.BufferedWriter,
+               io.BufferedRandom, io.FileIO, weakref.ReferenceType, weakref.ProxyType, weakref.CallableProxyType)
+
+
+def _from_dill(data: bytes):
+    import dill
+
+    return dill.loads(data)
+
+
+def _dill_reduce(obj):
+    import dill
+
+    return _from_dill, (dill.dumps(obj),)
+
+
+def _rebuild_exception(cls, args, state):
+    """An exception as it was, without calling ``__init__`` (which may want other arguments)."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    for key, value in (state or {}).items():
+        try:
+            setattr(exc, key, value)
+        except (AttributeError, TypeError):
+            pass
+    return exc
+
+
+def _exception_reduce(exc: BaseException):
+    """Only for exceptions that use BaseException's own pickling (which calls ``cls(*args)``)."""
+    kind = type(exc)
+    if kind.__reduce__ is not BaseException.__reduce__ or kind.__reduce_ex__ is not BaseException.__reduce_ex__:
+        return NotImplemented
+    state = dict(getattr(exc, "__dict__", None) or {})
+    for key in ("__cause__", "__context__"):
+        if getattr(exc, key) is not None:
+            state[key] = getattr(exc, key)
+    if exc.__suppress_context__:
+        state["__suppress_context__"] = True
+    return _rebuild_exception, (kind, exc.args, state)
+
+
+def _make_lru_cache(fn, maxsize, typed):
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, plus dill for locks/files/weakrefs, exceptions without ``__init__``, by-value lru_cache."""
+
+    def __init__(self, file: BinaryIO):
+        super().__init__(file, protocol=PROTOCOL)
+
+    def reducer_override(self, obj):
+        if isinstance(obj, BaseException):
+            rv = _exception_reduce(obj)
+            if rv is not NotImplemented:
+                return rv
+        elif isinstance(obj, _DILL_TYPES):
+            return _dill_reduce(obj)
+        elif isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
+            params = obj.cache_parameters()
+            return _make_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"])
+        return super().reducer_override(obj)
+
+
+def _importable(obj) -> bool:
+    """``pickle`` would find this very object again by module and qualified name."""
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    qualname = getattr(obj, "__qualname__", "")
+    if module is None or getattr(obj, "__module__", None) == MAIN or "<" in qualname:
+        return False
+    try:
+        return functools.reduce(getattr, qualname.split("."), module) is obj
+    except AttributeError:
+        return False
+
+
+# -- kernel to worker: the call --------------------------------------------------------------------
+
+def _new_module(name: str) -> types.ModuleType:
+    """A local module as the kernel had it; ``import name`` in the task then gives this same module."""
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    return module
+
+
+def _module_setstate(module: types.ModuleType, state: dict) -> types.ModuleType:
+    module.__dict__.update(state)
+    module.__dict__.setdefault("__builtins__", builtins)
+    return module
+
+
+_MODULE_SKIP = frozenset({"__builtins__", "__loader__", "__spec__", "__cached__"})
+
+
+class CallPickler(_Pickler):
+    """The kernel's side: ``__main__`` and local modules by value, the rest by reference.
+
+    Notes the files of the by-value code, so their source lines can travel with the payload
+    (a cell's source lives only in the kernel's linecache)."""
+
+    def __init__(self, file: BinaryIO):
+        super().__init__(file)
+        self.code_files: set[str] = set()
+
+    def reducer_override(self, obj):
+        if isinstance(obj, types.FunctionType):
+            if _local_module_of(obj) is not None or not _cp._should_pickle_by_reference(obj):
+                self._note_code(obj.__code__)
+                return self._dynamic_function_reduce(obj)
+            return NotImplemented
+        if isinstance(obj, type):
+            if _local_module_of(obj) is not None and obj.__module__ != MAIN:
+                return _cp._dynamic_class_reduce(obj)
+        elif isinstance(obj, types.ModuleType) and is_local_module(obj):
+            state = {k: v for k, v in vars(obj).items() if k not in _MODULE_SKIP}
+            return _new_module, (obj.__name__,), state, None, None, _module_setstate
+        return super().reducer_override(obj)
+
+    def _note_code(self, code: types.CodeType) -> None:
+        if code.co_filename not in self.code_files:
+            self.code_files.add(code.co_filename)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                self._note_code(const)
+
+    def sources(self) -> dict[str, str]:
+        """``{filename: source}`` of by-value code whose file is not on disk (notebook cells)."""
+        found = {}
+        for filename in sorted(self.code_files):
+            if os.path.isfile(filename):
+                continue
+            lines = linecache.getlines(filename)
+            if lines:
+                found[filename] = "".join(lines)
+        return found
+
+
+def dumps_with_sources(obj: Any) -> tuple[bytes, dict[str, str]]:
+    """The kernel's pickle of ``obj``, and the cell sources its code needs for tracebacks."""
+    buffer = io.BytesIO()
+    pickler = CallPickler(buffer)
+    pickler.dump(obj)
+    return buffer.getvalue(), pickler.sources()
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise a call's part (a function, its arguments) by the kernel's rules."""
+    return dumps_with_sources(obj)[0]
+
+
+# -- worker: the notebook's world inside the task ---------------------------------------------------
+
+def install_sources(sources: dict[str, str] | None) -> None:
+    """Cells' source lines into linecache, so a task's traceback shows them."""
+    for filename, text in (sources or {}).items():
+        lines = text.splitlines(keepends=True)
+        linecache.cache[filename] = (len(text), None, lines, filename)
+
+
+def enter_notebook_main(*values) -> "types.FunctionType":
+    """A fresh ``__main__`` holding the notebook's functions, classes and globals the call brought.
+
+    Inside the task, ``pickle``, ``multiprocessing.Pool.map`` and ``ProcessPoolExecutor`` find
+    them by reference, as they do in the kernel. Returns the function that puts the previous
+    ``__main__`` back (a reused task process must not show one task's names to the next)."""
+    main = types.ModuleType(MAIN)
+    main.__dict__["__builtins__"] = builtins
+    namespace = main.__dict__
+    seen: set[int] = set()
+
+    def absorb(value, name: str | None = None, depth: int = 0) -> None:
+        if id(value) in seen or depth > 2:
+            return
+        seen.add(id(value))
+        if isinstance(value, functools.partial):
+            absorb(value.func, None, depth + 1)
+        elif isinstance(value, (types.FunctionType, type)):
+            if getattr(value, "__module__", None) != MAIN:
+                return
+            qualname = getattr(value, "__qualname__", "")
+            if "." not in qualname and "<" not in qualname:
+                namespace.setdefault(qualname, value)
+            if name and name.isidentifier():
+                namespace.setdefault(name, value)
+            if isinstance(value, types.FunctionType):
+                for key, item in value.__globals__.items():
+                    if not key.startswith("__"):
+                        namespace.setdefault(key, item)
+                        if isinstance(item, (types.FunctionType, type)):
+                            absorb(item, key, depth + 1)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    absorb(item, key, depth + 1)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                absorb(item, None, depth + 1)
+        elif getattr(type(value), "__module__", None) == MAIN:
+            absorb(type(value), None, depth + 1)
+
+    for value in values:
+        absorb(value)
+    previous = sys.modules.get(MAIN)
+    sys.modules[MAIN] = main
+
+    def restore() -> None:
+        if previous is not None:
+            sys.modules[MAIN] = previous
+
+    return restore
+
+
+# -- worker to kernel: results and exceptions -------------------------------------------------------
+
+def _resolve(module_name: str, qualname: str, data: bytes):
+    """The kernel's own class or function of that module and name if it has one; else the shipped one."""
+    module = sys.modules.get(module_name)
+    if module is not None:
+        try:
+            found = functools.reduce(getattr, qualname.split("."), module)
+        except AttributeError:
+            found = None
+        if isinstance(found, (type, types.FunctionType)):
+            return found
+    return pickle.loads(data)
+
+
+class ResultPickler(_Pickler):
+    """The worker's side: notebook and local-module classes and functions travel as
+    ``(module, name, definition)``, resolved in the kernel (see :func:`_resolve`)."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, (type, types.FunctionType)):
+            module = getattr(obj, "__module__", None)
+            qualname = getattr(obj, "__qualname__", None) or ""
+            if (isinstance(module, str) and module != "builtins" and qualname and "<" not in qualname
+                    and (module == MAIN or not _cp._should_pickle_by_reference(obj))):
+                buffer = io.BytesIO()
+                _Pickler(buffer).dump(obj)
+                return _resolve, (module, qualname, buffer.getvalue())
+        return super().reducer_override(obj)
+
+
+def dump_result(value: Any, file: BinaryIO) -> None:
+    ResultPickler(file).dump(value)
+
+
+def dumps_result(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    dump_result(value, buffer)
+    return buffer.getvalue()
+
+
+def dumps_exception(exc: BaseException) -> bytes | None:
+    """The exception as the kernel can load it: whole; else its own class with its message only;
+    else None (the kernel then raises TaskFailed with the type, message and traceback)."""
+    for make in (lambda: exc, lambda: _rebuild_exception(type(exc), (str(exc),), {})):
+        try:
+            data = dumps_result(make())
+            pickle.loads(data)  # only keep what the kernel will be able to load
+            return data
+        except Exception:  # noqa: BLE001 - try the plainer form
+            continue
+    return None
+
+
+# -- loading (either direction) ----------------------------------------------------------------------
+
+def load(stream: BinaryIO) -> Any:
+    return pickle.load(stream)
+
+
+def loads(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+if __name__ != "jupyter_taskq.pickling":
+    # Loaded by path by the task runner in another interpreter: what pickles reference by name must be
+    # found as jupyter_taskq.pickling (the runner registers this module under that name too).
+    for _fn in (_from_dill, _rebuild_exception, _make_lru_cache, _new_module, _module_setstate, _resolve):
+        _fn.__module__ = "jupyter_taskq.pickling"
