@@ -15,6 +15,7 @@ import os
 import uuid
 from pathlib import Path
 
+from . import tasklog
 from .statedir import FILE_MODE
 
 
@@ -28,6 +29,9 @@ class ObjectStore:
         self.url = url.rstrip("/") if url else None
         self.options = dict(options or {})
         self._fs = None
+        #: Logs this process's attempts are writing, and the bytes dropped from their head so far
+        #: (set by the worker's watcher): they are published compacted (see :mod:`.tasklog`).
+        self.log_dropped: dict[Path, int] = {}
 
     @property
     def remote(self) -> bool:
@@ -53,6 +57,8 @@ class ObjectStore:
                 for name in files:
                     file = Path(root) / name
                     self.fs.put_file(str(file), self.key(file))
+        elif Path(path) in self.log_dropped:
+            self.fs.pipe_file(self.key(path), tasklog.compact(path, self.log_dropped[Path(path)]))
         else:
             self.fs.put_file(str(path), self.key(path))
 
@@ -94,6 +100,39 @@ class ObjectStore:
         if start >= size:
             return size, b""
         return size, self.fs.cat_file(key, start=start, end=min(size, start + limit))
+
+    def read_log(self, path: Path, offset: int, limit: int, dropped: int) -> tuple[int, int, int, bytes]:
+        """``(dropped, size, start, data)``: up to ``limit`` bytes of a log from byte ``start`` =
+        ``max(offset, dropped)``; offsets count everything the task printed. Here ``dropped`` is the
+        caller's (the task record's); an object store's copy says its own in its header."""
+        if not self.remote:
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    start = max(offset, dropped)
+                    f.seek(min(start, size))
+                    return dropped, size, start, f.read(limit)
+            except FileNotFoundError:
+                return dropped, 0, 0, b""
+        key = self.key(path)
+        for _ in range(3):  # the worker may publish a newer copy between our reads: read again then
+            try:
+                stored = self.fs.size(key)
+                head = self.fs.cat_file(key, start=0, end=min(stored, tasklog.HEADER_LEN))
+            except FileNotFoundError:
+                return 0, 0, 0, b""
+            dropped = tasklog.parse_header(head)
+            header = 0 if dropped is None else tasklog.HEADER_LEN
+            dropped = dropped or 0
+            size = dropped + stored - header
+            start = max(offset, dropped)
+            if start >= size:
+                return dropped, size, start, b""
+            begin = header + start - dropped
+            data = self.fs.cat_file(key, start=begin, end=min(stored, begin + limit))
+            if header == 0 or self.fs.cat_file(key, start=0, end=header) == head:
+                return dropped, size, start, data
+        return dropped, size, start, data
 
     def remove(self, path: Path) -> None:
         """Delete a file or folder here and in the object store."""

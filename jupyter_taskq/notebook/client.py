@@ -207,7 +207,8 @@ class Client:
         return self._request("GET", "stats").json()
 
     def logs(self, task_id: str, offset: int = 0) -> dict:
-        """``{data, offset, next_offset, size, reset, dropped, status}`` from byte ``offset`` of the log."""
+        """One page (at most 1 MiB) of the log from byte ``offset``: ``{data, offset, next_offset, size,
+        skipped, reset, dropped, status}``; page on from ``next_offset`` while it is below ``size``."""
         return self._request("GET", f"tasks/{task_id}/logs", params={"offset": offset}).json()
 
     def download(self, task_id: str, name: str, dest: str | os.PathLike = ".") -> str:
@@ -247,15 +248,19 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             chunk = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
-            response = self._request("GET", f"tasks/{task_id}/result", expect=(200, 409), params={"wait": chunk},
-                                     stream=True)
+            response = self._request("GET", f"tasks/{task_id}/result", expect=(200, 202, 409),
+                                     params={"wait": chunk}, stream=True)
             if response.status_code == 200:
                 return pickling.load(response.raw)  # straight from the socket: no copy of a large result
-            task = self.get(task_id)
-            if task["status"] in FINAL:
-                self._raise_for(task)
+            if response.status_code == 202:  # still running after the wait: not an error
+                status = response.json().get("status")
+            else:
+                task = self.get(task_id)
+                if task["status"] in FINAL:
+                    self._raise_for(task)
+                status = task["status"]
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} is still {task['status']} after {timeout} s")
+                raise TimeoutError(f"task {task_id} is still {status} after {timeout} s")
 
     def _raise_for(self, task: dict) -> None:
         error = task.get("error") or {}
@@ -326,9 +331,16 @@ class TaskHandle:
         return self.info()["progress"]
 
     def logs(self, follow: bool = False, file=None) -> str | None:
-        """The task's stdout/stderr so far; with ``follow=True`` print it as it comes, until the task ends."""
+        """The task's stdout/stderr so far, all that the log keeps (a log past its cap keeps its tail,
+        after a line saying how many bytes were dropped); with ``follow=True`` print it as it comes,
+        until the task ends. (``Client.logs`` reads one page of at most 1 MiB from an offset.)"""
         if not follow:
-            return self.client.logs(self.id)["data"]
+            chunk = self.client.logs(self.id)
+            parts = [chunk["data"]]
+            while chunk["next_offset"] < chunk["size"] and chunk["data"]:
+                chunk = self.client.logs(self.id, chunk["next_offset"])
+                parts.append(chunk["data"])
+            return "".join(parts)
         import sys
         import time
 

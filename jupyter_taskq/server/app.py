@@ -28,6 +28,7 @@ from ..status import CANCELLABLE as ACTIVE
 from ..statedir import default_state_dir
 from .changes import ChangeFeed
 from .handlers import handlers
+from .offloop import make_executor, run
 from .service import TaskService
 from .webhooks import WebhookSender, load_or_create_secret
 
@@ -126,8 +127,9 @@ class TaskQueue(ExtensionApp):
         )
         secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
         self.webhooks = WebhookSender(self.service, secret)
+        self.executor = make_executor()  # the service's blocking work, off the event loop
         self.settings.update(taskq_service=self.service, taskq_changes=self.changes,
-                             taskq_max_payload=self.max_payload_size)
+                             taskq_max_payload=self.max_payload_size, taskq_executor=self.executor)
         self._supervisor: subprocess.Popen | None = None
         self._sweeper: PeriodicCallback | None = None
         self.log.info("jupyter-taskq: %s queue, state in %s, GPUs %s, %d CPU workers", self.backend.kind,
@@ -176,15 +178,23 @@ class TaskQueue(ExtensionApp):
         self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.log.info("jupyter-taskq: worker supervisor started (pid %d)", self._supervisor.pid)
 
-    def _sweep(self) -> None:
-        """Once a second: keep the supervisor alive, recover lost tasks, expire overdue ones."""
+    async def _sweep(self) -> None:
+        """Once a second, on the thread pool (store queries and object-store deletes block): keep the
+        supervisor alive, recover lost tasks, expire overdue ones; then start due webhook deliveries."""
+        try:
+            due = await run(self.executor, self._sweep_blocking)
+            self.webhooks.deliver_due(due)
+        except Exception:  # never let a sweep error stop the sweeps
+            self.log.exception("jupyter-taskq: background sweep failed")
+
+    def _sweep_blocking(self) -> list[str]:
+        """The sweep's blocking part; returns the tasks whose webhook is due."""
         try:
             if self.start_workers and self._supervisor is not None and self._supervisor.poll() is not None:
                 self.log.warning("jupyter-taskq: worker supervisor exited (%s); restarting", self._supervisor.returncode)
                 self._start_supervisor()
             recover_lost_tasks(self.store, self.queues, self.heartbeat_timeout, self.changes.notify)
             expire_overdue_tasks(self.store, self.changes.notify)
-            self.webhooks.deliver_due()
             if self.store.count(ACTIVE):
                 # Work in flight counts as activity, so an idle-shutdown server never cuts it short.
                 self.serverapp.web_app.settings["api_last_activity"] = datetime.datetime.now(datetime.timezone.utc)
@@ -193,12 +203,14 @@ class TaskQueue(ExtensionApp):
                 self.service.expire_old_results()
         except Exception:  # never let a sweep error stop the sweeps
             self.log.exception("jupyter-taskq: background sweep failed")
+        return self.store.callbacks_due()
 
     async def stop_extension(self):
         if self._sweeper is not None:
             self._sweeper.stop()
         await self.webhooks.close()
         self.changes.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         proc = self._supervisor
         if proc is not None and proc.poll() is None:
             proc.terminate()

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 import uuid
-from typing import Callable, Collection
+from typing import Awaitable, Callable, Collection
 
 from ..doorbell import Doorbell
 
@@ -35,9 +36,11 @@ class ChangeFeed:
         self._recent: collections.deque[tuple[int, str | None]] = collections.deque(maxlen=RECENT)
         self._any_waiters: set[asyncio.Future] = set()
         self._fingerprint = None
+        self._loop_thread: int | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._loop.add_reader(self.bell.fileno(), self._on_readable)
 
     def stop(self) -> None:
@@ -51,7 +54,17 @@ class ChangeFeed:
                 self.notify(raw.decode(errors="replace"))
 
     def notify(self, task_id: str | None) -> None:
-        """``task_id`` changed (None: something changed, we do not know what)."""
+        """``task_id`` changed (None: something changed, we do not know what).
+
+        Safe from any thread: the service runs on a thread pool (see :mod:`.offloop`), and waiters'
+        futures may only be resolved on the loop."""
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(self._notify, task_id)
+        else:
+            self._notify(task_id)
+
+    def _notify(self, task_id: str | None) -> None:
         self.seq += 1
         self._recent.append((self.seq, task_id))
         waiting = self._waiters.pop(task_id, ()) if task_id is not None else ()
@@ -92,13 +105,13 @@ class ChangeFeed:
             self.notify(None)
         self._fingerprint = fingerprint
 
-    async def changes(self, cursor: str, timeout: float, fingerprint: Callable[[], object]) -> dict:
+    async def changes(self, cursor: str, timeout: float, fingerprint: Callable[[], Awaitable[object]]) -> dict:
         """``{cursor, changed}`` as soon as anything changed after ``cursor``, or at ``timeout`` with ``changed: []``.
 
-        While waiting, the store's ``fingerprint()`` is compared once a second, so a change
+        While waiting, the store's ``fingerprint()`` (a coroutine: it queries the store off the loop) is compared once a second, so a change
         from a worker whose ring was lost still shows within about a second."""
         deadline = time.monotonic() + timeout
-        self.check_fingerprint(fingerprint())
+        self.check_fingerprint(await fingerprint())
         while True:
             changed = self.changed_since(cursor)
             remaining = deadline - time.monotonic()
@@ -110,16 +123,16 @@ class ChangeFeed:
                 await asyncio.wait_for(future, min(RECHECK, remaining))
                 await asyncio.sleep(BATCH_SETTLE)  # let a burst of changes land in one answer
             except asyncio.TimeoutError:
-                self.check_fingerprint(fingerprint())
+                self.check_fingerprint(await fingerprint())
             finally:
                 self._any_waiters.discard(future)
 
-    async def wait_until(self, task_ids: Collection[str], done: Callable[[], bool], timeout: float) -> bool:
+    async def wait_until(self, task_ids: Collection[str], done: Callable[[], Awaitable[bool]], timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until ``done()``, re-checking whenever one of ``task_ids`` changes
         (``done`` may shrink ``task_ids`` as tasks finish)."""
         deadline = time.monotonic() + timeout
         while True:
-            if done():
+            if await done():
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -21,6 +21,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
 from ..status import FINAL
+from .offloop import OffLoop, make_executor, run
 from .service import ServiceError, bad_request
 
 AUTH_RESOURCE = "taskq"
@@ -31,9 +32,25 @@ _METHOD_ACTION = {"GET": "read", "HEAD": "read", "POST": "write", "DELETE": "wri
 
 
 class _TaskqAuth:
-    """Authentication and authorization before anything else, and service errors as JSON."""
+    """Authentication and authorization before anything else, service errors as JSON, and the
+    service reached off the event loop (``await self.service.x(...)``: see :mod:`.offloop`)."""
 
     auth_resource = AUTH_RESOURCE
+
+    @property
+    def executor(self):
+        executor = self.settings.get("taskq_executor")
+        if executor is None:
+            executor = self.settings["taskq_executor"] = make_executor()
+        return executor
+
+    @property
+    def service(self) -> OffLoop:
+        return OffLoop(self.settings["taskq_service"], self.executor)
+
+    async def blocking(self, fn, *args, **kwargs):
+        """Run a blocking function (parsing a large body, a file copy) on the service's thread pool."""
+        return await run(self.executor, fn, *args, **kwargs)
 
     async def prepare(self):
         await super().prepare()
@@ -55,10 +72,6 @@ class _TaskqAuth:
 
 
 class TaskqHandler(_TaskqAuth, APIHandler):
-    @property
-    def service(self):
-        return self.settings["taskq_service"]
-
     @property
     def changes(self):
         return self.settings["taskq_changes"]
@@ -86,8 +99,8 @@ class TaskqHandler(_TaskqAuth, APIHandler):
         """Wait until every task has finished; each check looks only at those still unfinished."""
         unfinished = set(task_ids)
 
-        def done() -> bool:
-            unfinished.difference_update(self.service.finished(unfinished))
+        async def done() -> bool:
+            unfinished.difference_update(await self.service.finished(list(unfinished)))
             return not unfinished
 
         return await self.changes.wait_until(unfinished, done, timeout)
@@ -118,7 +131,7 @@ class TasksHandler(TaskqHandler):
         if kind == "application/json":
             self._json_chunks, self._json_size = [], 0
         elif kind in ("application/octet-stream", "application/x-jupyter-taskq-payload"):
-            self._spool, self._spool_fd = self.service.open_spool()
+            self._spool, self._spool_fd = self.settings["taskq_service"].open_spool()
         else:
             raise web.HTTPError(415, "submit a payload as application/octet-stream (options in the query string) "
                                      "or as application/json with a base64 'payload'")
@@ -156,14 +169,14 @@ class TasksHandler(TaskqHandler):
         except ValueError:
             raise bad_request("'limit' and 'offset' must be integers") from None
         text = self.get_query_argument("q", "").strip()
-        self.finish(json.dumps(self.service.list(statuses, limit, offset, text=text)))
+        self.finish(json.dumps(await self.service.list(statuses, limit, offset, text=text)))
 
     @authorized
     async def post(self):
         if self._json_chunks is not None:
             self.request.body = b"".join(self._json_chunks)
             body = self.json_body()
-            spooled = self.service.spool_bytes(_decode_payload(body.pop("payload", None)))
+            spooled = await self.service.spool_bytes(_decode_payload(body.pop("payload", None)))
             raw_options = body
         else:
             os.close(self._spool_fd)
@@ -171,11 +184,11 @@ class TasksHandler(TaskqHandler):
             spooled, self._spool = self._spool, None
             raw_options = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         try:
-            options = self.service.validate_options(raw_options)
+            options = await self.service.validate_options(raw_options)
         except ServiceError:
             spooled.unlink(missing_ok=True)
             raise
-        task = self.service.submit(spooled, options)
+        task = await self.service.submit(spooled, options)
         self.set_status(201)
         self.finish(json.dumps(task))
 
@@ -194,6 +207,12 @@ class BatchHandler(TaskqHandler):
 
     @authorized
     async def post(self):
+        created = await self.blocking(self._submit_batch)  # parsing 20,000 tasks takes a while: not on the loop
+        self.set_status(201)
+        self.finish(json.dumps({"tasks": created}))
+
+    def _submit_batch(self) -> list[dict]:
+        service = self.settings["taskq_service"]
         items = self.json_body().get("tasks")
         if not isinstance(items, list) or not items:
             raise bad_request("'tasks' must be a non-empty list of {payload, ...options} objects")
@@ -204,13 +223,11 @@ class BatchHandler(TaskqHandler):
             item = dict(item)
             try:
                 data = _decode_payload(item.pop("payload", None))
-                options = self.service.validate_options(item)
+                options = service.validate_options(item)
             except ServiceError as exc:
                 raise bad_request(f"tasks[{index}]: {exc}") from None
             prepared.append((data, options))
-        created = self.service.submit_many(prepared)
-        self.set_status(201)
-        self.finish(json.dumps({"tasks": created}))
+        return service.submit_many(prepared)
 
 
 class CancelHandler(TaskqHandler):
@@ -219,7 +236,7 @@ class CancelHandler(TaskqHandler):
         body = self.json_body()
         if "task_ids" not in body:
             raise bad_request('body must be {"task_ids": [...]}')
-        self.finish(json.dumps(self.service.cancel(body["task_ids"])))
+        self.finish(json.dumps(await self.service.cancel(body["task_ids"])))
 
 
 class WaitHandler(TaskqHandler):
@@ -235,22 +252,22 @@ class WaitHandler(TaskqHandler):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_WAIT:
             raise bad_request(f"'timeout' must be a number of seconds between 0 and {MAX_WAIT:g}")
         done = await self.wait_final(ids, timeout)
-        self.finish(json.dumps({"done": done, "tasks": self.service.tasks_by_id(ids)}))
+        self.finish(json.dumps({"done": done, "tasks": await self.service.tasks_by_id(ids)}))
 
 
 class TaskHandler(TaskqHandler):
     @authorized
     async def get(self, task_id):
         wait = self.wait_seconds()
-        task = self.service.get(task_id)
+        task = await self.service.get(task_id)
         if wait and task["status"] not in FINAL:
             await self.wait_final([task_id], wait)
-            task = self.service.get(task_id)
+            task = await self.service.get(task_id)
         self.finish(json.dumps(task))
 
     @authorized
     async def delete(self, task_id):
-        self.service.delete(task_id)
+        await self.service.delete(task_id)
         self.set_status(204)
         self.finish()
 
@@ -258,21 +275,27 @@ class TaskHandler(TaskqHandler):
 class RetryHandler(TaskqHandler):
     @authorized
     async def post(self, task_id):
-        task = self.service.retry(task_id)
+        task = await self.service.retry(task_id)
         self.set_status(201)
         self.finish(json.dumps(task))
 
 
 class ResultHandler(TaskqHandler):
-    """The dill bytes of the return value; 409 until COMPLETE (``?wait=s`` waits for the end first)."""
+    """The dill bytes of the return value; 409 until COMPLETE. ``?wait=s`` waits for the end first, and a
+    task still unfinished after the wait answers 202 (expected in a long-poll: no warning in the log)."""
 
     @authorized
     async def get(self, task_id):
         wait = self.wait_seconds()
-        self.service.get_task(task_id)  # 404 before waiting
-        if wait:
-            await self.wait_final([task_id], wait)
-        await self.send_file(self.service.result_path(task_id), f"{task_id}.result")
+        await self.service.get_task(task_id)  # 404 before waiting
+        if wait and not await self.wait_final([task_id], wait):
+            task = await self.service.get_task(task_id)
+            if task["status"] not in FINAL:
+                self.set_status(202)
+                self.finish(json.dumps({"status": task["status"],
+                                        "message": f"task {task_id} is still {task['status']}; ask again"}))
+                return
+        await self.send_file(await self.service.result_path(task_id), f"{task_id}.result")
 
 
 class ExceptionHandler(TaskqHandler):
@@ -280,7 +303,7 @@ class ExceptionHandler(TaskqHandler):
 
     @authorized
     async def get(self, task_id):
-        await self.send_file(self.service.error_pickle_path(task_id), f"{task_id}.exception")
+        await self.send_file(await self.service.error_pickle_path(task_id), f"{task_id}.exception")
 
 
 class LogsHandler(TaskqHandler):
@@ -293,7 +316,7 @@ class LogsHandler(TaskqHandler):
             offset = int(raw)
         except ValueError:
             raise bad_request(f"'offset' must be an integer, got {raw!r}") from None
-        self.finish(json.dumps(self.service.log_chunk(task_id, offset)))
+        self.finish(json.dumps(await self.service.log_chunk(task_id, offset)))
 
 
 class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
@@ -301,7 +324,7 @@ class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
 
     @authorized
     async def get(self, task_id, name, include_body=True):
-        path = self.settings["taskq_service"].output_path(task_id, unquote(name))
+        path = await self.service.output_path(task_id, unquote(name))
         self.root = str(path.parent)
         self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(path.name)}")
         await web.StaticFileHandler.get(self, path.name, include_body)
@@ -331,7 +354,7 @@ class ChangesHandler(TaskqHandler):
 class StatsHandler(TaskqHandler):
     @authorized
     async def get(self):
-        self.finish(json.dumps(self.service.stats()))
+        self.finish(json.dumps(await self.service.stats()))
 
 
 def handlers(base_url: str) -> list[tuple]:

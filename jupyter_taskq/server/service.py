@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..backend import BellMap
 from ..doorbell import work_bell
+from .. import tasklog
 from ..objectstore import ObjectStore
 from ..payload import PayloadError, read_header, read_header_bytes
 from ..queue import (CPU_POOL, GPU_POOL, POOLS, AttemptSpec, enqueue_attempt, enqueue_attempts, model_pool,
@@ -88,6 +89,7 @@ def _as_seconds(name: str, value: Any, allow_zero: bool = False) -> float | None
 
 WAKE_AT_MOST = 64  # rings for a batch: more idle workers than this on one pool find the work at their next look
 LIVE_WORKER_WINDOW = 10.0  # seconds since its last heartbeat for a worker to count as live
+TASK_STATS_TTL = 1.0  # seconds a task JSON's queue-wide stats may be reused (one widget polls twice a second)
 
 OPTION_NAMES = ("name", "gpu", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "priority",
                 "callback_url", "result_ttl")
@@ -112,6 +114,7 @@ class TaskService:
         self._disk_usage: int | None = None
         self._bells = work_bells if work_bells is not None else BellMap(lambda pool: work_bell(state.bells, pool))
         self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
+        self._task_stats: tuple[float, dict | None] = (0.0, None)
 
     # -- submission -------------------------------------------------------
     def _resolve_gpu_model(self, wanted: str) -> str:
@@ -321,7 +324,15 @@ class TaskService:
         return [w for w in self.store.workers() if (w["heartbeat_at"] or 0) >= horizon]
 
     def task_stats(self) -> dict:
-        return {"queue_depth": sum(self.store.waiting_by_pool().values()), "active_workers": len(self.alive_workers())}
+        """The queue-wide ``stats`` every task's JSON carries: asked of the store at most once per
+        ``TASK_STATS_TTL`` however many tasks, requests and polling widgets want it."""
+        at, stats = self._task_stats
+        now = time.monotonic()
+        if stats is None or now - at >= TASK_STATS_TTL:
+            stats = {"queue_depth": sum(self.store.waiting_by_pool().values()),
+                     "active_workers": len(self.alive_workers())}
+            self._task_stats = (now, stats)
+        return stats
 
     def stats(self) -> dict:
         waiting = self.store.waiting_by_pool()
@@ -497,19 +508,32 @@ class TaskService:
         return path
 
     def log_chunk(self, task_id: str, offset: int, limit: int = 1024 * 1024) -> dict:
-        """The log from byte ``offset`` (clients follow a running task by passing back ``next_offset``)."""
+        """The log from byte ``offset`` (clients follow a running task by passing back ``next_offset``).
+
+        Offsets count every byte the task printed. A capped log keeps bytes ``[dropped, size)``,
+        contiguous (see :mod:`..tasklog`); asked for bytes before ``dropped``, the answer starts
+        at ``dropped`` with a line saying how many bytes were skipped (``skipped``). Answers hold
+        at most ``limit`` bytes, never end inside a UTF-8 character, and ``next_offset < size``
+        means there is more: page on from ``next_offset``."""
         task = self.get_task(task_id)
         if offset < 0:
             raise bad_request("'offset' must be >= 0")
         path = self.state.log(task_id)
-        size, data = self.objects.read_range(path, offset, limit)
-        reset = offset > size  # the log was cut to its tail since: start again from its top
+        dropped, size, start, data = self.objects.read_log(path, offset, limit, task.get("log_dropped") or 0)
+        if data[:1] == b"\0" and not self.objects.remote:  # landed in a hole punched since we read the count
+            task = self.get_task(task_id)
+            dropped, size, start, data = self.objects.read_log(path, offset, limit, task.get("log_dropped") or 0)
+        reset = offset > size  # an offset from another log (the file was replaced): start again from its top
         if reset:
             offset = 0
-            size, data = self.objects.read_range(path, 0, limit)
-        return {"offset": offset, "next_offset": offset + len(data), "size": size, "reset": reset,
-                "dropped": task.get("log_dropped") or 0, "expired": bool(task["result_expired"]),
-                "status": task["status"], "data": data.decode("utf-8", errors="replace")}
+            dropped, size, start, data = self.objects.read_log(path, 0, limit, dropped)
+        if start + len(data) < size:
+            data = data[:tasklog.utf8_safe_end(data)]
+        skipped = start - offset
+        text = (tasklog.marker(skipped) if skipped else "") + data.decode("utf-8", errors="replace")
+        return {"offset": start, "next_offset": start + len(data), "size": size, "reset": reset,
+                "skipped": skipped, "dropped": dropped, "expired": bool(task["result_expired"]),
+                "status": task["status"], "data": text}
 
     def disk_usage(self) -> int:
         """Bytes of task files and state (computed at most once per clean-up interval)."""
@@ -519,7 +543,7 @@ class TaskService:
                 for root, _dirs, files in os.walk(top):
                     for name in files:
                         try:
-                            total += os.lstat(os.path.join(root, name)).st_size
+                            total += os.lstat(os.path.join(root, name)).st_blocks * 512  # a capped log is sparse
                         except FileNotFoundError:
                             pass
             self._disk_usage = total

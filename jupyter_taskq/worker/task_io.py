@@ -2,15 +2,18 @@
 
 The task writes files (see :mod:`jupyter_taskq.taskio`); the worker, which wakes
 four times a second anyway, copies what changed into the store, so the API reads
-only the database. It also keeps the log bounded: past the cap it keeps the tail
-and says how much was dropped.
+only the database. It also keeps the log bounded: past the cap it frees the log's
+head without moving a byte (see :mod:`..tasklog`), after recording exactly how many
+bytes were dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
+from .. import tasklog
 from ..objectstore import ObjectStore
 from ..statedir import StateDir
 from ..store import TaskStore
@@ -25,6 +28,8 @@ def _mtime(path) -> int | None:
 
 
 LOG_PUBLISH_INTERVAL = 2.0  # how often a growing log is copied to an object store
+log = logging.getLogger("jupyter_taskq.worker")
+_cannot_punch_warned = False
 
 
 class AttemptWatcher:
@@ -34,9 +39,18 @@ class AttemptWatcher:
         self.log_path = state.log(task["id"])
         self.log_max_bytes = log_max_bytes
         self.log_dropped = task.get("log_dropped") or 0
+        try:
+            if os.stat(self.log_path).st_size < self.log_dropped:
+                self.log_dropped = 0  # a fresh log on this machine (the earlier attempts' is in the object store)
+        except FileNotFoundError:
+            self.log_dropped = 0 if objects is not None and objects.remote else self.log_dropped
+        self._dropped_recorded = self.log_dropped == (task.get("log_dropped") or 0)
         self._seen: dict[str, int | None] = {PROGRESS: None, MANIFEST: None}
         self.objects = objects
         self._log_published: tuple[int | None, float] = (None, 0.0)
+        if objects is not None:  # one attempt at a time per worker: forget the last one's log
+            objects.log_dropped.clear()
+            objects.log_dropped[self.log_path] = self.log_dropped
 
     def sync(self, store: TaskStore) -> bool:
         """Copy new progress, outputs and log truncation into the store; True if anything changed."""
@@ -49,8 +63,9 @@ class AttemptWatcher:
                     changed["progress"] = read_progress(self.directory)
                 else:
                     changed["outputs"] = read_manifest(self.directory)
-        if self._cap_log():
+        if self._cap_log(store) or not self._dropped_recorded:
             changed["log_dropped"] = self.log_dropped
+            self._dropped_recorded = True
         if changed:
             store.update_fields(self.task_id, **changed)
         self._publish_log()
@@ -68,25 +83,24 @@ class AttemptWatcher:
             except Exception:  # noqa: BLE001 - a flaky store must not fail the task; the final copy retries
                 pass
 
-    def _cap_log(self) -> bool:
+    def _cap_log(self, store: TaskStore) -> bool:
+        """Past the cap, drop the log's head down to half the cap (from a line start); True if it did.
+
+        The count is recorded before the hole is punched, so a reader never reads into the hole."""
+        global _cannot_punch_warned
         try:
             size = os.stat(self.log_path).st_size
         except FileNotFoundError:
             return False
-        if size <= self.log_max_bytes:
+        if size - self.log_dropped <= self.log_max_bytes or _cannot_punch_warned:
             return False
-        keep = self.log_max_bytes // 2
-        with open(self.log_path, "r+b") as log:
-            log.seek(size - keep)
-            tail = log.read()
-            newline = tail.find(b"\n", 0, 4096)
-            if newline >= 0:
-                tail = tail[newline + 1:]
-            dropped = size - len(tail)
-            self.log_dropped += dropped
-            marker = (f"[jupyter-taskq: {self.log_dropped} bytes of earlier output dropped; "
-                      f"the log keeps its last {self.log_max_bytes // 2} bytes]\n").encode()
-            log.seek(0)
-            log.truncate()
-            log.write(marker + tail)  # the task appends (O_APPEND) after this
+        cut = tasklog.line_start_after(self.log_path, size - self.log_max_bytes // 2)
+        store.update_fields(self.task_id, log_dropped=cut)
+        self.log_dropped = cut
+        if self.objects is not None:
+            self.objects.log_dropped[self.log_path] = cut
+        if not tasklog.punch_head(self.log_path, cut):
+            _cannot_punch_warned = True
+            log.warning("the filesystem of %s cannot punch holes (fallocate): task logs are not capped",
+                        self.log_path)
         return True

@@ -1,0 +1,46 @@
+"""Blocking work (store queries, object-store transfers, file copies) off the Jupyter server's event loop.
+
+The extension shares its event loop with everything JupyterLab does: one slow SQLite
+query, or a 1 GB upload to S3, run on the loop would stall every request of the server.
+So the handlers reach the service only through :class:`OffLoop`, which runs each call on
+a thread pool of its own (not the loop's default one, which Jupyter uses too) and
+returns an awaitable. The service and stores are thread-safe (SQLite behind a lock,
+redis-py's connection pool, fsspec's own I/O thread).
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from tornado.ioloop import IOLoop
+
+THREADS = 16  # concurrent blocking calls; long transfers each hold one, quick queries share the rest
+
+
+class OffLoop:
+    """``await OffLoop(service).method(...)`` runs ``service.method(...)`` on the pool."""
+
+    def __init__(self, target: Any, executor: ThreadPoolExecutor):
+        self._target = target
+        self._executor = executor
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args, **kwargs):
+            return await run(self._executor, attr, *args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+
+async def run(executor: ThreadPoolExecutor, fn: Callable, *args, **kwargs):
+    return await IOLoop.current().run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+
+
+def make_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="taskq-io")

@@ -1,0 +1,89 @@
+"""A task's log: what it printed, capped to its tail honestly, and read back by offset.
+
+The task appends to its log file itself (``O_APPEND``, so its own subprocesses'
+output lands in order); the worker caps it without ever moving a byte: past the cap
+it *punches a hole* over the head of the file (``fallocate(PUNCH_HOLE)``: the blocks
+are freed, the file keeps its size). So an offset always means the same byte, the
+kept part is exactly bytes ``[dropped, size)`` of everything printed, contiguous, and
+``dropped`` is exact. Rewriting the file instead (copy the tail, truncate, write it
+back) loses whatever the task appends meanwhile, which is how logs used to miss lines.
+
+``dropped`` travels in the task's record (``log_dropped``), written *before* the hole
+is punched: a reader that sees a count never reads into the hole. A reader that saw
+an older count lands in the hole (zeros) and asks again. In an object store the
+log is published compacted: a fixed-width header with ``dropped`` and then the kept
+bytes (:func:`compact`), so no hole travels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from pathlib import Path
+
+BLOCK = 4096
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_HEADER_FORMAT = b"\0jupyter-taskq log; dropped=%020d\n"  # starts with NUL: no task prints this by chance
+HEADER_LEN = len(_HEADER_FORMAT % 0)
+_HEADER = re.compile(rb"\0jupyter-taskq log; dropped=(\d{20})\n")
+
+
+def marker(dropped: int) -> str:
+    """The line shown where output was dropped (never stored: the reader adds it)."""
+    return f"[jupyter-taskq: {dropped} bytes of earlier output dropped; the log keeps its tail]\n"
+
+
+def line_start_after(path: Path, offset: int) -> int:
+    """The start of the first whole line at or after ``offset`` (``offset`` if none starts within 4 KiB)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        newline = f.read(BLOCK).find(b"\n")
+    return offset + newline + 1 if newline >= 0 else offset
+
+
+_fallocate = None
+
+
+def punch_head(path: Path, upto: int) -> bool:
+    """Free the blocks of ``path`` before ``upto`` (whole blocks; the size stays). False if unsupported."""
+    global _fallocate
+    if _fallocate is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _fallocate = libc.fallocate
+        _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        _fallocate.restype = ctypes.c_int
+    length = upto // BLOCK * BLOCK
+    if length <= 0:
+        return True
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        return _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, length) == 0
+    finally:
+        os.close(fd)
+
+
+def compact(path: Path, dropped: int) -> bytes:
+    """The published form of a log: the header, then the kept bytes (no hole)."""
+    header = _HEADER_FORMAT % dropped
+    with open(path, "rb") as f:
+        f.seek(dropped)
+        return header + f.read()
+
+
+def parse_header(head: bytes) -> int | None:
+    match = _HEADER.match(head)
+    return int(match.group(1)) if match else None
+
+
+def utf8_safe_end(data: bytes) -> int:
+    """How much of ``data`` to hand out so a chunk never ends inside a UTF-8 character (the rest comes next)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)  # ASCII: complete
+        if byte >= 0xC0:  # the lead byte of the last character
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)
