@@ -189,3 +189,16 @@ def test_group_results_can_return_exceptions_and_long_lists_say_how_many_are_sho
     html = group._repr_mimebundle_()["text/html"]
     assert "showing 50 of 60 tasks" in html and html.count("<li>") == 50
     assert "showing" not in run(shell, "jupyter_taskq.tasks(limit=10)")._repr_mimebundle_()["text/html"]
+
+
+def test_functions_a_cell_defines_work_in_a_process_pool_inside_the_task(shell):
+    handle = run(shell, """
+        %%task_queue --retries 0 --timeout 60
+        import multiprocessing
+        def square(x):
+            return x * x
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            squares = pool.map(square, range(5))
+    """)
+    assert handle.result(timeout=60)["squares"] == [0, 1, 4, 9, 16]
+    assert "not brought back, cannot be pickled: pool (multiprocessing.pool.Pool)" in handle.logs()

@@ -25,11 +25,14 @@ import sys
 import time
 import types
 
+from ..taskio import ATTEMPT_DIR_ENV
+
 CELL_FILE = "<task_queue cell>"
 
 
 def run_cell(source: str, namespace: dict, assigned: list[str]) -> dict:
-    scope = dict(namespace)
+    scope = _task_main()
+    scope.update(namespace)
     scope.setdefault("__name__", "__main__")
     global _shell
     _shell = WorkerShell(scope)
@@ -46,10 +49,31 @@ def run_cell(source: str, namespace: dict, assigned: list[str]) -> dict:
         if name not in values and digest is not None and scope.get(name) is namespace[name] \
                 and _digest(namespace[name]) != digest:
             values[name] = namespace[name]
-    return values
+    return _picklable(values)
+
+
+def _picklable(values: dict) -> dict:
+    """Leave out what cannot travel back (``with Pool() as pool``, an open file), saying so in one line
+    of the task's log, instead of failing the whole cell after it ran. Arrays and frames are not tried."""
+    left = {name: type(value) for name, value in values.items()
+            if not hasattr(value, "__array__") and _may_change(value) and _digest(value) is None}
+    if left:
+        names = ", ".join(f"{name} ({kind.__module__}.{kind.__qualname__})" for name, kind in left.items())
+        print(f"jupyter-taskq: not brought back, cannot be pickled: {names}")
+    return {name: value for name, value in values.items() if name not in left}
 
 
 _shell: "WorkerShell | None" = None
+
+
+def _task_main() -> dict:
+    """In a task, the task's own fresh ``__main__`` (the runner made it), so functions and classes the
+    cell defines are found by reference there, as in a kernel: ``multiprocessing.Pool.map(f, ...)``
+    and ``pickle.dumps`` work on them. Called anywhere else, a namespace of its own."""
+    main = sys.modules.get("__main__")
+    if os.environ.get(ATTEMPT_DIR_ENV) and main is not None:
+        return vars(main)
+    return {}
 
 
 def get_ipython():
@@ -87,11 +111,11 @@ class _HashWriter:
 
 def _digest(value) -> bytes | None:
     """A hash of the value's pickle, written straight into the hash: a big array is not copied."""
-    import dill
+    from ..pickling import dump_result  # the rules the result itself is pickled by
 
     out = _HashWriter()
     try:
-        dill.Pickler(out, recurse=True).dump(value)
+        dump_result(value, out)
     except Exception:  # noqa: BLE001 - then we cannot tell whether it changed; it stays on the worker
         return None
     return out.hash.digest()
