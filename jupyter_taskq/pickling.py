@@ -164,6 +164,12 @@ def _exception_reduce(exc: BaseException):
     return _rebuild_exception, (kind, exc.args, state)
 
 
+def _code_reduce(code: types.CodeType):
+    """cloudpickle's, keeping the file name (it writes "<dynamic-code>"): tracebacks name the cell."""
+    rebuild, args = _cp._code_reduce(code)
+    return rebuild, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
 def _make_lru_cache(fn, maxsize, typed):
     return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
 
@@ -179,6 +185,8 @@ class _Pickler(cloudpickle.Pickler):
             rv = _exception_reduce(obj)
             if rv is not NotImplemented:
                 return rv
+        elif isinstance(obj, types.CodeType):
+            return _code_reduce(obj)
         elif isinstance(obj, _DILL_TYPES):
             return _dill_reduce(obj)
         elif isinstance(obj, functools._lru_cache_wrapper) and not _importable(obj):
@@ -200,6 +208,24 @@ def _importable(obj) -> bool:
 
 
 # -- kernel to worker: the call --------------------------------------------------------------------
+
+def _imported_local_modules(code: types.CodeType) -> list[types.ModuleType]:
+    """Local modules the kernel has loaded that this code imports by name (its names include them)."""
+    found = []
+    for name in _names_of(code):
+        module = sys.modules.get(name)
+        if module is not None and is_local_module(module):
+            found.append(module)
+    return found
+
+
+def _names_of(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names_of(const)
+    return names
+
 
 def _new_module(name: str) -> types.ModuleType:
     """A local module as the kernel had it; ``import name`` in the task then gives this same module."""
@@ -231,7 +257,12 @@ class CallPickler(_Pickler):
         if isinstance(obj, types.FunctionType):
             if _local_module_of(obj) is not None or not _cp._should_pickle_by_reference(obj):
                 self._note_code(obj.__code__)
-                return self._dynamic_function_reduce(obj)
+                rv = self._dynamic_function_reduce(obj)
+                imported = _imported_local_modules(obj.__code__)
+                if imported:  # `import mylib` in the body: the kernel's mylib too (loaded before the function)
+                    slotstate = rv[2][1]
+                    slotstate["_cloudpickle_submodules"] = list(slotstate["_cloudpickle_submodules"]) + imported
+                return rv
             return NotImplemented
         if isinstance(obj, type):
             if _local_module_of(obj) is not None and obj.__module__ != MAIN:

@@ -185,14 +185,14 @@ class TaskQueueMagics(Magics):
 
 
 def _check_serialisable(namespace: dict) -> None:
-    import dill
+    from ..pickling import dumps  # the payload's own rules (dill's recurse=True fails on scikit-learn helpers)
 
     try:
-        dill.dumps(namespace, recurse=True)
+        dumps(namespace)
     except Exception as exc:
         for name, value in namespace.items():
             try:
-                dill.dumps(value, recurse=True)
+                dumps(value)
             except Exception as inner:
                 raise PayloadError(
                     f"cannot serialise notebook variable {name!r} (a {type(value).__name__}) used by this cell: "
