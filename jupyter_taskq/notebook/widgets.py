@@ -18,6 +18,7 @@ import anywidget
 import traitlets
 
 from ..status import FINAL
+from .client import TaskqError
 
 STATIC = Path(__file__).parent / "static"
 KERNEL_POLL = 0.5
@@ -42,9 +43,12 @@ class _TaskqWidget(anywidget.AnyWidget):
             threading.Thread(target=self._push_snapshots, daemon=True, name="taskq-widget").start()
 
     def _push_snapshots(self) -> None:
+        """Until every task shown has ended or is gone (deleted: 404), push a fresh snapshot twice a second."""
         while True:
             try:
                 done = self._refresh()
+            except TaskqError as exc:
+                done = exc.status_code == 404  # deleted: nothing more will ever change
             except Exception:  # the server may be restarting: try again
                 done = False
             if done:
@@ -84,4 +88,4 @@ class GroupWidget(_TaskqWidget):
 
     def _refresh(self) -> bool:
         self.snapshot = self._client.tasks_by_id(self.task_ids)
-        return all(t["status"] in FINAL for t in self.snapshot)
+        return all(t["status"] in FINAL or t["status"] is None for t in self.snapshot)  # None: deleted
