@@ -187,7 +187,9 @@ def test_group_results_can_return_exceptions_and_long_lists_say_how_many_are_sho
     assert values[:2] == [-0.5, -1.0] and values[3:5] == [1.0, 0.5] and len(values) == 60
     assert isinstance(values[2], ZeroDivisionError)
     html = group._repr_mimebundle_()["text/html"]
-    assert "showing 50 of 60 tasks" in html and html.count("<li>") == 50
+    from jupyter_taskq.notebook.display import HTML_LIST_LIMIT
+
+    assert f"showing {HTML_LIST_LIMIT} of 60 tasks" in html and html.count("<li>") == HTML_LIST_LIMIT
     assert "showing" not in run(shell, "jupyter_taskq.tasks(limit=10)")._repr_mimebundle_()["text/html"]
 
 

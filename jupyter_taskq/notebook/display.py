@@ -1,5 +1,7 @@
-"""How handles and groups show in a notebook: a live widget, plus text and HTML summaries
-for wherever widgets cannot render (nbval, a terminal, a notebook viewed on GitHub)."""
+"""How handles and groups show in a notebook: the front-end output of :mod:`.mime` (live in
+JupyterLab without the kernel), a live widget for other front ends with ipywidgets, and text
+and HTML summaries for wherever neither renders (nbval, a terminal, GitHub). mime.py says
+how a front end picks among them."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ import html
 from collections import Counter
 
 
-#: A group's HTML lists this many tasks, and says so when it has more.
-HTML_LIST_LIMIT = 50
+#: A group's HTML lists this many tasks, and says so when it has more: few enough that a displayed
+#: group of any size adds under 2 KB to the saved notebook.
+HTML_LIST_LIMIT = 10
+#: Characters of an error message a group's list line keeps.
+LIST_ERROR_CHARS = 80
 
 
 def _kernel_can_show_widgets() -> bool:
@@ -44,9 +49,19 @@ def group_text(infos: list[dict]) -> str:
     return f"{len(infos)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
 
+def _list_line(info: dict) -> str:
+    """One task of a group's HTML list: its text line, the error cut short, no traceback."""
+    error = info.get("error")
+    if error and len(error.get("message") or "") > LIST_ERROR_CHARS:
+        info = {**info, "error": {**error, "message": error["message"][:LIST_ERROR_CHARS] + "…"}}
+    return f"<li><code>{html.escape(task_text(info))}</code></li>"
+
+
 def task_bundle(handle) -> dict:
+    from .mime import MIME, task_ref
+
     info = handle.info()
-    data = {"text/plain": task_text(info), "text/html": task_html(info)}
+    data = {"text/plain": task_text(info), "text/html": task_html(info), MIME: task_ref(handle.id)}
     if _kernel_can_show_widgets():
         from .widgets import TaskWidget
 
@@ -57,11 +72,16 @@ def task_bundle(handle) -> dict:
 
 
 def group_bundle(group) -> dict:
+    from .mime import MIME, group_ref
+
     infos = group.infos()
-    items = "".join(f"<li>{task_html(i)}</li>" for i in infos[:HTML_LIST_LIMIT])
+    items = "".join(_list_line(i) for i in infos[:HTML_LIST_LIMIT])
     shown = f"<p>showing {HTML_LIST_LIMIT} of {len(infos)} tasks</p>" if len(infos) > HTML_LIST_LIMIT else ""
     data = {"text/plain": group_text(infos),
             "text/html": f"<div><b>{html.escape(group_text(infos))}</b>{shown}<ul>{items}</ul></div>"}
+    ref = group_ref(group) if group.handles else None
+    if ref is not None:
+        data[MIME] = ref
     if _kernel_can_show_widgets() and group.handles:
         from .widgets import GroupWidget
         from .client import connect

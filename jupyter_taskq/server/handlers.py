@@ -358,6 +358,8 @@ class StatsHandler(TaskqHandler):
 
 
 def handlers(base_url: str) -> list[tuple]:
+    from .groups import handlers as group_handlers  # groups.py builds on this module's handlers
+
     api = base_url.rstrip("/") + "/taskq/api"
     task = r"(?P<task_id>[^/]+)"
     return [
@@ -373,4 +375,5 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/tasks/{task}/outputs/(?P<name>[^/]+)", OutputHandler, {"path": "/nonexistent"}),
         (f"{api}/stats", StatsHandler),
         (f"{api}/changes", ChangesHandler),
+        *group_handlers(api),
     ]

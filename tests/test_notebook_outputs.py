@@ -1,0 +1,100 @@
+"""What a displayed handle or group puts into the notebook: a few hundred bytes naming its tasks
+(application/vnd.jupyter-taskq.tasks+json) that the Lab extension renders live, a group of any size
+named by a server-side group id, and text/HTML fallbacks that say how many tasks they list."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jupyter_taskq.notebook import mime
+from jupyter_taskq.notebook.client import TaskHandle, connect
+from jupyter_taskq.notebook.display import HTML_LIST_LIMIT, group_bundle, task_bundle
+from jupyter_taskq.notebook.group import TaskGroup
+
+from conftest import TOKEN, wait_for
+
+
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.fixture
+def env(shared_server, monkeypatch):
+    monkeypatch.setenv("JUPYTER_TASKQ_URL", shared_server.url)
+    monkeypatch.setenv("JUPYTER_TASKQ_TOKEN", TOKEN)
+    return shared_server
+
+
+def test_a_handle_names_its_task_and_the_api_path_only(env):
+    handle = connect().submit(nap, (0,))
+    data = task_bundle(handle)
+    assert data[mime.MIME] == {"version": 1, "api": "taskq/api/", "task_ids": [handle.id]}
+    assert TOKEN not in json.dumps(data)
+    assert handle.id in data["text/plain"] and handle.id in data["text/html"]
+
+
+def test_a_big_group_is_a_group_id_and_its_output_stays_small(env):
+    client = env.client()
+    handles = client.submit_many(nap, [(0,)] * 2000)
+    group = TaskGroup(handles)
+    data = group_bundle(group)
+    ref = data[mime.MIME]
+    assert set(ref) == {"version", "api", "group", "count"} and ref["count"] == 2000
+    assert len(json.dumps(data)) < 2048, len(json.dumps(data))
+    assert f"showing {HTML_LIST_LIMIT} of 2000 tasks" in data["text/html"]
+    assert data["text/html"].count("<li>") == HTML_LIST_LIMIT
+    assert group_bundle(group)[mime.MIME]["group"] == ref["group"]  # registered once per group object
+
+    session = client.session
+    answer = session.get(f"{env.url}taskq/api/groups/{ref['group']}?limit=5&ids=1").json()
+    assert answer["count"] == 2000 and len(answer["tasks"]) == 5 and answer["task_ids"] == group.ids
+    assert [t["id"] for t in answer["tasks"]] == group.ids[:5]
+    assert sum(answer["counts"].values()) == 2000
+    wait_for(lambda: session.get(f"{env.url}taskq/api/groups/{ref['group']}?limit=0").json()["done"], 120,
+             message="the group's tasks finishing")
+    done = session.get(f"{env.url}taskq/api/groups/{ref['group']}?limit=0").json()
+    assert done["counts"] == {"COMPLETE": 2000} and done["tasks"] == [] and "task_ids" not in done
+
+
+def test_a_small_group_lists_its_ids(env):
+    handles = [connect().submit(nap, (0,)) for _ in range(3)]
+    ref = group_bundle(TaskGroup(handles))[mime.MIME]
+    assert ref["task_ids"] == [h.id for h in handles] and "group" not in ref
+
+
+def test_group_errors_are_clear(env):
+    session = env.client().session
+    api = f"{env.url}taskq/api/groups"
+    for body in ({}, {"task_ids": []}, {"task_ids": "abc"}, {"task_ids": [1, 2]}):
+        answer = session.post(api, json=body)
+        assert answer.status_code == 400 and "task_ids" in answer.json()["message"]
+    assert session.get(f"{api}/{'0' * 32}").status_code == 404
+    assert session.get(f"{api}/not-an-id").status_code == 404
+    assert session.get(f"{api}/{'0' * 32}?limit=x").status_code == 400
+
+
+def test_a_group_whose_tasks_were_deleted_is_gone(env):
+    client = env.client()
+    handles = [client.submit(nap, (0,)) for _ in range(12)]
+    client.wait([h.id for h in handles], timeout=60)
+    group_id = group_bundle(TaskGroup(handles))[mime.MIME]["group"]
+    url = f"{env.url}taskq/api/groups/{group_id}"
+    assert client.session.get(url).status_code == 200
+    for handle in handles:
+        client.delete(handle.id)
+    answer = client.session.get(url)
+    assert answer.status_code == 404 and "deleted" in answer.json()["message"]
+
+
+def test_deleted_task_in_a_bundle_is_reported_by_the_api(env):
+    """The output of a deleted task finds out from the API (404), which the Lab renderer shows as gone."""
+    client = env.client()
+    handle = TaskHandle(client.submit(nap, (0,)).id, client=client)
+    handle.wait(60)
+    client.delete(handle.id)
+    assert client.session.get(f"{env.url}taskq/api/tasks/{handle.id}").status_code == 404
