@@ -285,7 +285,7 @@ def validate(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
     if longest > MAX_RETRY_WAIT:
         raise OptionError(
             f"options 'retry_delay' x 'retry_backoff' ** ('max_retries' - 1) give a wait of {longest:.3g} s before "
-            f"the last retry; it must be at most {MAX_RETRY_WAIT:g} s ({MAX_RETRY_WAIT / DAY:g} days)")
+            f"the last retry; it must be at most {MAX_RETRY_WAIT:.10g} s ({MAX_RETRY_WAIT / DAY:g} days)")
     return opts
 
 

@@ -10,12 +10,16 @@ transition, so the server and the worker supervisor may both run this safely.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable, Mapping
 
+from .options import MAX_RETRY_WAIT, stored_problem
 from .queue import enqueue_attempt
-from .status import WAITING, TaskStatus
+from .status import CANCELLABLE, WAITING, TaskStatus
 from .store import TaskStore
+
+log = logging.getLogger("jupyter_taskq.recovery")
 
 
 FORGET_WORKER_AFTER = 600.0  # a worker silent this long (a machine gone for good) leaves the stats
@@ -24,20 +28,38 @@ FORGET_WORKER_AFTER = 600.0  # a worker silent this long (a machine gone for goo
 def retry_delay_for(task: dict) -> float:
     """Delay before the attempt after ``task['attempt']``, with backoff."""
     backoff = task.get("retry_backoff") or 1
-    return (task.get("retry_delay") or 0) * backoff ** max(0, task["attempt"] - 1)
+    try:
+        delay = (task.get("retry_delay") or 0) * backoff ** max(0, task["attempt"] - 1)
+    except OverflowError:
+        delay = MAX_RETRY_WAIT
+    return min(delay, MAX_RETRY_WAIT) if delay == delay else 0.0
+
+
+def fail_bad_task(store: TaskStore, task: dict, reason: str) -> bool:
+    """A stored task that cannot be run (a value from before the checks, a damaged row) is FAILED with
+    the reason, logged once, and never stops the start-up or the sweep that found it."""
+    log.error("jupyter-taskq: task %s cannot be run and is FAILED: %s", task.get("id"), reason)
+    error = {"type": "InvalidTask", "message": f"the stored task cannot be run: {reason}", "traceback": None}
+    return store.transition(task["id"], TaskStatus.FAILED, CANCELLABLE, error=error)
 
 
 def fail_or_requeue(store: TaskStore, queues: Mapping, task: dict, error: dict) -> TaskStatus | None:
     """End a RUNNING attempt that did not finish by itself: RETRY with a new attempt queued, or FAILED."""
+    problem = stored_problem(task)
+    if problem:
+        return TaskStatus.FAILED if fail_bad_task(store, task, problem) else None
     retries_left = task["max_retries"] + 1 - task["attempt"]
     if retries_left > 0:
         if not store.transition(task["id"], TaskStatus.RETRY, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
             return None
-        enqueue_attempt(
-            queues[task["pool"]], task["id"], retries=retries_left - 1,
-            retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
-            priority=task["priority"], delay=retry_delay_for(task),
-        )
+        try:
+            enqueue_attempt(
+                queues[task["pool"]], task["id"], retries=retries_left - 1,
+                retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
+                priority=task["priority"], delay=retry_delay_for(task),
+            )
+        except Exception as exc:  # noqa: BLE001 - a row no check foresaw: fail it, keep sweeping
+            return TaskStatus.FAILED if fail_bad_task(store, task, f"{type(exc).__name__}: {exc}") else None
         return TaskStatus.RETRY
     if store.transition(task["id"], TaskStatus.FAILED, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
         return TaskStatus.FAILED
@@ -63,7 +85,11 @@ def recover_lost_tasks(store: TaskStore, queues: Mapping, stale_after: float,
             "message": f"worker lost: {task['worker']} stopped while running attempt {task['attempt']}",
             "traceback": None,
         }
-        if fail_or_requeue(store, queues, task, error):
+        try:
+            moved = fail_or_requeue(store, queues, task, error)
+        except Exception as exc:  # noqa: BLE001 - one damaged row never stops the sweep
+            moved = fail_bad_task(store, task, f"{type(exc).__name__}: {exc}")
+        if moved:
             changed.append(task["id"])
             on_change(task["id"])
     forget_before = now - max(FORGET_WORKER_AFTER, stale_after)

@@ -20,13 +20,14 @@ from typing import Any, Iterable
 from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
-JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback")
+JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback", "retry_for")
 
 TASK_COLUMNS = (
     "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
     "attempt", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "expires_at",
     "priority", "callback_url", "worker", "worker_instance", "error", "progress", "cancel_requested",
     "retry_of", "result_ttl", "result_size", "result_expired", "outputs", "log_dropped", "callback", "callback_done",
+    "keep_warm_seconds", "cpu", "memory", "retry_for",  # task options of issue 11 (jupyter_taskq/options.py)
 )
 
 #: What a task reads as for a field never written (the SQLite schema's defaults).
@@ -146,7 +147,8 @@ create table if not exists taskq_workers (
 
 
 _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
-                  "callback_done": "integer not null default 0"}
+                  "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
+                  "memory": "integer", "retry_for": "text"}
 
 
 class SqliteTaskStore(TaskStore):
@@ -170,8 +172,9 @@ class SqliteTaskStore(TaskStore):
             if column not in have:
                 self._conn.execute(f"alter table taskq_tasks add column {column} {kind}")
         workers_have = {row[1] for row in self._conn.execute("pragma table_info(taskq_workers)")}
-        if "model" not in workers_have:
-            self._conn.execute("alter table taskq_workers add column model text")
+        for column, kind in (("model", "text"), ("cpus", "integer"), ("memory_mib", "integer")):
+            if column not in workers_have:  # what the worker's machine has (cpu= and memory= are checked against it)
+                self._conn.execute(f"alter table taskq_workers add column {column} {kind}")
         self._conn.execute("create index if not exists taskq_tasks_callbacks on taskq_tasks (callback_done) "
                            "where callback_url is not null")
         # Makes fingerprint() (asked once a second by every open `GET changes` long-poll) an index look-up.

@@ -8,6 +8,7 @@ was wrong, so a client never sees a bare 500 for bad input.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import shutil
 import stat
@@ -19,14 +20,19 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..backend import BellMap
 from ..doorbell import work_bell
+from ..machine import machine_size
+from .. import options as options_module
 from .. import tasklog
 from ..objectstore import ObjectStore
 from ..payload import PayloadError, read_header, read_header_bytes
+from ..recovery import fail_bad_task
 from ..queue import (CPU_POOL, GPU_POOL, POOLS, AttemptSpec, enqueue_attempt, enqueue_attempts, model_pool,
                      pool_model)
 from ..statedir import StateDir, create_private_file
 from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ..store import TASK_COLUMNS, TaskStore
+
+log = logging.getLogger("jupyter_taskq.service")
 
 
 class ServiceError(Exception):
@@ -49,50 +55,17 @@ def conflict(message: str) -> ServiceError:
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
+    if ts is None or not isinstance(ts, (int, float)) or not -62135596800 < ts < 253402300800:
+        return None  # no time, or one no date can show (a bad row): null, never an error
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
-
-
-def _as_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise bad_request(f"option {name!r} must be an integer, got {value!r}") from None
-    if not isinstance(value, int):
-        raise bad_request(f"option {name!r} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise bad_request(f"option {name!r} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise bad_request(f"option {name!r} must be <= {maximum}, got {value}")
-    return value
-
-
-def _as_seconds(name: str, value: Any, allow_zero: bool = False) -> float | None:
-    if value is None or value == "" or value == "null":
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise bad_request(f"option {name!r} must be a number of seconds, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise bad_request(f"option {name!r} must be a number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise bad_request(f"option {name!r} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value}")
-    return float(value)
 
 
 WAKE_AT_MOST = 64  # rings for a batch: more idle workers than this on one pool find the work at their next look
 LIVE_WORKER_WINDOW = 10.0  # seconds since its last heartbeat for a worker to count as live
 TASK_STATS_TTL = 1.0  # seconds a task JSON's queue-wide stats may be reused (one widget polls twice a second)
 
-OPTION_NAMES = ("name", "gpu", "max_retries", "retry_delay", "retry_backoff", "timeout", "expires", "priority",
-                "callback_url", "result_ttl")
+OPTION_NAMES = options_module.REST_NAMES  # declared once, in jupyter_taskq/options.py
 
 
 class TaskService:
@@ -139,23 +112,17 @@ class TaskService:
         return any(w["pool"] == pool for w in self.alive_workers())
 
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
-        unknown = sorted(set(raw) - set(OPTION_NAMES))
-        if unknown:
-            raise bad_request(f"unknown option(s) {', '.join(map(repr, unknown))}; known options: {', '.join(OPTION_NAMES)}")
-        opts: dict[str, Any] = {}
-        name = raw.get("name")
-        if name is not None and (not isinstance(name, str) or len(name) > 200):
-            raise bad_request("option 'name' must be a string of at most 200 characters")
-        opts["name"] = name or None
-        gpu = raw.get("gpu", 0) or 0
+        """Every option checked to a finite, sane range (declared in :mod:`jupyter_taskq.options`), then
+        what only this server knows: which GPUs and machines there are."""
+        try:
+            opts = options_module.validate(raw, self.defaults)
+        except options_module.OptionError as exc:
+            raise bad_request(str(exc)) from None
+        gpu = opts["gpu"]
         opts["gpu_model"] = None
-        if isinstance(gpu, str) and gpu.strip() and not gpu.strip().isdigit():
-            opts["gpu_model"] = self._resolve_gpu_model(gpu.strip())
-            gpu = 1
-        opts["gpu"] = _as_int("gpu", gpu, 0)
-        if opts["gpu"] > 1:
-            raise bad_request(f"a task can ask for at most 1 GPU (asked for {opts['gpu']}): each GPU worker is pinned "
-                              "to exactly one device")
+        if isinstance(gpu, str):
+            opts["gpu_model"] = self._resolve_gpu_model(gpu)
+            opts["gpu"] = 1
         if opts["gpu"] and self.gpu_slots == 0 and not self._live_worker_in(GPU_POOL):
             raise bad_request("this server has no GPU workers (TaskQueue.gpus is empty or no GPU was detected) "
                               "and no live GPU worker has joined the queue; submit with gpu=0 or configure "
@@ -163,24 +130,34 @@ class TaskService:
         if not opts["gpu"] and self.cpu_workers == 0 and not self._live_worker_in(CPU_POOL):
             raise bad_request("this server has no CPU workers (TaskQueue.cpu_workers = 0) and no live CPU worker "
                               "has joined the queue; submit with gpu=1")
-        retries = raw.get("max_retries")
-        opts["max_retries"] = self.defaults["max_retries"] if retries in (None, "") else _as_int("max_retries", retries, 0, 100)
-        delay = _as_seconds("retry_delay", raw.get("retry_delay"), allow_zero=True)
-        opts["retry_delay"] = self.defaults["retry_delay"] if delay is None else delay
-        backoff = _as_seconds("retry_backoff", raw.get("retry_backoff"))
-        opts["retry_backoff"] = self.defaults["retry_backoff"] if backoff is None else backoff
-        if opts["retry_backoff"] < 1:
-            raise bad_request("option 'retry_backoff' must be >= 1 (a multiplier of the retry delay)")
-        opts["timeout"] = _as_seconds("timeout", raw.get("timeout"))
-        opts["expires"] = _as_seconds("expires", raw.get("expires"))
-        ttl = _as_seconds("result_ttl", raw.get("result_ttl"), allow_zero=True)
-        opts["result_ttl"] = self.defaults["result_ttl"] if ttl is None else ttl
-        opts["priority"] = _as_int("priority", raw.get("priority", 0) or 0, -1_000_000, 1_000_000)
-        url = raw.get("callback_url")
-        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
-            raise bad_request("option 'callback_url' must be an http:// or https:// URL")
-        opts["callback_url"] = url or None
+        if opts["cpu"] is not None or opts["memory"] is not None:
+            self._check_machine_size(opts)
         return opts
+
+    def _machines(self, pool: str) -> list[dict]:
+        """``{where, cpus, memory_mib}`` of the machines whose workers serve ``pool`` (this one if it runs some)."""
+        machines = {}
+        for w in self.alive_workers():
+            if w["pool"] == pool and w.get("cpus"):
+                machines.setdefault(w.get("host"), {"where": f"{w['name']} on {w.get('host')}", "cpus": w["cpus"],
+                                                    "memory_mib": w.get("memory_mib") or 0})
+        local = self.gpu_slots if pool == GPU_POOL else self.cpu_workers
+        if local and not machines:
+            machines["local"] = {"where": "this machine", **machine_size()}
+        return list(machines.values())
+
+    def _check_machine_size(self, opts: dict) -> None:
+        """A request no live worker's machine could ever meet is refused now, naming what there is."""
+        machines = self._machines(GPU_POOL if opts["gpu"] else CPU_POOL)
+        if not machines:
+            return
+        fits = [m for m in machines if (opts["cpu"] is None or opts["cpu"] <= m["cpus"])
+                and (opts["memory"] is None or opts["memory"] <= m["memory_mib"])]
+        if not fits:
+            asked = ", ".join(f"{k}={opts[k]:.10g}" + (" MiB" if k == "memory" else "")
+                              for k in ("cpu", "memory") if opts[k] is not None)
+            there = "; ".join(f"{m['where']}: {m['cpus']} cores, {m['memory_mib']} MiB" for m in machines)
+            raise bad_request(f"no live worker's machine can meet {asked}; the machines there are: {there}")
 
     def open_spool(self) -> tuple[Path, int]:
         """A private file for an upload in progress (payloads are code)."""
@@ -250,29 +227,51 @@ class TaskService:
             self._bells[pool].ring_times(min(len(specs), WAKE_AT_MOST))  # one idle worker per task
 
     def reconcile(self) -> list[str]:
-        """Queue again any waiting task that has no Huey message (a crash between two writes)."""
+        """Queue again any waiting task that has no Huey message (a crash between two writes).
+
+        Runs at every start, over rows written by any earlier version: a row that cannot be queued
+        (a value out of range, an unknown pool) is FAILED with the reason and logged, never fatal."""
         queued = set()
         for pool in self.store.waiting_by_pool():
-            self.queues[pool]  # open the queue of every pool with waiting tasks (GPU models' too)
+            try:
+                self.queues[pool]  # open the queue of every pool with waiting tasks (GPU models' too)
+            except Exception:  # noqa: BLE001 - its tasks are failed one by one below
+                pass
         for huey in list(self.queues.values()):
-            for message in [*huey.pending(), *huey.scheduled()]:
-                if message.args:
-                    queued.add(message.args[0])
+            try:
+                for message in [*huey.pending(), *huey.scheduled()]:
+                    if message.args:
+                        queued.add(message.args[0])
+            except Exception:  # noqa: BLE001 - an unreadable message: re-queue rather than lose
+                log.exception("jupyter-taskq: could not read the queue %s at start-up", getattr(huey, "name", "?"))
         requeued = []
         offset = 0
         while True:
             batch = self.store.list(WAITING, limit=1000, offset=offset)
             if not batch:
                 break
+            offset += len(batch)
             for task in batch:
-                if task["id"] not in queued:
+                problem = options_module.stored_problem(task)
+                if problem:
+                    if fail_bad_task(self.store, task, problem):
+                        self.on_change(task["id"])
+                        offset -= 1  # no longer waiting: the next page starts one earlier
+                    continue
+                if task["id"] in queued:
+                    continue
+                try:
                     enqueue_attempt(self.queues[task["pool"]], task["id"],
                                     retries=max(0, task["max_retries"] - task["attempt"]),
                                     retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
                                     priority=task["priority"], expires_at=task["expires_at"])
                     self._bells[task["pool"]].ring()
-                    requeued.append(task["id"])
-            offset += len(batch)
+                except Exception as exc:  # noqa: BLE001 - never fatal: fail this one, start the rest
+                    if fail_bad_task(self.store, task, f"{type(exc).__name__}: {exc}"):
+                        self.on_change(task["id"])
+                        offset -= 1
+                    continue
+                requeued.append(task["id"])
         return requeued
 
     # -- reading ----------------------------------------------------------
@@ -292,10 +291,11 @@ class TaskService:
         bad = [s for s in statuses if s not in valid]
         if bad:
             raise bad_request(f"unknown status {bad[0]!r}; statuses are {', '.join(sorted(valid))}")
-        if not 1 <= limit <= 1000:
-            raise bad_request("'limit' must be between 1 and 1000")
-        if offset < 0:
-            raise bad_request("'offset' must be >= 0")
+        try:
+            limit = options_module.check_int("limit", limit, 1, options_module.MAX_LIMIT)
+            offset = options_module.check_int("offset", offset, 0, options_module.MAX_OFFSET)
+        except options_module.OptionError as exc:
+            raise bad_request(str(exc).replace("option ", "", 1)) from None
         stats = self.task_stats()
         if text is not None and len(text) > 200:
             raise bad_request("'q' must be at most 200 characters")
@@ -340,6 +340,7 @@ class TaskService:
         running = {t["worker_instance"]: t for t in self.store.running()}
         workers = [
             {"name": w["name"], "pool": w["pool"], "device": w["device"], "model": w.get("model"),
+             "cpus": w.get("cpus"), "memory_mib": w.get("memory_mib"),
              "host": w["host"], "pid": w["pid"],
              "busy": w["instance"] in running,
              "current_task": running[w["instance"]]["id"] if w["instance"] in running else None,
@@ -358,14 +359,14 @@ class TaskService:
         }
 
     def to_json(self, task: dict, stats: dict | None = None) -> dict:
+        """The task as the API shows it: every declared option by its name, never Infinity or NaN."""
         return {
-            "id": task["id"], "name": task["name"], "status": task["status"],
+            "id": task["id"], "status": task["status"],
+            **{name: options_module.json_value(task.get(name)) for name in OPTION_NAMES},
             "created_at": iso(task["created_at"]), "started_at": iso(task["started_at"]),
             "ended_at": iso(task["ended_at"]), "updated_at": iso(task["updated_at"]),
-            "attempt": task["attempt"], "max_retries": task["max_retries"], "gpu": task["gpu"],
-            "gpu_model": pool_model(task["pool"] or ""),
-            "worker": task["worker"], "timeout": task["timeout"], "expires": task["expires"],
-            "priority": task["priority"], "callback_url": task["callback_url"], "retry_of": task["retry_of"],
+            "attempt": task["attempt"], "gpu_model": pool_model(task["pool"] or ""),
+            "worker": task["worker"], "retry_of": task["retry_of"],
             "outputs": self._outputs_json(task), "error": task["error"], "progress": task["progress"],
             "result": {"available": task["status"] == TaskStatus.COMPLETE and not task["result_expired"],
                        "size": task["result_size"], "expired": bool(task["result_expired"]),
@@ -384,8 +385,8 @@ class TaskService:
             return 0
         ttl = task["result_ttl"] if task["result_ttl"] is not None else self.defaults["result_ttl"]
         if task["ended_at"] is None:
-            return ttl
-        return max(0.0, round(task["ended_at"] + ttl - time.time(), 1))
+            return options_module.json_value(ttl)
+        return options_module.json_value(max(0.0, round(task["ended_at"] + ttl - time.time(), 1)))
 
     def _outputs_json(self, task: dict) -> list[dict]:
         if task["result_expired"] or not task.get("outputs"):
@@ -516,8 +517,10 @@ class TaskService:
         at most ``limit`` bytes, never end inside a UTF-8 character, and ``next_offset < size``
         means there is more: page on from ``next_offset``."""
         task = self.get_task(task_id)
-        if offset < 0:
-            raise bad_request("'offset' must be >= 0")
+        try:
+            offset = options_module.check_int("offset", offset, 0, options_module.MAX_OFFSET)
+        except options_module.OptionError as exc:
+            raise bad_request(str(exc).replace("option ", "", 1)) from None
         path = self.state.log(task_id)
         dropped, size, start, data = self.objects.read_log(path, offset, limit, task.get("log_dropped") or 0)
         if data[:1] == b"\0" and not self.objects.remote:  # landed in a hole punched since we read the count

@@ -31,9 +31,11 @@ from huey.signals import SIGNAL_EXPIRED
 
 from .. import payload
 from ..backend import Backend, wait_for_any
+from ..machine import machine_size
+from ..options import retry_for_matches
 from ..queue import GPU_POOL, model_pool, set_attempt_runner
 from ..status import WAITING, TaskStatus
-from . import runner
+from . import limits, runner
 from .task_io import AttemptWatcher
 from .task_process import TaskProcess, die_with_parent
 
@@ -89,7 +91,7 @@ class Worker:
             huey.signal(SIGNAL_EXPIRED)(self._on_expired)
         self.store.register_worker({
             "name": self.name, "instance": self.instance, "pool": self.pool, "device": self.cuda_devices or None,
-            "model": self.model,
+            "model": self.model, **machine_size(),  # cpu= and memory= requests are checked against it
             "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
             "heartbeat_at": time.time(), "state": "idle", "current_task": None,
         })
@@ -151,6 +153,8 @@ class Worker:
         self._changed(task_id)
         attempt = task["attempt"]
         outcome, error = self._execute_in_child(task)
+        if outcome == "failed":
+            error = limits.memory_failure(task, error, self._attempt_pid) or error  # memory= ran out
         size = self.state.result(task_id).stat().st_size if outcome == "complete" else None
         self._publish_files(task)  # before the new status: whoever sees it can fetch them
         if outcome == "complete":
@@ -166,7 +170,9 @@ class Worker:
             if self.store.transition(task_id, status, [TaskStatus.RUNNING], attempt=attempt, error=error):
                 self._changed(task_id)
         else:
-            will_retry = bool(huey_task.retries)
+            raised = error.pop("mro", None)  # the exception's class and bases (None: no exception, e.g. a crash)
+            error.pop("peak_mib", None)
+            will_retry = bool(huey_task.retries) and retry_for_matches(task.get("retry_for"), raised)
             status = TaskStatus.RETRY if will_retry else TaskStatus.FAILED
             moved = self.store.transition(task_id, status, [TaskStatus.RUNNING], attempt=attempt, error=error)
             if moved:
@@ -193,15 +199,18 @@ class Worker:
         task_id = task["id"]
         for stale in (self.state.error(task_id), self.state.error_pickle(task_id)):
             stale.unlink(missing_ok=True)
+        self._attempt_pid = None
         try:
             proc = self._start_task_process(task)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
             return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
+        self._attempt_pid = proc.pid
         return self._supervise(task, proc)
 
     def _start_task_process(self, task: dict) -> TaskProcess:
         task_id = task["id"]
         attempt_dir = self.state.attempt_dir(task_id, task["attempt"])  # made by the task if it saves anything
+        limits.write_spec(task, attempt_dir, self.name)  # cpu= and memory=, applied by the task process
         if self.objects.remote and not self.objects.fetch(self.state.payload(task_id)):
             raise FileNotFoundError(f"the payload of task {task_id} is not in the object store")
         paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),

@@ -124,6 +124,23 @@ def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
     present = set(sys.path)
     extra = [("" if p == "" else p) for p in header["sys_path"] if p not in present]
     sys.path[:0] = extra
+    _limits().apply_for_attempt(attempt_dir)  # cpu= and memory= (or undo a previous attempt's)
+
+
+def _limits():
+    """:mod:`.limits`, imported by the worker before it forked us, or loaded by path in another interpreter."""
+    module = sys.modules.get("jupyter_taskq.worker.limits") or sys.modules.get("_jupyter_taskq_limits")
+    if module is None:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "limits.py")
+        spec = importlib.util.spec_from_file_location("_jupyter_taskq_limits", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["_jupyter_taskq_limits"] = module
+    return module
+
+
 
 
 def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -> None:
@@ -132,7 +149,11 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
         "message": str(exc),
         "traceback": text,
+        # The class and its bases, for retry_for (subclasses count); the worker drops it before storing.
+        "mro": [f"{k.__module__}.{k.__qualname__}".removeprefix("builtins.") for k in type(exc).__mro__[:-1]],
     }
+    if isinstance(exc, MemoryError):
+        error["peak_mib"] = _limits().peak_mib()  # for "exceeded memory=N MiB (peak P MiB)"
     if setup:
         error["phase"] = "setup"
     try:
