@@ -3,8 +3,8 @@
 Huey removes a message when a worker dequeues it, so a worker that dies mid-task
 takes the task with it. Our store still says RUNNING, with the worker instance
 that claimed it. A task is lost when that instance no longer heartbeats (or a new
-instance of the same worker has registered): it is put back as a new attempt, or
-FAILED with "worker lost" once its retries are spent. Every step is a conditional
+instance of the same worker has registered): it is put back as a new attempt at its
+place in the queue, or FAILED with "worker lost" once its retries are spent. Every step is a conditional
 transition, so the server and the worker supervisor may both run this safely.
 """
 
@@ -18,6 +18,7 @@ from .options import MAX_RETRY_WAIT, stored_problem
 from .queue import enqueue_attempt
 from .status import CANCELLABLE, WAITING, TaskStatus
 from .store import TaskStore
+from .storeerrors import is_storage_error
 
 log = logging.getLogger("jupyter_taskq.recovery")
 
@@ -43,27 +44,52 @@ def fail_bad_task(store: TaskStore, task: dict, reason: str) -> bool:
     return store.transition(task["id"], TaskStatus.FAILED, CANCELLABLE, error=error)
 
 
-def fail_or_requeue(store: TaskStore, queues: Mapping, task: dict, error: dict) -> TaskStatus | None:
+def place_priority(task: dict) -> float:
+    """The queue priority that gives an interrupted attempt's task back its place: ahead of every task of
+    its priority submitted after it (and behind those submitted before it), below every higher priority.
+
+    Priorities are integers; the fraction added (under 0.5) shrinks with the submission time.
+    """
+    return task["priority"] + 0.5 - (task.get("created_at") or 0) * 1e-10
+
+
+def retry_or_fail(store: TaskStore, task: dict, error: dict, retry: bool = True) -> TaskStatus | None:
+    """The first half of ending an attempt that failed or was lost: RETRY while retries remain (and
+    ``retry``), else FAILED. Only if that attempt is still RUNNING; None if it was not."""
+    retries_left = task["max_retries"] + 1 - task["attempt"]
+    status = TaskStatus.RETRY if retry and retries_left > 0 else TaskStatus.FAILED
+    if store.transition(task["id"], status, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
+        return status
+    return None
+
+
+def requeue_attempt(queue, task: dict, keep_place: bool = False) -> None:
+    """The second half, after RETRY: queue the next attempt. A failed attempt waits ``retry_delay`` (with
+    backoff) and goes behind its priority's queue; an interrupted one (its worker stopped or died) is
+    queued at once at its place (:func:`place_priority`), so a restart does not reorder the queue."""
+    enqueue_attempt(
+        queue, task["id"], retries=max(0, task["max_retries"] - task["attempt"]),
+        retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
+        priority=place_priority(task) if keep_place else task["priority"],
+        delay=None if keep_place else retry_delay_for(task),
+    )
+
+
+def fail_or_requeue(store: TaskStore, queues: Mapping, task: dict, error: dict,
+                    keep_place: bool = False) -> TaskStatus | None:
     """End a RUNNING attempt that did not finish by itself: RETRY with a new attempt queued, or FAILED."""
     problem = stored_problem(task)
     if problem:
         return TaskStatus.FAILED if fail_bad_task(store, task, problem) else None
-    retries_left = task["max_retries"] + 1 - task["attempt"]
-    if retries_left > 0:
-        if not store.transition(task["id"], TaskStatus.RETRY, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
-            return None
+    status = retry_or_fail(store, task, error)
+    if status is TaskStatus.RETRY:
         try:
-            enqueue_attempt(
-                queues[task["pool"]], task["id"], retries=retries_left - 1,
-                retry_delay=task["retry_delay"], retry_backoff=task["retry_backoff"],
-                priority=task["priority"], delay=retry_delay_for(task),
-            )
+            requeue_attempt(queues[task["pool"]], task, keep_place)
         except Exception as exc:  # noqa: BLE001 - a row no check foresaw: fail it, keep sweeping
+            if is_storage_error(exc):
+                raise  # not the task's fault (a full disk, Redis down): the caller tries again
             return TaskStatus.FAILED if fail_bad_task(store, task, f"{type(exc).__name__}: {exc}") else None
-        return TaskStatus.RETRY
-    if store.transition(task["id"], TaskStatus.FAILED, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
-        return TaskStatus.FAILED
-    return None
+    return status
 
 
 def recover_lost_tasks(store: TaskStore, queues: Mapping, stale_after: float,
@@ -86,8 +112,10 @@ def recover_lost_tasks(store: TaskStore, queues: Mapping, stale_after: float,
             "traceback": None,
         }
         try:
-            moved = fail_or_requeue(store, queues, task, error)
+            moved = fail_or_requeue(store, queues, task, error, keep_place=True)
         except Exception as exc:  # noqa: BLE001 - one damaged row never stops the sweep
+            if is_storage_error(exc):
+                raise  # the store itself fails: the next sweep tries again
             moved = fail_bad_task(store, task, f"{type(exc).__name__}: {exc}")
         if moved:
             changed.append(task["id"])

@@ -6,8 +6,11 @@ import os
 import signal
 
 import psutil
+import pytest
+import requests
 
-from conftest import wait_for
+from conftest import TOKEN, wait_for
+from jupyter_taskq import payload
 
 BACKENDS = ["sqlite", "redis"]  # the same behaviour on both queues
 
@@ -179,3 +182,76 @@ def test_cancelling_a_running_task_kills_it_and_its_subprocesses(make_server, tm
     assert handle.cancel()
     wait_for(lambda: status(client, handle.id) == "CANCELLED", 5, message="CANCELLED within 5 s")
     wait_for(lambda: gone(task_pid) and gone(child_pid), 5, message="the task and its subprocess gone")
+
+
+def note_and_hold(log, name, gate):
+    """Note that this attempt started, then wait for the gate."""
+    import os
+    import time
+
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return name
+
+
+def test_a_task_interrupted_by_a_server_restart_counts_an_attempt_and_keeps_its_place(make_server, tmp_path):
+    """SIGTERM (a clean restart) re-runs the task as its next attempt, ahead of tasks submitted after it."""
+    server = make_server(gpus=[], cpu_workers=1)
+    client = server.client()
+    order, gate = tmp_path / "order", tmp_path / "gate"
+    first = client.submit(note_and_hold, (str(order), "first", str(gate)))
+    wait_for(lambda: status(client, first.id) == "RUNNING", 30, message="first RUNNING")
+    later = [client.submit(note_and_hold, (str(order), name, str(gate))) for name in ("second", "third")]
+    urgent = client.submit(note_and_hold, (str(order), "urgent", str(gate)), priority=1)
+    server.stop()
+    server.start()
+    client = server.client()
+    gate.touch()
+    tasks = client.wait([first.id, urgent.id] + [h.id for h in later], timeout=60)
+    assert [t["status"] for t in tasks] == ["COMPLETE"] * 4
+    assert order.read_text().split() == ["first", "urgent", "first", "second", "third"]
+    assert client.get(first.id)["attempt"] == 2
+
+
+def test_a_failure_around_an_attempt_ends_it_and_the_worker_goes_on(make_server):
+    """A payload naming an interpreter that exits at once (``python=/bin/false``): each attempt fails
+    with what happened, the task ends FAILED after its retry, and the worker takes the next task."""
+    server = make_server(gpus=[], cpu_workers=1)
+    client = server.client()
+    context = payload.calling_context()
+    context["python"] = "/bin/false"
+    response = requests.post(server.url + "taskq/api/tasks", params={"max_retries": 1},
+                             data=payload.dumps_call(double, (21,), context=context),
+                             headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/octet-stream"})
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    wait_for(lambda: status(client, task_id) == "FAILED", 30, message="FAILED")
+    task = client.get(task_id)
+    assert task["attempt"] == 2 and "exited with status 1" in task["error"]["message"]
+    assert client.submit(double, (21,)).result(timeout=20) == 42
+
+
+def test_a_store_refusing_writes_mid_attempt_ends_the_attempt_and_work_resumes(make_server, tmp_path, backend):
+    """Redis refusing every write (as when it cannot persist): the running attempt is ended rather than
+    left RUNNING, the worker waits until it can record that, and the task's retry completes."""
+    if backend != "redis":
+        pytest.skip("on SQLite the same is the full-disk test (tests/test_full_disk.py)")
+    import redis
+
+    server = make_server(gpus=[], cpu_workers=1)
+    client = server.client()
+    pid_file, gate = tmp_path / "pid", tmp_path / "gate"
+    handle = client.submit(hold, (str(pid_file), str(gate)), max_retries=1)
+    task_pid = read_pid(pid_file)[0]
+    admin = redis.Redis.from_url(server.redis.url)
+    admin.config_set("min-replicas-to-write", 1)  # every write now fails with NOREPLICAS
+    try:
+        wait_for(lambda: gone(task_pid), 20, message="the attempt ended")
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+    gate.touch()
+    assert handle.result(timeout=60) == "done"
+    task = client.get(handle.id)
+    assert task["attempt"] == 2 and task["status"] == "COMPLETE"

@@ -99,9 +99,8 @@ def notebook_function(source: str):
 my_pid = notebook_function("def my_pid(_=None):\n    import os\n    return os.getpid()\n")
 
 
-def test_edited_modules_take_effect_and_processes_are_reused_only_within_one_world(make_server, tmp_path,
-                                                                                 monkeypatch):
-    """A task process may serve the next attempt of the same notebook, never with stale code."""
+def test_edited_modules_take_effect_and_every_attempt_gets_a_fresh_process(make_server, tmp_path, monkeypatch):
+    """Without keep_warm_seconds no two attempts share a process, so code is never stale."""
     client = make_server(gpus=[], cpu_workers=1).client()
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -110,11 +109,7 @@ def test_edited_modules_take_effect_and_processes_are_reused_only_within_one_wor
     (tmp_path / "edited_module.py").write_text("VALUE = 2  # edited\n")
     second_pid, second = client.submit(pid_and_module_value).result(timeout=30)
     assert (first, second) == (1, 2)
-    assert second_pid != first_pid  # the process that imported the module was not reused
+    assert second_pid != first_pid
 
     a, b = (client.submit(my_pid).result(timeout=30) for _ in range(2))
-    assert a == b  # plain tasks of one notebook share a ready process
-    other = tmp_path / "other"
-    other.mkdir()
-    monkeypatch.chdir(other)  # another notebook's world: a fresh process
-    assert client.submit(my_pid).result(timeout=30) != b
+    assert a != b  # plain tasks of one notebook do not share a process either

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..gpus import gpu_models, parse_gpus
     from ..backend import Backend
-    from .task_process import die_with_parent
+    from .proctree import die_with_parent
     from .supervisor import Supervisor, plan_workers
 
     if args.die_with_parent:

@@ -1,10 +1,16 @@
 """One worker: a process pinned to one GPU (or to none) that runs attempts one at a time.
 
 The loop asks Huey for the next message of its pool and lets ``huey.execute``
-apply expiry, revocation and retry scheduling; the attempt itself runs in a child
-process (:mod:`.runner`) so that cancel and timeout can kill it and a crash takes
-only that attempt. When the queue is empty the worker sleeps on its pool's
-doorbell, so it wakes the moment work arrives and burns nothing while idle.
+apply expiry and revocation; the attempt itself runs in a fresh process under a
+keeper (:mod:`.task_process`) so that cancel and timeout can kill it and all it
+started, and a crash takes only that attempt. Retries are scheduled here from the
+store's counts. When the queue is empty the worker sleeps on its pool's doorbell,
+so it wakes the moment work arrives and burns nothing while idle.
+
+Whatever fails around an attempt (the store, the disk, the worker's own code), the
+attempt still ends in a final or retry status: the worker kills its processes and,
+until the status can be written, takes no new work, trying again with a growing
+wait (a full disk, a Redis outage) instead of crashing and being restarted.
 
 The worker never imports CUDA: forked children that use CUDA need a parent that
 has not touched it.
@@ -24,7 +30,9 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import dill  # noqa: F401 - imported once here, not in every forked attempt
 from huey.signals import SIGNAL_EXPIRED
@@ -35,24 +43,21 @@ from ..machine import machine_size
 from ..options import retry_for_matches
 from ..queue import GPU_POOL, model_pool, set_attempt_runner
 from ..status import WAITING, TaskStatus
+from ..storeerrors import is_storage_error
 from . import limits, runner
+from ..recovery import requeue_attempt, retry_or_fail
+from .proctree import become_subreaper, children, die_with_parent, signal_all
 from .task_io import AttemptWatcher
-from .task_process import TaskProcess, die_with_parent
+from .task_process import TaskProcess
 
 log = logging.getLogger("jupyter_taskq.worker")
+T = TypeVar("T")
 
 HEARTBEAT_INTERVAL = 1.0
 SCHEDULE_INTERVAL = 0.5
 POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeout
-
-
-class AttemptFailed(Exception):
-    """Raised to Huey so that it schedules the next attempt (its retries, delay and backoff)."""
-
-
-class _HideAttemptFailed(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], AttemptFailed))
+MAX_BACKOFF = 30.0  # longest wait between two tries of a write that fails (full disk, store down)
+STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its orphans
 
 
 class Worker:
@@ -78,36 +83,52 @@ class Worker:
         self._next_heartbeat = 0.0
         self._next_schedule = 0.0
         self._spare: TaskProcess | None = None
-        self._exited: list[int] = []  # children that reported their exit code, to reap
+        self._current: TaskProcess | None = None  # the keeper of the attempt being run
+        self._exited: list[int] = []  # keepers that reported or were retired, to reap
+        self._fetched_blobs: set[Path] = set()  # this machine's copies of shared parts (object store)
+        self._strays_until = 0.0  # a keeper died abnormally: orphans of its tree may come to us
+        self._failing: str | None = None  # what cannot be written now (logged once per streak)
 
     # -- main loop --------------------------------------------------------
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
-        logging.getLogger("huey").addFilter(_HideAttemptFailed())
         logging.getLogger("huey").setLevel(logging.WARNING)  # not a line per task
         set_attempt_runner(self._run_attempt)
         for huey in self.hueys:
             huey.signal(SIGNAL_EXPIRED)(self._on_expired)
-        self.store.register_worker({
+        become_subreaper()  # a keeper that dies leaves its task's processes to us, not to init
+        registered = self._until_written("this worker's registration", lambda: self.store.register_worker({
             "name": self.name, "instance": self.instance, "pool": self.pool, "device": self.cuda_devices or None,
             "model": self.model, **machine_size(),  # cpu= and memory= requests are checked against it
             "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
             "heartbeat_at": time.time(), "state": "idle", "current_task": None,
-        })
-        log.info("worker %s (pool %s, CUDA_VISIBLE_DEVICES=%r) ready", self.name, self.pool, self.cuda_devices)
+        }) or True)
+        if registered:
+            log.info("worker %s (pool %s, CUDA_VISIBLE_DEVICES=%r) ready", self.name, self.pool, self.cuda_devices)
+        backoff = 0.0
         try:
             while not self.stopping:
-                self._housekeeping(None)
-                task = self._next_message()
-                if task is None:
-                    self._ensure_spare()
-                    wait_for_any(self.bells, SCHEDULE_INTERVAL)
-                    continue
-                self.huey.execute(task)
+                try:
+                    self._housekeeping(None)
+                    task = self._next_message()
+                    if task is None:
+                        self._ensure_spare()
+                        self._drop_fetched_blobs()
+                        wait_for_any(self.bells, SCHEDULE_INTERVAL)
+                    else:
+                        self.huey.execute(task)
+                    backoff = self._recovered("the queue")
+                except Exception as exc:  # noqa: BLE001 - full disk, store down: wait, never crash-loop
+                    backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+                    self._failed("the queue", exc, backoff)
+                    self._sleep(backoff)
         finally:
             self._drop_spare()
-            self.store.remove_worker(self.name, self.instance)
+            try:
+                self.store.remove_worker(self.name, self.instance)
+            except Exception:  # noqa: BLE001 - the sweep forgets a silent worker anyway
+                log.warning("could not remove worker %s from the store", self.name)
 
     def _next_message(self):
         """The next message of the first of this worker's pools that has one (its model's first)."""
@@ -121,14 +142,58 @@ class Worker:
     def _on_stop_signal(self, signum, frame) -> None:
         self.stopping = True
 
+    # -- writes that must happen --------------------------------------------
+    def _until_written(self, what: str, write: Callable[[], T]) -> T | None:
+        """Run ``write`` until it succeeds and return its value (None if the worker stops first).
+
+        A worker that cannot record what happened (a full disk, its store unreachable) takes no
+        new work meanwhile; it tries again with a growing wait and goes on by itself once it can.
+        An error that is not about the store's storage (a bad row) is given up after a few tries.
+        """
+        backoff, tries = 0.0, 0
+        while True:
+            try:
+                value = write()
+            except Exception as exc:  # noqa: BLE001
+                tries += 1
+                if self.stopping or (tries >= 3 and not is_storage_error(exc)):
+                    log.error("gave up writing %s: %s: %s", what, type(exc).__name__, exc)
+                    return None
+                backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+                self._failed(what, exc)
+                self._sleep(backoff)
+                continue
+            self._recovered()
+            return value
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if self._failing is None:
+            log.error("cannot write %s (%s: %s); taking no new work until it can, trying again at least "
+                      "every %g s", what, type(exc).__name__, exc, MAX_BACKOFF)
+            self._failing = what
+
+    def _recovered(self, what: str | None = None) -> float:
+        if self._failing is not None:
+            log.warning("writing works again (%s); taking work", self._failing)
+            self._failing = None
+        return 0.0
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early for a stop signal."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(0.2, left))
+
     def _housekeeping(self, running_task: str | None) -> None:
         """Heartbeat once a second; when idle, move delayed retries whose time has come onto the queue."""
         if self._exited:
             self._reap_exited()
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task)
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
+            if now < self._strays_until:
+                self._end_strays()
+            self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task)
         if running_task is None and now >= self._next_schedule:
             self._next_schedule = now + SCHEDULE_INTERVAL
             for huey, bell in zip(self.hueys, self.bells):
@@ -137,7 +202,10 @@ class Worker:
                     bell.ring()
 
     def _changed(self, task_id: str) -> None:
-        self.events.ring(task_id.encode() + b"\n")
+        try:
+            self.events.ring(task_id.encode() + b"\n")
+        except Exception:  # noqa: BLE001 - a missed note only delays a long-poll until its next look
+            log.warning("could not announce a change of task %s", task_id)
 
     def _on_expired(self, signal_name, huey_task, *args) -> None:
         task_id = huey_task.args[0]
@@ -147,38 +215,76 @@ class Worker:
 
     # -- one attempt ------------------------------------------------------
     def _run_attempt(self, task_id: str, huey_task) -> None:
-        task = self.store.claim(task_id, self.name, self.instance)
-        if task is None:
+        """Run by Huey for each dequeued attempt. It never raises: Huey would log and swallow the error
+        and leave the task RUNNING. Whatever goes wrong, the attempt ends in a final or retry status
+        (the worker waits, taking no work, until it can record it); retries are scheduled here, from
+        the store's counts, not by Huey."""
+        task = self._until_written(f"the start of task {task_id}",
+                                   lambda: self.store.claim(task_id, self.name, self.instance) or {})
+        if not task:
+            if task is None:  # stopping before the claim could be written: keep the message
+                self._until_written(f"the queue entry of task {task_id}", lambda: self.huey.enqueue(huey_task) or True)
             return  # cancelled, expired or deleted while it waited
         self._changed(task_id)
-        attempt = task["attempt"]
-        outcome, error = self._execute_in_child(task)
-        if outcome == "failed":
-            error = limits.memory_failure(task, error, self._attempt_pid) or error  # memory= ran out
-        size = self.state.result(task_id).stat().st_size if outcome == "complete" else None
-        self._publish_files(task)  # before the new status: whoever sees it can fetch them
+        try:
+            outcome, error = self._execute_in_child(task)
+            if outcome == "failed":
+                error = limits.memory_failure(task, error, self._attempt_pid) or error  # memory= ran out
+        except Exception as exc:  # noqa: BLE001 - the worker's own failure ends the attempt, never the task
+            log.exception("worker error around attempt %d of task %s", task["attempt"], task_id)
+            outcome, error = "failed", _worker_error(exc)
+        try:
+            self._publish_files(task)  # before the new status: whoever sees it can fetch them
+        except Exception:  # noqa: BLE001
+            log.exception("could not publish the files of task %s", task_id)
+        self._record_outcome(task, outcome, error)
+
+    def _record_outcome(self, task: dict, outcome: str, error: dict | None) -> None:
+        task_id, attempt = task["id"], task["attempt"]
+        what = f"the end of attempt {attempt} of task {task_id}"
+        running = [TaskStatus.RUNNING]
         if outcome == "complete":
-            if self.store.transition(task_id, TaskStatus.COMPLETE, [TaskStatus.RUNNING], attempt=attempt,
-                                     result_size=size, error=None):
-                self._changed(task_id)
-        elif outcome == "interrupted":
-            if self.store.release(task_id, attempt):
-                self.huey.enqueue(huey_task)  # same retries left: a shutdown does not use one up
-                self._changed(task_id)
+            try:
+                size = self.state.result(task_id).stat().st_size
+            except OSError:
+                size = None
+            moved = self._until_written(what, lambda: self.store.transition(
+                task_id, TaskStatus.COMPLETE, running, attempt=attempt, result_size=size, error=None))
         elif outcome in ("cancelled", "timeout"):
             status = TaskStatus.CANCELLED if outcome == "cancelled" else TaskStatus.TIMEOUT
-            if self.store.transition(task_id, status, [TaskStatus.RUNNING], attempt=attempt, error=error):
-                self._changed(task_id)
+            moved = self._until_written(what, lambda: self.store.transition(
+                task_id, status, running, attempt=attempt, error=error))
         else:
-            raised = error.pop("mro", None)  # the exception's class and bases (None: no exception, e.g. a crash)
-            error.pop("peak_mib", None)
-            will_retry = bool(huey_task.retries) and retry_for_matches(task.get("retry_for"), raised)
-            status = TaskStatus.RETRY if will_retry else TaskStatus.FAILED
-            moved = self.store.transition(task_id, status, [TaskStatus.RUNNING], attempt=attempt, error=error)
-            if moved:
-                self._changed(task_id)
-                if will_retry:
-                    raise AttemptFailed(error["message"])
+            if outcome == "interrupted":
+                error = {"type": "Interrupted", "traceback": None,
+                         "message": f"interrupted: worker {self.name} stopped during attempt {attempt}"}
+                retry = True
+            else:
+                raised = error.pop("mro", None)  # the exception's class and bases (None: no exception, e.g. a crash)
+                error.pop("peak_mib", None)
+                retry = retry_for_matches(task.get("retry_for"), raised)
+
+            def end_attempt():
+                if outcome != "interrupted" and self.store.cancel_requested(task_id):
+                    cancelled = {"type": "Cancelled", "message": "cancelled while running", "traceback": None}
+                    moved = self.store.transition(task_id, TaskStatus.CANCELLED, running, attempt=attempt,
+                                                  error=cancelled)
+                    return TaskStatus.CANCELLED if moved else None
+                return retry_or_fail(self.store, task, error, retry)
+
+            moved = self._until_written(what, end_attempt)
+            if moved is TaskStatus.RETRY:
+                self._until_written(f"the next attempt of task {task_id}", lambda: requeue_attempt(
+                    self.huey, task, keep_place=outcome == "interrupted") or True)
+                self._ring_pool()
+        if moved:
+            self._changed(task_id)
+
+    def _ring_pool(self) -> None:
+        try:
+            self.bells[self.hueys.index(self.huey)].ring()
+        except Exception:  # noqa: BLE001 - idle workers look at the queue every half second anyway
+            pass
 
     def _publish_files(self, task: dict) -> None:
         if not self.objects.remote:
@@ -204,8 +310,13 @@ class Worker:
             proc = self._start_task_process(task)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
             return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
-        self._attempt_pid = proc.pid
-        return self._supervise(task, proc)
+        self._current = proc
+        try:
+            return self._supervise(task, proc)
+        finally:  # whatever went wrong around it, the attempt's processes end with it
+            self._current = None
+            if proc.pidfd is not None and proc.warm_key is None:
+                proc.kill(self.kill_grace)
 
     def _start_task_process(self, task: dict) -> TaskProcess:
         task_id = task["id"]
@@ -217,38 +328,62 @@ class Worker:
                  str(self.state.error(task_id)), str(self.state.log(task_id)), str(attempt_dir)]
         with open(paths[0], "rb") as stream:
             header = payload.read_header(stream)
-        if not _same_interpreter(header) and os.access(header["python"], os.X_OK):
-            return TaskProcess.spawn(header["python"], paths, self.cuda_devices)
-        header.pop("function", None)
-        world = json.dumps(header, sort_keys=True)
+        self._fetch_blob(header)
+        python = None if _same_interpreter(header) else header["python"]
         proc, self._spare = self._spare, None
-        if proc is not None and proc.world not in (None, world):
-            self._retire(proc)  # it ran another notebook's tasks: start clean
-            proc = None
         if proc is not None:
             try:
-                proc.dispatch(paths, world)
+                proc.dispatch(paths, python)
                 return proc
             except OSError:  # it died while waiting
                 self._retire(proc)
-        proc = TaskProcess.fork(self.cuda_devices)
-        proc.dispatch(paths, world)
+        proc = self._fork()
+        proc.dispatch(paths, python)
         return proc
+
+    def _fork(self) -> TaskProcess:
+        gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
+        return TaskProcess.fork(self.cuda_devices, self.kill_grace)
+
+    # -- blobs: a map()'s shared function part (jupyter_taskq/blobs.py) -----
+    def _fetch_blob(self, header: dict) -> None:
+        """With an object store, bring the shared part the payload names here too (once while busy)."""
+        key = header.get("blob")
+        if key is None or not self.objects.remote:
+            return
+        path = self.state.blob(key)
+        if not self.objects.fetch(path):
+            raise FileNotFoundError(f"the shared part {key} of the payload is not in the object store")
+        self._fetched_blobs.add(path)
+
+    def _drop_fetched_blobs(self) -> None:
+        """Idle: this machine's copies of shared parts would only pile up (the object store keeps them)."""
+        while self._fetched_blobs:
+            self._fetched_blobs.pop().unlink(missing_ok=True)
 
     def _ensure_spare(self) -> None:
         if self._spare is None and not self.stopping:
-            gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
-            self._spare = TaskProcess.fork(self.cuda_devices)
+            self._spare = self._fork()
 
     def _retire(self, proc: TaskProcess) -> None:
+        """An idle keeper ends (with its task process, if warm); reaped later."""
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         proc.retire()
         self._exited.append(proc.pid)
 
     def _drop_spare(self) -> None:
         if self._spare is not None:
             proc, self._spare = self._spare, None
-            proc.retire()
-            os.waitpid(proc.pid, 0)
+            self._retire(proc)
+        for pid in self._exited:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self._exited.clear()
 
     def _reap_exited(self) -> None:
         for pid in list(self._exited):
@@ -259,29 +394,36 @@ class Worker:
             if done:
                 self._exited.remove(pid)
 
+    def _end_strays(self) -> None:
+        """Kill what a dead keeper's tree left to us (we are a subreaper): any child that is not a keeper."""
+        keepers = {p.pid for p in (self._spare, self._current) if p is not None} | set(self._exited)
+        strays = [pid for pid in children(os.getpid()) if pid not in keepers]
+        if strays:
+            log.warning("ending %d process(es) left behind by a task whose keeper died", len(strays))
+            signal_all(strays, signal.SIGKILL)
+            for pid in strays:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
     def _supervise(self, task: dict, proc: TaskProcess) -> tuple[str, dict | None]:
         task_id = task["id"]
         deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
-        watch = [proc.pidfd] + ([proc.done] if proc.done is not None else [])
         io = AttemptWatcher(self.state, task, self.log_max_bytes, self.objects)
         while True:
             wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
-            ready = select.select(watch, [], [], wait)[0]
-            if proc.done is not None and proc.done in ready:
+            if select.select([proc.done, proc.pidfd], [], [], wait)[0]:
                 report = proc.read_report()
-                if report is not None:  # finished; the process may take the next attempt
-                    code, reusable = report
-                    if reusable and not self.stopping:
-                        self._spare = proc
-                    else:
-                        self._retire(proc)
-                    io.sync(self.store)
-                    return self._outcome(task_id, code)
-            if ready:  # it died (or closed the pipe while dying)
-                _, status = os.waitpid(proc.pid, 0)
-                proc.retire()
+                if report is None:  # the keeper died without a word: its tree may come to us
+                    code = self._keeper_died(proc)
+                else:
+                    code = report["code"]
+                    self._attempt_pid = report.get("pid")
+                    proc.retire()  # it ends by itself once it has reported
+                    self._exited.append(proc.pid)
                 io.sync(self.store)
-                return self._outcome(task_id, os.waitstatus_to_exitcode(status))
+                return self._outcome(task_id, code)
             self._housekeeping(task_id)
             if io.sync(self.store):
                 self._changed(task_id)
@@ -296,6 +438,17 @@ class Worker:
                 proc.kill(self.kill_grace)
                 return "cancelled", {"type": "Cancelled", "message": "cancelled while running", "traceback": None}
 
+    def _keeper_died(self, proc: TaskProcess) -> int:
+        try:
+            _, status = os.waitpid(proc.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = -signal.SIGKILL
+        proc.retire()
+        self._strays_until = time.monotonic() + STRAY_WATCH
+        self._end_strays()
+        return code
+
     def _outcome(self, task_id: str, code: int) -> tuple[str, dict | None]:
         if code == runner.EXIT_OK and self.state.result(task_id).exists():
             return "complete", None
@@ -309,6 +462,13 @@ class Worker:
         else:
             message = f"the task's process exited with status {code} before finishing"
         return "failed", {"type": "Crashed", "message": message, "traceback": None}
+
+
+def _worker_error(exc: BaseException) -> dict:
+    """The error of an attempt ended by a failure of its worker, not of the task."""
+    return {"type": "WorkerError",
+            "message": f"the worker failed around this attempt ({type(exc).__name__}: {exc}); the attempt was ended",
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
 
 @functools.lru_cache(maxsize=64)

@@ -26,6 +26,7 @@ log = logging.getLogger("jupyter_taskq.supervisor")
 
 CHECK_INTERVAL = 0.2
 SWEEP_INTERVAL = 1.0
+SWEEP_BACKOFF = 5.0  # between sweeps while the store cannot be written
 
 
 @dataclass
@@ -81,14 +82,23 @@ class Supervisor:
             return
         log.info("supervising %d workers in %s", len(self.workers), self.state.root)
         next_sweep = 0.0
+        sweep_failing = False
         try:
             while not self.stopping:
                 now = time.monotonic()
                 for running in self.workers:
                     self._keep_alive(running, now)
                 if now >= next_sweep:
-                    self.sweep()
                     next_sweep = now + SWEEP_INTERVAL
+                    try:
+                        self.sweep()
+                        sweep_failing = False
+                    except Exception as exc:  # noqa: BLE001 - a full disk or Redis outage: sweep again later
+                        if not sweep_failing:
+                            log.error("recovery sweep failed (%s: %s); trying again every %g s",
+                                      type(exc).__name__, exc, SWEEP_BACKOFF)
+                            sweep_failing = True
+                        next_sweep = now + SWEEP_BACKOFF
                 time.sleep(CHECK_INTERVAL)
         finally:
             self.stop_workers()

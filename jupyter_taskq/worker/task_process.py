@@ -1,101 +1,134 @@
-"""The processes that run attempts, forked from a worker that never touches user code or CUDA.
+"""The processes that run attempts: a keeper per attempt, and a fresh task process under it.
 
-A forked task process reads attempt requests (file paths) from a pipe, runs each
-with :func:`runner.run_attempt`, and reports ``(exit code, reusable)`` on another
-pipe before it does anything else, so the worker learns the outcome without
-waiting for a process teardown. Forking costs milliseconds, so the worker keeps
-one process ready (forked while idle) and may hand a finished process the next
-attempt, but only when that is safe: same notebook world (interpreter, working
-directory, sys.path, environment), the last attempt returned normally, imported
-no module and left no thread behind (so edited modules are never stale and
-nothing leaks between tasks), and fewer than ``MAX_ATTEMPTS`` so far. Anything
-else gets a fresh fork. Killing the process (cancel, timeout) kills its whole
-process group.
+    worker --fork--> keeper --fork--> task process --> whatever the task starts
+
+The worker never runs user code or touches CUDA. For each attempt it hands the
+paths of the attempt's files to a *keeper* forked from it (one is kept ready
+while the worker idles, so an attempt starts in milliseconds). The keeper forks a
+fresh *task process* that enters the notebook's world and makes the call (or
+execs the notebook's own interpreter on ``runner.py``). So no attempt ever sees
+another's process state: builtins, signal handlers, umask, nice, recursion limit,
+patched modules and closed file descriptors all die with their attempt.
+
+The keeper is a Linux *child subreaper* in a process group of its own: whatever
+the task starts, in a new session (``setsid``) or daemonised, is re-parented to
+it once its parent exits. When the attempt ends (returns, raises, crashes, is
+cancelled or times out) the keeper kills and reaps everything below it before it
+reports the exit code, and it does the same when its worker dies (a parent-death
+signal; a SIGKILL of the worker's or the server's process group does not reach
+the keeper's group). Cancel and timeout: the worker sends the keeper SIGTERM;
+the keeper sends SIGTERM to the whole tree and SIGKILL to what is left after the
+grace period.
+
+Warm processes (the task's ``keep_warm_seconds``): after an attempt that returned
+normally the keeper keeps its task process, still ending whatever the attempt
+left behind *outside* it, and passes it the next attempt of the same function
+and world; the worker decides which attempts may go there.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
+import select
 import signal
 import struct
-import subprocess
 import sys
-import threading
 
 from .. import payload
 from . import runner
+from .proctree import become_subreaper, descendants, die_with_parent, end_all_children, signal_all, wait_exit
 
-MAX_ATTEMPTS = 100
 _LEN = struct.Struct(">I")
-_PR_SET_PDEATHSIG = 1
+PARENT_DIED = signal.SIGHUP  # the keeper's parent-death signal: end the whole tree at once
+KEEPER_CRASH = 3  # exit status of a keeper (or task process) that failed outside the task's code
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Linux: ask the kernel to send ``sig`` when our parent dies, so nothing outlives it."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+class _Stop(Exception):
+    """Raised in the keeper by SIGTERM (end with grace) or its parent's death (end at once)."""
+
+    def __init__(self, graceful: bool):
+        super().__init__("stop")
+        self.graceful = graceful
+
+
+def write_message(fd: int, message: dict) -> None:
+    data = json.dumps(message).encode()
+    data = _LEN.pack(len(data)) + data
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def read_message(fd: int) -> dict | None:
+    """The next message on ``fd``; None at end of file (the writer is gone)."""
+    prefix = _read_exact(fd, _LEN.size)
+    if prefix is None:
+        return None
+    body = _read_exact(fd, _LEN.unpack(prefix)[0])
+    return None if body is None else json.loads(body)
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
 
 
 class TaskProcess:
-    def __init__(self, pid: int, request: int | None = None, done: int | None = None):
+    """The worker's handle on one keeper (and, through it, its task process)."""
+
+    def __init__(self, pid: int, request: int, done: int):
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
-        self.request = request  # write end: attempt requests (None for a one-shot process)
-        self.done = done  # read end: (exit code, reusable) per attempt
-        self.world: str | None = None  # the notebook world it has run attempts in
+        self.request: int | None = request  # write end: attempt requests
+        self.done: int | None = done  # read end: one report per attempt
+        self.warm_key: str | None = None  # what a warm task process may serve next (see the worker)
+        self.warm_info: dict = {}
+        self.idle_since: float | None = None
         self.attempts = 0
 
     @classmethod
-    def fork(cls, cuda_devices: str) -> "TaskProcess":
+    def fork(cls, cuda_devices: str, kill_grace: float) -> "TaskProcess":
         request_r, request_w = os.pipe()
         done_r, done_w = os.pipe()
+        parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
-        if pid == 0:  # the child: never returns
+        if pid == 0:  # the keeper: never returns
             code = 0
             try:
                 os.close(request_w)
                 os.close(done_r)
-                os.setpgid(0, 0)
-                die_with_parent()
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _serve(request_r, done_w, cuda_devices)
-            except BaseException:  # noqa: BLE001 - report nothing more; the worker sees the exit
-                code = 3
+                _keeper(request_r, done_w, cuda_devices, kill_grace, parent)
+            except BaseException:  # noqa: BLE001 - the worker sees the missing report
+                code = KEEPER_CRASH
             finally:
                 os._exit(code)
         os.close(request_r)
         os.close(done_w)
         return cls(pid, request_w, done_r)
 
-    @classmethod
-    def spawn(cls, python: str, paths: list[str], cuda_devices: str) -> "TaskProcess":
-        """One attempt in another interpreter (the notebook's conda env): its packages, our runner."""
-        proc = subprocess.Popen([python, runner.__file__, *paths, cuda_devices], start_new_session=True,
-                                preexec_fn=die_with_parent, stdin=subprocess.DEVNULL)
-        return cls(proc.pid)
-
-    def dispatch(self, paths: list[str], world: str) -> None:
-        message = json.dumps(paths).encode()
-        os.write(self.request, _LEN.pack(len(message)) + message)
-        self.world = world
+    def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False,
+                 on_start: bool = False) -> None:
+        """Start an attempt: ``python`` names another interpreter to run it in (the notebook's env)."""
+        write_message(self.request, {"paths": paths, "python": python, "warm": warm, "on_start": on_start})
         self.attempts += 1
+        self.idle_since = None
 
-    def read_report(self) -> tuple[int, bool] | None:
-        """After ``done`` is readable: the attempt's (exit code, reusable), or None if the process died."""
-        report = os.read(self.done, 2)
-        if len(report) < 2:
+    def read_report(self) -> dict | None:
+        """After ``done`` is readable: ``{"code", "warm"}`` of the attempt, or None if the keeper died."""
+        try:
+            return read_message(self.done)
+        except (OSError, ValueError):
             return None
-        return report[0], bool(report[1]) and self.attempts < MAX_ATTEMPTS
 
     def retire(self) -> None:
-        """Close our ends: an idle forked process reads EOF and exits (reap its pid afterwards)."""
+        """Close our ends: an idle keeper reads EOF, ends its tree and exits (reap its pid afterwards)."""
         for name in ("request", "done", "pidfd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -103,30 +136,156 @@ class TaskProcess:
                 setattr(self, name, None)
 
     def kill(self, grace: float) -> None:
-        """SIGTERM the process group, SIGKILL it after ``grace`` seconds; reaps it."""
-        import select
-
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        """End the attempt and everything it started: SIGTERM, SIGKILL after ``grace`` s; reaps the keeper."""
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        if not wait_exit(self.pidfd, grace + 5):  # the keeper itself is stuck: its task process dies with it
             try:
-                os.killpg(self.pid, sig)
+                os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            if wait is None or select.select([self.pidfd], [], [], wait)[0]:
-                break
-        os.waitpid(self.pid, 0)
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
         self.retire()
 
 
-def _serve(request_fd: int, done_fd: int, cuda_devices: str) -> None:
-    base_path = list(sys.path)
-    with os.fdopen(request_fd, "rb") as requests:
+# -- the keeper ---------------------------------------------------------------
+class _Task:
+    """The keeper's handle on its task process."""
+
+    def __init__(self, pid: int, request: int | None, report: int | None):
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.request = request  # warm only: next attempts
+        self.report = report  # warm only: (code, reusable) per attempt
+
+    def wait(self) -> tuple[int, bool]:
+        """The attempt's exit code, and whether the process stays for the next one."""
+        watch = [self.pidfd] + ([self.report] if self.report is not None else [])
         while True:
-            prefix = requests.read(_LEN.size)
-            if len(prefix) < _LEN.size:
-                return  # the worker retired us
-            paths = json.loads(requests.read(_LEN.unpack(prefix)[0]))
-            sys.path[:] = base_path
-            modules, threads = len(sys.modules), threading.active_count()
-            code = runner.run_attempt(*paths, cuda_devices, payload)
-            reusable = code == runner.EXIT_OK and len(sys.modules) == modules and threading.active_count() == threads
-            os.write(done_fd, bytes([code, reusable]))
+            ready = select.select(watch, [], [])[0]
+            if self.report is not None and self.report in ready:
+                report = read_message(self.report)
+                if report is not None and report["reusable"]:
+                    return report["code"], True
+                watch = [self.pidfd]  # it exits by itself
+                continue
+            if self.pidfd in ready:
+                _, status = os.waitpid(self.pid, 0)
+                self.close()
+                return os.waitstatus_to_exitcode(status), False
+
+    def close(self) -> None:
+        for fd in (self.pidfd, self.request, self.report):
+            if fd is not None:
+                os.close(fd)
+        self.pidfd = self.request = self.report = None
+
+
+def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, parent: int) -> None:
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(PARENT_DIED, signal.SIG_IGN)
+        raise _Stop(graceful=signum == signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(PARENT_DIED, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgid(0, 0)  # out of the worker's group: a kill of that group must leave us to clean up
+    become_subreaper()
+    die_with_parent(PARENT_DIED)
+    task: _Task | None = None
+    try:
+        if os.getppid() != parent:
+            return  # the worker died before we could ask to hear of it
+        while True:
+            message = read_message(request_fd)
+            if message is None:
+                return  # retired by the worker
+            if task is None:
+                task = _start_task(message, cuda_devices, (request_fd, done_fd))
+            else:
+                write_message(task.request, message)
+            code, kept = task.wait()
+            report = {"code": code, "warm": kept, "pid": task.pid}
+            if not kept:
+                task = None
+            end_all_children(keep=frozenset({task.pid}) if task else frozenset())
+            write_message(done_fd, report)
+            if task is None:
+                return
+    except _Stop as stop:
+        if stop.graceful and task is not None and task.pidfd is not None:
+            signal_all(descendants(os.getpid()), signal.SIGTERM)
+            wait_exit(task.pidfd, grace)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(PARENT_DIED, signal.SIG_IGN)
+        end_all_children()
+
+
+def _start_task(message: dict, cuda_devices: str, keeper_fds: tuple[int, int]) -> _Task:
+    warm = bool(message.get("warm")) and not message.get("python")
+    request_r = request_w = report_r = report_w = None
+    if warm:
+        request_r, request_w = os.pipe()
+        report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the task process: never returns
+        code = KEEPER_CRASH
+        try:
+            for fd in (*keeper_fds, request_w, report_r):
+                if fd is not None:
+                    os.close(fd)
+            os.setpgid(0, 0)
+            die_with_parent(signal.SIGKILL)
+            for sig in (signal.SIGTERM, signal.SIGINT, PARENT_DIED):
+                signal.signal(sig, signal.SIG_DFL)
+            code = _run_task(message, cuda_devices, request_r, report_w)
+        finally:
+            os._exit(code)
+    for fd in (request_r, report_w):
+        if fd is not None:
+            os.close(fd)
+    return _Task(pid, request_w, report_r)
+
+
+def _run_task(message: dict, cuda_devices: str, requests: int | None, reports: int | None) -> int:
+    base_path = list(sys.path)
+    while True:
+        paths = message["paths"]
+        if message.get("python"):
+            _exec_runner(message["python"], paths, cuda_devices)
+        sys.path[:] = base_path
+        code = runner.run_attempt(*paths, cuda_devices, payload)
+        _flush_output()
+        if reports is None:
+            return code
+        reusable = code == runner.EXIT_OK
+        write_message(reports, {"code": code, "reusable": reusable})
+        if not reusable:
+            return code
+        message = read_message(requests)
+        if message is None:
+            return runner.EXIT_OK
+
+
+def _exec_runner(python: str, paths: list[str], cuda_devices: str) -> None:
+    """Become the notebook's own interpreter running ``runner.py`` (its packages, our runner)."""
+    try:
+        os.execv(python, [python, runner.__file__, *paths, cuda_devices])
+    except OSError as exc:
+        runner._write_error(paths[2], exc, exc.__traceback__, setup=True)
+        os._exit(runner.EXIT_SETUP)
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - the task may have closed or replaced them
+            pass
