@@ -288,6 +288,13 @@ class Client:
         return exc if isinstance(exc, BaseException) else None
 
 
+def _download_target(dest: str, name: str) -> str:
+    """Where ``download(name, dest)`` writes: never a file named like the folder the user meant."""
+    folder = (os.path.isdir(dest) or dest.endswith((os.sep, "/"))
+              or (not os.path.exists(dest) and not os.path.splitext(os.path.basename(dest))[1]))
+    return os.path.join(dest, name) if folder else dest
+
+
 def _submit_signature() -> None:
     import inspect
 

@@ -28,6 +28,68 @@ from .client import TaskHandle, connect
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit"}
 
 
+class CellRefused(ValueError):
+    """A ``%%task_queue`` cell that cannot run on a worker, refused before anything is sent."""
+
+
+#: What ``get_ipython()`` offers on a worker (jupyter_taskq.notebook.cell.WorkerShell).
+_WORKER_SHELL = {"system", "getoutput", "var_expand", "user_ns", "run_line_magic"}
+_WORKER_MAGICS = {"time"}
+_SHELL_VARS = re.compile(r"\$(\w+)|\{\s*([A-Za-z_]\w*)")
+
+
+def prepare_cell(cell: str, shell) -> str:
+    """The cell as plain Python, made by IPython's own input transformers (``x = !ls`` ->
+    ``x = get_ipython().getoutput('ls')``), keeping the notebook cell's line numbers (line 1 is
+    the ``%%task_queue`` line). What a worker cannot run is refused here, naming the line."""
+    source = "\n" + shell.transform_cell(cell)
+    written = ["%%task_queue"] + cell.splitlines()
+
+    def refuse(lineno: int, reason: str) -> CellRefused:
+        text = written[lineno - 1] if 0 < lineno <= len(written) else source.splitlines()[lineno - 1]
+        return CellRefused(f"not sent: line {lineno} of the cell, `{text.strip()}`: {reason}")
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise refuse(exc.lineno or 1, exc.msg) from None
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            child.parent = node
+    for node in ast.walk(tree):
+        attr = _shell_attribute(node)
+        if attr == "run_cell_magic" and isinstance(node.parent, ast.Call):
+            raise refuse(node.lineno, f"%%{_constant_args(node.parent)[0]} runs only in the kernel; "
+                                      "a cell on a worker can use %time on a line, !cmd and x = !cmd")
+        if attr is not None and attr not in _WORKER_SHELL:
+            raise refuse(node.lineno, f"get_ipython().{attr} exists only in the kernel; on a worker "
+                                      "get_ipython() has system, getoutput and run_line_magic('time', ...)")
+        if isinstance(node, ast.Call) and _shell_attribute(node.func) == "run_line_magic":
+            magic, line = _constant_args(node)
+            if magic not in _WORKER_MAGICS:
+                what = "?-help" if magic in ("pinfo", "pinfo2", "psearch") else f"%{magic}"
+                raise refuse(node.lineno, f"{what} runs only in the kernel; a cell on a worker can use "
+                                          "%time, !cmd and x = !cmd")
+            try:
+                ast.parse(line or "")
+            except SyntaxError as exc:
+                raise refuse(node.lineno, f"%{magic}: {exc.msg}") from None
+    return source
+
+
+def _shell_attribute(node) -> str | None:
+    """``attr`` when ``node`` is ``get_ipython().attr``."""
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name) and node.value.func.id == "get_ipython"):
+        return node.attr
+    return None
+
+
+def _constant_args(call: ast.Call) -> list:
+    values = [a.value if isinstance(a, ast.Constant) else None for a in call.args[:2]]
+    return values + [None] * (2 - len(values))
+
+
 def cell_names(source: str) -> tuple[list[str], list[str]]:
     """(names the cell reads, names it assigns at any level), in first-seen order; the code of a
     ``%time`` line and the ``{name}``/``$name`` of a ``!cmd`` count as the cell's own."""
