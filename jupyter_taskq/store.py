@@ -28,6 +28,7 @@ TASK_COLUMNS = (
     "priority", "callback_url", "worker", "worker_instance", "error", "progress", "cancel_requested",
     "retry_of", "result_ttl", "result_size", "result_expired", "outputs", "log_dropped", "callback", "callback_done",
     "keep_warm_seconds", "cpu", "memory", "retry_for",  # task options of issue 11 (jupyter_taskq/options.py)
+    "blob",  # the sha256 of the shared part its payload names (jupyter_taskq/blobs.py), or None
 )
 
 #: What a task reads as for a field never written (the SQLite schema's defaults).
@@ -108,6 +109,10 @@ class TaskStore(abc.ABC):
     def results_older_than(self, ended_before: float) -> list[str]: ...
 
     @abc.abstractmethod
+    def blob_refs(self, key: str) -> int:
+        """How many tasks whose files are still kept name the blob ``key``: at 0 it can go."""
+
+    @abc.abstractmethod
     def callbacks_due(self) -> list[str]:
         """Finished tasks with a callback_url whose delivery has not succeeded or given up."""
 
@@ -148,7 +153,8 @@ create table if not exists taskq_workers (
 
 _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
-                  "memory": "integer", "retry_for": "text"}
+                  "memory": "integer", "retry_for": "text",
+                  "blob": "text"}
 
 
 class SqliteTaskStore(TaskStore):
@@ -179,6 +185,7 @@ class SqliteTaskStore(TaskStore):
                            "where callback_url is not null")
         # Makes fingerprint() (asked once a second by every open `GET changes` long-poll) an index look-up.
         self._conn.execute("create index if not exists taskq_tasks_updated on taskq_tasks (updated_at)")
+        self._conn.execute("create index if not exists taskq_tasks_blob on taskq_tasks (blob) where blob is not null")
 
     def close(self) -> None:
         self._conn.close()
@@ -332,6 +339,11 @@ class SqliteTaskStore(TaskStore):
                 "and ended_at < ? - coalesce(result_ttl, 0)", (ended_before,)
             ).fetchall()
         return [r[0] for r in rows]
+
+    def blob_refs(self, key) -> int:
+        with self._lock:
+            return self._conn.execute("select count(*) from taskq_tasks where blob = ? and result_expired = 0",
+                                      (key,)).fetchone()[0]
 
     def callbacks_due(self) -> list[str]:
         final = [s.value for s in FINAL]

@@ -23,6 +23,8 @@ ENDPOINTS = [
     ("GET", "tasks/{id}/outputs/x.txt"),
     ("GET", "stats"),
     ("GET", "changes"),
+    ("HEAD", "blobs/" + "0" * 64),
+    ("PUT", "blobs/" + "0" * 64),
 ]
 
 

@@ -120,3 +120,36 @@ def test_files_travel_through_s3_between_machines(tmp_path, s3):
     finally:
         stop_processes([worker])
         server.close()
+
+
+def test_a_shared_part_travels_through_s3_once_and_leaves_with_its_last_task(tmp_path, s3):
+    """map() of a function capturing data: the far worker fetches the one blob the bucket holds."""
+    import numpy as np
+
+    from test_shared_data import notebook_function
+
+    endpoint, fs = s3
+    url = f"s3://{BUCKET}/queue"
+    server = TaskqServer(tmp_path, gpus=[], cpu_workers=0, backend="redis", start_workers=False,
+                         files_dir=url, files_options={"endpoint_url": endpoint})
+    server.start(wait_workers=False)
+    worker = start_worker_machine(tmp_path, "far", server.redis.url, url, "--gpus", "", "--cpu-workers", "1",
+                                  env={"JUPYTER_TASKQ_FILES_OPTIONS": f'{{"endpoint_url": "{endpoint}"}}'})
+    try:
+        client = server.client()
+        wait_for(lambda: any(w["alive"] for w in client.stats()["workers"]), 60, 0.1, "the far worker")
+        data = np.arange(500_000, dtype=np.float64)  # 4 MB
+        pick = notebook_function("def pick(i):\n    return float(DATA[i])\n", DATA=data)
+        handles = client.submit_many(pick, range(6))
+        assert [h.result(timeout=60) for h in handles] == [float(i) for i in range(6)]
+        in_bucket = [k for k in fs.find(f"{BUCKET}/queue") if "/blobs/" in k]
+        assert len(in_bucket) == 1 and fs.size(in_bucket[0]) >= data.nbytes
+        far_blobs = tmp_path / "far" / "state" / "files" / "blobs"
+        wait_for(lambda: not far_blobs.exists() or not any(far_blobs.iterdir()), 30, 0.2,
+                 "the idle far worker to drop its copy")
+        for handle in handles:
+            client.delete(handle.id)
+        assert not [k for k in fs.find(f"{BUCKET}/queue") if "/blobs/" in k]
+    finally:
+        stop_processes([worker])
+        server.close()

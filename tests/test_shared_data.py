@@ -154,3 +154,13 @@ def test_a_shared_part_over_the_limit_is_refused_before_it_is_sent(make_server):
     message = str(refused.value)
     assert "TaskQueue.max_payload_size" in message and f"{SHARE_AT + 64 * 1024:,}" in message
     assert server.client().list()["total"] == 0 and not any((server.state_dir / "blobs").iterdir())
+
+
+def test_notebook_classes_in_the_arguments_are_the_shared_functions_own(shared_server):
+    """The function comes from the shared part, its arguments from each payload: one class all the same."""
+    namespace = {"__name__": "__main__", "DATA": np.ones(SHARE_AT // 8 + 1)}
+    exec("class Point:\n    def __init__(self, x):\n        self.x = x\n"  # noqa: S102 - test-only
+         "def check(p):\n    return isinstance(p, Point), p.x + DATA.size\n", namespace)
+    handles = shared_server.client().submit_many(namespace["check"], [namespace["Point"](1), namespace["Point"](2)])
+    size = namespace["DATA"].size
+    assert [h.result(timeout=60) for h in handles] == [(True, 1 + size), (True, 2 + size)]

@@ -173,3 +173,23 @@ def test_the_sweep_forgets_workers_silent_for_ten_minutes(store):
                                "current_task": None})
     recover_lost_tasks(store, {}, stale_after=10)
     assert [w["name"] for w in store.workers()] == ["here/cpu0", "late/cpu0"], "dead for 30 s still shows"
+
+
+def test_blob_references_count_tasks_whose_files_are_kept(store):
+    """A shared part (jupyter_taskq/blobs.py) goes once no task that names it keeps its files."""
+    key, other = "a" * 64, "b" * 64
+    tasks = [new_task(blob=key) for _ in range(3)] + [new_task(blob=other), new_task(blob=None)]
+    store.create_many(tasks[:2])
+    for task in tasks[2:]:
+        store.create(task)
+    assert store.blob_refs(key) == 3 and store.blob_refs(other) == 1 and store.blob_refs("c" * 64) == 0
+    assert store.get(tasks[0]["id"])["blob"] == key and store.get(tasks[4]["id"])["blob"] is None
+    assert store.transition(tasks[0]["id"], S.CANCELLED, [S.PENDING])
+    assert store.blob_refs(key) == 3, "a finished task keeps its files until its TTL or delete"
+    store.update_fields(tasks[0]["id"], result_expired=1)
+    assert store.blob_refs(key) == 2
+    store.delete(tasks[1]["id"])
+    store.delete(tasks[0]["id"])
+    assert store.blob_refs(key) == 1
+    store.delete(tasks[2]["id"])
+    assert store.blob_refs(key) == 0 and store.blob_refs(other) == 1

@@ -8,7 +8,6 @@ a remote exception is re-raised with the remote traceback chained to it, the way
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 import threading
@@ -17,8 +16,9 @@ from typing import Any, Callable, Iterable
 
 import requests
 
-from .. import pickling
+from .. import batchstream, blobs
 from ..options import client_options, with_option_keywords
+from .. import pickling
 from ..payload import calling_context, dumps_call
 from ..status import FINAL, TaskStatus
 
@@ -154,26 +154,68 @@ class Client:
 
     # -- submitting -------------------------------------------------------
     def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, **options) -> "TaskHandle":
-        """Queue ``fn(*args, **kwargs)``; task options never mix with the function's own arguments."""
+        """Queue ``fn(*args, **kwargs)``; task options never mix with the function's own arguments.
+
+        A function that captures a lot of data (``blobs.SHARE_AT``) is sent once as a shared part
+        and only named by the payload, so ``put()`` in a loop stores that data once."""
         params = self._rest_options(fn, options, "submit")
-        data = dumps_call(fn, tuple(args), kwargs)
-        task = self._request("POST", "tasks", params=params, data=data,
-                             headers={"Content-Type": "application/octet-stream"}).json()
+        context = calling_context()
+        shared = blobs.shared_part(fn, context)  # the function pickled alone: a big one is pickled only once
+        if shared is None:
+            data = dumps_call(fn, tuple(args), kwargs, context=context)
+        else:
+            data = blobs.dumps_args(shared, tuple(args), kwargs, context)
+        task = self._with_shared(shared, lambda: self._request(
+            "POST", "tasks", params=params, data=data, headers={"Content-Type": "application/octet-stream"}))
         return TaskHandle(task["id"], client=self, info=task)
 
     def submit_many(self, fn: Callable, arg_list: Iterable, **options) -> list["TaskHandle"]:
-        """One task per item of ``arg_list`` (a tuple is unpacked), sent in one request."""
+        """One task per item of ``arg_list`` (a tuple is unpacked), sent in one streamed request.
+
+        The function, with whatever it captures, is serialised once: when that is big it is sent
+        once as a shared part (only if the server lacks it) and each task carries its arguments."""
         context = calling_context()
         opts = self._rest_options(fn, options, "submit_many")
-        items = []
-        for item in arg_list:
-            args = item if isinstance(item, tuple) else (item,)
-            payload = dumps_call(fn, args, None, context=context)
-            items.append({"payload": base64.b64encode(payload).decode(), **opts})
-        if not items:
+        arg_list = [item if isinstance(item, tuple) else (item,) for item in arg_list]
+        if not arg_list:
             return []
-        tasks = self._request("POST", "tasks/batch", json={"tasks": items}).json()["tasks"]
+        shared = blobs.shared_part(fn, context)
+        if shared is None:
+            payloads = [dumps_call(fn, args, None, context=context) for args in arg_list]
+        else:
+            payloads = [blobs.dumps_args(shared, args, None, context) for args in arg_list]
+        body = _Stream(batchstream.frames, [(opts, payload) for payload in payloads])
+        tasks = self._with_shared(shared, lambda: self._request(
+            "POST", "tasks/batch", data=body, headers={"Content-Type": batchstream.CONTENT_TYPE}))["tasks"]
         return [TaskHandle(t["id"], client=self, info=t) for t in tasks]
+
+    def _with_shared(self, shared: "blobs.Shared | None", send: Callable[[], requests.Response]) -> dict:
+        """Send a submission after making sure the server has its shared part; once more if the server
+        removed that part in between (its last task deleted: a 409 that names the upload to make)."""
+        if shared is None:
+            return send().json()
+        self._share(shared)
+        try:
+            return send().json()
+        except TaskqError as exc:
+            if exc.status_code != 409 or f"blobs/{shared.key}" not in exc.server_message:
+                raise
+        self._share(shared)
+        return send().json()
+
+    def _share(self, shared: "blobs.Shared") -> None:
+        """Upload the shared part unless the server has it (HEAD first: 40 put() calls send it once)."""
+        head = self._request("HEAD", f"blobs/{shared.key}", expect=(200, 404))
+        if head.status_code == 200:
+            return
+        limit = int(head.headers.get("X-Taskq-Max-Payload-Size") or 0)
+        if limit and len(shared.data) > limit:
+            raise TaskqError(413, f"the function {shared.function!r} with the data it captures is "
+                                  f"{len(shared.data):,} bytes, over the server's limit of {limit:,} bytes; the "
+                                  "server's TaskQueue.max_payload_size raises it (c.TaskQueue.max_payload_size = "
+                                  "... in jupyter_server_config.py)")
+        self._request("PUT", f"blobs/{shared.key}", data=shared.data,
+                      headers={"Content-Type": "application/octet-stream"})
 
     @staticmethod
     def _rest_options(fn: Callable, options: dict, caller: str) -> dict:
@@ -288,13 +330,6 @@ class Client:
         return exc if isinstance(exc, BaseException) else None
 
 
-def _download_target(dest: str, name: str) -> str:
-    """Where ``download(name, dest)`` writes: never a file named like the folder the user meant."""
-    folder = (os.path.isdir(dest) or dest.endswith((os.sep, "/"))
-              or (not os.path.exists(dest) and not os.path.splitext(os.path.basename(dest))[1]))
-    return os.path.join(dest, name) if folder else dest
-
-
 def _submit_signature() -> None:
     import inspect
 
@@ -305,6 +340,29 @@ def _submit_signature() -> None:
 
 
 _submit_signature()
+
+
+def _download_target(dest: str, name: str) -> str:
+    """Where ``download(name, dest)`` writes: never a file named like the folder the user meant."""
+    folder = (os.path.isdir(dest) or dest.endswith((os.sep, "/"))
+              or (not os.path.exists(dest) and not os.path.splitext(os.path.basename(dest))[1]))
+    return os.path.join(dest, name) if folder else dest
+
+
+class _Stream:
+    """A request body sent piece by piece with its length known (``requests`` streams any iterable
+    with a ``__len__``), that can be sent again: each send iterates it afresh."""
+
+    def __init__(self, pieces: Callable[[list], Iterable[bytes]], items: list):
+        self._pieces = pieces
+        self._items = items
+        self._length = sum(len(piece) for piece in pieces(items))
+
+    def __iter__(self):
+        return iter(self._pieces(self._items))
+
+    def __len__(self) -> int:
+        return self._length
 
 
 class TaskHandle:

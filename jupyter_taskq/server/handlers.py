@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import mimetypes
 import os
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
+from .. import batchstream
+from ..blobs import is_key
 from ..status import FINAL
 from .offloop import OffLoop, make_executor, run
 from .service import ServiceError, bad_request
@@ -27,6 +30,8 @@ from .service import ServiceError, bad_request
 AUTH_RESOURCE = "taskq"
 MAX_WAIT = 300.0
 MAX_JSON_BODY = 64 * 1024 * 1024
+MAX_JSON_BATCH = 256 * 1024 * 1024  # base64 in JSON: Client.submit_many streams its batches instead
+MAX_BATCH = 100_000  # tasks in one batch
 CHUNK = 1024 * 1024
 _METHOD_ACTION = {"GET": "read", "HEAD": "read", "POST": "write", "DELETE": "write"}
 
@@ -116,49 +121,122 @@ class TaskqHandler(_TaskqAuth, APIHandler):
         await self.finish()
 
 
+class _StreamedBody(TaskqHandler):
+    """A body that streams to spool files as it arrives, held to a limit that is answered with a
+    ``413`` and a JSON message naming the limit, the size and the option that raises it.
+
+    Tornado resets the connection of a body over its ``max_body_size``, so the client never
+    reads why; here the server lets any body arrive (reading and dropping what is over the
+    limit) and counts the bytes itself. A body that declares its size is refused before a
+    byte of it is stored.
+    """
+
+    _refusal: ServiceError | None = None
+
+    def limit_body(self, limit: int, what: str, option: str = "TaskQueue.max_payload_size") -> None:
+        self.request.connection.set_max_body_size(1 << 62)
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large(what, int(declared), limit, option)
+
+    def refuse(self, refusal: ServiceError) -> None:
+        """Refuse from data_received (raising there would reset the connection): answered after the body."""
+        if self._refusal is None:
+            self._refusal = refusal
+        self.discard_spools()
+
+    def discard_spools(self) -> None:
+        """Remove what this request spooled that no task took over."""
+
+    def on_finish(self) -> None:
+        self.discard_spools()
+        super().on_finish()
+
+    def on_connection_close(self) -> None:
+        self.discard_spools()
+        super().on_connection_close()
+
+
+def too_large(what: str, size: int, limit: int, option: str = "TaskQueue.max_payload_size") -> ServiceError:
+    if option:
+        how = f"the server's {option} raises it (c.{option} = ... in jupyter_server_config.py)"
+    else:
+        how = (f"send payloads streamed instead: POST tasks as application/octet-stream, or POST tasks/batch as "
+               f"{batchstream.CONTENT_TYPE} (Client.submit and Client.submit_many do)")
+    return ServiceError(413, f"{what} is {size:,} bytes, over the limit of {limit:,} bytes; {how}",
+                        "payload too large")
+
+
+class _Spool:
+    """One upload's private spool file, written as the bytes arrive."""
+
+    def __init__(self, service, limit: int, what: str, digest: bool = False):
+        self.path, self.fd = service.open_spool()
+        self.size = 0
+        self.limit = limit
+        self.what = what
+        self.hash = hashlib.sha256() if digest else None
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise too_large(self.what, self.size, self.limit)
+        os.write(self.fd, chunk)
+        if self.hash is not None:
+            self.hash.update(chunk)
+
+    def close(self) -> Path:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        return self.path
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
 @web.stream_request_body
-class TasksHandler(TaskqHandler):
+class TasksHandler(_StreamedBody):
     """GET: the task list. POST: submit one task (raw payload body, options in the query; or JSON)."""
 
     async def prepare(self):
         await super().prepare()
-        self._spool = self._spool_fd = None
+        self._spool: _Spool | None = None
         self._json_chunks: list[bytes] | None = None
         if self.request.method != "POST":
             return
         kind = self.request.headers.get("Content-Type", "").split(";")[0].strip()
-        self.request.connection.set_max_body_size(self.settings["taskq_max_payload"])
+        limit = self.settings["taskq_max_payload"]
         if kind == "application/json":
+            self.limit_body(MAX_JSON_BODY, "the JSON body", option="")
             self._json_chunks, self._json_size = [], 0
         elif kind in ("application/octet-stream", "application/x-jupyter-taskq-payload"):
-            self._spool, self._spool_fd = self.settings["taskq_service"].open_spool()
+            self.limit_body(limit, "the payload")
+            self._spool = _Spool(self.settings["taskq_service"], limit, "the payload")
         else:
             raise web.HTTPError(415, "submit a payload as application/octet-stream (options in the query string) "
                                      "or as application/json with a base64 'payload'")
 
     def data_received(self, chunk: bytes) -> None:
-        if self._spool_fd is not None:
-            os.write(self._spool_fd, chunk)
+        if self._refusal is not None:
+            return
+        if self._spool is not None:
+            try:
+                self._spool.write(chunk)
+            except ServiceError as exc:
+                self.refuse(exc)
         elif self._json_chunks is not None:
             self._json_size += len(chunk)
             if self._json_size > MAX_JSON_BODY:
-                raise web.HTTPError(413, "JSON submissions are limited to 64 MiB; send large payloads as "
-                                         "application/octet-stream")
+                self._json_chunks = []
+                self.refuse(too_large("the JSON body", self._json_size, MAX_JSON_BODY, option=""))
+                return
             self._json_chunks.append(chunk)
 
-    def on_finish(self) -> None:
-        self._discard_spool()
-
-    def on_connection_close(self) -> None:
-        self._discard_spool()
-        super().on_connection_close()
-
-    def _discard_spool(self) -> None:
-        if self._spool_fd is not None:
-            os.close(self._spool_fd)
-            self._spool_fd = None
-        if self._spool is not None and self._spool.exists():
-            self._spool.unlink()
+    def discard_spools(self) -> None:
+        if self._spool is not None:
+            self._spool.discard()
 
     @authorized
     async def get(self):
@@ -173,15 +251,16 @@ class TasksHandler(TaskqHandler):
 
     @authorized
     async def post(self):
+        if self._refusal is not None:
+            raise self._refusal
         if self._json_chunks is not None:
             self.request.body = b"".join(self._json_chunks)
             body = self.json_body()
-            spooled = await self.service.spool_bytes(_decode_payload(body.pop("payload", None)))
+            data = _decode_payload(body.pop("payload", None), self.settings["taskq_max_payload"])
+            spooled = await self.service.spool_bytes(data)
             raw_options = body
         else:
-            os.close(self._spool_fd)
-            self._spool_fd = None
-            spooled, self._spool = self._spool, None
+            spooled, self._spool = self._spool.close(), None
             raw_options = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         try:
             options = await self.service.validate_options(raw_options)
@@ -193,41 +272,176 @@ class TasksHandler(TaskqHandler):
         self.finish(json.dumps(task))
 
 
-def _decode_payload(value) -> bytes:
+def _decode_payload(value, limit: int, what: str = "the payload") -> bytes:
     if not isinstance(value, str):
         raise bad_request("'payload' (the base64 of a jupyter-taskq payload) is required")
+    if len(value) // 4 * 3 > limit + 2:
+        raise too_large(what, len(value) // 4 * 3, limit)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise bad_request("'payload' is not valid base64") from None
 
 
-class BatchHandler(TaskqHandler):
-    """POST ``{"tasks": [{"payload": base64, ...options}, ...]}``: many small tasks in one request."""
+@web.stream_request_body
+class BatchHandler(_StreamedBody):
+    """POST many tasks in one request, all or none: as ``application/x-jupyter-taskq-batch``
+    (:mod:`jupyter_taskq.batchstream`, each payload spooled as it streams in; what
+    ``Client.submit_many`` sends), or as JSON ``{"tasks": [{"payload": base64, ...options}, ...]}``.
+    Every payload is held to ``TaskQueue.max_payload_size``."""
+
+    async def prepare(self):
+        await super().prepare()
+        self._items: list[tuple[dict, _Spool]] = []
+        self._reader: batchstream.BatchReader | None = None
+        self._json_chunks: list[bytes] | None = None
+        kind = self.request.headers.get("Content-Type", "").split(";")[0].strip()
+        if kind == batchstream.CONTENT_TYPE:
+            self.limit_body(1 << 62, "the batch")
+            self._reader = batchstream.BatchReader(self._start_item)
+        elif kind in ("application/json", ""):
+            self.limit_body(MAX_JSON_BATCH, "the JSON body", option="")
+            self._json_chunks, self._json_size = [], 0
+        else:
+            raise web.HTTPError(415, f"submit a batch as {batchstream.CONTENT_TYPE} or as application/json")
+
+    def _start_item(self, index: int, options: dict, size: int):
+        if len(self._items) >= MAX_BATCH:
+            raise bad_request(f"a batch holds at most {MAX_BATCH:,} tasks; send several batches")
+        what = f"tasks[{index}]: the payload"
+        limit = self.settings["taskq_max_payload"]
+        if size > limit:
+            raise too_large(what, size, limit)
+        spool = _Spool(self.settings["taskq_service"], limit, what)
+        self._items.append((options, spool))
+        return spool.write
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._refusal is not None:
+            return
+        if self._reader is not None:
+            try:
+                self._reader.feed(chunk)
+            except batchstream.BatchFormatError as exc:
+                self.refuse(bad_request(str(exc)))
+            except ServiceError as exc:
+                self.refuse(exc)
+            return
+        self._json_size += len(chunk)
+        if self._json_size > MAX_JSON_BATCH:
+            self._json_chunks = []
+            self.refuse(too_large("the JSON body", self._json_size, MAX_JSON_BATCH, option=""))
+            return
+        self._json_chunks.append(chunk)
+
+    def discard_spools(self) -> None:
+        for _options, spool in self._items:
+            spool.discard()
+        self._items = []
 
     @authorized
     async def post(self):
-        created = await self.blocking(self._submit_batch)  # parsing 20,000 tasks takes a while: not on the loop
+        if self._refusal is None and self._reader is not None:
+            try:
+                self._reader.close()
+            except batchstream.BatchFormatError as exc:
+                self.refuse(bad_request(str(exc)))
+        if self._refusal is not None:
+            raise self._refusal
+        # Parsing and validating 20,000 tasks takes a while: not on the event loop.
+        created = await self.blocking(self._submit_batch)
         self.set_status(201)
         self.finish(json.dumps({"tasks": created}))
 
     def _submit_batch(self) -> list[dict]:
         service = self.settings["taskq_service"]
-        items = self.json_body().get("tasks")
+        if self._json_chunks is not None:
+            self.request.body = b"".join(self._json_chunks)
+            self._json_chunks = None
+            self._spool_json_items(service, self.json_body().get("tasks"))
+        if not self._items:
+            raise bad_request("a batch must hold at least one task")
+        prepared = []
+        for index, (options, spool) in enumerate(self._items):  # validate all before queuing any
+            try:
+                prepared.append((spool.close(), service.validate_options(options)))
+            except ServiceError as exc:
+                raise bad_request(f"tasks[{index}]: {exc}") from None
+        created = service.submit_many(prepared)
+        self._items = []  # the service took the spool files over
+        return created
+
+    def _spool_json_items(self, service, items) -> None:
         if not isinstance(items, list) or not items:
             raise bad_request("'tasks' must be a non-empty list of {payload, ...options} objects")
-        prepared = []
-        for index, item in enumerate(items):  # validate all before queuing any
+        if len(items) > MAX_BATCH:
+            raise bad_request(f"a batch holds at most {MAX_BATCH:,} tasks; send several batches")
+        limit = self.settings["taskq_max_payload"]
+        for index, item in enumerate(items):
             if not isinstance(item, dict):
                 raise bad_request(f"tasks[{index}] must be an object")
             item = dict(item)
             try:
-                data = _decode_payload(item.pop("payload", None))
-                options = service.validate_options(item)
+                data = _decode_payload(item.pop("payload", None), limit, f"tasks[{index}]: the payload")
             except ServiceError as exc:
+                if exc.status == 413:
+                    raise
                 raise bad_request(f"tasks[{index}]: {exc}") from None
-            prepared.append((data, options))
-        return service.submit_many(prepared)
+            spool = _Spool(service, limit, f"tasks[{index}]: the payload")
+            self._items.append((item, spool))
+            spool.write(data)
+
+
+@web.stream_request_body
+class BlobHandler(_StreamedBody):
+    """A part shared by many payloads (:mod:`jupyter_taskq.blobs`), named by its sha256.
+
+    ``HEAD``: 200 if the server has it (and keeps it a while longer for the batch that
+    follows), else 404; either way ``X-Taskq-Max-Payload-Size`` says the limit, so a client
+    can refuse an oversized part before sending it. ``PUT``: the bytes, streamed; the hash is
+    checked as they arrive. 201 when stored, 200 when the server had it already."""
+
+    async def prepare(self):
+        await super().prepare()
+        self._spool: _Spool | None = None
+        key = self.path_kwargs["key"]
+        if not is_key(key):
+            raise bad_request(f"a blob is named by the sha256 of its bytes, in lower-case hex; got {key!r}")
+        self.set_header("X-Taskq-Max-Payload-Size", str(self.settings["taskq_max_payload"]))
+        if self.request.method == "PUT":
+            limit = self.settings["taskq_max_payload"]
+            self.limit_body(limit, "the shared part of the payload")
+            self._spool = _Spool(self.settings["taskq_service"], limit, "the shared part of the payload", digest=True)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._refusal is None and self._spool is not None:
+            try:
+                self._spool.write(chunk)
+            except ServiceError as exc:
+                self.refuse(exc)
+
+    def discard_spools(self) -> None:
+        if self._spool is not None:
+            self._spool.discard()
+
+    @authorized
+    async def head(self, key):
+        if not await self.service.has_blob(key):
+            self.set_status(404)
+        self.finish()
+
+    @authorized
+    async def put(self, key):
+        if self._refusal is not None:
+            raise self._refusal
+        spool, self._spool = self._spool, None
+        digest = spool.hash.hexdigest()
+        if digest != key:
+            spool.discard()
+            raise bad_request(f"the body's sha256 is {digest}, not the {key} it was sent as")
+        created = await self.service.put_blob(key, spool.close())
+        self.set_status(201 if created else 200)
+        self.finish(json.dumps({"blob": key, "size": spool.size, "created": created}))
 
 
 class CancelHandler(TaskqHandler):
@@ -320,18 +534,52 @@ class LogsHandler(TaskqHandler):
 
 
 class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
-    """Downloads a registered output file, with ranges, the right type and an attachment name."""
+    """Downloads a registered output file, with ranges, the right type and an attachment name.
+
+    A StaticFileHandler (for its ranges), so not an APIHandler: it checks the request's
+    Origin itself, as every API handler does. What it serves is read from the fd that
+    ``TaskService.open_output`` opened without following any symbolic link, never from a
+    path looked up again. The name arrives unquoted by Tornado and is not unquoted twice:
+    an output called ``a%20b.txt`` downloads from the URL the task advertises."""
+
+    _fd: int | None = None
+
+    async def prepare(self):
+        await super().prepare()
+        if not self.check_origin():
+            raise web.HTTPError(404)
 
     @authorized
     async def get(self, task_id, name, include_body=True):
-        path = await self.service.output_path(task_id, unquote(name))
-        self.root = str(path.parent)
-        self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(path.name)}")
-        await web.StaticFileHandler.get(self, path.name, include_body)
+        self._fd = await self.service.open_output(task_id, name)
+        self._stat_result = os.fstat(self._fd)
+        self.root = "/"
+        self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
+        await web.StaticFileHandler.get(self, name, include_body)
 
     @authorized
     async def head(self, task_id, name):
         await self.get(task_id, name, include_body=False)
+
+    def validate_absolute_path(self, root, absolute_path):
+        return absolute_path  # checked when it was opened (open_output); only its fd is read
+
+    def get_content(self, abspath, start=None, end=None):
+        """The bytes from the opened fd (Tornado's own reads the path again)."""
+        fd, position = self._fd, start or 0
+        end = self._stat_result.st_size if end is None else end
+        while position < end:
+            chunk = os.pread(fd, min(CHUNK, end - position), position)
+            if not chunk:
+                return
+            position += len(chunk)
+            yield chunk
+
+    def on_finish(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        super().on_finish()
 
     def compute_etag(self):
         return None  # tornado would hash the whole (possibly huge) file for an etag
@@ -365,6 +613,7 @@ def handlers(base_url: str) -> list[tuple]:
     return [
         (f"{api}/tasks", TasksHandler),
         (f"{api}/tasks/batch", BatchHandler),
+        (f"{api}/blobs/(?P<key>[^/]+)", BlobHandler),
         (f"{api}/tasks/cancel", CancelHandler),
         (f"{api}/tasks/wait", WaitHandler),
         (f"{api}/tasks/{task}", TaskHandler),

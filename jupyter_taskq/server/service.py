@@ -7,6 +7,7 @@ was wrong, so a client never sees a bare 500 for bad input.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -24,13 +25,15 @@ from ..machine import machine_size
 from .. import options as options_module
 from .. import tasklog
 from ..objectstore import ObjectStore
-from ..payload import PayloadError, read_header, read_header_bytes
+from ..blobs import blob_of
+from ..payload import PayloadError, read_header
 from ..recovery import fail_bad_task
 from ..queue import (CPU_POOL, GPU_POOL, POOLS, AttemptSpec, enqueue_attempt, enqueue_attempts, model_pool,
                      pool_model)
 from ..statedir import StateDir, create_private_file
 from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ..store import TASK_COLUMNS, TaskStore
+from .blobstore import BlobShelf
 
 log = logging.getLogger("jupyter_taskq.service")
 
@@ -68,6 +71,20 @@ TASK_STATS_TTL = 1.0  # seconds a task JSON's queue-wide stats may be reused (on
 OPTION_NAMES = options_module.REST_NAMES  # declared once, in jupyter_taskq/options.py
 
 
+def _open_beneath(root: Path, steps: list[str]) -> int:
+    """Open ``root/steps[0]/.../steps[-1]`` read-only, following no symbolic link below ``root``."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for step in steps[:-1]:
+            inner = os.open(step, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # O_NONBLOCK: a FIFO planted as an output must not hang the server on open
+        return os.open(steps[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 class TaskService:
     def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
                  cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
@@ -88,6 +105,7 @@ class TaskService:
         self._bells = work_bells if work_bells is not None else BellMap(lambda pool: work_bell(state.bells, pool))
         self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
         self._task_stats: tuple[float, dict | None] = (0.0, None)
+        self.blobs = BlobShelf(state, store, self.objects)
 
     # -- submission -------------------------------------------------------
     def _resolve_gpu_model(self, wanted: str) -> str:
@@ -172,38 +190,52 @@ class TaskService:
 
     def submit(self, spooled: Path, options: dict, retry_of: str | None = None) -> dict:
         """Take ownership of a spooled payload file and queue it; returns the task's JSON."""
-        try:
-            try:
-                with open(spooled, "rb") as stream:
-                    read_header(stream)
-            except PayloadError as exc:
-                raise bad_request(str(exc)) from None
-            task = self._new_task(options, retry_of)
-            os.replace(spooled, self.state.payload(task["id"]))
-            self.objects.publish(self.state.payload(task["id"]))
-        finally:
-            if spooled.exists():
-                spooled.unlink()
-        self._queue([task])
-        return self.to_json({**self._blank_row, **task})
+        return self.submit_many([(spooled, options)], retry_of=retry_of, numbered=False)[0]
 
-    def submit_many(self, items: list[tuple[bytes, dict]]) -> list[dict]:
-        """Queue many (payload bytes, validated options) in one database transaction per table."""
-        tasks = []
-        for index, (data, options) in enumerate(items):  # refuse the whole batch before writing anything
-            try:
-                read_header_bytes(data)
-            except PayloadError as exc:
-                raise bad_request(f"tasks[{index}]: {exc}") from None
-        for data, options in items:
-            task = self._new_task(options)
-            with os.fdopen(create_private_file(self.state.payload(task["id"])), "wb") as f:
-                f.write(data)
-            self.objects.publish(self.state.payload(task["id"]))
-            tasks.append(task)
-        self._queue(tasks)
+    def submit_many(self, items: list[tuple[Path, dict]], retry_of: str | None = None,
+                    numbered: bool = True) -> list[dict]:
+        """Take ownership of spooled payload files and queue them (one database transaction per table).
+
+        The whole batch is refused before anything is written: a payload that is not one, or
+        one naming a blob this server does not have (``409``: upload it, then submit again)."""
+        try:
+            blobs = []
+            for index, (spooled, _options) in enumerate(items):
+                try:
+                    with open(spooled, "rb") as stream:
+                        blobs.append(blob_of(read_header(stream)))
+                except PayloadError as exc:
+                    raise bad_request(f"tasks[{index}]: {exc}" if numbered else str(exc)) from None
+            # From the check that its blob is here until its tasks are recorded, no delete may remove that blob.
+            with self.blobs.lock if any(blobs) else contextlib.nullcontext():
+                missing = self.blobs.missing(blobs)
+                if missing:
+                    raise ServiceError(409, f"the shared part {missing[0]} that the payload names is not on this "
+                                            f"server; upload it (PUT taskq/api/blobs/{missing[0]}) and submit again",
+                                       "blob missing")
+                tasks = []
+                for (spooled, options), blob in zip(items, blobs):
+                    task = dict(self._new_task(options, retry_of), blob=blob)
+                    os.replace(spooled, self.state.payload(task["id"]))
+                    self.objects.publish(self.state.payload(task["id"]))
+                    tasks.append(task)
+                self._queue(tasks)
+        finally:
+            for spooled, _options in items:
+                spooled.unlink(missing_ok=True)
         stats = self.task_stats()
         return [self.to_json({**self._blank_row, **task}, stats) for task in tasks]
+
+    # -- blobs: parts shared by many payloads (jupyter_taskq/blobs.py) ----
+    def has_blob(self, key: str) -> bool:
+        return self.blobs.has(key)
+
+    def put_blob(self, key: str, spooled: Path) -> bool:
+        """Keep an uploaded blob (its sha256 checked by the handler); False if it was here already."""
+        try:
+            return self.blobs.put(key, spooled)
+        except PayloadError as exc:
+            raise bad_request(f"a blob must be a jupyter-taskq payload: {exc}") from None
 
     def _new_task(self, options: dict, retry_of: str | None = None) -> dict:
         now = time.time()
@@ -453,6 +485,7 @@ class TaskService:
             raise conflict(f"task {task_id} is {task['status']}; cancel it before deleting it")
         self.store.delete(task_id)
         self._remove_files(task_id)
+        self.blobs.release(task.get("blob"))  # the shared part goes with the last task that names it
         self.on_change(task_id)
 
     def result_path(self, task_id: str) -> Path:
@@ -474,10 +507,15 @@ class TaskService:
     def expire_old_results(self) -> int:
         """Remove results, payloads, logs and outputs past their TTL; the task record stays, marked expired."""
         ids = self.store.results_older_than(time.time())
+        blobs = {t["blob"] for i in range(0, len(ids), 500)
+                 for t in self.store.list(None, limit=500, ids=ids[i:i + 500])}
         for task_id in ids:
             self._remove_files(task_id)
             self.store.update_fields(task_id, result_expired=1)
             self.on_change(task_id)
+        for key in blobs:
+            self.blobs.release(key)
+        self.blobs.sweep()  # blobs uploaded but never named by a task
         self._disk_usage = None
         return len(ids)
 
@@ -488,25 +526,33 @@ class TaskService:
         shutil.rmtree(self.state.outputs(task_id), ignore_errors=True)
         self.objects.remove(self.state.outputs(task_id))
 
-    def output_path(self, task_id: str, name: str) -> Path:
-        """The file of a registered output of the task's last attempt; nothing else is ever served."""
+    def open_output(self, task_id: str, name: str) -> int:
+        """A read-only fd of a registered output of the task's last attempt; nothing else is ever served.
+
+        The file is reached from the state directory's ``outputs`` folder one step at a time,
+        refusing a symbolic link at every step (``O_NOFOLLOW``), and must be a regular file: a
+        task that swaps its output folder (or a file) for a link to ``/etc`` gets nothing served,
+        and a swap after the check changes nothing, since what is served is what was opened."""
         task = self.get_task(task_id)
         registered = {o["name"] for o in task.get("outputs") or []}
-        if name not in registered or "/" in name or name in (".", ".."):
+        if name not in registered or "/" in name or name in (".", "..") or "\0" in name:
             raise ServiceError(404, f"task {task_id} has no output named {name!r}", "not found")
         if task["result_expired"]:
             raise ServiceError(410, f"the outputs of task {task_id} have expired (result TTL)", "gone")
-        files = self.state.attempt_dir(task_id, task["attempt"]) / "files"
-        path = files / name
-        self.objects.fetch(path)
+        steps = [task_id, str(task["attempt"]), "files", name]
+        self.objects.fetch(self.state.files / "outputs" / Path(*steps))
         try:
-            info = os.lstat(path)
+            fd = _open_beneath(self.state.files / "outputs", steps)
         except FileNotFoundError:
             raise ServiceError(404, f"output {name!r} of task {task_id} is gone", "not found") from None
-        if not stat.S_ISREG(info.st_mode) or os.path.realpath(path) != os.path.join(os.path.realpath(files), name):
-            raise ServiceError(403, f"output {name!r} of task {task_id} is not a regular file in its output store",
-                               "forbidden")
-        return path
+        except OSError:  # ELOOP, ENOTDIR: a link or a non-folder on the way
+            fd = None
+        if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        if fd is not None:
+            os.close(fd)
+        raise ServiceError(403, f"output {name!r} of task {task_id} is not a regular file in its output folder",
+                           "forbidden")
 
     def log_chunk(self, task_id: str, offset: int, limit: int = 1024 * 1024) -> dict:
         """The log from byte ``offset`` (clients follow a running task by passing back ``next_offset``).
