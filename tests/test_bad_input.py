@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from conftest import TOKEN
+from conftest import TOKEN, wait_for
 from jupyter_taskq.payload import dumps_call
 
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -138,3 +138,50 @@ def test_server_and_workers_survive_all_of_it(shared_server):
     assert client.get(response.json()["id"])["status"] == "FAILED"
     assert client.submit(double, (21,)).result(timeout=20) == 42
     assert all(w["alive"] for w in client.stats()["workers"])
+
+
+def test_bad_rows_already_in_the_store_never_stop_the_server(make_server):
+    """Issue 12: rows written before the checks existed (or by hand) are FAILED with a reason at start-up or by
+    the recovery sweep, each logged once; the server starts, its workers run, the JSON stays strict."""
+    import json
+    import sqlite3
+    import time
+    import uuid
+
+    server = make_server(cpu_workers=1)
+    server.stop()
+    now = time.time()
+    bad = {
+        "expires": dict(status="PENDING", expires=1e12, expires_at=now + 1e12),
+        "retry_delay": dict(status="RETRY", retry_delay=1e12, attempt=1),
+        "timeout": dict(status="PENDING", timeout=float("inf")),
+        "result_ttl": dict(status="PENDING", result_ttl=float("inf"), priority=10 ** 15),  # SQLite keeps no NaN
+        "running": dict(status="RUNNING", retry_delay=float("inf"), attempt=1, worker="gone",
+                        worker_instance="gone:1", started_at=now - 60),
+    }
+    ids = {}
+    with sqlite3.connect(server.state_dir / "taskq.db") as db:
+        for label, fields in bad.items():
+            ids[label] = str(uuid.uuid4())
+            row = dict(id=ids[label], name=f"bad-{label}", pool="cpu", created_at=now, updated_at=now, **fields)
+            db.execute(f"insert into taskq_tasks ({', '.join(row)}) values ({', '.join('?' * len(row))})",
+                       list(row.values()))
+    server.start()
+    client = server.client()
+    assert client.submit(double, (21,)).result(timeout=30) == 42  # workers run
+
+    def all_failed():
+        tasks = {t["id"]: t for t in client.tasks_by_id(list(ids.values()))}
+        return tasks if all(t["status"] == "FAILED" for t in tasks.values()) else None
+
+    tasks = wait_for(all_failed, 30, 0.2, "the bad rows to be FAILED")
+    for label, task_id in ids.items():
+        message = tasks[task_id]["error"]["message"]
+        assert message.startswith("the stored task cannot be run:"), (label, message)
+    assert "'expires'" in tasks[ids["expires"]]["error"]["message"]
+    assert "'retry_delay'" in tasks[ids["retry_delay"]]["error"]["message"]
+    text = requests.get(api(server, "tasks?limit=100"), headers=AUTH).text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in GET tasks"))
+    log = server.log_path.read_text()
+    for task_id in ids.values():
+        assert log.count(f"task {task_id} cannot be run") == 1  # logged once
