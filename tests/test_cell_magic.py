@@ -88,6 +88,7 @@ def test_objects_changed_in_place_come_back_and_untouched_ones_stay(shell):
         history = []
         settings = {"runs": 0}
         untouched = [1, 2, 3]
+        weights = np.zeros(500_000)   # 4 MB: pickled through a buffer, not as bytes
     """)
     handle = run(shell, """
         %%task_queue --retries 0 --timeout 60
@@ -95,9 +96,11 @@ def test_objects_changed_in_place_come_back_and_untouched_ones_stay(shell):
         history.append(round(model.score(X, y), 6))
         settings["runs"] += 1
         peek = len(untouched)
+        weights[:10] = 1.0
     """)
     values = handle.pull(timeout=60)
-    assert sorted(values) == ["history", "model", "peek", "settings"]  # not X, y or untouched: unchanged
+    assert sorted(values) == ["history", "model", "peek", "settings", "weights"]  # not X, y, untouched
+    assert run(shell, "float(weights.sum())") == 10.0
     assert run(shell, "history, settings, [round(c, 6) for c in model.coef_]") == ([1.0], {"runs": 1}, [2.0, -1.0])
 
 

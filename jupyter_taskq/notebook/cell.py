@@ -104,9 +104,9 @@ class _HashWriter:
 
         self.hash = hashlib.blake2b(digest_size=16)
 
-    def write(self, data) -> int:
+    def write(self, data) -> int:  # bytes, or a PickleBuffer of an array's memory (protocol 5)
         self.hash.update(data)
-        return len(data)
+        return memoryview(data).nbytes
 
 
 def _digest(value) -> bytes | None:
