@@ -43,7 +43,7 @@ from ..machine import machine_size
 from ..options import retry_for_matches
 from ..queue import GPU_POOL, model_pool, set_attempt_runner
 from ..status import WAITING, TaskStatus
-from ..storeerrors import is_storage_error
+from ..storeerrors import check_free_space, is_storage_error
 from . import limits, runner
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
@@ -56,7 +56,7 @@ T = TypeVar("T")
 HEARTBEAT_INTERVAL = 1.0
 SCHEDULE_INTERVAL = 0.5
 POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeout
-MAX_BACKOFF = 30.0  # longest wait between two tries of a write that fails (full disk, store down)
+MAX_BACKOFF = 5.0  # longest wait between two tries of a write that fails (full disk, store down)
 STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its orphans
 
 
@@ -111,6 +111,7 @@ class Worker:
             while not self.stopping:
                 try:
                     self._housekeeping(None)
+                    self._check_free_space()
                     task = self._next_message()
                     if task is None:
                         self._ensure_spare()
@@ -121,7 +122,7 @@ class Worker:
                     backoff = self._recovered("the queue")
                 except Exception as exc:  # noqa: BLE001 - full disk, store down: wait, never crash-loop
                     backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
-                    self._failed("the queue", exc, backoff)
+                    self._failed("the queue", exc)
                     self._sleep(backoff)
         finally:
             self._drop_spare()
@@ -129,6 +130,11 @@ class Worker:
                 self.store.remove_worker(self.name, self.instance)
             except Exception:  # noqa: BLE001 - the sweep forgets a silent worker anyway
                 log.warning("could not remove worker %s from the store", self.name)
+
+    def _check_free_space(self) -> None:
+        """Take no task while the state directory is (nearly) full: its result, log and status could
+        not be written, and every attempt would fail and use up a retry. Raises ENOSPC (backing off)."""
+        check_free_space(*{self.state.root, self.state.files})
 
     def _next_message(self):
         """The next message of the first of this worker's pools that has one (its model's first)."""
@@ -168,7 +174,7 @@ class Worker:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         if self._failing is None:
-            log.error("cannot write %s (%s: %s); taking no new work until it can, trying again at least "
+            log.error("cannot use %s (%s: %s); taking no new work until it can, trying again at least "
                       "every %g s", what, type(exc).__name__, exc, MAX_BACKOFF)
             self._failing = what
 

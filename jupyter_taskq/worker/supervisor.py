@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..backend import Backend
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
+from ..storeerrors import keep_reserve
 
 log = logging.getLogger("jupyter_taskq.supervisor")
 
@@ -123,6 +124,7 @@ class Supervisor:
         return False
 
     def sweep(self) -> None:
+        keep_reserve(self.state.root)  # given up by a delete on a full disk: back once there is room
         ring = lambda task_id: self.events.ring(task_id.encode() + b"\n")  # noqa: E731
         for task_id in recover_lost_tasks(self.store, self.queues, self.stale_after, ring):
             log.warning("task %s lost its worker; requeued or failed", task_id)
