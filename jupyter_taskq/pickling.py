@@ -368,6 +368,9 @@ def enter_notebook_main(*values) -> "types.FunctionType":
 
 # -- worker to kernel: results and exceptions -------------------------------------------------------
 
+_RESOLVABLE = (type, types.FunctionType, functools._lru_cache_wrapper)
+
+
 def _resolve(module_name: str, qualname: str, data: bytes):
     """The kernel's own class or function of that module and name if it has one; else the shipped one."""
     module = sys.modules.get(module_name)
@@ -376,7 +379,7 @@ def _resolve(module_name: str, qualname: str, data: bytes):
             found = functools.reduce(getattr, qualname.split("."), module)
         except AttributeError:
             found = None
-        if isinstance(found, (type, types.FunctionType)):
+        if isinstance(found, _RESOLVABLE):
             return found
     return pickle.loads(data)
 
@@ -386,11 +389,11 @@ class ResultPickler(_Pickler):
     ``(module, name, definition)``, resolved in the kernel (see :func:`_resolve`)."""
 
     def reducer_override(self, obj):
-        if isinstance(obj, (type, types.FunctionType)):
+        if isinstance(obj, _RESOLVABLE):
             module = getattr(obj, "__module__", None)
             qualname = getattr(obj, "__qualname__", None) or ""
             if (isinstance(module, str) and module != "builtins" and qualname and "<" not in qualname
-                    and (module == MAIN or not _cp._should_pickle_by_reference(obj))):
+                    and (module == MAIN or not _importable(obj))):
                 buffer = io.BytesIO()
                 _Pickler(buffer).dump(obj)
                 return _resolve, (module, qualname, buffer.getvalue())

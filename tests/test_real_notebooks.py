@@ -110,6 +110,20 @@ NOTEBOOK = textwrap.dedent('''
         text = "".join(traceback.format_exception(e))
         checks["exception"] = [e.code, str(e), 'raise BadInput(f"negative: {v}", code=7)' in text]
 
+    class StateStaysBehind(RuntimeError):       # its state cannot travel: its own class, with its message
+        def __init__(self, rows):
+            super().__init__(f"{len(rows)} rows left")
+            self.cursor = (r for r in rows)
+
+    @task_queue
+    def leave(n):
+        raise StateStaysBehind(list(range(n)))
+
+    try:
+        leave.put(3).result(60)
+    except StateStaysBehind as e:
+        checks["exception_state"] = [str(e), hasattr(e, "cursor")]
+
     # 4. a local module edited on disk without a reload: the queued call runs the kernel's version
     with open("mylib.py", "w") as f:
         f.write("VERSION = 2\\n\\ndef transform(x):\\n    return x * 100\\n\\nclass Model:\\n    pass\\n")
@@ -166,6 +180,7 @@ def test_everyday_notebook_on_the_queue(shared_server, tmp_path):
     assert checks["identity"] == [True] * 6
     assert checks["saved"] == [True, 6]
     assert checks["exception"] == [7, "negative: -1", True]
+    assert checks["exception_state"] == ["3 rows left", False]
     # plain call == queued call: all of the kernel's mylib (VERSION 1, x*10), never the edited file's
     assert checks["local"] == [[1, 10, 1, 10, 1], [1, 10, 1, 10, 1], True, 1]
     assert checks["pools"] == [[[0, 1, 4, 9], [0, 1, 4, 9], 9, 2]] * 2
