@@ -81,7 +81,7 @@ def queue_secrets() -> list[str]:
         except ValueError:
             password = None
         secrets += [redis_url, password or ""]
-    return [s for s in secrets if len(s) >= 8]
+    return [s for s in secrets if len(s) >= 16]  # a short one would refuse innocent payloads
 
 
 def dumps_call(fn: Callable, args: tuple = (), kwargs: dict | None = None, *, context: dict | None = None) -> bytes:

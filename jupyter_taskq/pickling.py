@@ -371,15 +371,16 @@ def enter_notebook_main(*values) -> "types.FunctionType":
 _RESOLVABLE = (type, types.FunctionType, functools._lru_cache_wrapper)
 
 
-def _resolve(module_name: str, qualname: str, data: bytes):
-    """The kernel's own class or function of that module and name if it has one; else the shipped one."""
+def _resolve(module_name: str, qualname: str, data: bytes, is_class: bool | None = None):
+    """The kernel's own class or function of that module and name if it has one (of the same kind);
+    else the shipped definition (a fresh kernel, or the name now holds something else)."""
     module = sys.modules.get(module_name)
     if module is not None:
         try:
             found = functools.reduce(getattr, qualname.split("."), module)
         except AttributeError:
             found = None
-        if isinstance(found, _RESOLVABLE):
+        if isinstance(found, _RESOLVABLE) and (is_class is None or isinstance(found, type) == is_class):
             return found
     return pickle.loads(data)
 
@@ -396,7 +397,7 @@ class ResultPickler(_Pickler):
                     and (module == MAIN or not _importable(obj))):
                 buffer = io.BytesIO()
                 _Pickler(buffer).dump(obj)
-                return _resolve, (module, qualname, buffer.getvalue())
+                return _resolve, (module, qualname, buffer.getvalue(), isinstance(obj, type))
         return super().reducer_override(obj)
 
 
