@@ -4,7 +4,7 @@
  * XSRF right under JupyterHub too) and the unit tests wire in a fake.
  */
 
-import type { CancelAnswer, Changes, LogChunk, Stats, Task, TaskPage } from './types';
+import type { CancelAnswer, Changes, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
 
 /** Makes one request to a path relative to `taskq/api/`. */
 export type Fetcher = (path: string, init?: RequestInit) => Promise<Response>;
@@ -114,6 +114,21 @@ export class TaskqApi {
 
   get(taskId: string): Promise<Task> {
     return this.call('Reading the task', `tasks/${encodeURIComponent(taskId)}`);
+  }
+
+  /** Several tasks by id, in that order (a deleted one reads `{id, status: null}`). */
+  async tasksById(taskIds: string[]): Promise<Task[]> {
+    const answer = await this.post<{ tasks: Task[] }>('Reading the tasks', 'tasks/wait', { task_ids: taskIds, timeout: 0 });
+    return answer.tasks;
+  }
+
+  /** A group registered by the kernel: counts, done, its first `limit` tasks (and every id with `withIds`). */
+  group(groupId: string, limit: number, withIds = false): Promise<GroupSummary> {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if (withIds) {
+      params.set('ids', '1');
+    }
+    return this.call('Reading the task group', `groups/${encodeURIComponent(groupId)}?${params.toString()}`);
   }
 
   stats(): Promise<Stats> {

@@ -29,8 +29,8 @@ export interface PanelProps {
   now: number;
 }
 
-export function StatusChip({ status }: { status: string }): JSX.Element {
-  return <span className={`jtqp-chip jtqp-chip-${status.toLowerCase()}`}>{status}</span>;
+export function StatusChip({ status, label, className = '' }: { status: string; label?: string; className?: string }): JSX.Element {
+  return <span className={`jtqp-chip jtqp-chip-${status.toLowerCase()} ${className}`.trim()}>{label ?? status}</span>;
 }
 
 function ProgressBar({ task }: { task: Task }): JSX.Element | null {

@@ -1,11 +1,13 @@
 /**
- * jupyter-taskq's JupyterLab plugin: the Task Queue sidebar, the status bar item, and palette
- * commands. All requests go through ServerConnection.makeRequest (base URL, token and XSRF right,
- * under JupyterHub too).
+ * jupyter-taskq's JupyterLab plugin: the Task Queue sidebar, the status bar item, palette commands,
+ * and the renderer of task outputs in notebooks (output.tsx). One API client and one change-feed
+ * long-poll serve them all. All requests go through ServerConnection.makeRequest (base URL, token and
+ * XSRF right, under JupyterHub too).
  */
 
 import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
@@ -13,6 +15,7 @@ import { type Fetcher, TaskqApi } from './api';
 import type { Confirm } from './components';
 import { queueIcon } from './icon';
 import { QueueModel } from './model';
+import { OUTPUT_RANK, outputRendererFactory } from './output';
 import { QueuePanel } from './panel';
 import { QueueStatusItem } from './statusbar';
 
@@ -43,12 +46,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-taskq-labextension:plugin',
   description: 'The jupyter-taskq Task Queue sidebar, status bar item and commands.',
   autoStart: true,
-  optional: [ICommandPalette, IStatusBar, ILayoutRestorer],
+  optional: [ICommandPalette, IStatusBar, ILayoutRestorer, IRenderMimeRegistry],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     statusBar: IStatusBar | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    rendermime: IRenderMimeRegistry | null
   ) => {
     const model = new QueueModel(new TaskqApi(serverFetcher()), { storage: window.localStorage });
     const panel = new QueuePanel(model, confirm);
@@ -85,6 +89,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const item = new QueueStatusItem(model, () => app.shell.activateById(PANEL_ID));
       statusBar.registerStatusItem('jupyter-taskq:status', { item, align: 'left', rank: 50 });
     }
+
+    // Task outputs in notebooks: live from the same API client and change feed as the panel.
+    rendermime?.addFactory(
+      outputRendererFactory({
+        api: model.api,
+        changes: model.poller,
+        openTask: taskId => {
+          app.shell.activateById(PANEL_ID);
+          void model.openDetail(taskId);
+        }
+      }),
+      OUTPUT_RANK
+    );
 
     // One long-poll keeps the status bar (and the panel, while shown) live; none while the tab is hidden.
     const follow = () => (document.hidden ? void model.poller.stop() : model.poller.start());

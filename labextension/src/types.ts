@@ -8,7 +8,8 @@ export type TaskStatus =
   | 'CANCELLED'
   | 'TIMEOUT'
   | 'EXPIRED'
-  | 'FAILED';
+  | 'FAILED'
+  | 'LOST'; // never stored: tasks/wait's answer for an id the queue does not know (deleted or lost)
 
 export const STATUSES: TaskStatus[] = [
   'PENDING',
@@ -131,4 +132,15 @@ export interface Changes {
 export interface CancelAnswer {
   cancelled: string[];
   not_cancelled: { id: string; reason: string }[];
+}
+
+/** `GET groups/<id>`: a displayed group of tasks, summarised by the server. */
+export interface GroupSummary {
+  id: string;
+  count: number;
+  counts: Record<string, number>;
+  done: boolean;
+  gone: boolean;
+  tasks: Task[];
+  task_ids?: string[];
 }

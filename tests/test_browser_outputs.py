@@ -1,0 +1,157 @@
+"""Task outputs that live in the front end (issue 14), in a real JupyterLab driven by headless
+Chromium: an output stays live across a page reload with its kernel gone, a notebook run without
+a browser opens later showing how its tasks ended (and saves that state into its fallbacks), and a
+displayed 2,000-task group adds under 2 KB to the saved notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from browser_kit import (browser, cell, make_lab, open_notebook, page, run_cell, screenshot,  # noqa: F401
+                         wait_for, write_notebook)
+from playwright.sync_api import expect
+
+from conftest import TOKEN
+
+pytestmark = pytest.mark.browser
+
+MIME = "application/vnd.jupyter-taskq.tasks+json"
+
+SETUP = """\
+import time
+from jupyter_taskq import task_queue
+
+@task_queue()
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab with the extension and two CPU workers (a 2,000-task group finishes in seconds)."""
+    server = make_lab(tmp_path_factory.mktemp("lab-outputs"), cpu_workers=2).start()
+    yield server
+    server.stop()
+
+
+def output(page, index: int):
+    return cell(page, index).locator(".jtqo-output")
+
+
+def chip(page, index: int):
+    return output(page, index).locator(".jtq-head .jtq-chip")
+
+
+def save(page) -> None:
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+
+
+def saved_outputs(lab, name: str, index: int) -> list[dict]:
+    return json.loads((lab.root / name).read_text())["cells"][index]["outputs"]
+
+
+def shut_down_kernels(lab) -> None:
+    session = lab.client().session
+    for kernel in session.get(lab.url + "api/kernels").json():
+        session.delete(f"{lab.url}api/kernels/{kernel['id']}").raise_for_status()
+    wait_for(lambda: session.get(lab.url + "api/kernels").json() == [], 20, message="no kernel left")
+
+
+def test_output_stays_live_after_a_reload_with_the_kernel_shut_down(page, lab):
+    name = write_notebook(lab.root, "reload.ipynb", [SETUP, "h = nap.put(120)\nh"])
+    open_notebook(page, lab, name)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    expect(chip(page, 1)).to_have_text("RUNNING", timeout=30_000)
+    expect(output(page, 1).locator(".jtq-facts").first).to_contain_text("attempt 1 of 4")
+    expect(cell(page, 1).locator(".jupyter-widgets")).to_have_count(0)  # our renderer wins over the widget
+    save(page)
+    wait_for(lambda: MIME in json.dumps(saved_outputs(lab, name, 1)), 10, message="the output saved")
+    task_id = saved_outputs(lab, name, 1)[0]["data"][MIME]["task_ids"][0]
+    shut_down_kernels(lab)
+
+    page.reload()
+    expect(chip(page, 1)).to_have_text("RUNNING", timeout=30_000)
+    screenshot(page, "output-running-after-reload")
+    shut_down_kernels(lab)  # whatever Lab started on reload: the output must not need a kernel
+    lab.client().cancel([task_id])  # from elsewhere: the output hears it through the change feed
+    expect(chip(page, 1)).to_have_text("CANCELLED", timeout=10_000)
+
+    output(page, 1).locator(".jtq-retry").click()
+    expect(output(page, 1).locator(".jtq-message")).to_contain_text("retried as", timeout=10_000)
+    expect(chip(page, 1)).to_have_text("RUNNING", timeout=20_000)
+    output(page, 1).locator(".jtq-cancel").click()  # no kernel: the output calls the REST API itself
+    expect(chip(page, 1)).to_have_text("CANCELLED", timeout=10_000)
+    screenshot(page, "output-cancelled-without-kernel")
+    save(page)
+    retried = lambda: saved_outputs(lab, name, 1)[0]["data"][MIME]["task_ids"][0]  # noqa: E731
+    wait_for(lambda: retried() != task_id, 10, message="the output naming the retried task once saved")
+    assert lab.client().get(retried())["retry_of"] == task_id
+
+
+def test_a_notebook_run_without_a_browser_opens_with_its_final_state(page, lab, tmp_path):
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    name = write_notebook(lab.root, "headless.ipynb", [
+        SETUP,
+        "blocker = nap.put(3)\nblocker",
+        "g = nap.map([0.2] * 3)\ng",
+        "doomed = nap.put('not a number')\ndoomed",
+    ])
+    nb = nbformat.read(lab.root / name, as_version=4)
+    env = {"JUPYTER_TASKQ_URL": lab.url, "JUPYTER_TASKQ_TOKEN": TOKEN}
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(lab.root)}}).execute()
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    nbformat.write(nb, lab.root / name)
+    frozen = saved_outputs(lab, name, 2)[0]["data"]["text/plain"]
+    assert "PENDING" in frozen, frozen  # the snapshot taken while the blocker ran
+
+    client = lab.client()
+    wait_for(lambda: all(t["status"] in ("COMPLETE", "FAILED") for t in client.list(limit=20)["tasks"]), 60,
+             message="the headless run's tasks finishing")
+    open_notebook(page, lab, name)
+    expect(chip(page, 1)).to_have_text("COMPLETE")
+    expect(output(page, 2).locator(".jtq-head")).to_contain_text("3 COMPLETE")
+    expect(chip(page, 3)).to_have_text("FAILED")
+    expect(output(page, 3).locator(".jtq-error summary")).to_contain_text("TypeError")
+    screenshot(page, "output-headless-reopened")
+    save(page)
+    wait_for(lambda: saved_outputs(lab, name, 2)[0]["data"]["text/plain"] == "3 tasks: 3 COMPLETE", 10,
+             message="the group's text fallback rewritten with its final state")
+    saved = saved_outputs(lab, name, 3)[0]["data"]
+    assert "FAILED" in saved["text/plain"] and "TypeError" in saved["text/html"]
+
+
+def test_a_2000_task_group_adds_under_2_kb_to_the_saved_notebook(page, lab):
+    name = write_notebook(lab.root, "big.ipynb", [SETUP, "g = nap.map([0] * 2000)\ng"])
+    open_notebook(page, lab, name)
+    save(page)  # Lab's own formatting, so the sizes compare
+    wait_for(lambda: '\n "cells"' in (lab.root / name).read_text(), 10, message="Lab's save")
+    before = (lab.root / name).stat().st_size
+    run_cell(page, 0)
+    run_cell(page, 1)
+    head = output(page, 1).locator(".jtq-head")
+    expect(head).to_contain_text("2000 tasks", timeout=60_000)
+    expect(output(page, 1).locator(".jtq-shown")).to_have_text("showing 50 of 2000 tasks")
+    expect(head).to_contain_text("2000 COMPLETE", timeout=120_000)
+    screenshot(page, "output-group-2000")
+    save(page)
+    wait_for(lambda: "2000 COMPLETE" in json.dumps(saved_outputs(lab, name, 1)), 10, message="the final state saved")
+    grown = (lab.root / name).stat().st_size - before
+    print(f"\nsaved notebook grew by {grown} bytes for one displayed 2,000-task group (and one setup cell's count)")
+    assert grown < 2048, grown
+    data = saved_outputs(lab, name, 1)[0]["data"]
+    assert set(data[MIME]) == {"version", "api", "group", "count"}
+    assert "showing 10 of 2000 tasks" in "".join(data["text/html"])
