@@ -43,11 +43,12 @@ class BlobShelf:
         try:
             os.utime(path)
         except FileNotFoundError:
-            return False
+            return self.objects.remote and self.objects.fetch(path)  # a server on a new machine
         return True
 
     def missing(self, keys) -> list[str]:
-        return [key for key in dict.fromkeys(keys) if key and not self.state.blob(key).exists()]
+        """Those of ``keys`` that are neither here nor in the object store (a server on a new machine)."""
+        return [key for key in dict.fromkeys(keys) if key and not self.objects.fetch(self.state.blob(key))]
 
     def put(self, key: str, spooled: Path) -> bool:
         """Take ownership of an uploaded blob whose sha256 the caller checked; False if it was here already.
