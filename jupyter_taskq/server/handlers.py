@@ -8,6 +8,7 @@ read, so hundreds of MB never sit in the server's memory.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -133,6 +134,16 @@ class _StreamedBody(TaskqHandler):
 
     _refusal: ServiceError | None = None
 
+    async def data_received(self, chunk: bytes) -> None:
+        """Each chunk (64 KiB) as it arrives, then back to the event loop: a body already buffered
+        would otherwise be consumed in one go (a 20,000-task batch: a spool file per task), and
+        every other request of the server would wait for it."""
+        self.consume(chunk)
+        await asyncio.sleep(0)
+
+    def consume(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
     def limit_body(self, limit: int, what: str, option: str = "TaskQueue.max_payload_size") -> None:
         self.request.connection.set_max_body_size(1 << 62)
         declared = self.request.headers.get("Content-Length", "")
@@ -218,7 +229,7 @@ class TasksHandler(_StreamedBody):
             raise web.HTTPError(415, "submit a payload as application/octet-stream (options in the query string) "
                                      "or as application/json with a base64 'payload'")
 
-    def data_received(self, chunk: bytes) -> None:
+    def consume(self, chunk: bytes) -> None:
         if self._refusal is not None:
             return
         if self._spool is not None:
@@ -316,7 +327,7 @@ class BatchHandler(_StreamedBody):
         self._items.append((options, spool))
         return spool.write
 
-    def data_received(self, chunk: bytes) -> None:
+    def consume(self, chunk: bytes) -> None:
         if self._refusal is not None:
             return
         if self._reader is not None:
@@ -349,9 +360,10 @@ class BatchHandler(_StreamedBody):
         if self._refusal is not None:
             raise self._refusal
         # Parsing and validating 20,000 tasks takes a while: not on the event loop.
-        created = await self.blocking(self._submit_batch)
+        # The JSON of 20,000 tasks takes a while to write too: off the loop with the rest.
+        answer = await self.blocking(lambda: json.dumps({"tasks": self._submit_batch()}))
         self.set_status(201)
-        self.finish(json.dumps({"tasks": created}))
+        self.finish(answer)
 
     def _submit_batch(self) -> list[dict]:
         service = self.settings["taskq_service"]
@@ -413,7 +425,7 @@ class BlobHandler(_StreamedBody):
             self.limit_body(limit, "the shared part of the payload")
             self._spool = _Spool(self.settings["taskq_service"], limit, "the shared part of the payload", digest=True)
 
-    def data_received(self, chunk: bytes) -> None:
+    def consume(self, chunk: bytes) -> None:
         if self._refusal is None and self._spool is not None:
             try:
                 self._spool.write(chunk)
@@ -466,7 +478,8 @@ class WaitHandler(TaskqHandler):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_WAIT:
             raise bad_request(f"'timeout' must be a number of seconds between 0 and {MAX_WAIT:g}")
         done = await self.wait_final(ids, timeout)
-        self.finish(json.dumps({"done": done, "tasks": await self.service.tasks_by_id(ids)}))
+        tasks = await self.service.tasks_by_id(ids)
+        self.finish(await self.blocking(json.dumps, {"done": done, "tasks": tasks}))  # 2,000 tasks: not on the loop
 
 
 class TaskHandler(TaskqHandler):
