@@ -103,6 +103,12 @@ OPTIONS: tuple[TaskOption, ...] = (
     TaskOption("keep_warm_seconds", "seconds", default=0.0, help="Seconds a finished task's process stays alive, with its imports, "
                "to serve the next attempt of the same function from the same notebook (0: no warm process).",
                minimum=0.0, maximum=7 * DAY, flag="--keep-warm", annotation="float | None"),
+    TaskOption("notebook", "text", "The notebook the task was submitted from (its file path); set "
+               "by the kernel (JPY_SESSION_NAME), none from a script. The panel's \"Go to cell\" opens it.",
+               default_text="the submitting notebook", annotation="str | None"),
+    TaskOption("cell_id", "text", "The id of the notebook cell the task was submitted from; set by the kernel from "
+               "the running cell (its execute request's cellId), none from a script.",
+               default_text="the submitting cell", annotation="str | None"),
     TaskOption("on_start", "callable", "A function run once per task process before its first task (e.g. to load "
                "a model); travels in the payload, not over REST.", flag="--on-start", rest=False,
                default_text="none", annotation="Callable | None"),
@@ -399,7 +405,8 @@ def markdown_table() -> str:
     lines = ["| option | magic flag | default | range | meaning |", "|---|---|---|---|---|"]
     for o in OPTIONS:
         where = "" if o.rest else " (decorator and magic only)"
-        lines.append(f"| `{o.name}` | `{o.flag}` | {default_text(o)} | {o.range_text or '-'} | {o.help}{where} |")
+        flag = f"`{o.flag}`" if o.flag else "-"
+        lines.append(f"| `{o.name}` | {flag} | {default_text(o)} | {o.range_text or '-'} | {o.help}{where} |")
     return "\n".join(lines)
 
 

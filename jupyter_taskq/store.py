@@ -29,6 +29,7 @@ TASK_COLUMNS = (
     "retry_of", "result_ttl", "result_size", "result_expired", "outputs", "log_dropped", "callback", "callback_done",
     "keep_warm_seconds", "cpu", "memory", "retry_for",  # task options of issue 11 (jupyter_taskq/options.py)
     "blob",  # the sha256 of the shared part its payload names (jupyter_taskq/blobs.py), or None
+    "notebook", "cell_id",  # where the task was submitted from (issue 14; jupyter_taskq/options.py)
 )
 
 #: What a task reads as for a field never written (the SQLite schema's defaults).
@@ -154,7 +155,7 @@ create table if not exists taskq_workers (
 _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
-                  "blob": "text"}
+                  "blob": "text", "notebook": "text", "cell_id": "text"}
 
 
 class SqliteTaskStore(TaskStore):

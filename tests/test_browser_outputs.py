@@ -6,6 +6,7 @@ displayed 2,000-task group adds under 2 KB to the saved notebook."""
 from __future__ import annotations
 
 import json
+import re
 import os
 
 import pytest
@@ -51,7 +52,14 @@ def save(page) -> None:
 
 
 def saved_outputs(lab, name: str, index: int) -> list[dict]:
-    return json.loads((lab.root / name).read_text())["cells"][index]["outputs"]
+    """The cell's outputs as saved, each multi-line string joined (nbformat may store a list of lines)."""
+    outputs = json.loads((lab.root / name).read_text())["cells"][index]["outputs"]
+    for out in outputs:
+        data = out.get("data", {})
+        for key, value in data.items():
+            if isinstance(value, list):
+                data[key] = "".join(value)
+    return outputs
 
 
 def shut_down_kernels(lab) -> None:
@@ -155,3 +163,35 @@ def test_a_2000_task_group_adds_under_2_kb_to_the_saved_notebook(page, lab):
     data = saved_outputs(lab, name, 1)[0]["data"]
     assert set(data[MIME]) == {"version", "api", "group", "count"}
     assert "showing 10 of 2000 tasks" in "".join(data["text/html"])
+
+
+def test_go_to_cell_opens_the_notebook_at_the_cell_a_task_came_from(page, lab):
+    from browser_kit import open_lab
+
+    filler = [f"x{i} = {i}" for i in range(30)]
+    name = write_notebook(lab.root, "cells.ipynb", [SETUP, *filler, "h = nap.put(0)\nh"])
+    target = len(filler) + 1
+    open_notebook(page, lab, name)
+    run_cell(page, 0)
+    run_cell(page, target)
+    expect(chip(page, target)).to_have_text("COMPLETE", timeout=30_000)
+    task_id = output(page, target).get_attribute("data-task-id") or lab.client().list(limit=1)["tasks"][0]["id"]
+    task = lab.client().get(task_id)
+    assert (task["notebook"], task["cell_id"]) == (str(lab.root / name), f"c{target}")
+    save(page)
+
+    open_lab(page, lab)  # a fresh workspace: the notebook is not open
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-taskq-panel"]').click()
+    row = page.locator(f'#jupyter-taskq-panel .jtqp-row[data-task-id="{task_id}"]')
+    row.click()  # the detail view says where the task came from
+    detail = page.locator("#jupyter-taskq-panel .jtqp-detail")
+    expect(detail.locator(".jtqp-notebook")).to_have_text(name)
+    detail.locator(".jtqp-go-to-cell").click()
+    page.wait_for_function(
+        """([name, index]) => {
+            const w = window.jupyterapp.shell.currentWidget;
+            return Boolean(w && w.context && w.context.path === name && w.content.activeCellIndex === index);
+        }""", arg=[name, target], timeout=30_000)
+    expect(cell(page, target)).to_be_in_viewport()
+    expect(cell(page, target)).to_have_class(re.compile(r"\bjp-mod-active\b"))
+    screenshot(page, "go-to-cell")

@@ -98,3 +98,38 @@ def test_deleted_task_in_a_bundle_is_reported_by_the_api(env):
     handle.wait(60)
     client.delete(handle.id)
     assert client.session.get(f"{env.url}taskq/api/tasks/{handle.id}").status_code == 404
+
+
+def test_a_task_records_the_notebook_and_cell_it_came_from(env):
+    """In a kernel: JPY_SESSION_NAME is the notebook, the execute request's cellId the cell. From a script: neither."""
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    kernel_env = dict(os.environ, JUPYTER_TASKQ_URL=env.url, JUPYTER_TASKQ_TOKEN=TOKEN,
+                      JPY_SESSION_NAME="work/analysis.ipynb")
+    manager, kc = start_new_kernel(kernel_name="python3", env=kernel_env, cwd=str(env.root))
+    try:
+        code = "from jupyter_taskq import task_queue\n@task_queue()\ndef one():\n    return 1\nh = one.put()\nprint(h.id)"
+        msg = kc.session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
+                                                 "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+                             metadata={"cellId": "cell-42"})
+        kc.shell_channel.send(msg)
+        printed = ""
+        while True:
+            reply = kc.get_iopub_msg(timeout=60)
+            if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                continue
+            if reply["msg_type"] == "stream":
+                printed += reply["content"]["text"]
+            if reply["msg_type"] == "error":
+                raise AssertionError(reply["content"]["traceback"])
+            if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+                break
+    finally:
+        kc.stop_channels()
+        manager.shutdown_kernel(now=True)
+    task = env.client().get(printed.strip())
+    assert (task["notebook"], task["cell_id"]) == ("work/analysis.ipynb", "cell-42")
+    scripted = env.client().get(connect().submit(nap, (0,)).id)
+    assert (scripted["notebook"], scripted["cell_id"]) == (None, None)

@@ -4,7 +4,7 @@
  * confirmation dialogs come in through `confirm`, so the pieces stay free of shell wiring.
  */
 
-import { closeIcon, deleteIcon, refreshIcon } from '@jupyterlab/ui-components';
+import { closeIcon, deleteIcon, notebookIcon, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import {
@@ -180,6 +180,7 @@ function RowActions({
   );
   return (
     <span className="jtqp-actions" onClick={stop} onKeyDown={stop}>
+      {model.canGoToCell(task) && button('jtqp-go-to-cell', 'Go to cell', notebookIcon, () => model.openCell(task))}
       {canCancel(task) && button('jtqp-row-cancel', 'Cancel', closeIcon, () => void model.cancel([task.id]))}
       {canRetry(task) && button('jtqp-row-retry', 'Retry', refreshIcon, () => void model.retry(task.id))}
       {canDelete(task) && button('jtqp-row-delete', 'Delete', deleteIcon, () => void remove())}
@@ -365,6 +366,13 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
           {task.result.available ? `available (${formatBytes(task.result.size)})` : task.result.expired ? 'expired' : null}
         </Field>
         <Field label="webhook">{task.callback_url}</Field>
+        <Field label="notebook">
+          {task.notebook ? (
+            <span className="jtqp-notebook" title={task.cell_id ? `${task.notebook}, cell ${task.cell_id}` : task.notebook}>
+              {task.notebook.split(/[\\/]/).pop()}
+            </span>
+          ) : null}
+        </Field>
       </dl>
       {task.error && (
         <div className="jtqp-error-box">

@@ -124,3 +124,17 @@ export function formatBytes(n: number | null | undefined): string {
   }
   return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
+
+/**
+ * The server path (what `docmanager:open` takes) of a notebook a task recorded: kernels know their
+ * notebook as a file-system path (JPY_SESSION_NAME), the server's contents API wants it relative to
+ * its root. A path outside the root, or already relative, is given back as it is.
+ */
+export function serverPath(notebook: string, serverRoot: string): string {
+  const path = notebook.replace(/\\/g, '/');
+  const root = serverRoot.replace(/\\/g, '/').replace(/\/+$/, '');
+  if (root && path.startsWith(`${root}/`)) {
+    return path.slice(root.length + 1);
+  }
+  return path;
+}

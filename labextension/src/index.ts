@@ -15,6 +15,7 @@ import { type Fetcher, TaskqApi } from './api';
 import type { Confirm } from './components';
 import { queueIcon } from './icon';
 import { QueueModel } from './model';
+import { GO_TO_CELL, goToCell } from './gotocell';
 import { OUTPUT_RANK, outputRendererFactory } from './output';
 import { QueuePanel } from './panel';
 import { QueueStatusItem } from './statusbar';
@@ -77,6 +78,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return 0;
       }
     });
+    app.commands.addCommand(GO_TO_CELL, {
+      label: 'Task Queue: Go to the Cell a Task Came From',
+      execute: args => goToCell(app, String(args.path ?? ''), String(args.cellId ?? ''))
+    });
+    model.goToCell = (path, cellId) => void app.commands.execute(GO_TO_CELL, { path, cellId });
     app.commands.addCommand(CommandIDs.refresh, {
       label: 'Task Queue: Refresh',
       execute: () => model.refresh()

@@ -49,6 +49,8 @@ export class QueueModel {
   seenFailures: number | null = null;
   /** ms of the last page load (request to state), for the record. */
   lastLoadMs: number | null = null;
+  /** Opens a task's notebook at its cell (wired by the plugin; absent in tests). */
+  goToCell: ((notebook: string, cellId: string) => void) | null = null;
 
   private visible = false;
   private listeners = new Set<() => void>();
@@ -279,6 +281,17 @@ export class QueueModel {
     this.selected.delete(taskId);
     if (this.detailId === taskId) {
       this.closeDetail();
+    }
+  }
+
+  /** Whether "Go to cell" can lead back to where the task was submitted. */
+  canGoToCell(task: Pick<Task, 'notebook' | 'cell_id'>): boolean {
+    return Boolean(this.goToCell && task.notebook && task.cell_id);
+  }
+
+  openCell(task: Pick<Task, 'notebook' | 'cell_id'>): void {
+    if (this.goToCell && task.notebook && task.cell_id) {
+      this.goToCell(task.notebook, task.cell_id);
     }
   }
 

@@ -163,7 +163,12 @@ function OutputView({ model, openTask }: { model: TaskOutputModel; openTask: (id
     );
   }
   return (
-    <div className="jtq-widget jtqo-output" data-status={task?.status ?? (model.done ? 'done' : 'live')}>
+    <div
+      className="jtq-widget jtqo-output"
+      data-status={task?.status ?? (model.done ? 'done' : 'live')}
+      data-task-id={task?.id}
+      data-group-id={model.ref.group}
+    >
       <div className="jtq-head">{head}</div>
       {task && !model.gone && <TaskBody model={model} task={task} now={now} />}
       {!task && !model.gone && model.loaded && <GroupBody model={model} openTask={openTask} />}

@@ -72,6 +72,8 @@ export interface Task {
   cpu?: number | null;
   memory?: number | null; // MiB
   keep_warm_seconds?: number | null;
+  notebook?: string | null; // where the task was submitted from (none from a script)
+  cell_id?: string | null;
   retry_of: string | null;
   outputs: TaskOutput[];
   error: TaskError | null;

@@ -3,6 +3,7 @@ import {
   attemptLabel,
   deviceLabel,
   formatBytes,
+  serverPath,
   formatCreated,
   formatDuration,
   progressFraction,
@@ -87,5 +88,15 @@ describe('query', () => {
       { id: 'b', status: 'COMPLETE' }
     ] as Task[];
     expect(cancellableSelection(['a', 'b', 'z'], tasks)).toEqual(['a']);
+  });
+});
+
+describe('serverPath', () => {
+  it('turns the path a kernel recorded into the server path Lab opens', () => {
+    expect(serverPath('/home/ada/work/nb/a.ipynb', '/home/ada/work')).toBe('nb/a.ipynb');
+    expect(serverPath('/home/ada/work/nb/a.ipynb', '/home/ada/work/')).toBe('nb/a.ipynb');
+    expect(serverPath('C:\\Users\\ada\\a.ipynb', 'C:\\Users\\ada')).toBe('a.ipynb');
+    expect(serverPath('/home/ada/workshop/a.ipynb', '/home/ada/work')).toBe('/home/ada/workshop/a.ipynb');
+    expect(serverPath('nb/a.ipynb', '/home/ada/work')).toBe('nb/a.ipynb');
   });
 });

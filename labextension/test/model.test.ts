@@ -114,4 +114,17 @@ describe('QueueModel', () => {
     expect(model.detailId).toBeNull();
     expect(model.error).toContain('no longer exists');
   });
+
+  it('offers "Go to cell" only for a task that knows its notebook and cell, once the plugin wired it', () => {
+    const { api } = fakeServer();
+    const model = new QueueModel(api);
+    const fromNotebook = task('a', 'COMPLETE', { notebook: 'work/nb.ipynb', cell_id: 'c1' });
+    expect(model.canGoToCell(fromNotebook)).toBe(false);
+    const opened: string[][] = [];
+    model.goToCell = (path, cellId) => opened.push([path, cellId]);
+    expect(model.canGoToCell(fromNotebook)).toBe(true);
+    expect(model.canGoToCell(task('b', 'COMPLETE', { notebook: null, cell_id: null }))).toBe(false);
+    model.openCell(fromNotebook);
+    expect(opened).toEqual([['work/nb.ipynb', 'c1']]);
+  });
 });
