@@ -163,3 +163,19 @@ def test_a_task_that_swaps_its_outputs_for_links_gets_nothing_served(shared_serv
     assert response.status_code == 403, (response.status_code, response.text[:200])
     assert b"SECRET" not in response.content
     assert "not a regular file" in response.json()["message"]
+
+
+def test_a_json_body_over_its_limit_says_how_to_send_instead(small_limit):
+    """JSON (base64) bodies have a fixed cap; the answer names it and the streamed ways that have none."""
+    from jupyter_taskq.server.handlers import MAX_JSON_BODY
+
+    api = small_limit.url + "taskq/api/"
+    before = small_limit.client().list()["total"]
+    body = b" " * (MAX_JSON_BODY + 1)
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    for data in (body, iter([body[:MAX_JSON_BODY // 2], body[MAX_JSON_BODY // 2:]])):  # declared, then chunked
+        refused = requests.post(api + "tasks", data=data, headers=json_type)
+        assert refused.status_code == 413, refused.text[:200]
+        message = refused.json()["message"]
+        assert f"{MAX_JSON_BODY:,}" in message and "application/octet-stream" in message
+    nothing_was_kept(small_limit, before)
