@@ -12,6 +12,7 @@ A file's key is its path relative to the files directory, the same on every mach
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -50,13 +51,14 @@ class ObjectStore:
 
     def publish(self, path: Path) -> None:
         """Copy a file (or a folder, recursively) this process wrote to the object store."""
-        if not self.remote or not path.exists():
+        if not self.remote or not path.exists() or path.is_symlink():
             return
         if path.is_dir():
-            for root, _dirs, files in os.walk(path):
+            for root, _dirs, files in os.walk(path):  # a linked folder is listed, never entered
                 for name in files:
                     file = Path(root) / name
-                    self.fs.put_file(str(file), self.key(file))
+                    if stat.S_ISREG(os.lstat(file).st_mode):  # a task's link to elsewhere is not its output
+                        self.fs.put_file(str(file), self.key(file))
         elif Path(path) in self.log_dropped:
             self.fs.pipe_file(self.key(path), tasklog.compact(path, self.log_dropped[Path(path)]))
         else:
