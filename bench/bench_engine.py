@@ -191,7 +191,7 @@ class Taskq:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(args, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        self.client = Client(f"http://127.0.0.1:{self.port}/", TOKEN, retry_for=0)  # polled while it starts: fail fast
+        self.client = Client(f"http://127.0.0.1:{self.port}/", TOKEN, reconnect_for=0)  # polled while it starts: fail fast
         wait_for(self._workers_alive, 90, f"the taskq server and {self.cpu_workers} workers (log: {self.log})")
         return self
 

@@ -72,14 +72,14 @@ def test_retry_time_is_configurable_and_zero_fails_at_once(make_server, monkeypa
     server.stop()
     started = time.monotonic()
     with pytest.raises(requests.ConnectionError) as failed:
-        Client(server.url, retry_for=0).stats()
+        Client(server.url, reconnect_for=0).stats()
     assert time.monotonic() - started < 5
-    monkeypatch.setenv("JUPYTER_TASKQ_RETRY_FOR", "0.5")
+    monkeypatch.setenv("JUPYTER_TASKQ_RECONNECT_FOR", "0.5")
     with pytest.raises(requests.ConnectionError) as failed:
         Client(server.url).stats()
     assert "stayed unreachable for 0.5 s" in " ".join(failed.value.__notes__)
-    monkeypatch.setenv("JUPYTER_TASKQ_RETRY_FOR", "soon")
-    with pytest.raises(ValueError, match="JUPYTER_TASKQ_RETRY_FOR must be a number of seconds"):
+    monkeypatch.setenv("JUPYTER_TASKQ_RECONNECT_FOR", "soon")
+    with pytest.raises(ValueError, match="JUPYTER_TASKQ_RECONNECT_FOR must be a number of seconds"):
         Client(server.url)
 
 
@@ -100,7 +100,7 @@ def test_a_submission_that_may_have_arrived_is_not_sent_again():
             conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    client = Client(f"http://127.0.0.1:{port}/", retry_for=1)
+    client = Client(f"http://127.0.0.1:{port}/", reconnect_for=1)
     try:
         with pytest.raises(requests.ConnectionError):
             client.submit(abs, (-1,))

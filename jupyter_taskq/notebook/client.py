@@ -21,7 +21,6 @@ from ..options import client_options, with_option_keywords
 from .. import pickling
 from ..payload import calling_context, dumps_call
 from ..status import FINAL, TaskStatus
-from .origin import submitted_from
 
 LONG_POLL = 30.0
 
@@ -58,8 +57,8 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
-RETRY_FOR_ENV = "JUPYTER_TASKQ_RETRY_FOR"
-DEFAULT_RETRY_FOR = 60.0
+RECONNECT_FOR_ENV = "JUPYTER_TASKQ_RECONNECT_FOR"
+DEFAULT_RECONNECT_FOR = 60.0
 _GATEWAY_DOWN = (502, 503, 504)  # a proxy in front of a restarting server
 
 
@@ -72,28 +71,28 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
     return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
 
 
-def _retry_for(value: float | None) -> float:
+def _reconnect_for(value: float | None) -> float:
     if value is None:
-        raw = os.environ.get(RETRY_FOR_ENV)
+        raw = os.environ.get(RECONNECT_FOR_ENV)
         if not raw:
-            return DEFAULT_RETRY_FOR
+            return DEFAULT_RECONNECT_FOR
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"${RETRY_FOR_ENV} must be a number of seconds, got {raw!r}") from None
+            raise ValueError(f"${RECONNECT_FOR_ENV} must be a number of seconds, got {raw!r}") from None
     if value < 0:
-        raise ValueError(f"retry_for must be 0 or more seconds, got {value}")
+        raise ValueError(f"reconnect_for must be 0 or more seconds, got {value}")
     return float(value)
 
 
 class Client:
-    """``retry_for``: seconds to ride out an unreachable server (a restart) before a call fails; default
-    ``$JUPYTER_TASKQ_RETRY_FOR`` or 60, 0 to fail at once. Reads and waits are retried on any connection
+    """``reconnect_for``: seconds to ride out an unreachable server (a restart) before a call fails; default
+    ``$JUPYTER_TASKQ_RECONNECT_FOR`` or 60, 0 to fail at once. Reads and waits are retried on any connection
     error; a submission, cancel, retry or delete only when it provably never reached the server
     (connection refused), so a task is never queued twice."""
 
     def __init__(self, url: str, token: str | None = None, session: requests.Session | None = None,
-                 retry_for: float | None = None):
+                 reconnect_for: float | None = None):
         self.url = url.rstrip("/") + "/"
         self.api = self.url + "taskq/api/"
         self.session = session or requests.Session()
@@ -101,7 +100,7 @@ class Client:
             self.session.trust_env = False  # no proxy look-up per request for a local server
         if token:
             self.session.headers["Authorization"] = f"token {token}"
-        self.retry_for = _retry_for(retry_for)
+        self.reconnect_for = _reconnect_for(reconnect_for)
         self._outage_lock = threading.Lock()
         self._outage_said = False
 
@@ -134,13 +133,14 @@ class Client:
                 failure = response  # a proxy in front of a restarting server
             now = time.monotonic()
             if deadline is None:
-                deadline = now + self.retry_for
+                deadline = now + self.reconnect_for
                 self._say_unreachable()
             if now >= deadline:
                 if isinstance(failure, requests.Response):
                     return failure
                 failure.add_note(f"jupyter-taskq: the server at {self.url} stayed unreachable for "
-                                 f"{self.retry_for:g} s (connect(retry_for=...) or ${RETRY_FOR_ENV} sets how long)")
+                                 f"{self.reconnect_for:g} s (connect(reconnect_for=...) or "
+                                 f"${RECONNECT_FOR_ENV} sets how long)")
                 raise failure
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 1.0)
@@ -148,10 +148,10 @@ class Client:
     def _say_unreachable(self) -> None:
         """One line per outage, however many calls (threads) are waiting it out."""
         with self._outage_lock:
-            if self._outage_said or self.retry_for <= 0:
+            if self._outage_said or self.reconnect_for <= 0:
                 return
             self._outage_said = True
-        print(f"jupyter-taskq: server unreachable, retrying for up to {self.retry_for:g} s", file=sys.stderr)
+        print(f"jupyter-taskq: server unreachable, retrying for up to {self.reconnect_for:g} s", file=sys.stderr)
 
     # -- submitting -------------------------------------------------------
     def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, **options) -> "TaskHandle":
@@ -221,7 +221,7 @@ class Client:
     @staticmethod
     def _rest_options(fn: Callable, options: dict, caller: str) -> dict:
         """The REST options of a call (declared once in :mod:`jupyter_taskq.options`), checked here first."""
-        options = {**submitted_from(), **options, "name": options.get("name") or getattr(fn, "__name__", None)}
+        options = {**options, "name": options.get("name") or getattr(fn, "__name__", None)}
         rest, in_payload = client_options(options, caller)
         if in_payload:  # on_start travels with the warm-process support (issue 11), not yet here
             raise NotImplementedError(f"option(s) {', '.join(in_payload)} are declared but not implemented yet")
@@ -445,21 +445,21 @@ class TaskHandle:
 _default_client: Client | None = None
 
 
-def connect(url: str | None = None, token: str | None = None, retry_for: float | None = None) -> Client:
+def connect(url: str | None = None, token: str | None = None, reconnect_for: float | None = None) -> Client:
     """The client every handle uses by default. With no ``url``: the server found by
     :func:`jupyter_taskq.notebook.discovery.find_server` (which may start a private one).
-    ``retry_for``: how long calls ride out an unreachable server (see :class:`Client`)."""
+    ``reconnect_for``: how long calls ride out an unreachable server (see :class:`Client`)."""
     global _default_client
     if url is None:
         if _default_client is not None:
-            if retry_for is not None:
-                _default_client.retry_for = _retry_for(retry_for)
+            if reconnect_for is not None:
+                _default_client.reconnect_for = _reconnect_for(reconnect_for)
             return _default_client
         from .discovery import find_server
 
         url, found_token = find_server()
         token = found_token if token is None else token
-    _default_client = Client(url, token, retry_for=retry_for)
+    _default_client = Client(url, token, reconnect_for=reconnect_for)
     return _default_client
 
 
