@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ from . import limits, runner
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
 from .task_io import AttemptWatcher
-from .task_process import TaskProcess
+from .task_process import EXIT_STALE, TaskProcess
 
 log = logging.getLogger("jupyter_taskq.worker")
 T = TypeVar("T")
@@ -57,6 +58,7 @@ HEARTBEAT_INTERVAL = 1.0
 SCHEDULE_INTERVAL = 0.5
 POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeout
 MAX_BACKOFF = 5.0  # longest wait between two tries of a write that fails (full disk, store down)
+MAX_WARM = 4  # warm task processes a worker keeps at most (they hold memory); the oldest idle one goes
 STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its orphans
 
 
@@ -84,6 +86,7 @@ class Worker:
         self._next_schedule = 0.0
         self._spare: TaskProcess | None = None
         self._current: TaskProcess | None = None  # the keeper of the attempt being run
+        self._warm: dict[str, TaskProcess] = {}  # keep_warm_seconds: idle task processes by what they serve
         self._exited: list[int] = []  # keepers that reported or were retired, to reap
         self._fetched_blobs: set[Path] = set()  # this machine's copies of shared parts (object store)
         self._strays_until = 0.0  # a keeper died abnormally: orphans of its tree may come to us
@@ -199,6 +202,8 @@ class Worker:
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
             if now < self._strays_until:
                 self._end_strays()
+            if self._warm:
+                self._expire_warm(now)
             self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task)
         if running_task is None and now >= self._next_schedule:
             self._next_schedule = now + SCHEDULE_INTERVAL
@@ -316,15 +321,20 @@ class Worker:
             proc = self._start_task_process(task)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
             return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
-        self._current = proc
-        try:
-            return self._supervise(task, proc)
-        finally:  # whatever went wrong around it, the attempt's processes end with it
-            self._current = None
-            if proc.pidfd is not None and proc.warm_key is None:
-                proc.kill(self.kill_grace)
+        while True:
+            self._current = proc
+            try:
+                outcome = self._supervise(task, proc)
+            finally:  # whatever went wrong around it, the attempt's processes end with it
+                self._current = None
+                if proc.pidfd is not None and self._warm.get(proc.warm_key) is not proc:
+                    proc.kill(self.kill_grace)
+            if outcome[0] != "stale":
+                return outcome
+            # A warm process found its code stale (an edited function or local module): start afresh.
+            proc = self._start_task_process(task, reuse=False)
 
-    def _start_task_process(self, task: dict) -> TaskProcess:
+    def _start_task_process(self, task: dict, reuse: bool = True) -> TaskProcess:
         task_id = task["id"]
         attempt_dir = self.state.attempt_dir(task_id, task["attempt"])  # made by the task if it saves anything
         limits.write_spec(task, attempt_dir, self.name)  # cpu= and memory=, applied by the task process
@@ -336,16 +346,55 @@ class Worker:
             header = payload.read_header(stream)
         self._fetch_blob(header)
         python = None if _same_interpreter(header) else header["python"]
+        keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None else 0.0
+        key = _warm_key(header) if keep_warm > 0 else None
+        if key is not None:
+            warm = self._warm.pop(key, None)
+            if warm is not None and reuse and warm.alive():
+                try:
+                    warm.dispatch(paths, None, warm=True)
+                    warm.keep_warm = keep_warm
+                    return warm
+                except OSError:
+                    pass
+            if warm is not None:
+                self._retire(warm)
         proc, self._spare = self._spare, None
         if proc is not None:
             try:
-                proc.dispatch(paths, python)
-                return proc
+                proc.dispatch(paths, python, warm=key is not None)
             except OSError:  # it died while waiting
                 self._retire(proc)
-        proc = self._fork()
-        proc.dispatch(paths, python)
+                proc = None
+        if proc is None:
+            proc = self._fork()
+            proc.dispatch(paths, python, warm=key is not None)
+        proc.warm_key, proc.keep_warm = key, keep_warm
+        proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd")}
         return proc
+
+    def _keep_warm(self, proc: TaskProcess) -> None:
+        """A warm task process waits for the next attempt of its function (the oldest idle one goes first)."""
+        proc.idle_since = time.monotonic()
+        self._warm[proc.warm_key] = proc
+        while len(self._warm) > MAX_WARM:
+            oldest = min(self._warm, key=lambda k: self._warm[k].idle_since)
+            self._retire(self._warm.pop(oldest))
+
+    def _expire_warm(self, now: float) -> None:
+        for key, proc in list(self._warm.items()):
+            if now - proc.idle_since >= proc.keep_warm or not proc.alive():
+                self._retire(self._warm.pop(key))
+
+    def drop_warm(self) -> None:
+        for key in list(self._warm):
+            self._retire(self._warm.pop(key))
+
+    def warm_processes(self) -> list[dict]:
+        """What stats show of this worker's warm processes: which function, idle for how long."""
+        now = time.monotonic()
+        return [{**p.warm_info, "idle_s": round(now - p.idle_since, 1), "keep_warm_seconds": p.keep_warm,
+                 "attempts": p.attempts} for p in self._warm.values()]
 
     def _fork(self) -> TaskProcess:
         gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
@@ -381,6 +430,7 @@ class Worker:
         self._exited.append(proc.pid)
 
     def _drop_spare(self) -> None:
+        self.drop_warm()
         if self._spare is not None:
             proc, self._spare = self._spare, None
             self._retire(proc)
@@ -402,7 +452,8 @@ class Worker:
 
     def _end_strays(self) -> None:
         """Kill what a dead keeper's tree left to us (we are a subreaper): any child that is not a keeper."""
-        keepers = {p.pid for p in (self._spare, self._current) if p is not None} | set(self._exited)
+        keepers = ({p.pid for p in (self._spare, self._current, *self._warm.values()) if p is not None}
+                   | set(self._exited))
         strays = [pid for pid in children(os.getpid()) if pid not in keepers]
         if strays:
             log.warning("ending %d process(es) left behind by a task whose keeper died", len(strays))
@@ -426,8 +477,15 @@ class Worker:
                 else:
                     code = report["code"]
                     self._attempt_pid = report.get("pid")
-                    proc.retire()  # it ends by itself once it has reported
-                    self._exited.append(proc.pid)
+                    if code == EXIT_STALE:
+                        proc.retire()
+                        self._exited.append(proc.pid)
+                        return "stale", None
+                    if report.get("warm") and proc.warm_key is not None and not self.stopping:
+                        self._keep_warm(proc)
+                    else:
+                        proc.retire()  # it ends by itself once it has reported
+                        self._exited.append(proc.pid)
                 io.sync(self.store)
                 return self._outcome(task_id, code)
             self._housekeeping(task_id)
@@ -475,6 +533,12 @@ def _worker_error(exc: BaseException) -> dict:
     return {"type": "WorkerError",
             "message": f"the worker failed around this attempt ({type(exc).__name__}: {exc}); the attempt was ended",
             "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+
+def _warm_key(header: dict) -> str:
+    """What a warm process may serve: attempts of the same function from the same notebook world
+    (interpreter, working directory, sys.path, environment, cell sources), as the payload header says."""
+    return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=64)

@@ -31,7 +31,9 @@ ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"  # as jupyter_taskq.taskio reads i
 
 
 def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str, attempt_dir: str,
-                cuda_devices: str, payload_module) -> int:
+                cuda_devices: str, payload_module, before_call=None) -> int:
+    """``before_call(fn)``, if given, may return an exit status to stop before the call (a warm process
+    that finds it holds stale code for ``fn``: see :mod:`.task_process`)."""
     _redirect_output(log_path)
     _reset_progress()
     try:
@@ -47,6 +49,16 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
     except BaseException as exc:  # noqa: BLE001 - report whatever stops the set-up
         _write_error(error_path, exc, exc.__traceback__, setup=True)
         return EXIT_SETUP
+    if before_call is not None and (stop := before_call(fn)) is not None:
+        leave_main()
+        return stop
+    try:
+        return _call(fn, args, kwargs, result_path, error_path)
+    finally:
+        leave_main()
+
+
+def _call(fn, args, kwargs, result_path: str, error_path: str) -> int:
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the task's own failure, reported to its owner
@@ -139,8 +151,6 @@ def _limits():
         spec.loader.exec_module(module)
         sys.modules["_jupyter_taskq_limits"] = module
     return module
-
-
 
 
 def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -> None:

@@ -28,6 +28,7 @@ and world; the worker decides which attempts may go there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -42,6 +43,7 @@ from .proctree import become_subreaper, descendants, die_with_parent, end_all_ch
 _LEN = struct.Struct(">I")
 PARENT_DIED = signal.SIGHUP  # the keeper's parent-death signal: end the whole tree at once
 KEEPER_CRASH = 3  # exit status of a keeper (or task process) that failed outside the task's code
+EXIT_STALE = 4  # a warm process holding other code than the attempt's: the worker runs it in a fresh one
 
 
 class _Stop(Exception):
@@ -86,8 +88,9 @@ class TaskProcess:
         self.pidfd = os.pidfd_open(pid)
         self.request: int | None = request  # write end: attempt requests
         self.done: int | None = done  # read end: one report per attempt
-        self.warm_key: str | None = None  # what a warm task process may serve next (see the worker)
+        self.warm_key: str | None = None  # the function and world a warm task process serves (see the worker)
         self.warm_info: dict = {}
+        self.keep_warm = 0.0  # seconds it may idle, warm, before it is ended
         self.idle_since: float | None = None
         self.attempts = 0
 
@@ -113,12 +116,15 @@ class TaskProcess:
         os.close(done_w)
         return cls(pid, request_w, done_r)
 
-    def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False,
-                 on_start: bool = False) -> None:
-        """Start an attempt: ``python`` names another interpreter to run it in (the notebook's env)."""
-        write_message(self.request, {"paths": paths, "python": python, "warm": warm, "on_start": on_start})
+    def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False) -> None:
+        """Start an attempt: ``python`` names another interpreter to run it in (the notebook's env);
+        ``warm``: keep the task process afterwards if the attempt returns normally."""
+        write_message(self.request, {"paths": paths, "python": python, "warm": warm})
         self.attempts += 1
         self.idle_since = None
+
+    def alive(self) -> bool:
+        return self.pidfd is not None and not wait_exit(self.pidfd, 0)
 
     def read_report(self) -> dict | None:
         """After ``done`` is readable: ``{"code", "warm"}`` of the attempt, or None if the keeper died."""
@@ -203,6 +209,8 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
         if os.getppid() != parent:
             return  # the worker died before we could ask to hear of it
         while True:
+            if task is not None and select.select([request_fd, task.pidfd], [], [])[0] == [task.pidfd]:
+                return  # the warm task process died while idle: the worker sees us go
             message = read_message(request_fd)
             if message is None:
                 return  # retired by the worker
@@ -256,22 +264,73 @@ def _start_task(message: dict, cuda_devices: str, keeper_fds: tuple[int, int]) -
 
 def _run_task(message: dict, cuda_devices: str, requests: int | None, reports: int | None) -> int:
     base_path = list(sys.path)
+    guard = _WarmGuard() if reports is not None else None
     while True:
         paths = message["paths"]
         if message.get("python"):
             _exec_runner(message["python"], paths, cuda_devices)
         sys.path[:] = base_path
-        code = runner.run_attempt(*paths, cuda_devices, payload)
+        if guard is not None and guard.modules_changed():
+            code = EXIT_STALE
+        else:
+            code = runner.run_attempt(*paths, cuda_devices, payload, guard.before_call if guard else None)
         _flush_output()
         if reports is None:
             return code
-        reusable = code == runner.EXIT_OK
+        reusable = code == runner.EXIT_OK  # never after the task raised or crashed
+        if reusable:
+            guard.remember_modules()
         write_message(reports, {"code": code, "reusable": reusable})
         if not reusable:
             return code
         message = read_message(requests)
         if message is None:
             return runner.EXIT_OK
+
+
+class _WarmGuard:
+    """In a warm task process: never run an attempt with stale code. The process serves one function
+    (the fingerprint of its pickle, taken in this process) and must not have imported a local module
+    (a file of the notebook's own) that has changed on disk since."""
+
+    def __init__(self):
+        self.served = False  # an attempt has returned normally in this process
+        self.fingerprint: str | None = None
+        self.modules: dict[str, int] = {}
+
+    def before_call(self, fn) -> int | None:
+        try:  # plain cloudpickle: the code, defaults, closure and globals, not the local modules it imported
+            import cloudpickle
+
+            fingerprint = hashlib.sha256(cloudpickle.dumps(fn)).hexdigest()
+        except Exception:  # noqa: BLE001 - cannot tell: never reuse
+            fingerprint = None
+        if not self.served:
+            self.fingerprint = fingerprint  # the function this process will serve
+            return None
+        return None if fingerprint is not None and fingerprint == self.fingerprint else EXIT_STALE
+
+    def remember_modules(self) -> None:
+        pickling = sys.modules.get("jupyter_taskq.pickling")
+        modules = {}
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str) and pickling is not None and pickling.is_local_module(module):
+                try:
+                    modules[path] = os.stat(path).st_mtime_ns
+                except OSError:
+                    modules[path] = -1
+        self.modules = modules
+        self.served = True
+
+    def modules_changed(self) -> bool:
+        for path, mtime in self.modules.items():
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
 
 
 def _exec_runner(python: str, paths: list[str], cuda_devices: str) -> None:

@@ -1,0 +1,96 @@
+"""keep_warm_seconds: a task process kept alive, with its imports, for the next attempt of the same
+function from the same notebook world; never across worlds, after a failure or kill, or with stale code."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TaskqServer, wait_for
+
+
+def notebook_function(source: str):
+    """A function defined as in a notebook (module __main__), so it travels by value."""
+    namespace = {"__name__": "__main__"}
+    exec(source, namespace)  # noqa: S102 - test-only
+    return next(v for k, v in namespace.items() if callable(v) and not k.startswith("__"))
+
+
+warm_pid = notebook_function(
+    "def warm_pid(_=None):\n"
+    "    import os, sys\n"
+    "    already = 'colorsys' in sys.modules\n"
+    "    import colorsys\n"
+    "    return os.getpid(), already\n")
+edited_pid = notebook_function(
+    "def warm_pid(_=None):\n"
+    "    import os\n"
+    "    return os.getpid(), 'edited'\n")
+flaky = notebook_function(
+    "def flaky(mode='ok'):\n"
+    "    import os, time\n"
+    "    if mode == 'fail':\n"
+    "        raise ValueError(os.getpid())\n"
+    "    if mode == 'sleep':\n"
+    "        time.sleep(60)\n"
+    "    return os.getpid()\n")
+local_value = notebook_function(
+    "def local_value():\n"
+    "    import os\n"
+    "    import warm_local_module\n"
+    "    return os.getpid(), warm_local_module.VALUE\n")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = TaskqServer(tmp_path_factory.mktemp("warm"), gpus=[], cpu_workers=1).start()
+    yield server
+    server.close()
+
+
+def run(client, fn, **options):
+    return client.submit(fn, keep_warm_seconds=60, **options).result(timeout=60)
+
+
+def test_a_warm_process_serves_the_same_function_with_its_imports(server):
+    client = server.client()
+    first_pid, imported = run(client, warm_pid)
+    assert imported is False
+    for _ in range(3):
+        assert run(client, warm_pid) == (first_pid, True)  # same process, module imported once
+    assert client.submit(warm_pid).result(timeout=60)[0] != first_pid  # without keep_warm_seconds: fresh
+
+
+def test_no_warm_reuse_for_other_code_or_another_world(server, tmp_path, monkeypatch):
+    client = server.client()
+    pid, _ = run(client, warm_pid)
+    assert run(client, warm_pid)[0] == pid
+    edited, value = run(client, edited_pid)  # same name, other code
+    assert value == "edited" and edited != pid
+    monkeypatch.chdir(tmp_path)  # another notebook's world
+    assert run(client, warm_pid)[0] not in (pid, edited)
+
+
+def test_no_warm_reuse_after_a_failure_or_a_kill(server):
+    client = server.client()
+    pid = run(client, flaky)
+    assert run(client, flaky) == pid
+    failed = client.submit(flaky, ("fail",), keep_warm_seconds=60, max_retries=0)
+    wait_for(lambda: client.get(failed.id)["status"] == "FAILED", 30, message="FAILED")
+    after_failure = run(client, flaky)
+    assert after_failure != pid and run(client, flaky) == after_failure
+    timed_out = client.submit(flaky, ("sleep",), keep_warm_seconds=60, timeout=1, max_retries=0)
+    wait_for(lambda: client.get(timed_out.id)["status"] == "TIMEOUT", 30, message="TIMEOUT")
+    assert run(client, flaky) not in (pid, after_failure)
+
+
+def test_an_edited_local_module_replaces_the_warm_process(server, tmp_path, monkeypatch):
+    client = server.client()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "warm_local_module.py"
+    module.write_text("VALUE = 1\n")
+    pid, value = run(client, local_value)
+    assert run(client, local_value) == (pid, 1)
+    module.write_text("VALUE = 2  # edited\n")
+    new_pid, value = run(client, local_value)
+    assert value == 2 and new_pid != pid
