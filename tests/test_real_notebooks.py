@@ -151,6 +151,31 @@ NOTEBOOK = textwrap.dedent('''
         return [a, b, pickle.loads(pickle.dumps(sq))(3), pickle.loads(pickle.dumps(MyModel(2))).w]
 
     checks["pools"] = [pools(4), pools.put(4).result(120)]
+
+    # 6. the rest of everyday notebook code: a cached recursive helper, an Enum, a lock, super()
+    import enum, functools, threading
+    LOCK = threading.Lock()
+
+    class Stage(enum.Enum):
+        TRAIN = 1
+        TEST = 2
+
+    @functools.lru_cache(maxsize=None)
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    class Tuned(MyModel):
+        def predict(self, x):
+            return super().predict(x) + 1
+
+    @task_queue
+    def everyday():
+        with LOCK:
+            return [fib(30), Stage.TEST, Tuned(2), Tuned(2).predict(3), fib]
+
+    plain, queued = everyday(), everyday.put().result(60)
+    checks["everyday"] = [queued[0] == plain[0], queued[1] is Stage.TEST, type(queued[2]) is Tuned,
+                          queued[3] == plain[3], queued[4] is fib]
     print(json.dumps(checks))
 ''')
 
@@ -184,6 +209,7 @@ def test_everyday_notebook_on_the_queue(shared_server, tmp_path):
     # plain call == queued call: all of the kernel's mylib (VERSION 1, x*10), never the edited file's
     assert checks["local"] == [[1, 10, 1, 10, 1], [1, 10, 1, 10, 1], True, 1]
     assert checks["pools"] == [[[0, 1, 4, 9], [0, 1, 4, 9], 9, 2]] * 2
+    assert checks["everyday"] == [True] * 5
 
     fresh = tmp_path / "fresh"
     fresh.mkdir()
