@@ -195,3 +195,17 @@ def test_go_to_cell_opens_the_notebook_at_the_cell_a_task_came_from(page, lab):
     expect(cell(page, target)).to_be_in_viewport()
     expect(cell(page, target)).to_have_class(re.compile(r"\bjp-mod-active\b"))
     screenshot(page, "go-to-cell")
+
+
+def test_without_our_renderer_the_widget_still_shows_the_task(page, lab):
+    """A front end with ipywidgets but not our extension (VS Code, say) draws the widget from the same bundle:
+    emulated here by taking our renderer out of the notebook's registry before the cell runs."""
+    name = write_notebook(lab.root, "widget.ipynb", [SETUP, "h = nap.put(1)\nh"])
+    open_notebook(page, lab, name)
+    page.evaluate(f"() => window.jupyterapp.shell.currentWidget.content.rendermime.removeMimeType('{MIME}')")
+    run_cell(page, 0)
+    run_cell(page, 1)
+    widget_chip = cell(page, 1).locator(".jtq-widget .jtq-chip")
+    expect(widget_chip).to_have_text("COMPLETE", timeout=30_000)
+    expect(output(page, 1)).to_have_count(0)
+    screenshot(page, "widget-fallback")
