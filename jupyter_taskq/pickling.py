@@ -247,27 +247,36 @@ class CallPickler(_Pickler):
     """The kernel's side: ``__main__`` and local modules by value, the rest by reference.
 
     Notes the files of the by-value code, so their source lines can travel with the payload
-    (a cell's source lives only in the kernel's linecache)."""
+    (a cell's source lives only in the kernel's linecache). Local modules named in ``by_reference``
+    go by reference like installed ones (the fallback of :func:`dumps_with_sources`)."""
 
-    def __init__(self, file: BinaryIO):
+    def __init__(self, file: BinaryIO, by_reference: frozenset = frozenset()):
         super().__init__(file)
         self.code_files: set[str] = set()
+        self.by_reference = by_reference
+        self.local_modules: set[str] = set()  # the local modules this pickle carries by value
+
+    def _local(self, module: types.ModuleType | None) -> bool:
+        if module is None or module.__name__ in self.by_reference:
+            return False
+        self.local_modules.add(module.__name__)
+        return True
 
     def reducer_override(self, obj):
         if isinstance(obj, types.FunctionType):
-            if _local_module_of(obj) is not None or not _cp._should_pickle_by_reference(obj):
+            if self._local(_local_module_of(obj)) or not _cp._should_pickle_by_reference(obj):
                 self._note_code(obj.__code__)
                 rv = self._dynamic_function_reduce(obj)
-                imported = _imported_local_modules(obj.__code__)
+                imported = [m for m in _imported_local_modules(obj.__code__) if m.__name__ not in self.by_reference]
                 if imported:  # `import mylib` in the body: the kernel's mylib too (loaded before the function)
                     slotstate = rv[2][1]
                     slotstate["_cloudpickle_submodules"] = list(slotstate["_cloudpickle_submodules"]) + imported
                 return rv
             return NotImplemented
         if isinstance(obj, type):
-            if _local_module_of(obj) is not None and obj.__module__ != MAIN:
+            if obj.__module__ != MAIN and self._local(_local_module_of(obj)):
                 return _cp._dynamic_class_reduce(obj)
-        elif isinstance(obj, types.ModuleType) and is_local_module(obj):
+        elif isinstance(obj, types.ModuleType) and is_local_module(obj) and self._local(obj):
             state = {k: v for k, v in vars(obj).items() if k not in _MODULE_SKIP}
             return _new_module, (obj.__name__,), state, None, None, _module_setstate
         return super().reducer_override(obj)
@@ -291,12 +300,51 @@ class CallPickler(_Pickler):
         return found
 
 
+class LocalModulesByReference(UserWarning):
+    """A local module could not travel by value, so the worker imports it from its file."""
+
+
 def dumps_with_sources(obj: Any) -> tuple[bytes, dict[str, str]]:
-    """The kernel's pickle of ``obj``, and the cell sources its code needs for tracebacks."""
+    """The kernel's pickle of ``obj``, and the cell sources its code needs for tracebacks.
+
+    A local module that holds something no pickle can carry (a database engine, a thread pool)
+    cannot go by value as a whole; such a module goes by reference, imported from its file on the
+    worker (what the file says, even after an edit the kernel has not reloaded), with a warning."""
     buffer = io.BytesIO()
     pickler = CallPickler(buffer)
-    pickler.dump(obj)
+    try:
+        pickler.dump(obj)
+    except Exception as exc:
+        if not pickler.local_modules:
+            raise
+        failing = frozenset(name for name in pickler.local_modules if not _whole_module_pickles(name))
+        buffer = io.BytesIO()
+        fallback = CallPickler(buffer, by_reference=failing or frozenset(pickler.local_modules))
+        try:
+            fallback.dump(obj)
+        except Exception:
+            raise exc from None
+        if not fallback.by_reference <= _warned_by_reference:  # once per module and kernel
+            import warnings
+
+            _warned_by_reference.update(fallback.by_reference)
+            warnings.warn(f"jupyter-taskq: local module {', '.join(sorted(fallback.by_reference))} sent by "
+                          f"reference (the worker imports its file; an edit the kernel has not reloaded shows "
+                          f"there): {type(exc).__name__}: {exc}", LocalModulesByReference, stacklevel=4)
+        pickler = fallback
     return buffer.getvalue(), pickler.sources()
+
+
+_warned_by_reference: set[str] = set()
+
+
+def _whole_module_pickles(name: str) -> bool:
+    module = sys.modules.get(name)
+    try:
+        CallPickler(io.BytesIO()).dump(module)
+    except Exception:  # noqa: BLE001 - that is the question asked
+        return False
+    return True
 
 
 def dumps(obj: Any) -> bytes:

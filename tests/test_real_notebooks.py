@@ -136,6 +136,22 @@ NOTEBOOK = textwrap.dedent('''
     plain, queued = use_lib(1), use_lib.put(1).result(60)
     checks["local"] = [plain[:5], queued[:5], isinstance(queued[5], mylib.Model), queued[5].k]
 
+    # a local module holding what no pickle carries (a thread pool) goes by reference, with a warning
+    import warnings
+    with open("dblib.py", "w") as f:
+        f.write("from concurrent.futures import ThreadPoolExecutor\\nPOOL = ThreadPoolExecutor(1)\\n"
+                "def total(n):\\n    return POOL.submit(sum, range(n)).result()\\n")
+    import dblib
+
+    @task_queue
+    def use_db(n):
+        return dblib.total(n), mylib.VERSION
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        queued = use_db.put(5).result(60)
+    checks["resources"] = [use_db(5), queued, [str(w.message).split(" sent")[0] for w in caught]]
+
     # 5. notebook functions and classes are reachable from __main__ inside the task
     def sq(v):
         return v * v
@@ -208,6 +224,7 @@ def test_everyday_notebook_on_the_queue(shared_server, tmp_path):
     assert checks["exception_state"] == ["3 rows left", False]
     # plain call == queued call: all of the kernel's mylib (VERSION 1, x*10), never the edited file's
     assert checks["local"] == [[1, 10, 1, 10, 1], [1, 10, 1, 10, 1], True, 1]
+    assert checks["resources"] == [[10, 1], [10, 1], ["jupyter-taskq: local module dblib"]]
     assert checks["pools"] == [[[0, 1, 4, 9], [0, 1, 4, 9], 9, 2]] * 2
     assert checks["everyday"] == [True] * 5
 
