@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, Iterable
 
+from . import attempts as attempt_log
 from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
@@ -99,6 +100,10 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, task_id: str) -> bool: ...
 
+    def attempts(self, task_id: str) -> list[dict]:
+        """Every counted attempt of the task, oldest first (see :mod:`jupyter_taskq.attempts`)."""
+        return []
+
     @abc.abstractmethod
     def running(self) -> list[dict]: ...
 
@@ -171,6 +176,7 @@ class SqliteTaskStore(TaskStore):
             self._conn.execute("pragma synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
             self._add_missing_columns()
+            self._conn.executescript(attempt_log.SQLITE_SCHEMA)
 
     def _add_missing_columns(self) -> None:
         """Columns added after a database was created (the schema only grows)."""
@@ -282,7 +288,13 @@ class SqliteTaskStore(TaskStore):
         if attempt is not None:
             sql += " and attempt = ?"
             params.append(attempt)
-        return self._write(sql, params) == 1
+        with self._lock:
+            moved = self._write(sql, params) == 1
+            if moved and "RUNNING" in sources and str(to) != "RUNNING":  # the attempt ended
+                error = fields.get("error")
+                self._write(attempt_log.SQLITE_END, (now, str(to), attempt_log.exit_reason(str(to), error),
+                                                     json.dumps(error) if error else None, task_id))
+        return moved
 
     def claim(self, task_id, worker, worker_instance) -> dict | None:
         now = time.time()
@@ -293,15 +305,21 @@ class SqliteTaskStore(TaskStore):
                 "where id = ? and status in ('PENDING', 'RETRY') returning *",
                 (worker, worker_instance, now, now, task_id),
             ).fetchone()
+            if row:
+                self._conn.execute(attempt_log.SQLITE_START, (task_id, row["attempt"], worker, worker, now))
         return _row_to_task(row) if row else None
 
     def release(self, task_id, attempt) -> bool:
-        return self._write(
-            "update taskq_tasks set status = 'PENDING', attempt = attempt - 1, worker = null, "
-            "worker_instance = null, started_at = null, updated_at = ? "
-            "where id = ? and status = 'RUNNING' and attempt = ?",
-            (time.time(), task_id, attempt),
-        ) == 1
+        with self._lock:
+            released = self._write(
+                "update taskq_tasks set status = 'PENDING', attempt = attempt - 1, worker = null, "
+                "worker_instance = null, started_at = null, updated_at = ? "
+                "where id = ? and status = 'RUNNING' and attempt = ?",
+                (time.time(), task_id, attempt),
+            ) == 1
+            if released:  # handed back uncounted: no attempt happened
+                self._write("delete from taskq_attempts where task_id = ? and attempt = ?", (task_id, attempt))
+        return released
 
     def request_cancel(self, task_id) -> bool:
         return self._write(
@@ -320,7 +338,15 @@ class SqliteTaskStore(TaskStore):
         self._write(f"update taskq_tasks set {sets} where id = ?", [*(_to_db(k, v) for k, v in fields.items()), task_id])
 
     def delete(self, task_id) -> bool:
-        return self._write("delete from taskq_tasks where id = ?", (task_id,)) == 1
+        with self._lock:
+            self._write("delete from taskq_attempts where task_id = ?", (task_id,))
+            return self._write("delete from taskq_tasks where id = ?", (task_id,)) == 1
+
+    def attempts(self, task_id) -> list[dict]:
+        with self._lock:
+            rows = self._conn.execute("select * from taskq_attempts where task_id = ? order by attempt",
+                                      (task_id,)).fetchall()
+        return [dict(r, error=json.loads(r["error"]) if r["error"] else None) for r in rows]
 
     def running(self) -> list[dict]:
         return self._rows("select * from taskq_tasks where status = 'RUNNING'")

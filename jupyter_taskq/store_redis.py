@@ -15,6 +15,7 @@ import time
 from typing import Any, Iterable
 
 from .status import FINAL, WAITING, TaskStatus
+from . import attempts as attempt_log
 from .store import TASK_DEFAULTS, TaskStore, JSON_COLUMNS
 
 # Shared by the task scripts: JSON field access, index upkeep (``reindex``: ``old`` is the task's status
@@ -295,20 +296,52 @@ class RedisTaskStore(TaskStore):
         if to in FINAL:
             fields.setdefault("ended_at", now)
         fields["status"] = str(to)
-        sources = json.dumps([str(s) for s in only_from])
-        return self._run("transition", task_id, sources, "" if attempt is None else str(attempt),
-                         _encode_fields(fields)) == 1
+        sources = [str(s) for s in only_from]
+        moved = self._run("transition", task_id, json.dumps(sources), "" if attempt is None else str(attempt),
+                          _encode_fields(fields)) == 1
+        if moved and "RUNNING" in sources and str(to) != "RUNNING":  # the attempt ended
+            self._end_attempt(task_id, attempt, now, str(to), fields.get("error"))
+        return moved
+
+    # -- attempt history (jupyter_taskq/attempts.py): a hash per task, attempt number -> JSON -------------
+    def _start_attempt(self, task: dict, worker: str, now: float) -> None:
+        raw = self.redis.hget(self._key("workers"), worker)
+        device = attempt_log.device_label(json.loads(raw) if raw else None)
+        entry = attempt_log.record(task["id"], task["attempt"], worker, device, now)
+        self.redis.hset(self._key("attempts", task["id"]), str(task["attempt"]), json.dumps(entry))
+
+    def _end_attempt(self, task_id: str, attempt: int | None, now: float, status: str, error) -> None:
+        key = self._key("attempts", task_id)
+        if attempt is None:
+            raw = self.redis.hget(self._key("task", task_id), "attempt")
+            attempt = json.loads(raw) if raw else None
+        raw = self.redis.hget(key, str(attempt)) if attempt is not None else None
+        if raw:
+            entry = json.loads(raw)
+            if entry.get("ended_at") is None:
+                entry.update(ended_at=now, status=status, reason=attempt_log.exit_reason(status, error), error=error)
+                self.redis.hset(key, str(attempt), json.dumps(entry))
+
+    def attempts(self, task_id) -> list[dict]:
+        entries = [json.loads(v) for v in self.redis.hvals(self._key("attempts", task_id))]
+        return sorted(entries, key=lambda e: e["attempt"])
 
     def claim(self, task_id, worker, worker_instance) -> dict | None:
-        reply = self._run("claim", task_id, json.dumps(worker), json.dumps(worker_instance), json.dumps(time.time()))
+        now = time.time()
+        reply = self._run("claim", task_id, json.dumps(worker), json.dumps(worker_instance), json.dumps(now))
         if not reply:
             return None
-        return _decode(dict(zip(reply[::2], reply[1::2])))
+        task = _decode(dict(zip(reply[::2], reply[1::2])))
+        self._start_attempt(task, worker, now)
+        return task
 
     def release(self, task_id, attempt) -> bool:
         fields = {"status": "PENDING", "attempt": attempt - 1, "worker": None, "worker_instance": None,
                   "started_at": None, "updated_at": time.time()}
-        return self._run("transition", task_id, json.dumps(["RUNNING"]), str(attempt), _encode_fields(fields)) == 1
+        released = self._run("transition", task_id, json.dumps(["RUNNING"]), str(attempt), _encode_fields(fields)) == 1
+        if released:  # handed back uncounted: no attempt happened
+            self.redis.hdel(self._key("attempts", task_id), str(attempt))
+        return released
 
     def request_cancel(self, task_id) -> bool:
         return self._run("transition", task_id, json.dumps(["RUNNING"]), "",
@@ -323,6 +356,7 @@ class RedisTaskStore(TaskStore):
         self._run("update", task_id, _encode_fields(fields))
 
     def delete(self, task_id) -> bool:
+        self.redis.delete(self._key("attempts", task_id))
         return self._run("delete", task_id) == 1
 
     def running(self) -> list[dict]:

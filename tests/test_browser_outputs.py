@@ -39,6 +39,16 @@ def lab(tmp_path_factory):
     server.stop()
 
 
+def flaky(marker):
+    """Fails its first attempt (no marker yet), succeeds on the next."""
+    import os
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ValueError("first try fails")
+    return "ok"
+
+
 def output(page, index: int):
     return cell(page, index).locator(".jtqo-output")
 
@@ -209,3 +219,22 @@ def test_without_our_renderer_the_widget_still_shows_the_task(page, lab):
     expect(widget_chip).to_have_text("COMPLETE", timeout=30_000)
     expect(output(page, 1)).to_have_count(0)
     screenshot(page, "widget-fallback")
+
+
+def test_the_detail_view_lists_every_attempt(page, lab, tmp_path):
+    from browser_kit import open_lab
+
+    from jupyter_taskq.notebook.client import TaskHandle
+
+    client = lab.client()
+    handle = TaskHandle(client.submit(flaky, (str(tmp_path / "marker"),), max_retries=2).id, client=client)
+    assert handle.result(timeout=60) == "ok"
+    open_lab(page, lab)
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-taskq-panel"]').click()
+    page.locator(f'#jupyter-taskq-panel .jtqp-row[data-task-id="{handle.id}"]').click()
+    attempts = page.locator("#jupyter-taskq-panel .jtqp-attempt")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0).locator(".jtqp-attempt-reason")).to_have_text("error")
+    expect(attempts.nth(0).locator(".jtqp-attempt-error")).to_contain_text("ValueError: first try fails")
+    expect(attempts.nth(1).locator(".jtqp-attempt-reason")).to_have_text("complete")
+    screenshot(page, "detail-attempts")

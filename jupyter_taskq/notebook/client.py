@@ -254,6 +254,10 @@ class Client:
     def stats(self) -> dict:
         return self._request("GET", "stats").json()
 
+    def attempts(self, task_id: str) -> list[dict]:
+        """Every attempt, oldest first: ``{attempt, worker, device, started_at, ended_at, status, reason, error}``."""
+        return self._request("GET", f"tasks/{task_id}/attempts").json()["attempts"]
+
     def logs(self, task_id: str, offset: int = 0) -> dict:
         """One page (at most 1 MiB) of the log from byte ``offset``: ``{data, offset, next_offset, size,
         skipped, reset, dropped, status}``; page on from ``next_offset`` while it is below ``size``."""
@@ -401,6 +405,11 @@ class TaskHandle:
     def progress(self) -> dict | None:
         """``{done, total, fraction, message}`` as last reported by ``progress()`` in the task."""
         return self.info()["progress"]
+
+    def attempts(self) -> list[dict]:
+        """The attempt history: worker, device, start, end, exit reason (complete, error, timeout, worker lost,
+        memory, cancelled, interrupted, crashed) and error of each attempt, oldest first."""
+        return self.client.attempts(self.id)
 
     def logs(self, follow: bool = False, file=None) -> str | None:
         """The task's stdout/stderr so far, all that the log keeps (a log past its cap keeps its tail,

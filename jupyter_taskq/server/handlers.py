@@ -619,7 +619,8 @@ class StatsHandler(TaskqHandler):
 
 
 def handlers(base_url: str) -> list[tuple]:
-    from .groups import handlers as group_handlers  # groups.py builds on this module's handlers
+    from .attempts import handlers as attempt_handlers  # these modules build on this one's handlers
+    from .groups import handlers as group_handlers
 
     api = base_url.rstrip("/") + "/taskq/api"
     task = r"(?P<task_id>[^/]+)"
@@ -638,4 +639,5 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/stats", StatsHandler),
         (f"{api}/changes", ChangesHandler),
         *group_handlers(api),
+        *attempt_handlers(api),
     ]

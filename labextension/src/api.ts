@@ -4,7 +4,7 @@
  * XSRF right under JupyterHub too) and the unit tests wire in a fake.
  */
 
-import type { CancelAnswer, Changes, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
+import type { Attempt, CancelAnswer, Changes, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
 
 /** Makes one request to a path relative to `taskq/api/`. */
 export type Fetcher = (path: string, init?: RequestInit) => Promise<Response>;
@@ -129,6 +129,11 @@ export class TaskqApi {
       params.set('ids', '1');
     }
     return this.call('Reading the task group', `groups/${encodeURIComponent(groupId)}?${params.toString()}`);
+  }
+
+  async attempts(taskId: string): Promise<Attempt[]> {
+    const answer = await this.call<{ attempts: Attempt[] }>('Reading the attempts', `tasks/${encodeURIComponent(taskId)}/attempts`);
+    return answer.attempts;
   }
 
   stats(): Promise<Stats> {

@@ -382,6 +382,7 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
           {task.error.traceback && <pre className="jtqp-traceback">{task.error.traceback}</pre>}
         </div>
       )}
+      <AttemptList model={model} />
       {task.outputs.length > 0 && (
         <div className="jtqp-outputs">
           <div className="jtqp-section">Outputs</div>
@@ -402,6 +403,47 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
       <pre className="jtqp-log" tabIndex={0} aria-label="Log tail">
         {model.log || '(empty)'}
       </pre>
+    </div>
+  );
+}
+
+/** Every attempt of the open task: where it ran, when, and how it ended. */
+function AttemptList({ model }: { model: QueueModel }): JSX.Element | null {
+  if (!model.attempts.length) {
+    return null;
+  }
+  const time = (v: string | null) => (v ? new Date(v).toLocaleTimeString() : '');
+  return (
+    <div className="jtqp-attempts">
+      <div className="jtqp-section">Attempts</div>
+      <table className="jtqp-attempt-table" aria-label="Attempts">
+        <thead>
+          <tr>
+            <th>#</th>
+            <th>Worker</th>
+            <th>Device</th>
+            <th>Start</th>
+            <th>End</th>
+            <th>Exit</th>
+            <th>Error</th>
+          </tr>
+        </thead>
+        <tbody>
+          {model.attempts.map(a => (
+            <tr key={a.attempt} className="jtqp-attempt" data-attempt={a.attempt} data-reason={a.reason ?? 'running'}>
+              <td>{a.attempt}</td>
+              <td>{a.worker ?? ''}</td>
+              <td>{a.device ?? ''}</td>
+              <td title={a.started_at ?? undefined}>{time(a.started_at)}</td>
+              <td title={a.ended_at ?? undefined}>{time(a.ended_at)}</td>
+              <td className="jtqp-attempt-reason">{a.reason ?? 'running'}</td>
+              <td className="jtqp-attempt-error" title={a.error?.traceback ?? undefined}>
+                {a.error ? `${a.error.type}: ${a.error.message}` : ''}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
     </div>
   );
 }

@@ -9,7 +9,7 @@ import { ApiError, type TaskqApi } from './api';
 import { failureCount } from './format';
 import { ChangePoller, type PollerOptions } from './poller';
 import { cancellableSelection, clampPage, statusFilter } from './query';
-import type { Stats, Task, TaskPage } from './types';
+import type { Attempt, Stats, Task, TaskPage } from './types';
 
 export interface KeyValueStore {
   getItem(key: string): string | null;
@@ -45,6 +45,8 @@ export class QueueModel {
   selected = new Set<string>();
   detailId: string | null = null;
   detail: Task | null = null;
+  /** The open task's attempt history (read with its detail). */
+  attempts: Attempt[] = [];
   log = '';
   seenFailures: number | null = null;
   /** ms of the last page load (request to state), for the record. */
@@ -300,6 +302,7 @@ export class QueueModel {
     this.stopLogTimer();
     this.detailId = taskId;
     this.detail = this.page?.tasks.find(t => t.id === taskId) ?? null;
+    this.attempts = [];
     this.log = '';
     this.logOffset = 0;
     this.emit();
@@ -310,6 +313,7 @@ export class QueueModel {
     this.stopLogTimer();
     this.detailId = null;
     this.detail = null;
+    this.attempts = [];
     this.log = '';
     this.emit();
   }
@@ -320,11 +324,12 @@ export class QueueModel {
       return;
     }
     try {
-      const task = await this.api.get(taskId);
+      const [task, attempts] = await Promise.all([this.api.get(taskId), this.api.attempts(taskId).catch(() => null)]);
       if (this.detailId !== taskId) {
         return;
       }
       this.detail = task;
+      this.attempts = attempts ?? this.attempts; // an older server has no attempt history: none shown
       this.error = null;
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {

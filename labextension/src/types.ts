@@ -136,6 +136,19 @@ export interface CancelAnswer {
   not_cancelled: { id: string; reason: string }[];
 }
 
+/** One attempt of a task (`GET tasks/<id>/attempts`). */
+export interface Attempt {
+  attempt: number;
+  worker: string | null;
+  device: string | null;
+  started_at: string | null;
+  ended_at: string | null;
+  status: TaskStatus | null;
+  /** complete, error, timeout, worker lost, memory, cancelled, interrupted, crashed; null while it runs. */
+  reason: string | null;
+  error: TaskError | null;
+}
+
 /** `GET groups/<id>`: a displayed group of tasks, summarised by the server. */
 export interface GroupSummary {
   id: string;

@@ -32,9 +32,19 @@ function fakeServer() {
       return reply({ message: 'queue is on fire', reason: 'bad request' }, 400);
     }
     if (url.pathname.startsWith('/tasks/')) {
-      const found = tasks.find(t => `/tasks/${t.id}` === url.pathname.replace(/\/logs$/, ''));
+      const found = tasks.find(t => `/tasks/${t.id}` === url.pathname.replace(/\/(logs|attempts)$/, ''));
       if (!found) {
         return reply({ message: 'no task', reason: 'not found' }, 404);
+      }
+      if (url.pathname.endsWith('/attempts')) {
+        const error = { type: 'WorkerLost', message: 'worker cpu0 stopped answering', traceback: null };
+        return reply({
+          task_id: found.id,
+          attempts: [
+            { attempt: 1, worker: 'cpu0', device: 'CPU', started_at: 'a', ended_at: 'b', status: 'RETRY', reason: 'worker lost', error },
+            { attempt: 2, worker: 'cpu1', device: 'CPU', started_at: 'c', ended_at: null, status: null, reason: null, error: null }
+          ]
+        });
       }
       if (url.pathname.endsWith('/logs')) {
         const data = 'x'.repeat(100) + 'TAIL';
@@ -109,9 +119,14 @@ describe('QueueModel', () => {
     await model.openDetail('t5');
     expect(model.detail?.id).toBe('t5');
     expect(model.log).toBe('xxxxxxTAIL');
+    expect(model.attempts.map(a => [a.attempt, a.worker, a.reason])).toEqual([
+      [1, 'cpu0', 'worker lost'],
+      [2, 'cpu1', null]
+    ]);
     tasks.splice(tasks.findIndex(t => t.id === 't5'), 1);
     await model.loadDetail(false);
     expect(model.detailId).toBeNull();
+    expect(model.attempts).toEqual([]);
     expect(model.error).toContain('no longer exists');
   });
 
