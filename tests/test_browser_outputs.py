@@ -238,3 +238,24 @@ def test_the_detail_view_lists_every_attempt(page, lab, tmp_path):
     expect(attempts.nth(0).locator(".jtqp-attempt-error")).to_contain_text("ValueError: first try fails")
     expect(attempts.nth(1).locator(".jtqp-attempt-reason")).to_have_text("complete")
     screenshot(page, "detail-attempts")
+
+
+def test_a_failure_elsewhere_is_notified_and_leads_back_to_its_cell(page, lab):
+    name = write_notebook(lab.root, "notify.ipynb", [
+        SETUP + "\n@task_queue(max_retries=0)\ndef boom(seconds):\n    time.sleep(seconds)\n    raise ValueError('it broke')\n",
+        "b = boom.put(3)",
+    ])
+    open_notebook(page, lab, name)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.executionCount")
+    page.evaluate("() => { window.jupyterapp.commands.execute('launcher:create'); }")  # the user looks elsewhere
+    toast = page.locator(".Toastify__toast", has_text="Task boom FAILED in notify.ipynb")
+    expect(toast).to_contain_text("ValueError: it broke", timeout=30_000)
+    screenshot(page, "notification-failure")
+    toast.get_by_role("button", name="Go to cell").click()
+    page.wait_for_function(
+        """(name) => {
+            const w = window.jupyterapp.shell.currentWidget;
+            return Boolean(w && w.context && w.context.path === name && w.content.activeCellIndex === 1);
+        }""", arg=name, timeout=20_000)

@@ -6,15 +6,18 @@
  */
 
 import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { type Fetcher, TaskqApi } from './api';
 import type { Confirm } from './components';
+import { serverPath } from './format';
 import { queueIcon } from './icon';
 import { QueueModel } from './model';
+import { FinishNotifier, type Notice } from './notifier';
 import { GO_TO_CELL, goToCell } from './gotocell';
 import { OUTPUT_RANK, outputRendererFactory } from './output';
 import { QueuePanel } from './panel';
@@ -26,6 +29,7 @@ export namespace CommandIDs {
   export const open = 'taskq:open-panel';
   export const cancelPending = 'taskq:cancel-all-pending';
   export const refresh = 'taskq:refresh';
+  export const toggleNotifications = 'taskq:toggle-notifications';
 }
 
 /** A request to `{base_url}taskq/api/<path>` with the page's Jupyter credentials. */
@@ -87,7 +91,47 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'Task Queue: Refresh',
       execute: () => model.refresh()
     });
-    for (const command of [CommandIDs.open, CommandIDs.cancelPending, CommandIDs.refresh]) {
+    // Notifications when tasks from a notebook open here finish while the user looks elsewhere.
+    const docPath = (w: unknown): string | null => (w as { context?: { path?: string } } | null)?.context?.path ?? null;
+    const notifier = new FinishNotifier(model.api, {
+      storage: window.localStorage,
+      openNotebook: recorded => {
+        const path = serverPath(recorded, PageConfig.getOption('serverRoot'));
+        return [...app.shell.widgets('main')].some(w => docPath(w) === path) ? path : null;
+      },
+      inFront: path => document.visibilityState === 'visible' && docPath(app.shell.currentWidget) === path,
+      notify: (notice: Notice) => {
+        const path = serverPath(notice.notebook, PageConfig.getOption('serverRoot'));
+        const actions = [
+          {
+            label: 'Open',
+            caption: 'Show the task in the Task Queue panel',
+            callback: () => {
+              app.shell.activateById(PANEL_ID);
+              void model.openDetail(notice.taskId);
+            }
+          },
+          ...(notice.cellId ? [{ label: 'Go to cell', callback: () => model.goToCell?.(notice.notebook, notice.cellId!) }] : []),
+          { label: 'Mute notebook', caption: `No more notices for ${path}`, callback: () => notifier.setMuted(path, true) }
+        ];
+        const options = { autoClose: notice.kind === 'error' ? (false as const) : 8000, actions };
+        if (notice.kind === 'error') {
+          Notification.error(notice.message, options);
+        } else {
+          Notification.success(notice.message, options);
+        }
+      }
+    });
+    notifier.start(model.poller);
+    app.commands.addCommand(CommandIDs.toggleNotifications, {
+      label: 'Task Queue: Notify When My Tasks Finish',
+      isToggled: () => notifier.enabled,
+      execute: () => {
+        notifier.enabled = !notifier.enabled;
+      }
+    });
+
+    for (const command of [CommandIDs.open, CommandIDs.cancelPending, CommandIDs.refresh, CommandIDs.toggleNotifications]) {
       palette?.addItem({ command, category: 'Task Queue' });
     }
 
