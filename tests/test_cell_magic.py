@@ -207,3 +207,25 @@ def test_functions_a_cell_defines_work_in_a_process_pool_inside_the_task(shell):
     """)
     assert handle.result(timeout=60)["squares"] == [0, 1, 4, 9, 16]
     assert "not brought back, cannot be pickled: pool (multiprocessing.pool.Pool)" in handle.logs()
+
+
+def test_worker_shell_without_ipython_runs_shell_escapes_and_time(tmp_path):
+    """A worker whose Python has no IPython: the stand-in in cell.py, with IPython's own cell text."""
+    import json
+    import subprocess
+    import sys
+
+    source = InteractiveShell.instance().transform_cell(
+        'found = !ls {folder}\n!echo "n=$n"\n%time total = sum(range(n))\nkind = type(get_ipython()).__name__\n')
+    (tmp_path / "x.txt").write_text("")
+    script = (
+        "import json, sys; sys.modules['IPython'] = None\n"  # importing IPython now fails
+        "from jupyter_taskq.notebook.cell import run_cell\n"
+        f"values = run_cell({source!r}, {{'folder': {str(tmp_path)!r}, 'n': 4}}, ['found', 'total', 'kind'])\n"
+        "print(json.dumps({'found': list(values['found']), 'joined': values['found'].s, 'total': values['total'],"
+        " 'kind': values['kind'], 'ipython': 'IPython.core' in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "n=4" and lines[1].startswith("CPU times: user") and lines[2].startswith("Wall time:")
+    assert json.loads(lines[-1]) == {"found": ["x.txt"], "joined": "x.txt", "total": 6, "kind": "WorkerShell",
+                                     "ipython": False}

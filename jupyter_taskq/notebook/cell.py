@@ -157,13 +157,13 @@ class WorkerShell:
         cmd = self.var_expand(cmd, depth=depth + 1)
         try:
             from IPython.utils.process import getoutput
-            from IPython.utils.text import LSString, SList
+            from IPython.utils.text import LSString, SList as IPythonSList
         except ImportError:
             out = subprocess.run(cmd, shell=True, executable=os.environ.get("SHELL") or None, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode(errors="replace")
             return SList(out.splitlines()) if split else out
         out = getoutput(cmd)
-        return SList(out.splitlines()) if split else LSString(out)
+        return IPythonSList(out.splitlines()) if split else LSString(out)
 
     def run_line_magic(self, magic_name: str, line: str, _stack_depth: int = 1):
         if magic_name != "time":
