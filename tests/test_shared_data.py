@@ -8,6 +8,8 @@ server keeps one file per blob and removes it with the last task that names it.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
 import numpy as np
 import pytest
@@ -164,3 +166,22 @@ def test_notebook_classes_in_the_arguments_are_the_shared_functions_own(shared_s
     handles = shared_server.client().submit_many(namespace["check"], [namespace["Point"](1), namespace["Point"](2)])
     size = namespace["DATA"].size
     assert [h.result(timeout=60) for h in handles] == [(True, 1 + size), (True, 2 + size)]
+
+
+def test_an_upload_no_task_names_is_swept_after_a_while(make_server):
+    """The kernel died between uploading the shared part and sending its batch: the part does not stay."""
+    from jupyter_taskq.server.blobstore import UNCLAIMED_FOR
+
+    server = make_server(gpus=[], cpu_workers=1, cleanup_interval=0.5)
+    api = server.url + "taskq/api/"
+    parts = {}
+    for name, fn in (("old", len), ("fresh", sum)):
+        blob = dumps_call(fn, (), {})
+        parts[name] = hashlib.sha256(blob).hexdigest()
+        assert requests.put(api + f"blobs/{parts[name]}", data=blob, headers=AUTH).status_code == 201
+    old = server.state_dir / "blobs" / f"{parts['old']}.blob"
+    an_hour_ago = time.time() - UNCLAIMED_FOR - 60
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    wait_for(lambda: not old.exists(), 30, 0.2, "the unclaimed upload to be swept")
+    assert requests.head(api + f"blobs/{parts['fresh']}", headers=AUTH).status_code == 200
+    assert requests.head(api + f"blobs/{parts['old']}", headers=AUTH).status_code == 404
