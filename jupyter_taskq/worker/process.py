@@ -327,7 +327,7 @@ class Worker:
                 outcome = self._supervise(task, proc)
             finally:  # whatever went wrong around it, the attempt's processes end with it
                 self._current = None
-                if proc.pidfd is not None and self._warm.get(proc.warm_key) is not proc:
+                if proc.pidfd is not None and proc.busy:
                     proc.kill(self.kill_grace)
             if outcome[0] != "stale":
                 return outcome
@@ -483,9 +483,11 @@ class Worker:
                         return "stale", None
                     if report.get("warm") and proc.warm_key is not None and not self.stopping:
                         self._keep_warm(proc)
+                    elif not report.get("warm") and self._spare is None and not self.stopping:
+                        proc.warm_key = None
+                        self._spare = proc  # the keeper serves the next attempt (in a fresh task process)
                     else:
-                        proc.retire()  # it ends by itself once it has reported
-                        self._exited.append(proc.pid)
+                        self._retire(proc)
                 io.sync(self.store)
                 return self._outcome(task_id, code)
             self._housekeeping(task_id)

@@ -3,12 +3,13 @@
     worker --fork--> keeper --fork--> task process --> whatever the task starts
 
 The worker never runs user code or touches CUDA. For each attempt it hands the
-paths of the attempt's files to a *keeper* forked from it (one is kept ready
-while the worker idles, so an attempt starts in milliseconds). The keeper forks a
-fresh *task process* that enters the notebook's world and makes the call (or
-execs the notebook's own interpreter on ``runner.py``). So no attempt ever sees
-another's process state: builtins, signal handlers, umask, nice, recursion limit,
-patched modules and closed file descriptors all die with their attempt.
+paths of the attempt's files to a *keeper* forked from it (one lives as long as
+the worker and serves attempt after attempt). The keeper, which runs no user code
+either, forks a fresh *task process* for each attempt, which enters the notebook's
+world and makes the call (or execs the notebook's own interpreter on
+``runner.py``). So no attempt ever sees another's process state: builtins, signal
+handlers, umask, nice, recursion limit, patched modules and closed file
+descriptors all die with their attempt, at the cost of one fork per attempt.
 
 The keeper is a Linux *child subreaper* in a process group of its own: whatever
 the task starts, in a new session (``setsid``) or daemonised, is re-parented to
@@ -93,6 +94,7 @@ class TaskProcess:
         self.keep_warm = 0.0  # seconds it may idle, warm, before it is ended
         self.idle_since: float | None = None
         self.attempts = 0
+        self.busy = False  # an attempt was handed over and its report not read yet
 
     @classmethod
     def fork(cls, cuda_devices: str, kill_grace: float) -> "TaskProcess":
@@ -122,6 +124,7 @@ class TaskProcess:
         write_message(self.request, {"paths": paths, "python": python, "warm": warm})
         self.attempts += 1
         self.idle_since = None
+        self.busy = True
 
     def alive(self) -> bool:
         return self.pidfd is not None and not wait_exit(self.pidfd, 0)
@@ -129,9 +132,11 @@ class TaskProcess:
     def read_report(self) -> dict | None:
         """After ``done`` is readable: ``{"code", "warm"}`` of the attempt, or None if the keeper died."""
         try:
-            return read_message(self.done)
+            report = read_message(self.done)
         except (OSError, ValueError):
             return None
+        self.busy = report is None
+        return report
 
     def retire(self) -> None:
         """Close our ends: an idle keeper reads EOF, ends its tree and exits (reap its pid afterwards)."""
@@ -224,8 +229,7 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
                 task = None
             end_all_children(keep=frozenset({task.pid}) if task else frozenset())
             write_message(done_fd, report)
-            if task is None:
-                return
+            # Then the next attempt: in a fresh task process, or in the one kept warm.
     except _Stop as stop:
         if stop.graceful and task is not None and task.pidfd is not None:
             signal_all(descendants(os.getpid()), signal.SIGTERM)
