@@ -68,13 +68,14 @@ def test_shell_escapes_time_and_get_ipython_run_on_the_worker(shell, tmp_path):
     ("%%time\nx = 1", "line 2 of the cell, `%%time`", "%%time runs only in the kernel"),
     ("k = get_ipython().kernel", "line 2 of the cell", "get_ipython().kernel exists only in the kernel"),
 ])
-def test_what_a_worker_cannot_run_is_refused_before_sending(shell, cell, line, reason):
-    from jupyter_taskq.notebook.magic import CellRefused
+def test_what_a_worker_cannot_run_is_refused_before_sending(shell, cell, line, reason, capsys):
+    from IPython.core.error import UsageError
 
     before = task_count(shell)
-    with pytest.raises(CellRefused) as refused:
+    with pytest.raises(UsageError) as refused:  # shown by IPython as one line, not a traceback
         run(shell, "%%task_queue --retries 0\n" + cell)
-    assert line in str(refused.value) and reason in str(refused.value)
+    assert str(refused.value).startswith("not sent: " + line) and reason in str(refused.value)
+    assert "Traceback" not in capsys.readouterr().out
     assert task_count(shell) == before  # nothing was sent
 
 

@@ -17,6 +17,7 @@ import ast
 import builtins
 import re
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import magic_arguments, parse_argstring
 
@@ -152,7 +153,10 @@ class TaskQueueMagics(Magics):
         args = parse_argstring(self.task_queue, line)
         if args.name is not None and not args.name.isidentifier():
             raise ValueError(f"--name must be a Python identifier, got {args.name!r}")
-        cell = prepare_cell(cell, self.shell)  # IPython syntax made Python, or refused with the line and why
+        try:
+            cell = prepare_cell(cell, self.shell)  # IPython syntax made Python, or refused with the line and why
+        except CellRefused as refused:
+            raise UsageError(str(refused)) from None  # IPython shows this one line, not the magic's traceback
         namespace, assigned = capture(cell, self.shell.user_ns)
         _check_serialisable(namespace)
         client = connect()
