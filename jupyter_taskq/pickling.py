@@ -10,10 +10,13 @@ was submitted, and what comes back is the kernel's own kind of object.** Hence:
   notebook) go *by value*, as the kernel has them in memory: an edited ``mylib.py`` that the kernel
   has not reloaded runs on the worker as the kernel's version (its functions, classes and
   constants all from the kernel, never a mix with the file), so plain call == queued call.
-* Coming back, a class or function defined in the notebook (or a local module) is looked up by
-  module and name in the kernel and, when the kernel has it, *is* the kernel's object (so
-  ``isinstance`` holds and ``pickle``/``joblib`` can save the value again); a fresh kernel gets
-  the shipped definition instead.
+* Coming back, a class or function of the notebook (or of a local module) that the call brought
+  is looked up by module and name in the kernel and, when the kernel has it, *is* the kernel's
+  object (so ``isinstance`` holds and ``pickle``/``joblib`` can save the value again); a fresh
+  kernel gets the shipped definition instead. One the task defined itself (a ``%%task_queue``
+  cell that redefines a class) comes back as the task defined it, as if the cell ran in the kernel.
+* A local module that cannot travel by value as a whole (a thread pool or database engine at
+  module level) goes by reference, with one warning: the worker imports its file.
 * Exceptions are rebuilt without calling their ``__init__`` (``BadInput(msg, code)`` comes back as
   ``BadInput``); one whose state cannot travel comes back as its own class with its message.
 
@@ -378,9 +381,10 @@ def enter_notebook_main(*values) -> "types.FunctionType":
         seen.add(id(value))
         if isinstance(value, functools.partial):
             absorb(value.func, None, depth + 1)
-        elif isinstance(value, (types.FunctionType, type)):
+        elif isinstance(value, (types.FunctionType, type, functools._lru_cache_wrapper)):
             if getattr(value, "__module__", None) != MAIN:
                 return
+            _mark_from_kernel(value)
             qualname = getattr(value, "__qualname__", "")
             if "." not in qualname and "<" not in qualname:
                 namespace.setdefault(qualname, value)
@@ -390,7 +394,7 @@ def enter_notebook_main(*values) -> "types.FunctionType":
                 for key, item in value.__globals__.items():
                     if not key.startswith("__"):
                         namespace.setdefault(key, item)
-                        if isinstance(item, (types.FunctionType, type)):
+                        if isinstance(item, (types.FunctionType, type, functools._lru_cache_wrapper)):
                             absorb(item, key, depth + 1)
         elif isinstance(value, dict):
             for key, item in value.items():
@@ -404,6 +408,8 @@ def enter_notebook_main(*values) -> "types.FunctionType":
 
     for value in values:
         absorb(value)
+    for cls in list(_cp._DYNAMIC_CLASS_TRACKER_BY_CLASS.keys()):  # every class the payload defined by value
+        _mark_from_kernel(cls)
     previous = sys.modules.get(MAIN)
     sys.modules[MAIN] = main
 
@@ -433,16 +439,35 @@ def _resolve(module_name: str, qualname: str, data: bytes, is_class: bool | None
     return pickle.loads(data)
 
 
+_from_kernel: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _mark_from_kernel(value) -> None:
+    try:
+        _from_kernel.add(value)
+    except TypeError:  # not weakly referenceable
+        pass
+
+
+def _came_from_kernel(obj) -> bool:
+    """A notebook object the call brought (not one the task defined, such as a class a cell redefines)."""
+    return obj in _from_kernel
+
+
 class ResultPickler(_Pickler):
     """The worker's side: notebook and local-module classes and functions travel as
-    ``(module, name, definition)``, resolved in the kernel (see :func:`_resolve`)."""
+    ``(module, name, definition)``, resolved in the kernel (see :func:`_resolve`).
+
+    A ``__main__`` class or function that the task itself defined (a ``%%task_queue`` cell that
+    redefines a class) travels by value only: the kernel gets the new definition, as if the cell
+    had run there."""
 
     def reducer_override(self, obj):
         if isinstance(obj, _RESOLVABLE):
             module = getattr(obj, "__module__", None)
             qualname = getattr(obj, "__qualname__", None) or ""
             if (isinstance(module, str) and module != "builtins" and qualname and "<" not in qualname
-                    and (module == MAIN or not _importable(obj))):
+                    and (_came_from_kernel(obj) if module == MAIN else not _importable(obj))):
                 buffer = io.BytesIO()
                 _Pickler(buffer).dump(obj)
                 return _resolve, (module, qualname, buffer.getvalue(), isinstance(obj, type))

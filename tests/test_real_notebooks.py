@@ -295,6 +295,13 @@ def test_cell_sources_and_magic_in_a_real_kernel(shared_server, tmp_path):
         text = run("exp.pull(timeout=120)\nprint(json.dumps([isinstance(result, Scored), len(pickle.dumps(result)) > 0,"
                    " result.score == helper(1.0).score, plain_type]))")
         assert json.loads(text.strip().splitlines()[-1]) == [True, True, True, "Scored"]
+
+        # a cell that redefines a notebook class: the kernel gets the cell's new class, as if it ran here
+        run("%%task_queue --name redo\nclass Scored:\n    def __init__(self, score):\n        self.score = score\n"
+            "    def doubled(self):\n        return 2 * self.score\n\nagain = Scored(21)\n")
+        text = run("redo.pull(timeout=120)\nprint(json.dumps([again.doubled(), isinstance(again, Scored), "
+                   "len(pickle.dumps(again)) > 0]))")
+        assert json.loads(text.strip().splitlines()[-1]) == [42, True, True]
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
