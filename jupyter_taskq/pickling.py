@@ -108,7 +108,8 @@ def is_local_module(module: types.ModuleType) -> bool:
     top = name.split(".")[0]
     path = getattr(module, "__file__", None)
     local = False
-    if isinstance(path, str) and top != _OWN_PACKAGE and top not in sys.stdlib_module_names:
+    if (isinstance(path, str) and path.endswith((".py", ".pyc")) and top != _OWN_PACKAGE
+            and top not in sys.stdlib_module_names):  # a compiled extension cannot travel by value
         real = os.path.realpath(path)
         parts = real.split(os.sep)
         local = ("site-packages" not in parts and "dist-packages" not in parts
