@@ -31,6 +31,7 @@ TASK_COLUMNS = (
     "keep_warm_seconds", "cpu", "memory", "retry_for",  # task options of issue 11 (jupyter_taskq/options.py)
     "blob",  # the sha256 of the shared part its payload names (jupyter_taskq/blobs.py), or None
     "notebook", "cell_id",  # where the task was submitted from (issue 14; jupyter_taskq/options.py)
+    "owner",  # who submitted it: the server's authenticated user, never a name the client sends (issue 15)
 )
 
 #: What a task reads as for a field never written (the SQLite schema's defaults).
@@ -55,15 +56,62 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             ids: Iterable[str] | None = None, text: str | None = None) -> list[dict]:
-        """Newest first; ``text`` keeps tasks whose name or id contains it (case-insensitive)."""
+             ids: Iterable[str] | None = None, text: str | None = None, owner: str | None = None) -> list[dict]:
+        """Newest first; ``text`` keeps tasks whose name or id contains it (case-insensitive), ``owner``
+        only that user's tasks."""
 
     @abc.abstractmethod
     def statuses(self, ids: Iterable[str]) -> dict[str, str]:
         """The status of each of ``ids`` that exists (the cheap check behind long-polls)."""
 
     @abc.abstractmethod
-    def count(self, statuses: Iterable[str] | None = None, text: str | None = None) -> int: ...
+    def count(self, statuses: Iterable[str] | None = None, text: str | None = None,
+              owner: str | None = None) -> int: ...
+
+    # -- per owner (issue 15: fair share and quotas, jupyter_taskq/fairshare.py) ----------------------
+    # Plain defaults over list(), right for any store; SQLite answers each in one query.
+    def waiting_heads(self, pools: Iterable[str]) -> list[dict]:
+        """Each owner's next waiting task in ``pools`` (highest priority, then oldest): ``{id, owner, priority}``."""
+        pools, heads = set(pools), {}
+        for task in reversed(self._all(WAITING)):  # oldest first: the first seen of a priority stays
+            if task["pool"] in pools:
+                best = heads.get(task["owner"])
+                if best is None or (task["priority"] or 0) > best["priority"]:
+                    heads[task["owner"]] = {"id": task["id"], "owner": task["owner"], "priority": task["priority"] or 0}
+        return list(heads.values())
+
+    def running_gpus_by_owner(self) -> dict[str | None, int]:
+        """GPUs each owner's running tasks hold now (a GPU task holds one)."""
+        held: dict[str | None, int] = {}
+        for task in self.running():
+            if task["gpu"]:
+                held[task["owner"]] = held.get(task["owner"], 0) + 1
+        return held
+
+    def gpu_spans(self, since: float) -> list[tuple[str | None, float, float | None]]:
+        """``(owner, started_at, ended_at or None while running)`` of each GPU attempt that ran after ``since``."""
+        spans = []
+        for task in self._all(None):
+            if task["gpu"] and (task["status"] == TaskStatus.RUNNING or (task["ended_at"] or 0) >= since):
+                for attempt in self.attempts(task["id"]) or [task]:
+                    if attempt.get("started_at") and (attempt.get("ended_at") is None or attempt["ended_at"] >= since):
+                        spans.append((task["owner"], attempt["started_at"], attempt.get("ended_at")))
+        return spans
+
+    def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
+        """Tasks by status for each owner."""
+        counts: dict[str | None, dict[str, int]] = {}
+        for task in self._all(None):
+            mine = counts.setdefault(task["owner"], {})
+            mine[task["status"]] = mine.get(task["status"], 0) + 1
+        return counts
+
+    def _all(self, statuses) -> list[dict]:
+        tasks, offset = [], 0
+        while page := self.list(statuses, limit=1000, offset=offset):
+            tasks += page
+            offset += len(page)
+        return tasks
 
     @abc.abstractmethod
     def fingerprint(self) -> tuple:
@@ -160,7 +208,7 @@ create table if not exists taskq_workers (
 _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
-                  "blob": "text", "notebook": "text", "cell_id": "text"}
+                  "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text"}
 
 
 class SqliteTaskStore(TaskStore):
@@ -201,6 +249,7 @@ class SqliteTaskStore(TaskStore):
     def _rows(self, sql: str, params: Iterable = ()) -> list[dict]:
         with self._lock:
             return [_row_to_task(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
+        self._conn.execute("create index if not exists taskq_tasks_owner on taskq_tasks (owner, status)")
 
     def _write(self, sql: str, params: Iterable = ()) -> int:
         with self._lock:
@@ -234,8 +283,8 @@ class SqliteTaskStore(TaskStore):
         rows = self._rows("select * from taskq_tasks where id = ?", (task_id,))
         return rows[0] if rows else None
 
-    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None) -> list[dict]:
-        where, params = _filters(statuses, ids, text)
+    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> list[dict]:
+        where, params = _filters(statuses, ids, text, owner)
         return self._rows(
             f"select * from taskq_tasks {where} order by seq desc limit ? offset ?", [*params, limit, offset]
         )
@@ -248,8 +297,8 @@ class SqliteTaskStore(TaskStore):
             ).fetchall()
         return dict(rows)
 
-    def count(self, statuses=None, text=None) -> int:
-        where, params = _filters(statuses, None, text)
+    def count(self, statuses=None, text=None, owner=None) -> int:
+        where, params = _filters(statuses, None, text, owner)
         with self._lock:
             return self._conn.execute(f"select count(*) from taskq_tasks {where}", params).fetchone()[0]
 
@@ -274,6 +323,38 @@ class SqliteTaskStore(TaskStore):
                 [s.value for s in WAITING],
             ).fetchall()
         return {pool: n for pool, n in rows}
+
+    def waiting_heads(self, pools) -> list[dict]:
+        pools, waiting = list(pools), [s.value for s in WAITING]
+        with self._lock:
+            rows = self._conn.execute(
+                "select id, owner, priority from (select id, owner, priority, row_number() over "
+                "(partition by owner order by priority desc, seq) as n from taskq_tasks "
+                f"where status in (?, ?) and pool in ({', '.join('?' * len(pools))})) where n = 1",
+                [*waiting, *pools]).fetchall()
+        return [{"id": r["id"], "owner": r["owner"], "priority": r["priority"]} for r in rows]
+
+    def running_gpus_by_owner(self) -> dict[str | None, int]:
+        with self._lock:
+            rows = self._conn.execute("select owner, count(*) from taskq_tasks where status = 'RUNNING' and gpu "
+                                      "group by owner").fetchall()
+        return {owner: n for owner, n in rows}
+
+    def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select t.owner, a.started_at, a.ended_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id "
+                "where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?)",
+                (since,)).fetchall()
+        return [tuple(r) for r in rows]
+
+    def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
+        with self._lock:
+            rows = self._conn.execute("select owner, status, count(*) from taskq_tasks group by owner, status").fetchall()
+        counts: dict[str | None, dict[str, int]] = {}
+        for owner, status, n in rows:
+            counts.setdefault(owner, {})[status] = n
+        return counts
 
     def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
         now = time.time()
@@ -419,7 +500,7 @@ def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
             time.sleep(0.01)
 
 
-def _filters(statuses, ids, text=None) -> tuple[str, list]:
+def _filters(statuses, ids, text=None, owner=None) -> tuple[str, list]:
     clauses, params = [], []
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -450,4 +531,7 @@ def _row_to_task(row: sqlite3.Row) -> dict:
     for column in _JSON_COLUMNS:
         if task.get(column):
             task[column] = json.loads(task[column])
+    if owner is not None:
+        clauses.append("owner = ?")
+        params.append(owner)
     return task

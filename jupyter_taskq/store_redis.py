@@ -216,7 +216,7 @@ class RedisTaskStore(TaskStore):
         found = self._fetch([task_id])
         return found[0] if found else None
 
-    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None) -> list[dict]:
+    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> list[dict]:
         wanted = {str(s) for s in statuses} if statuses else None
         if ids is not None:
             tasks = [t for t in self._fetch_with_seq(ids) if (wanted is None or t[1]["status"] in wanted)
@@ -251,6 +251,11 @@ class RedisTaskStore(TaskStore):
         for task_id in ids:
             pipe.hgetall(self._key("task", task_id))
         return [(int(raw[b"seq"]), _decode(raw)) for raw in pipe.execute() if raw]
+        if owner is not None and ids is None:  # one user's tasks: ids of the rest filtered out, then paged
+            return self._fetch(self._owned(wanted, text, owner)[offset:offset + limit])
+        if owner is not None:
+            return [t for t in self.list(statuses, limit=len(list(ids)) or 1, ids=ids, text=text)
+                    if t["owner"] == owner][offset:offset + limit]
 
     def statuses(self, ids) -> dict[str, str]:
         ids = list(ids)
@@ -259,7 +264,24 @@ class RedisTaskStore(TaskStore):
             pipe.hget(self._key("task", task_id), "status")
         return {task_id: json.loads(raw) for task_id, raw in zip(ids, pipe.execute()) if raw is not None}
 
-    def count(self, statuses=None, text=None) -> int:
+    def _owned(self, wanted: set[str] | None, text: str | None, owner: str) -> list[bytes]:
+        """Ids (newest first) of ``owner``'s tasks: O(tasks), one pipelined read of their owner field."""
+        if text:
+            members = self._text_matches(wanted, text)
+        else:
+            indexes = [self._key("tasks")] if wanted is None else [self._key("status", s) for s in wanted]
+            scored = [pair for index in indexes for pair in self.redis.zrange(index, 0, -1, withscores=True)]
+            scored.sort(key=lambda pair: pair[1], reverse=True)
+            members = [member for member, _ in scored]
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.hget(self._key("task", member.decode()), "owner")
+        mine = json.dumps(owner).encode()
+        return [member for member, raw in zip(members, pipe.execute() if members else []) if raw == mine]
+
+    def count(self, statuses=None, text=None, owner=None) -> int:
+        if owner is not None:
+            return len(self._owned({str(s) for s in statuses} if statuses else None, text, owner))
         if text:
             return len(self._text_matches({str(s) for s in statuses} if statuses else None, text))
         if not statuses:

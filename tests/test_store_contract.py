@@ -193,3 +193,35 @@ def test_blob_references_count_tasks_whose_files_are_kept(store):
     assert store.blob_refs(key) == 1
     store.delete(tasks[2]["id"])
     assert store.blob_refs(key) == 0 and store.blob_refs(other) == 1
+
+
+def test_owners_filter_and_per_owner_questions(store):
+    """Issue 15: every task has an owner; a user's listing, counts, next waiting task, running GPUs and
+    GPU time are asked per owner, the same on both stores."""
+    a = [new_task(pool="gpu", gpu=1, owner="alice", priority=p) for p in (0, 5, 5, 0)]
+    b = [new_task(pool="gpu", gpu=1, owner="bob"), new_task(pool="cpu", owner="bob", priority=9)]
+    store.create_many(a)
+    for task in b:
+        store.create(task)
+    assert store.get(a[0]["id"])["owner"] == "alice"
+    assert [t["id"] for t in store.list(owner="alice")] == [t["id"] for t in a][::-1]
+    assert [t["id"] for t in store.list(owner="bob", limit=1, offset=1)] == [b[0]["id"]]
+    assert store.list(owner="carol") == [] and store.count(owner="carol") == 0
+    assert store.count(owner="alice") == 4 and store.count([S.PENDING], owner="bob") == 2
+    assert [t["id"] for t in store.list(ids=[a[0]["id"], b[0]["id"]], owner="bob")] == [b[0]["id"]]
+    heads = {h["owner"]: h for h in store.waiting_heads(["gpu"])}
+    assert heads["alice"]["id"] == a[1]["id"] and heads["alice"]["priority"] == 5, "highest priority, then oldest"
+    assert heads["bob"]["id"] == b[0]["id"], "bob's CPU task is not in the GPU pool"
+    store.claim(a[1]["id"], "gpu0", "i0")
+    store.claim(a[2]["id"], "gpu1", "i1")
+    store.claim(b[1]["id"], "cpu0", "i2")
+    assert store.running_gpus_by_owner() == {"alice": 2}
+    since = time.time() - 1
+    assert store.transition(a[1]["id"], S.COMPLETE, [S.RUNNING], attempt=1)
+    spans = store.gpu_spans(since)
+    assert sorted(o for o, _s, _e in spans) == ["alice", "alice"]
+    assert sum(1 for _o, _s, e in spans if e is None) == 1, "the running attempt counts, still open"
+    assert store.gpu_spans(time.time() + 10) == [(o, s, e) for o, s, e in spans if e is None]
+    counts = store.counts_by_owner()
+    assert counts["alice"] == {"PENDING": 2, "RUNNING": 1, "COMPLETE": 1}
+    assert counts["bob"] == {"PENDING": 1, "RUNNING": 1}
