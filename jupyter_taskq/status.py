@@ -1,4 +1,4 @@
-"""The eight task statuses (Beam's, exactly) and the sets the queue reasons with."""
+"""The eight task statuses (Beam's, exactly), LOST (reported, never stored), and the sets the queue reasons with."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ class TaskStatus(str, enum.Enum):
     TIMEOUT = "TIMEOUT"
     EXPIRED = "EXPIRED"
     FAILED = "FAILED"
+    #: Never stored: what ``tasks/wait`` (and the client) report for an id the queue does not know, a task
+    #: deleted or lost (a Redis restarted without persistence), so that is said rather than ``status: null``.
+    LOST = "LOST"
 
     def __str__(self) -> str:  # so f"{status}" reads "RUNNING", not "TaskStatus.RUNNING"
         return self.value
@@ -37,6 +40,7 @@ FINAL = frozenset(
         TaskStatus.TIMEOUT,
         TaskStatus.EXPIRED,
         TaskStatus.FAILED,
+        TaskStatus.LOST,
     }
 )
 #: A task in one of these can still be cancelled.

@@ -163,6 +163,14 @@ class TaskStore(abc.ABC):
     def results_older_than(self, ended_before: float) -> list[str]: ...
 
     @abc.abstractmethod
+    def finished_before(self, ended_before: float, limit: int = 5000) -> list[str]:
+        """Finished tasks that ended before ``ended_before``, oldest first: records due to be purged."""
+
+    def compact(self) -> bool:
+        """Give the space of purged records back to the file system, when that is worth it."""
+        return False
+
+    @abc.abstractmethod
     def blob_refs(self, key: str) -> int:
         """How many tasks whose files are still kept name the blob ``key``: at 0 it can go."""
 
@@ -447,6 +455,27 @@ class SqliteTaskStore(TaskStore):
                 "and ended_at < ? - coalesce(result_ttl, 0)", (ended_before,)
             ).fetchall()
         return [r[0] for r in rows]
+
+    def finished_before(self, ended_before, limit=5000) -> list[str]:
+        final = [s.value for s in FINAL]
+        with self._lock:
+            rows = self._conn.execute(
+                f"select id from taskq_tasks where status in ({', '.join('?' * len(final))}) and ended_at < ? "
+                "order by seq limit ?", [*final, ended_before, limit]).fetchall()
+        return [r[0] for r in rows]
+
+    def compact(self) -> bool:
+        """After a purge: VACUUM once a quarter of the file (and at least 1 MiB) is free pages, and truncate
+        the WAL (SQLite reuses it but never shrinks it), so the state directory shrinks back instead of
+        keeping its largest size forever. True if it vacuumed."""
+        with self._lock:
+            page_size, pages, free = (self._conn.execute(f"pragma {p}").fetchone()[0]
+                                      for p in ("page_size", "page_count", "freelist_count"))
+            vacuum = free * 4 >= pages and free * page_size >= 1024 * 1024
+            if vacuum:
+                self._conn.execute("vacuum")
+            self._conn.execute("pragma wal_checkpoint(TRUNCATE)")  # busy readers: it just does less
+            return vacuum
 
     def blob_refs(self, key) -> int:
         with self._lock:

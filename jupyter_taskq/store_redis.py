@@ -173,6 +173,39 @@ def _decode(raw: dict) -> dict:
     return task
 
 
+class VolatileRedis(RuntimeError):
+    """The Redis server keeps nothing on disk: a restart of it would lose every task."""
+
+
+def persistence(client) -> dict:
+    """``{"aof": bool, "rdb": bool}`` as the Redis server is configured now (CONFIG GET, else INFO)."""
+    try:
+        config = client.config_get("appendonly")
+        config.update(client.config_get("save"))
+        return {"aof": str(config.get("appendonly", "no")).lower() == "yes",
+                "rdb": bool(str(config.get("save", "")).strip())}
+    except Exception:  # noqa: BLE001 - CONFIG is often disabled on managed Redis: INFO still tells of AOF
+        info = client.info("persistence")
+        return {"aof": bool(info.get("aof_enabled")), "rdb": None}
+
+
+def check_persistence(url: str, allow_volatile: bool = False) -> dict:
+    """Refuse a Redis that would lose the queue on restart (neither AOF nor RDB), unless allowed."""
+    import redis
+
+    found = persistence(redis.Redis.from_url(url))
+    if found["aof"] or found["rdb"] or allow_volatile:
+        return found
+    unknown = found["rdb"] is None
+    raise VolatileRedis(
+        "the Redis server at the queue's redis_url has no persistence "
+        + ("(AOF is off, and CONFIG is disabled so RDB snapshots cannot be checked)" if unknown else
+           "(appendonly no, and no RDB 'save' points)")
+        + ": a restart of Redis would lose every queued, running and finished task, silently. Turn on AOF "
+          "(`appendonly yes`, `appendfsync everysec` in redis.conf; see docs/multi-machine.md), or, if losing the "
+          "queue is acceptable (a throwaway test queue), set c.TaskQueue.redis_allow_volatile = True.")
+
+
 class RedisTaskStore(TaskStore):
     """Task state and worker heartbeats in one Redis database, under ``prefix``."""
 
@@ -390,6 +423,18 @@ class RedisTaskStore(TaskStore):
 
     def results_older_than(self, ended_before) -> list[str]:
         return [i.decode() for i in self.redis.zrangebyscore(self._key("ended"), "-inf", f"({ended_before}")]
+
+    def finished_before(self, ended_before, limit=5000) -> list[str]:
+        """The oldest-created ``limit`` tasks of each final status, those that ended before ``ended_before``
+        (tasks end roughly in the order they were made; the rest are found at a later clean-up)."""
+        ids = []
+        for status in FINAL:
+            ids += self.redis.zrange(self._key("status", status.value), 0, limit - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self._key("task", task_id.decode()), "ended_at")
+        ended = pipe.execute() if ids else []
+        return [i.decode() for i, e in zip(ids, ended) if e is not None and (json.loads(e) or 0) < ended_before][:limit]
 
     def blob_refs(self, key) -> int:
         return self.redis.scard(self._key("blob", key))

@@ -51,6 +51,7 @@ class TaskqServer:
         self.state_dir = root / "state"
         self.gpus = list(gpus)
         self.cpu_workers = cpu_workers
+        config.setdefault("webhook_allowed_networks", ["127.0.0.0/8"])  # the tests' webhook receivers
         self.config = config
         self.proc: subprocess.Popen | None = None
         self.port = free_port()
@@ -174,11 +175,13 @@ def client(server) -> Client:
 
 
 class RedisServer:
-    """A real `redis-server` (Debian's) on 127.0.0.1 and a free port, with no persistence."""
+    """A real `redis-server` (Debian's) on 127.0.0.1 and a free port, persisted with AOF in ``root``
+    (the server refuses a Redis without persistence); ``persistent=False``: none at all."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, persistent: bool = True):
         self.port = free_port()
         self.root = root
+        self.persistent = persistent
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
@@ -189,7 +192,8 @@ class RedisServer:
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec",
              "--dir", str(self.root), "--protected-mode", "yes"],
             stdout=open(self.root / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         import redis

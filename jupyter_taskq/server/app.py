@@ -30,7 +30,7 @@ from .changes import ChangeFeed
 from .handlers import handlers
 from .offloop import make_executor, run
 from .service import TaskService
-from .webhooks import WebhookSender, load_or_create_secret
+from .webhooks import CallbackGuard, WebhookSender, load_or_create_secret
 
 SWEEP_MS = 1000
 
@@ -90,11 +90,43 @@ class TaskQueue(ExtensionApp):
         help="fsspec options of an object-store files_dir, e.g. {\"endpoint_url\": \"https://minio:9000\"} "
              "for an S3-compatible server (credentials: the usual AWS variables or profile).",
     )
+    redis_allow_volatile = Bool(
+        False, config=True,
+        help="Start even when the Redis server of redis_url has neither AOF nor RDB persistence (a restart of "
+             "Redis then loses every task). Default: refuse to start, saying why.",
+    )
+    webhook_allowed_networks = List(
+        Unicode(), default_value=[], config=True,
+        help="Networks (CIDR, e.g. [\"10.0.0.0/8\", \"127.0.0.1/32\"]) that callback_url may reach although they "
+             "are loopback, link-local, private or otherwise not public. Default: public addresses only.",
+    )
+    record_ttl = Float(
+        30 * 24 * 3600.0, config=True,
+        help="Seconds a finished task's record (its row: status, error, timings) is kept after it ended; then it "
+             "is purged like DELETE tasks/{id} (default 30 days; its files go earlier, after result_ttl). "
+             "0 keeps records forever.",
+    )
     max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
 
     @default("state_dir")
     def _default_state_dir(self):
         return str(default_state_dir())
+
+    @validate("webhook_allowed_networks")
+    def _validate_networks(self, proposal):
+        import ipaddress
+
+        from traitlets import TraitError
+
+        networks = []
+        for item in proposal["value"]:  # on the command line a JSON list arrives as one item
+            networks += json.loads(item) if item.strip().startswith("[") else [item]
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise TraitError(f"TaskQueue.webhook_allowed_networks: {exc}") from None
+        return networks
 
     @validate("gpus")
     def _validate_gpus(self, proposal):
@@ -112,6 +144,8 @@ class TaskQueue(ExtensionApp):
 
     # -- set-up -----------------------------------------------------------
     def initialize_settings(self):
+        if self.redis_url:
+            self._check_redis_persistence()
         self.backend = Backend.open(self.state_dir, self.redis_url, self.files_dir or None,
                                     files_options=self.files_options or None)
         self.state = self.backend.state
@@ -126,7 +160,9 @@ class TaskQueue(ExtensionApp):
             on_change=self.changes.notify, work_bells=self.backend.work_bells(), objects=self.backend.objects,
         )
         secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
-        self.webhooks = WebhookSender(self.service, secret)
+        guard = CallbackGuard(self.webhook_allowed_networks)
+        self.service.callback_guard = guard  # callback_url to a refused address: 400 at submission
+        self.webhooks = WebhookSender(self.service, secret, guard=guard)
         self.executor = make_executor()  # the service's blocking work, off the event loop
         self.settings.update(taskq_service=self.service, taskq_changes=self.changes,
                              taskq_max_payload=self.max_payload_size, taskq_executor=self.executor)
@@ -134,6 +170,19 @@ class TaskQueue(ExtensionApp):
         self._sweeper: PeriodicCallback | None = None
         self.log.info("jupyter-taskq: %s queue, state in %s, GPUs %s, %d CPU workers", self.backend.kind,
                       self.state.root, self.device_list, self.cpu_workers)
+
+    def _check_redis_persistence(self) -> None:
+        """Refuse to start on a Redis that keeps nothing on disk (a restart would lose every task silently)."""
+        from ..store_redis import VolatileRedis, check_persistence
+
+        try:
+            found = check_persistence(self.redis_url, self.redis_allow_volatile)
+        except VolatileRedis as exc:
+            self.log.critical("jupyter-taskq: not starting: %s", exc)
+            raise SystemExit(f"jupyter-taskq: not starting: {exc}") from None
+        if not (found["aof"] or found["rdb"]):
+            self.log.warning("jupyter-taskq: the Redis server has no persistence (redis_allow_volatile=True): "
+                             "a restart of Redis loses every task")
 
     def initialize_handlers(self):
         self.handlers.extend(handlers(self.serverapp.base_url))
@@ -201,6 +250,7 @@ class TaskQueue(ExtensionApp):
             if time.monotonic() >= self._next_cleanup:
                 self._next_cleanup = time.monotonic() + self.cleanup_interval
                 self.service.expire_old_results()
+                self.service.purge_old_records(self.record_ttl)
         except Exception:  # never let a sweep error stop the sweeps
             self.log.exception("jupyter-taskq: background sweep failed")
         return self.store.callbacks_due()

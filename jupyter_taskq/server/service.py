@@ -57,6 +57,14 @@ def conflict(message: str) -> ServiceError:
     return ServiceError(409, message, "conflict")
 
 
+def lost(task_id: str) -> dict:
+    """What is reported for an id the store does not have: said plainly, never ``status: null``."""
+    return {"id": task_id, "name": None, "status": TaskStatus.LOST.value,
+            "error": {"type": "TaskLost", "traceback": None,
+                      "message": f"the queue has no task {task_id}: it was deleted, or lost (e.g. a Redis "
+                                 "server restarted without persistence)"}}
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None or not isinstance(ts, (int, float)) or not -62135596800 < ts < 253402300800:
         return None  # no time, or one no date can show (a bad row): null, never an error
@@ -86,6 +94,8 @@ def _open_beneath(root: Path, steps: list[str]) -> int:
 
 
 class TaskService:
+    callback_guard = None  # set by the extension: where callback_url may point (server/webhooks.py)
+
     def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
                  cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
                  base_url: str = "/", on_change: Callable[[str], None] = lambda task_id: None,
@@ -150,6 +160,11 @@ class TaskService:
                               "has joined the queue; submit with gpu=1")
         if opts["cpu"] is not None or opts["memory"] is not None:
             self._check_machine_size(opts)
+        if opts["callback_url"] and self.callback_guard is not None:
+            try:
+                self.callback_guard.check_url(opts["callback_url"])
+            except ValueError as exc:
+                raise bad_request(str(exc)) from None
         return opts
 
     def _machines(self, pool: str) -> list[dict]:
@@ -342,8 +357,7 @@ class TaskService:
     def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
         stats = self.task_stats()
         found = {t["id"]: t for t in self.store.list(None, limit=len(task_ids) or 1, ids=task_ids)}
-        return [self.to_json(found[i], stats) if i in found else {"id": i, "status": None, "error": "not found"}
-                for i in task_ids]
+        return [self.to_json(found[i], stats) if i in found else lost(i) for i in task_ids]
 
     def finished(self, task_ids: Iterable[str]) -> set[str]:
         """Those of ``task_ids`` that have finished (an unknown or deleted id counts: nothing to wait for)."""
@@ -503,6 +517,23 @@ class TaskService:
         if not self.objects.fetch(path, refresh=True):  # each failed attempt writes its own
             raise ServiceError(404, f"task {task_id} has no pickled exception", "not found")
         return path
+
+    def purge_old_records(self, record_ttl: float) -> int:
+        """Delete the records of tasks that ended more than ``record_ttl`` seconds ago (as ``DELETE`` would),
+        then let the store give the space back; 0 keeps records forever."""
+        if not record_ttl:
+            return 0
+        purged = 0
+        for task_id in self.store.finished_before(time.time() - record_ttl):
+            try:
+                self.delete(task_id)
+                purged += 1
+            except ServiceError:  # deleted meanwhile, or retried into a new status: nothing to purge
+                pass
+        if purged:
+            self.store.compact()
+            self._disk_usage = None
+        return purged
 
     def expire_old_results(self) -> int:
         """Remove results, payloads, logs and outputs past their TTL; the task record stays, marked expired."""

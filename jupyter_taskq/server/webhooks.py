@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import HTTPRequest
+from tornado.netutil import DefaultLoopResolver
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from ..statedir import FILE_MODE
 
@@ -30,6 +34,61 @@ FIRST_BACKOFF = 1.0
 REQUEST_TIMEOUT = 10.0
 #: callback_done values
 PENDING, DELIVERED, GAVE_UP = 0, 1, 2
+
+
+class CallbackRefused(ValueError):
+    """``callback_url`` points where webhooks may not go (the message says where and how to allow it)."""
+
+
+class CallbackGuard:
+    """Where webhooks may go: public addresses, and the networks of ``webhook_allowed_networks``.
+
+    Checked twice: at submission for an address written in the URL (a clear ``400``), and at every
+    delivery on each address the host name resolves to (so a name that resolves, or later
+    re-resolves, to ``127.0.0.1``, ``10.x``, ``169.254.169.254`` ... is refused too)."""
+
+    def __init__(self, allowed_networks=()):
+        self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+
+    def address_allowed(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in network for network in self.allowed):
+            return True
+        return ip.is_global and not ip.is_multicast
+
+    def refusal(self, host: str) -> str:
+        return (f"callback_url's host {host} is a loopback, link-local, private or otherwise non-public address, "
+                "which webhooks may not reach; allow its network with c.TaskQueue.webhook_allowed_networks")
+
+    def check_url(self, url: str) -> None:
+        """At submission: the scheme, and an address (or ``localhost``) written in the URL."""
+        parts = urlsplit(url)
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
+            raise CallbackRefused("option 'callback_url' must be an http:// or https:// URL with a host")
+        if host == "localhost" or host.endswith(".localhost"):
+            host = "127.0.0.1"
+        try:
+            allowed = self.address_allowed(host)
+        except ValueError:
+            return  # a host name: its addresses are checked at each delivery
+        if not allowed:
+            raise CallbackRefused(self.refusal(parts.hostname))
+
+
+class _GuardedResolver(DefaultLoopResolver):
+    """Resolves as usual, then keeps only the addresses the guard allows (the connection uses these)."""
+
+    guard: CallbackGuard
+
+    async def resolve(self, host, port, family=0):
+        addresses = await super().resolve(host, port, family)
+        allowed = [a for a in addresses if self.guard.address_allowed(a[1][0])]
+        if not allowed:
+            raise CallbackRefused(self.guard.refusal(host))
+        return allowed
 
 
 def load_or_create_secret(path: Path) -> str:
@@ -48,7 +107,12 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookSender:
-    def __init__(self, service, secret: str, backoff: float = FIRST_BACKOFF):
+    def __init__(self, service, secret: str, backoff: float = FIRST_BACKOFF, guard: CallbackGuard | None = None):
+        self.guard = guard or CallbackGuard()
+        resolver = _GuardedResolver()
+        resolver.guard = self.guard
+        # Our own client: its resolver enforces the guard on every connection; it never follows redirects.
+        self.http = SimpleAsyncHTTPClient(force_instance=True, resolver=resolver)
         self.service = service
         self.store = service.store
         self.secret = secret
@@ -91,19 +155,31 @@ class WebhookSender:
 
     async def _post(self, url: str, body: bytes) -> dict:
         timestamp = str(int(time.time()))
-        request = HTTPRequest(url, method="POST", body=body, request_timeout=REQUEST_TIMEOUT, connect_timeout=5,
-                              headers={"Content-Type": "application/json", "X-Task-Timestamp": timestamp,
-                                       "X-Task-Signature": sign(self.secret, timestamp, body)})
         at = time.time()
         try:
-            response = await AsyncHTTPClient().fetch(request, raise_error=False)
-            code, error = response.code, None if response.code < 400 else (response.reason or "")
-            if response.error and code == 599:
-                code, error = None, str(response.error)
-        except Exception as exc:  # noqa: BLE001 - connection refused, DNS, ...
-            code, error = None, f"{type(exc).__name__}: {exc}"
+            self.guard.check_url(url)  # a row stored before the guard existed
+            request = HTTPRequest(url, method="POST", body=body, request_timeout=REQUEST_TIMEOUT, connect_timeout=5,
+                                  follow_redirects=False,
+                                  headers={"Content-Type": "application/json", "X-Task-Timestamp": timestamp,
+                                           "X-Task-Signature": sign(self.secret, timestamp, body)})
+            response = await self.http.fetch(request, raise_error=False)
+            code, error = response.code, None
+            if code == 599 or response.error and not 300 <= code < 600:
+                raise response.error or RuntimeError("no answer")
+            if 300 <= code < 400:
+                error = f"answered {code} (a redirect, which webhooks do not follow)"
+            elif code >= 400:
+                error = f"answered {code}"
+        except CallbackRefused as exc:
+            code, error = None, f"not sent: {exc}"
+        except Exception as exc:  # noqa: BLE001 - refused, reset, timed out, no such host: all alike to the client
+            # The task's owner sees no more than "no answer", so callback_url cannot probe which ports or
+            # hosts the server reaches; the detail goes to the server's log only.
+            log.info("webhook to %s for a task failed: %s: %s", url, type(exc).__name__, exc)
+            code, error = None, "no HTTP answer from the receiver"
         return {"at": at, "status_code": code, "ok": code is not None and 200 <= code < 300, "error": error}
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self.http.close()
