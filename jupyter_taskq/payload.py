@@ -189,7 +189,7 @@ def _global_names(code) -> list[str]:
 
 def _pickle_problem(value: Any) -> str | None:
     try:
-        pickling.dumps(value)
+        pickling.dumps_with_sources(value, warn=False)  # only looking for the culprit
     except Exception as exc:  # pickling raises many types: TypeError, PicklingError, ...
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -308,7 +308,7 @@ class LocalModulesByReference(UserWarning):
     """A local module could not travel by value, so the worker imports it from its file."""
 
 
-def dumps_with_sources(obj: Any) -> tuple[bytes, dict[str, str]]:
+def dumps_with_sources(obj: Any, warn: bool = True) -> tuple[bytes, dict[str, str]]:
     """The kernel's pickle of ``obj``, and the cell sources its code needs for tracebacks.
 
     A local module that holds something no pickle can carry (a database engine, a thread pool)
@@ -328,7 +328,7 @@ def dumps_with_sources(obj: Any) -> tuple[bytes, dict[str, str]]:
             fallback.dump(obj)
         except Exception:
             raise exc from None
-        if not fallback.by_reference <= _warned_by_reference:  # once per module and kernel
+        if warn and not fallback.by_reference <= _warned_by_reference:  # once per module and kernel
             import warnings
 
             _warned_by_reference.update(fallback.by_reference)
