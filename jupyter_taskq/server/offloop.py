@@ -39,7 +39,16 @@ class OffLoop:
 
 
 async def run(executor: ThreadPoolExecutor, fn: Callable, *args, **kwargs):
-    return await IOLoop.current().run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+    """Await ``fn(*args, **kwargs)`` on the pool; once the server is stopping (the pool shut down), a
+    request answers 503, which the kernel client rides out, instead of a 500."""
+    try:
+        future = IOLoop.current().run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+    except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+        from .service import ServiceError
+
+        raise ServiceError(503, "the task queue server is shutting down; try again shortly",
+                           "shutting down") from exc
+    return await future
 
 
 def make_executor() -> ThreadPoolExecutor:
