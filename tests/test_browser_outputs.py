@@ -137,7 +137,8 @@ def test_a_notebook_run_without_a_browser_opens_with_its_final_state(page, lab, 
     assert "PENDING" in frozen, frozen  # the snapshot taken while the blocker ran
 
     client = lab.client()
-    wait_for(lambda: all(t["status"] in ("COMPLETE", "FAILED") for t in client.list(limit=20)["tasks"]), 60,
+    final = ("COMPLETE", "FAILED", "CANCELLED", "TIMEOUT", "EXPIRED")
+    wait_for(lambda: all(t["status"] in final for t in client.list(limit=20)["tasks"]), 60,
              message="the headless run's tasks finishing")
     open_notebook(page, lab, name)
     expect(chip(page, 1)).to_have_text("COMPLETE")
