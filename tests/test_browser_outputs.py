@@ -97,13 +97,13 @@ def test_output_stays_live_after_a_reload_with_the_kernel_shut_down(page, lab):
     screenshot(page, "output-running-after-reload")
     shut_down_kernels(lab)  # whatever Lab started on reload: the output must not need a kernel
     lab.client().cancel([task_id])  # from elsewhere: the output hears it through the change feed
-    expect(chip(page, 1)).to_have_text("CANCELLED", timeout=10_000)
+    expect(chip(page, 1)).to_have_text("CANCELLED", timeout=30_000)
 
     output(page, 1).locator(".jtq-retry").click()
-    expect(output(page, 1).locator(".jtq-message")).to_contain_text("retried as", timeout=10_000)
+    expect(output(page, 1).locator(".jtq-message")).to_contain_text("retried as", timeout=30_000)
     expect(chip(page, 1)).to_have_text("RUNNING", timeout=20_000)
     output(page, 1).locator(".jtq-cancel").click()  # no kernel: the output calls the REST API itself
-    expect(chip(page, 1)).to_have_text("CANCELLED", timeout=10_000)
+    expect(chip(page, 1)).to_have_text("CANCELLED", timeout=30_000)
     screenshot(page, "output-cancelled-without-kernel")
     save(page)
     retried = lambda: saved_outputs(lab, name, 1)[0]["data"][MIME]["task_ids"][0]  # noqa: E731
