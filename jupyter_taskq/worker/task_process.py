@@ -30,7 +30,6 @@ and world; the worker decides which attempts may go there.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import select
 import signal
@@ -40,6 +39,10 @@ import sys
 from .. import payload
 from . import runner
 from .proctree import become_subreaper, descendants, die_with_parent, end_all_children, signal_all, wait_exit
+
+# Bound now: a task process runs user code that may patch the json module (issue 12 saw its dumps
+# replaced) before it reports to its keeper.
+from json import dumps as _dumps, loads as _loads  # noqa: E402
 
 _LEN = struct.Struct(">I")
 PARENT_DIED = signal.SIGHUP  # the keeper's parent-death signal: end the whole tree at once
@@ -56,7 +59,7 @@ class _Stop(Exception):
 
 
 def write_message(fd: int, message: dict) -> None:
-    data = json.dumps(message).encode()
+    data = _dumps(message).encode()
     data = _LEN.pack(len(data)) + data
     while data:
         data = data[os.write(fd, data):]
@@ -68,7 +71,7 @@ def read_message(fd: int) -> dict | None:
     if prefix is None:
         return None
     body = _read_exact(fd, _LEN.unpack(prefix)[0])
-    return None if body is None else json.loads(body)
+    return None if body is None else _loads(body)
 
 
 def _read_exact(fd: int, size: int) -> bytes | None:
@@ -209,27 +212,35 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
     os.setpgid(0, 0)  # out of the worker's group: a kill of that group must leave us to clean up
     become_subreaper()
     die_with_parent(PARENT_DIED)
-    task: _Task | None = None
+    task: _Task | None = None  # the task process of the attempt in flight, or the one kept warm
+    ready: _Task | None = None  # a fresh task process, forked ahead, waiting for its attempt
     try:
         if os.getppid() != parent:
             return  # the worker died before we could ask to hear of it
         while True:
-            if task is not None and select.select([request_fd, task.pidfd], [], [])[0] == [task.pidfd]:
-                return  # the warm task process died while idle: the worker sees us go
+            if task is None and ready is None:
+                ready = _fork_task(cuda_devices, (request_fd, done_fd))
+            idle = task or ready
+            if select.select([request_fd, idle.pidfd], [], [])[0] == [idle.pidfd]:
+                if idle is task:
+                    return  # the warm task process died while idle: the worker sees us go
+                os.waitpid(ready.pid, 0)  # the ready one died (killed from outside): fork another
+                ready.close()
+                ready = None
+                continue
             message = read_message(request_fd)
             if message is None:
                 return  # retired by the worker
             if task is None:
-                task = _start_task(message, cuda_devices, (request_fd, done_fd))
-            else:
-                write_message(task.request, message)
+                task, ready = ready, None
+            write_message(task.request, message)
             code, kept = task.wait()
             report = {"code": code, "warm": kept, "pid": task.pid}
             if not kept:
                 task = None
             end_all_children(keep=frozenset({task.pid}) if task else frozenset())
             write_message(done_fd, report)
-            # Then the next attempt: in a fresh task process, or in the one kept warm.
+            # Then the next attempt: in a fresh task process (forked ahead now), or in the one kept warm.
     except _Stop as stop:
         if stop.graceful and task is not None and task.pidfd is not None:
             signal_all(descendants(os.getpid()), signal.SIGTERM)
@@ -240,56 +251,52 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
         end_all_children()
 
 
-def _start_task(message: dict, cuda_devices: str, keeper_fds: tuple[int, int]) -> _Task:
-    warm = bool(message.get("warm")) and not message.get("python")
-    request_r = request_w = report_r = report_w = None
-    if warm:
-        request_r, request_w = os.pipe()
-        report_r, report_w = os.pipe()
+def _fork_task(cuda_devices: str, keeper_fds: tuple[int, int]) -> _Task:
+    """A fresh task process, waiting for its attempt on a pipe (forked ahead, off the attempt's path)."""
+    request_r, request_w = os.pipe()
+    report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the task process: never returns
         code = KEEPER_CRASH
         try:
             for fd in (*keeper_fds, request_w, report_r):
-                if fd is not None:
-                    os.close(fd)
+                os.close(fd)
             os.setpgid(0, 0)
             die_with_parent(signal.SIGKILL)
             for sig in (signal.SIGTERM, signal.SIGINT, PARENT_DIED):
                 signal.signal(sig, signal.SIG_DFL)
-            code = _run_task(message, cuda_devices, request_r, report_w)
+            code = _run_task(cuda_devices, request_r, report_w)
         finally:
             os._exit(code)
-    for fd in (request_r, report_w):
-        if fd is not None:
-            os.close(fd)
+    os.close(request_r)
+    os.close(report_w)
     return _Task(pid, request_w, report_r)
 
 
-def _run_task(message: dict, cuda_devices: str, requests: int | None, reports: int | None) -> int:
+def _run_task(cuda_devices: str, requests: int, reports: int) -> int:
+    """Attempts, as the keeper passes them: one, or (warm) more of the same function while they return."""
     base_path = list(sys.path)
-    guard = _WarmGuard() if reports is not None else None
+    guard = _WarmGuard()
     while True:
+        message = read_message(requests)
+        if message is None:
+            return runner.EXIT_OK  # the keeper ended
         paths = message["paths"]
         if message.get("python"):
             _exec_runner(message["python"], paths, cuda_devices)
         sys.path[:] = base_path
-        if guard is not None and guard.modules_changed():
+        warm = bool(message.get("warm"))
+        if warm and guard.modules_changed():
             code = EXIT_STALE
         else:
-            code = runner.run_attempt(*paths, cuda_devices, payload, guard.before_call if guard else None)
+            code = runner.run_attempt(*paths, cuda_devices, payload, guard.before_call if warm else None)
         _flush_output()
-        if reports is None:
-            return code
-        reusable = code == runner.EXIT_OK  # never after the task raised or crashed
+        reusable = warm and code == runner.EXIT_OK  # never after the task raised or crashed
         if reusable:
             guard.remember_modules()
         write_message(reports, {"code": code, "reusable": reusable})
         if not reusable:
             return code
-        message = read_message(requests)
-        if message is None:
-            return runner.EXIT_OK
 
 
 class _WarmGuard:
