@@ -25,6 +25,7 @@ from tornado import web
 from .. import batchstream
 from ..blobs import is_key
 from ..status import FINAL
+from ..storeerrors import is_disk_full
 from .offloop import OffLoop, make_executor, run
 from .service import ServiceError, bad_request
 
@@ -68,6 +69,8 @@ class _TaskqAuth:
             raise web.HTTPError(403, f"not authorized to {action} {AUTH_RESOURCE}")
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        if is_disk_full(e):
+            e = state_dir_full()
         if isinstance(e, ServiceError) and not self._finished:
             self.clear()
             self.set_status(e.status)
@@ -178,6 +181,12 @@ def too_large(what: str, size: int, limit: int, option: str = "TaskQueue.max_pay
                         "payload too large")
 
 
+def state_dir_full() -> ServiceError:
+    """``507``: a full state directory is the server's condition, not a bad request."""
+    return ServiceError(507, "the task queue's state directory is full: nothing new can be stored until space "
+                             "is freed (DELETE finished tasks, or free space on its disk)", "insufficient storage")
+
+
 class _Spool:
     """One upload's private spool file, written as the bytes arrive."""
 
@@ -192,7 +201,12 @@ class _Spool:
         self.size += len(chunk)
         if self.size > self.limit:
             raise too_large(self.what, self.size, self.limit)
-        os.write(self.fd, chunk)
+        try:
+            os.write(self.fd, chunk)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise state_dir_full() from None
+            raise
         if self.hash is not None:
             self.hash.update(chunk)
 

@@ -33,6 +33,7 @@ from ..queue import (CPU_POOL, GPU_POOL, POOLS, AttemptSpec, enqueue_attempt, en
 from ..statedir import StateDir, create_private_file
 from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ..store import TASK_COLUMNS, TaskStore
+from ..storeerrors import with_reserve
 from .blobstore import BlobShelf
 
 log = logging.getLogger("jupyter_taskq.service")
@@ -497,8 +498,8 @@ class TaskService:
         task = self.get_task(task_id)
         if task["status"] not in FINAL:
             raise conflict(f"task {task_id} is {task['status']}; cancel it before deleting it")
-        self.store.delete(task_id)
-        self._remove_files(task_id)
+        self._remove_files(task_id)  # first: on a full disk, the space they free lets the row go
+        with_reserve(self.state.root, lambda: self.store.delete(task_id))
         self.blobs.release(task.get("blob"))  # the shared part goes with the last task that names it
         self.on_change(task_id)
 
