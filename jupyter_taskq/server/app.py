@@ -189,7 +189,11 @@ class TaskQueue(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp):
         self.changes.start()
-        requeued = self.service.reconcile()
+        try:
+            requeued = self.service.reconcile()
+        except Exception:  # noqa: BLE001 - nothing in the store may stop the server: bad rows fail one by one
+            self.log.exception("jupyter-taskq: re-queueing waiting tasks at start-up failed; starting anyway")
+            requeued = []
         if requeued:
             self.log.warning("jupyter-taskq: re-queued %d waiting task(s) that had no queue entry", len(requeued))
         if self.start_workers:
