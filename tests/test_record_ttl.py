@@ -8,8 +8,14 @@ included) comes back near its size before them.
 from __future__ import annotations
 
 import os
+import time
+import uuid
+
+import pytest
 
 from conftest import wait_for
+from jupyter_taskq.status import TaskStatus as S
+from jupyter_taskq.store import SqliteTaskStore
 
 
 def noop(i):
@@ -46,3 +52,28 @@ def test_finished_records_are_purged_and_the_state_dir_shrinks_back(make_server)
     print(f"state dir: baseline {baseline} B, after 3,000 tasks {grown} B, "
           f"after the purge {state_size(server.state_dir)} B")
     assert client.submit(noop, (7,)).result(timeout=30) == 7  # the queue works on
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        store = SqliteTaskStore(str(tmp_path / "state.db"))
+    else:
+        from jupyter_taskq.store_redis import RedisTaskStore
+
+        store = RedisTaskStore(request.getfixturevalue("redis_server").url, prefix=f"t-{uuid.uuid4().hex[:8]}:")
+    yield store
+    store.close()
+
+
+def test_both_stores_name_the_records_due_for_purging(store):
+    now = time.time()
+    tasks = {label: {"id": uuid.uuid4().hex, "name": label, "status": S.PENDING, "pool": "cpu", "created_at": now,
+                     "updated_at": now, "max_retries": 0} for label in ("old", "recent", "waiting", "running")}
+    store.create_many(list(tasks.values()))
+    store.transition(tasks["old"]["id"], S.FAILED, [S.PENDING], ended_at=now - 100)
+    store.transition(tasks["recent"]["id"], S.COMPLETE, [S.PENDING], ended_at=now - 1)
+    store.claim(tasks["running"]["id"], "w", "w:1")
+    assert store.finished_before(now - 10) == [tasks["old"]["id"]]  # not recent, not unfinished ones
+    assert set(store.finished_before(now)) == {tasks["old"]["id"], tasks["recent"]["id"]}
+    store.compact()  # nothing much to give back: harmless
