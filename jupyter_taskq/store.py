@@ -183,7 +183,14 @@ class TaskStore(abc.ABC):
     def register_worker(self, worker: dict) -> None: ...
 
     @abc.abstractmethod
-    def heartbeat(self, name: str, instance: str, state: str, current_task: str | None) -> None: ...
+    def heartbeat(self, name: str, instance: str, state: str, current_task: str | None,
+                  warm: list | None = None) -> bool:
+        """Record that the worker lives (and its warm processes); True once after the server asked it to
+        drop its warm processes (:meth:`request_drop_warm`)."""
+
+    @abc.abstractmethod
+    def request_drop_warm(self) -> int:
+        """Ask every worker to end its warm task processes at its next heartbeat; how many were asked."""
 
     @abc.abstractmethod
     def workers(self) -> list[dict]: ...
@@ -241,7 +248,8 @@ class SqliteTaskStore(TaskStore):
             if column not in have:
                 self._conn.execute(f"alter table taskq_tasks add column {column} {kind}")
         workers_have = {row[1] for row in self._conn.execute("pragma table_info(taskq_workers)")}
-        for column, kind in (("model", "text"), ("cpus", "integer"), ("memory_mib", "integer")):
+        for column, kind in (("model", "text"), ("cpus", "integer"), ("memory_mib", "integer"), ("warm", "text"),
+                             ("drop_warm", "integer not null default 0")):
             if column not in workers_have:  # what the worker's machine has (cpu= and memory= are checked against it)
                 self._conn.execute(f"alter table taskq_workers add column {column} {kind}")
         self._conn.execute("create index if not exists taskq_tasks_callbacks on taskq_tasks (callback_done) "
@@ -499,11 +507,19 @@ class SqliteTaskStore(TaskStore):
             [worker[c] for c in cols],
         )
 
-    def heartbeat(self, name, instance, state, current_task) -> None:
-        self._write(
-            "update taskq_workers set heartbeat_at = ?, state = ?, current_task = ? where name = ? and instance = ?",
-            (time.time(), state, current_task, name, instance),
-        )
+    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool:
+        with self._lock:
+            drop = self._conn.execute("update taskq_workers set drop_warm = 0 where name = ? and instance = ? "
+                                      "and drop_warm = 1", (name, instance)).rowcount == 1
+            self._conn.execute(
+                "update taskq_workers set heartbeat_at = ?, state = ?, current_task = ?, warm = ? "
+                "where name = ? and instance = ?",
+                (time.time(), state, current_task, json.dumps(warm or []), name, instance),
+            )
+        return drop
+
+    def request_drop_warm(self) -> int:
+        return self._write("update taskq_workers set drop_warm = 1")
 
     def workers(self) -> list[dict]:
         with self._lock:

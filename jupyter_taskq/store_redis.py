@@ -142,9 +142,25 @@ local raw = redis.call('HGET', ARGV[1] .. 'workers', ARGV[2])
 if not raw then return 0 end
 local worker = cjson.decode(raw)
 if worker['instance'] ~= ARGV[3] then return 0 end
+local drop = worker['drop_warm']
+worker['drop_warm'] = nil
 for name, value in pairs(cjson.decode(ARGV[4])) do worker[name] = value end
 redis.call('HSET', ARGV[1] .. 'workers', ARGV[2], cjson.encode(worker))
+if drop then return 2 end
 return 1
+"""
+
+# ARGV: prefix -- every worker ends its warm task processes at its next heartbeat
+_DROP_WARM = """
+local asked = 0
+local all = redis.call('HGETALL', ARGV[1] .. 'workers')
+for i = 1, #all, 2 do
+  local worker = cjson.decode(all[i + 1])
+  worker['drop_warm'] = true
+  redis.call('HSET', ARGV[1] .. 'workers', all[i], cjson.encode(worker))
+  asked = asked + 1
+end
+return asked
 """
 
 
@@ -217,7 +233,7 @@ class RedisTaskStore(TaskStore):
         self.redis = redis.Redis.from_url(url)
         self._scripts = {name: self.redis.register_script(src) for name, src in (
             ("create", _CREATE), ("transition", _TRANSITION), ("claim", _CLAIM), ("update", _UPDATE),
-            ("delete", _DELETE), ("heartbeat", _HEARTBEAT))}
+            ("delete", _DELETE), ("heartbeat", _HEARTBEAT), ("drop_warm", _DROP_WARM))}
 
     def close(self) -> None:
         self.redis.close()
@@ -446,9 +462,12 @@ class RedisTaskStore(TaskStore):
     def register_worker(self, worker: dict) -> None:
         self.redis.hset(self._key("workers"), worker["name"], json.dumps(worker))
 
-    def heartbeat(self, name, instance, state, current_task) -> None:
-        self._scripts["heartbeat"](args=[self.prefix, name, instance, json.dumps(
-            {"heartbeat_at": time.time(), "state": state, "current_task": current_task})])
+    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool:
+        return self._scripts["heartbeat"](args=[self.prefix, name, instance, json.dumps(
+            {"heartbeat_at": time.time(), "state": state, "current_task": current_task, "warm": warm or []})]) == 2
+
+    def request_drop_warm(self) -> int:
+        return int(self._scripts["drop_warm"](args=[self.prefix]))
 
     def workers(self) -> list[dict]:
         found = [json.loads(v) for v in self.redis.hvals(self._key("workers"))]

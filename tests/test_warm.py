@@ -4,8 +4,9 @@ function from the same notebook world; never across worlds, after a failure or k
 from __future__ import annotations
 
 import pytest
+import requests
 
-from conftest import TaskqServer, wait_for
+from conftest import TOKEN, TaskqServer, wait_for
 
 
 def notebook_function(source: str):
@@ -94,3 +95,18 @@ def test_an_edited_local_module_replaces_the_warm_process(server, tmp_path, monk
     module.write_text("VALUE = 2  # edited\n")
     new_pid, value = run(client, local_value)
     assert value == 2 and new_pid != pid
+
+
+def test_stats_show_warm_processes_and_a_request_drops_them(server):
+    client = server.client()
+    pid, _ = run(client, warm_pid)
+
+    def warm():
+        return [w for worker in client.stats()["workers"] for w in worker["warm"]]
+
+    shown = wait_for(warm, 10, message="the warm process in stats")
+    assert shown[0]["function"] == "warm_pid" and shown[0]["idle_s"] >= 0 and shown[0]["keep_warm_seconds"] == 60
+    dropped = requests.delete(server.url + "taskq/api/warm", headers={"Authorization": f"token {TOKEN}"})
+    assert dropped.status_code == 200 and dropped.json()["workers_asked"] >= 1
+    wait_for(lambda: not warm(), 10, message="no warm process left")
+    assert run(client, warm_pid)[0] != pid

@@ -632,6 +632,14 @@ class StatsHandler(TaskqHandler):
         self.finish(json.dumps(await self.service.stats()))
 
 
+class WarmHandler(TaskqHandler):
+    """DELETE: every worker ends its warm task processes (they show in ``GET stats``, per worker)."""
+
+    @authorized
+    async def delete(self):
+        self.finish(json.dumps(await self.service.drop_warm()))
+
+
 def handlers(base_url: str) -> list[tuple]:
     from .attempts import handlers as attempt_handlers  # these modules build on this one's handlers
     from .groups import handlers as group_handlers
@@ -651,6 +659,7 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/tasks/{task}/logs", LogsHandler),
         (f"{api}/tasks/{task}/outputs/(?P<name>[^/]+)", OutputHandler, {"path": "/nonexistent"}),
         (f"{api}/stats", StatsHandler),
+        (f"{api}/warm", WarmHandler),
         (f"{api}/changes", ChangesHandler),
         *group_handlers(api),
         *attempt_handlers(api),

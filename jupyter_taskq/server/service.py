@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import shutil
@@ -92,6 +93,16 @@ def _open_beneath(root: Path, steps: list[str]) -> int:
         return os.open(steps[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def _warm_list(value) -> list:
+    """A worker's warm task processes (function, idle seconds, ...), as SQLite (JSON text) or Redis keeps them."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    return value if isinstance(value, list) else []
 
 
 class TaskService:
@@ -394,7 +405,7 @@ class TaskService:
              "busy_since": iso(running[w["instance"]]["started_at"]) if w["instance"] in running else None,
              "current_task_name": running[w["instance"]]["name"] if w["instance"] in running else None,
              "last_heartbeat": iso(w["heartbeat_at"]), "alive": (w["heartbeat_at"] or 0) >= now - LIVE_WORKER_WINDOW,
-             "started_at": iso(w["started_at"])}
+             "started_at": iso(w["started_at"]), "warm": _warm_list(w.get("warm"))}
             for w in self.store.workers()
         ]
         return {
@@ -404,6 +415,10 @@ class TaskService:
             "gpus": self.gpus,
             "disk_usage_bytes": self.disk_usage(),
         }
+
+    def drop_warm(self) -> dict:
+        """Every worker ends its warm task processes (keep_warm_seconds) within a heartbeat (about 1 s)."""
+        return {"workers_asked": self.store.request_drop_warm()}
 
     def to_json(self, task: dict, stats: dict | None = None) -> dict:
         """The task as the API shows it: every declared option by its name, never Infinity or NaN."""

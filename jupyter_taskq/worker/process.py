@@ -204,7 +204,10 @@ class Worker:
                 self._end_strays()
             if self._warm:
                 self._expire_warm(now)
-            self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task)
+            asked = self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task,
+                                         self.warm_processes())
+            if asked:  # DELETE taskq/api/warm
+                self.drop_warm()
         if running_task is None and now >= self._next_schedule:
             self._next_schedule = now + SCHEDULE_INTERVAL
             for huey, bell in zip(self.hueys, self.bells):
