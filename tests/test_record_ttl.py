@@ -33,6 +33,7 @@ def state_size(root) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_finished_records_are_purged_and_the_state_dir_shrinks_back(make_server):
     server = make_server(gpus=[], cpu_workers=2, record_ttl=3, result_ttl=0, cleanup_interval=0.5)
     client = server.client()
