@@ -211,7 +211,7 @@ def test_go_to_cell_opens_the_notebook_at_the_cell_a_task_came_from(page, lab):
 def test_without_our_renderer_the_widget_still_shows_the_task(page, lab):
     """A front end with ipywidgets but not our extension (VS Code, say) draws the widget from the same bundle:
     emulated here by taking our renderer out of the notebook's registry before the cell runs."""
-    name = write_notebook(lab.root, "widget.ipynb", [SETUP, "h = nap.put(1)\nh"])
+    name = write_notebook(lab.root, "widget.ipynb", [SETUP, "h = nap.put(1)\nh", "g = nap.map([0.1] * 30)\ng"])
     open_notebook(page, lab, name)
     page.evaluate(f"() => window.jupyterapp.shell.currentWidget.content.rendermime.removeMimeType('{MIME}')")
     run_cell(page, 0)
@@ -219,6 +219,11 @@ def test_without_our_renderer_the_widget_still_shows_the_task(page, lab):
     widget_chip = cell(page, 1).locator(".jtq-widget .jtq-chip")
     expect(widget_chip).to_have_text("COMPLETE", timeout=30_000)
     expect(output(page, 1)).to_have_count(0)
+    run_cell(page, 2)  # a group the widget reads as groups/<id> (its state carries no ids, 20 rows)
+    group = cell(page, 2).locator(".jtq-widget.jtq-group")
+    expect(group.locator(".jtq-head")).to_contain_text("30 COMPLETE", timeout=60_000)
+    expect(group.locator(".jtq-list")).to_contain_text("showing 20 of 30 tasks")
+    expect(group.locator(".jtq-row")).to_have_count(20)
     screenshot(page, "widget-fallback")
 
 

@@ -86,7 +86,7 @@ def group_bundle(group) -> dict:
         from .widgets import GroupWidget
         from .client import connect
 
-        widget = GroupWidget(connect(), task_ids=group.ids, snapshot=infos)
+        widget = GroupWidget(connect(), task_ids=group.ids, snapshot=infos, group_id=(ref or {}).get("group", ""))
         data.update(_widget_data(widget))
         data["text/plain"] = group_text(infos)
     return data

@@ -17,11 +17,17 @@ from pathlib import Path
 import anywidget
 import traitlets
 
+from collections import Counter
+
 from ..status import FINAL
 from .client import TaskqError
 
 STATIC = Path(__file__).parent / "static"
 KERNEL_POLL = 0.5
+#: Tasks a group widget carries in its state (which notebooks save): the rows it draws, each cut to what a
+#: row shows; the whole group's counts travel apart. A 2,000-task group's widget state stays a few KB.
+GROUP_ROWS = 20
+ROW_FIELDS = ("id", "name", "status", "worker", "attempt")
 
 
 def page_can_reach_queue() -> bool:
@@ -78,14 +84,36 @@ class TaskWidget(_TaskqWidget):
 
 
 class GroupWidget(_TaskqWidget):
-    task_ids = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    snapshot = traitlets.List().tag(sync=True)
+    """A group's live summary. Its synced state is the counts per status, the total, and the first
+    :data:`GROUP_ROWS` tasks as rows; the kernel keeps the rest. A group the server knows by id
+    (``group_id``, see jupyter_taskq/server/groups.py) and too big to list syncs no ids at all: the
+    front end reads ``groups/<id>`` instead."""
 
-    def __init__(self, client, **kwargs):
-        super().__init__(client, kind="group", **kwargs)
+    task_ids = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    group_id = traitlets.Unicode("").tag(sync=True)
+    snapshot = traitlets.List().tag(sync=True)  # the first GROUP_ROWS tasks, cut to ROW_FIELDS
+    counts = traitlets.Dict().tag(sync=True)
+    total = traitlets.Int(0).tag(sync=True)
+
+    def __init__(self, client, task_ids=(), snapshot=(), group_id: str = "", **kwargs):
+        self._all_ids = list(task_ids)
+        self._tasks = list(snapshot)
+        big = bool(group_id) and len(self._all_ids) > GROUP_ROWS
+        super().__init__(client, kind="group", task_ids=[] if big else self._all_ids,
+                         group_id=group_id if big else "", total=len(self._all_ids), **kwargs)
+        self._publish()
+
+    @property
+    def tasks(self) -> list[dict]:
+        """Every task of the group as last read (the synced snapshot holds only the first rows)."""
+        return list(self._tasks)
+
+    def _publish(self) -> None:
+        self.counts = dict(Counter(t.get("status") or "MISSING" for t in self._tasks))  # MISSING: deleted
+        self.snapshot = [{k: t.get(k) for k in ROW_FIELDS} for t in self._tasks[:GROUP_ROWS]]
 
     def _ids(self) -> list[str]:
-        return list(self.task_ids)
+        return list(self._all_ids)
 
     def _refresh(self) -> bool:
         """Fetch only the tasks that changed since the last look (the server's change feed), not all
@@ -99,11 +127,12 @@ class GroupWidget(_TaskqWidget):
         if changed is None:  # the first look, or the feed cannot tell: everything
             if cursor is None:
                 self._cursor = self._client._request("GET", "changes", params={"since": "", "wait": 0}).json()["cursor"]
-            self.snapshot = self._client.tasks_by_id(self.task_ids)
+            self._tasks = self._client.tasks_by_id(self._all_ids)
         else:
-            ours = set(self.task_ids)
+            ours = set(self._all_ids)
             wanted = [i for i in dict.fromkeys(changed) if i in ours]
             if wanted:
                 fresh = {t["id"]: t for t in self._client.tasks_by_id(wanted)}
-                self.snapshot = [fresh.get(t["id"], t) for t in self.snapshot]
-        return all(t["status"] in FINAL or t["status"] is None for t in self.snapshot)  # None: deleted
+                self._tasks = [fresh.get(t["id"], t) for t in self._tasks]
+        self._publish()
+        return all(t["status"] in FINAL or t["status"] is None for t in self._tasks)  # None: deleted

@@ -222,8 +222,13 @@ function renderTask({ model, el: root }) {
 }
 
 function renderGroup({ model, el: root }) {
+  // The synced state is the group's counts, total and first rows (a big group carries no ids: it is read
+  // as groups/<group_id> from the REST API); the rows drawn are at most ROWS.
   root.classList.add("jtq-widget", "jtq-group");
+  const ROWS = 20;
   let tasks = model.get("snapshot") || [];
+  let counts = model.get("counts") || {};
+  let total = model.get("total") || tasks.length;
   let message = "";
   const head = el("div", "jtq-head");
   const bar = el("progress", "jtq-progress");
@@ -233,27 +238,39 @@ function renderGroup({ model, el: root }) {
   root.querySelector(".jtq-actions").append(cancelAll);
 
   function draw() {
-    const counts = {};
-    for (const t of tasks) counts[t.status] = (counts[t.status] || 0) + 1;
-    const done = tasks.filter((t) => FINAL.has(t.status)).length;
-    head.replaceChildren(el("span", "jtq-name", `${tasks.length} tasks`),
+    if (!Object.keys(counts).length) {
+      for (const t of tasks) counts[t.status] = (counts[t.status] || 0) + 1;
+    }
+    const done = Object.entries(counts).filter(([s]) => FINAL.has(s) || s === "MISSING").reduce((n, [, c]) => n + c, 0);
+    head.replaceChildren(el("span", "jtq-name", `${total} tasks`),
       ...Object.entries(counts).map(([status, n]) => { const c = chip(status); c.textContent = `${n} ${status}`; return c; }));
-    bar.max = Math.max(1, tasks.length);
+    bar.max = Math.max(1, total);
     bar.value = done;
-    cancelAll.style.display = tasks.some((t) => CANCELLABLE.has(t.status)) ? "" : "none";
-    const rows = tasks.slice(0, 200).map((t) => {
+    cancelAll.style.display = Object.keys(counts).some((s) => CANCELLABLE.has(s)) ? "" : "none";
+    const rows = tasks.slice(0, ROWS).map((t) => {
       const row = el("div", "jtq-row");
       row.append(chip(t.status), el("span", "jtq-row-name", t.name || t.id), el("span", "jtq-facts", t.worker || ""));
       return row;
     });
-    if (tasks.length > 200) rows.push(el("div", "jtq-facts", `… and ${tasks.length - 200} more`));
+    if (total > rows.length) rows.push(el("div", "jtq-facts", `showing ${rows.length} of ${total} tasks`));
     if (message) rows.unshift(el("div", "jtq-message", message));
     list.replaceChildren(...rows);
   }
 
+  async function ids() {
+    if (!model.get("group_id")) return model.get("task_ids");
+    return (await callApi(model, `groups/${model.get("group_id")}?limit=0&ids=1`)).task_ids;
+  }
+
   async function refresh() {
+    if (model.get("group_id")) {
+      const reply = await callApi(model, `groups/${model.get("group_id")}?limit=${ROWS}`);
+      tasks = reply.tasks; counts = reply.counts; total = reply.count;
+      draw();
+      return !reply.done;
+    }
     const reply = await callApi(model, "tasks/wait", "POST", { task_ids: model.get("task_ids"), timeout: 0 });
-    tasks = reply.tasks;
+    tasks = reply.tasks; total = tasks.length; counts = {};
     draw();
     return !reply.done;
   }
@@ -263,7 +280,7 @@ function renderGroup({ model, el: root }) {
     cancelAll.disabled = true;
     try {
       if (model.get("api_path")) {
-        const reply = await callApi(model, "tasks/cancel", "POST", { task_ids: model.get("task_ids") });
+        const reply = await callApi(model, "tasks/cancel", "POST", { task_ids: await ids() });
         message = `cancelled ${reply.cancelled.length}`;
         await refresh();
         if (poll) poll.restart();
@@ -277,6 +294,8 @@ function renderGroup({ model, el: root }) {
     }
   });
   model.on("change:snapshot", () => { tasks = model.get("snapshot") || tasks; draw(); });
+  model.on("change:counts", () => { counts = model.get("counts") || {}; draw(); });
+  model.on("change:total", () => { total = model.get("total") || total; draw(); });
   draw();
   return () => { if (poll) poll.stop(); };
 }
