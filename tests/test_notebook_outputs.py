@@ -133,3 +133,23 @@ def test_a_task_records_the_notebook_and_cell_it_came_from(env):
     assert (task["notebook"], task["cell_id"]) == ("work/analysis.ipynb", "cell-42")
     scripted = env.client().get(connect().submit(nap, (0,)).id)
     assert (scripted["notebook"], scripted["cell_id"]) == (None, None)
+
+
+def test_a_headless_run_saves_a_2000_task_group_in_a_few_kb(env):
+    """nbclient saves widget state by default: the group widget's own state must not be its 2,000 tasks."""
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from jupyter_taskq import task_queue\n@task_queue()\ndef f(x):\n    return x"),
+                nbformat.v4.new_code_cell("g = f.map(range(2000))\ng")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(env.root)}}).execute()
+    outputs = json.dumps(nb.cells[1].outputs)
+    assert len(outputs) < 2048, len(outputs)
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    ours = [s["state"] for s in states if s["state"].get("kind") == "group"]
+    assert len(ours) == 1 and ours[0]["total"] == 2000 and ours[0]["task_ids"] == [] and len(ours[0]["snapshot"]) == 20
+    own = {k: v for k, v in ours[0].items() if k not in ("_esm", "_css")}  # anywidget's code, the same for every widget
+    assert len(json.dumps(own)) < 4096, len(json.dumps(own))
+    print(f"\nheadless 2,000-task group: outputs {len(outputs)} B, widget state {len(json.dumps(own))} B "
+          f"(+ anywidget code {len(ours[0]['_esm']) + len(ours[0]['_css'])} B), notebook {len(nbformat.writes(nb))} B")
