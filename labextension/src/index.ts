@@ -30,6 +30,7 @@ export namespace CommandIDs {
   export const cancelPending = 'taskq:cancel-all-pending';
   export const refresh = 'taskq:refresh';
   export const toggleNotifications = 'taskq:toggle-notifications';
+  export const toggleNotebookNotifications = 'taskq:toggle-notebook-notifications';
 }
 
 /** A request to `{base_url}taskq/api/<path>` with the page's Jupyter credentials. */
@@ -131,7 +132,28 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
-    for (const command of [CommandIDs.open, CommandIDs.cancelPending, CommandIDs.refresh, CommandIDs.toggleNotifications]) {
+    app.commands.addCommand(CommandIDs.toggleNotebookNotifications, {
+      label: "Task Queue: Notify About This Notebook's Tasks",
+      isEnabled: () => docPath(app.shell.currentWidget)?.endsWith('.ipynb') ?? false,
+      isToggled: () => {
+        const path = docPath(app.shell.currentWidget);
+        return Boolean(path && !notifier.muted(path));
+      },
+      execute: () => {
+        const path = docPath(app.shell.currentWidget);
+        if (path) {
+          notifier.setMuted(path, !notifier.muted(path));
+        }
+      }
+    });
+
+    for (const command of [
+      CommandIDs.open,
+      CommandIDs.cancelPending,
+      CommandIDs.refresh,
+      CommandIDs.toggleNotifications,
+      CommandIDs.toggleNotebookNotifications
+    ]) {
       palette?.addItem({ command, category: 'Task Queue' });
     }
 
