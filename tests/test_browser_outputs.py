@@ -152,6 +152,10 @@ def test_a_notebook_run_without_a_browser_opens_with_its_final_state(page, lab, 
     saved = saved_outputs(lab, name, 3)[0]["data"]
     assert "FAILED" in saved["text/plain"] and "TypeError" in saved["text/html"]
 
+    doomed = saved[MIME]["task_ids"][0]
+    client.delete(doomed)  # from elsewhere: the output hears of it and says so
+    expect(output(page, 3).locator(".jtq-gone")).to_have_text(f"Task {doomed} no longer exists on this server.")
+
 
 def test_a_2000_task_group_adds_under_2_kb_to_the_saved_notebook(page, lab):
     name = write_notebook(lab.root, "big.ipynb", [SETUP, "g = nap.map([0] * 2000)\ng"])

@@ -100,6 +100,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const path = serverPath(recorded, PageConfig.getOption('serverRoot'));
         return [...app.shell.widgets('main')].some(w => docPath(w) === path) ? path : null;
       },
+      anyOpen: () => [...app.shell.widgets('main')].some(w => docPath(w)?.endsWith('.ipynb')),
       inFront: path => document.visibilityState === 'visible' && docPath(app.shell.currentWidget) === path,
       notify: (notice: Notice) => {
         const path = serverPath(notice.notebook, PageConfig.getOption('serverRoot'));

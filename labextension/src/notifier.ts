@@ -23,6 +23,8 @@ export interface Notice {
 export interface NotifierOptions {
   /** The recorded notebook (a file path) of a notebook open in this Lab: its server path, else null. */
   openNotebook: (recorded: string) => string | null;
+  /** False while no notebook is open: then nothing is read at all. */
+  anyOpen?: () => boolean;
   /** True for the notebook (server path) the user is looking at: no notice for it. */
   inFront: (path: string) => boolean;
   notify: (notice: Notice) => void;
@@ -89,7 +91,7 @@ export class FinishNotifier {
 
   /** Reads the changed tasks and notifies about those that just finished. */
   async onChanges(changed: string[] | null): Promise<void> {
-    if (!changed || !changed.length || !this.enabled) {
+    if (!changed || !changed.length || !this.enabled || (this.options.anyOpen && !this.options.anyOpen())) {
       return;
     }
     const ids = changed.filter(id => !this.told.has(id)).slice(0, this.options.maxRead ?? 500);

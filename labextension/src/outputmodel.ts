@@ -200,7 +200,8 @@ export class TaskOutputModel {
       if (seq !== this.seq) {
         return;
       }
-      if (error instanceof ApiError && error.status === 404) {
+      // Our API's own 404 (reason "not found"): the task is gone. A bare 404 means no queue here at all.
+      if (error instanceof ApiError && error.status === 404 && error.reason === 'not found') {
         this.gone = true;
         this.done = true;
         this.tasks = [];

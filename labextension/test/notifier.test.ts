@@ -69,6 +69,11 @@ describe('FinishNotifier', () => {
     await muted.notifier.onChanges(['a']);
     expect(muted.notices).toEqual([]);
 
+    const none = setup([task('a', 'COMPLETE')]);
+    (none.notifier as unknown as { options: { anyOpen: () => boolean } }).options.anyOpen = () => false;
+    await none.notifier.onChanges(['a']);
+    expect(none.reads).toEqual([]);
+
     const off = setup([task('a', 'COMPLETE')]);
     off.notifier.enabled = false;
     await off.notifier.onChanges(['a']);

@@ -125,6 +125,15 @@ describe('TaskOutputModel', () => {
     expect(fallbacks(model)?.text).toBe('Task zzz no longer exists');
   });
 
+  it('does not call a task gone when the server has no queue at all', async () => {
+    const api = new TaskqApi(async () => new Response('<html>404: Not Found</html>', { status: 404 }));
+    const model = new TaskOutputModel(api, feed().source, { version: 1, api: 'taskq/api/', task_ids: ['a'] });
+    await model.start();
+    expect(model.gone).toBe(false);
+    expect(model.error).toContain('404');
+    expect(fallbacks(model)).toBeNull(); // the saved fallbacks keep what the kernel wrote
+  });
+
   it('follows the new task after a retry and tells the renderer', async () => {
     const server = fakeServer([task('a', 'FAILED', { error: { type: 'ValueError', message: 'bad', traceback: 'tb' } })]);
     const model = new TaskOutputModel(server.api, feed().source, { version: 1, api: 'taskq/api/', task_ids: ['a'] });
