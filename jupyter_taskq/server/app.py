@@ -28,6 +28,7 @@ from ..status import CANCELLABLE as ACTIVE
 from ..statedir import default_state_dir
 from .changes import ChangeFeed
 from .handlers import handlers
+from .hub import HubOptions
 from .offloop import make_executor, run
 from .service import TaskService
 from .webhooks import CallbackGuard, WebhookSender, load_or_create_secret
@@ -35,7 +36,7 @@ from .webhooks import CallbackGuard, WebhookSender, load_or_create_secret
 SWEEP_MS = 1000
 
 
-class TaskQueue(ExtensionApp):
+class TaskQueue(HubOptions, ExtensionApp):
     """jupyter-taskq: a persistent GPU-aware task queue for notebooks."""
 
     name = "jupyter_taskq"
@@ -144,6 +145,8 @@ class TaskQueue(ExtensionApp):
 
     # -- set-up -----------------------------------------------------------
     def initialize_settings(self):
+        if self.forwards_to_hub:  # a user's server under JupyterHub: the hub service holds the queue (hub.py)
+            return
         if self.redis_url:
             self._check_redis_persistence()
         self.backend = Backend.open(self.state_dir, self.redis_url, self.files_dir or None,
@@ -166,6 +169,7 @@ class TaskQueue(ExtensionApp):
         self.executor = make_executor()  # the service's blocking work, off the event loop
         self.settings.update(taskq_service=self.service, taskq_changes=self.changes,
                              taskq_max_payload=self.max_payload_size, taskq_executor=self.executor)
+        self.setup_hub_service()  # the hub-wide queue only: owners, quotas, fair share (hub.py)
         self._supervisor: subprocess.Popen | None = None
         self._sweeper: PeriodicCallback | None = None
         self.log.info("jupyter-taskq: %s queue, state in %s, GPUs %s, %d CPU workers", self.backend.kind,
@@ -185,9 +189,15 @@ class TaskQueue(ExtensionApp):
                              "a restart of Redis loses every task")
 
     def initialize_handlers(self):
-        self.handlers.extend(handlers(self.serverapp.base_url))
+        if self.forwards_to_hub:
+            self.handlers.extend(self.forwarding_handlers(self.serverapp.base_url))
+            return
+        self.handlers.extend(handlers("/"))  # ExtensionApp puts base_url in front of each pattern itself
 
     async def _start_jupyter_server_extension(self, serverapp):
+        if self.forwards_to_hub:
+            self._export_to_kernels(serverapp)
+            return
         self.changes.start()
         try:
             requeued = self.service.reconcile()
@@ -260,6 +270,8 @@ class TaskQueue(ExtensionApp):
         return self.store.callbacks_due()
 
     async def stop_extension(self):
+        if self.forwards_to_hub:
+            return
         if self._sweeper is not None:
             self._sweeper.stop()
         await self.webhooks.close()

@@ -26,6 +26,7 @@ from .. import batchstream
 from ..blobs import is_key
 from ..status import FINAL
 from ..storeerrors import is_disk_full
+from . import owners
 from .offloop import OffLoop, make_executor, run
 from .service import ServiceError, bad_request
 
@@ -53,7 +54,7 @@ class _TaskqAuth:
 
     @property
     def service(self) -> OffLoop:
-        return OffLoop(self.settings["taskq_service"], self.executor)
+        return OffLoop(owners.view(self), self.executor)  # the service as this user sees it (issue 15)
 
     async def blocking(self, fn, *args, **kwargs):
         """Run a blocking function (parsing a large body, a file copy) on the service's thread pool."""
@@ -67,6 +68,15 @@ class _TaskqAuth:
         action = _METHOD_ACTION.get(self.request.method, "write")
         if not self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE):
             raise web.HTTPError(403, f"not authorized to {action} {AUTH_RESOURCE}")
+        await owners.guard(self)  # hub service: someone else's task id answers 404
+
+    def check_xsrf_cookie(self):
+        """Not before authentication (Tornado asks before ``prepare``): jupyter_server checks again once the
+        user is known, when a token needs none. Ours, because JupyterHub's service auth (the hub service,
+        server/hub.py) replaces jupyter_server's version with one that has no such wait."""
+        if not hasattr(self, "_jupyter_current_user"):
+            return None
+        return super().check_xsrf_cookie()
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if is_disk_full(e):
@@ -380,7 +390,7 @@ class BatchHandler(_StreamedBody):
         self.finish(answer)
 
     def _submit_batch(self) -> list[dict]:
-        service = self.settings["taskq_service"]
+        service = owners.view(self)
         if self._json_chunks is not None:
             self.request.body = b"".join(self._json_chunks)
             self._json_chunks = None

@@ -344,7 +344,7 @@ class TaskService:
         return self.to_json(self.get_task(task_id))
 
     def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             text: str | None = None) -> dict:
+             text: str | None = None, owner: str | None = None) -> dict:
         statuses = list(statuses or [])
         valid = {s.value for s in TaskStatus}
         bad = [s for s in statuses if s not in valid]
@@ -359,8 +359,9 @@ class TaskService:
         if text is not None and len(text) > 200:
             raise bad_request("'q' must be at most 200 characters")
         text = text or None
-        tasks = [self.to_json(t, stats) for t in self.store.list(statuses, limit, offset, text=text)]
-        return {"tasks": tasks, "total": self.store.count(statuses, text=text), "limit": limit, "offset": offset}
+        tasks = [self.to_json(t, stats) for t in self.store.list(statuses, limit, offset, text=text, owner=owner)]
+        return {"tasks": tasks, "total": self.store.count(statuses, text=text, owner=owner), "limit": limit,
+                "offset": offset}
 
     def fingerprint(self) -> tuple:
         """Changes whenever a task is added, removed or updated: how a missed change is still noticed."""
@@ -423,7 +424,7 @@ class TaskService:
     def to_json(self, task: dict, stats: dict | None = None) -> dict:
         """The task as the API shows it: every declared option by its name, never Infinity or NaN."""
         return {
-            "id": task["id"], "status": task["status"],
+            "id": task["id"], "status": task["status"], "owner": task.get("owner"),
             **{name: options_module.json_value(task.get(name)) for name in OPTION_NAMES},
             "created_at": iso(task["created_at"]), "started_at": iso(task["started_at"]),
             "ended_at": iso(task["ended_at"]), "updated_at": iso(task["updated_at"]),
@@ -504,6 +505,7 @@ class TaskService:
         except OSError:
             shutil.copyfile(source, spooled)
         options = {k: task[k] for k in OPTION_NAMES}
+        options["owner"] = task.get("owner")  # a retry stays its owner's, whoever asked for it
         options["gpu_model"] = pool_model(task["pool"])  # the same model again (refused if none is live now)
         if options["gpu_model"]:
             options["gpu_model"] = self._resolve_gpu_model(options["gpu_model"])

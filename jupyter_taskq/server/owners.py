@@ -1,0 +1,193 @@
+"""Who a request is, and which tasks it may see: every task has an owner (issue 15).
+
+The owner is the user the server authenticated (jupyter_server's ``current_user``; in the hub
+service, the JupyterHub user behind the token or cookie, checked with the hub), never a name the
+client sends: ``owner`` is not a task option, so a submission cannot set it.
+
+In a user's own Jupyter server everything is that user's, and nothing is filtered. In the hub
+service (``settings["taskq_hub"]``) a user sees only their own tasks: a request naming someone
+else's task answers 404, exactly as an id that does not exist, so ids cannot be probed. Hub admins
+and members of ``TaskQueue.hub_admin_group`` see, cancel and delete everyone's.
+
+Handlers reach the service through :class:`OwnerView`, which sets the owner on new tasks,
+filters listings and bulk calls, and applies the queued-tasks quota (:mod:`jupyter_taskq.quotas`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from .service import ServiceError, lost, not_found
+
+ADMIN_CACHE_SECONDS = 60.0  # how long a user's admin flag and groups, asked of the hub, are reused
+
+
+@dataclass(frozen=True)
+class Identity:
+    owner: str
+    sees_all: bool  # an admin (or a single-user server's own user): every owner's tasks
+    groups: tuple[str, ...] = ()
+
+
+def hub_settings(handler) -> dict | None:
+    """The hub service's settings (``None`` in a user's own server: no scoping)."""
+    return handler.settings.get("taskq_hub")
+
+
+async def identify(handler) -> Identity:
+    """The request's identity, worked out once per request (after authentication)."""
+    found = getattr(handler, "_taskq_identity", None)
+    if found is not None:
+        return found
+    user = handler.current_user
+    owner = getattr(user, "username", None) or str(user)
+    hub = hub_settings(handler)
+    if hub is None:
+        found = Identity(owner, sees_all=True)
+    else:
+        admin, groups = await _hub_roles(handler, hub, user)
+        found = Identity(owner, sees_all=admin or bool(hub["admin_group"] and hub["admin_group"] in groups),
+                         groups=tuple(groups))
+    handler._taskq_identity = found
+    return found
+
+
+async def _hub_roles(handler, hub: dict, user) -> tuple[bool, list[str]]:
+    """``(admin, groups)`` of a hub user: from the model the hub returned for their token when it says,
+    else asked of the hub with the service's own token (``read:users``), cached a minute."""
+    model = getattr(user, "hub_user", None) or {}
+    if "admin" in model and "groups" in model:
+        return bool(model["admin"]), list(model["groups"])
+    cache = hub.setdefault("_roles", {})
+    name = model.get("name") or user.username
+    at, roles = cache.get(name, (0.0, None))
+    if roles is not None and time.monotonic() - at < ADMIN_CACHE_SECONDS:
+        return roles
+    auth = hub.get("hub_auth")
+    admin, groups = bool(model.get("admin")), list(model.get("groups") or [])
+    if auth is not None:
+        try:
+            response = await AsyncHTTPClient().fetch(
+                f"{auth.api_url.rstrip('/')}/users/{name}",
+                headers={"Authorization": f"token {auth.api_token}"}, request_timeout=10)
+            full = json.loads(response.body)
+            admin, groups = bool(full.get("admin")), list(full.get("groups") or groups)
+        except (HTTPClientError, OSError, ValueError) as exc:
+            handler.log.warning("jupyter-taskq: could not read hub user %s (give the service read:users): %s",
+                                name, exc)
+    cache[name] = (time.monotonic(), (admin, groups))
+    return admin, groups
+
+
+async def guard(handler) -> None:
+    """404 for a task of someone else's named in the URL, before the handler (or its upload) runs."""
+    if hub_settings(handler) is None:
+        return
+    me = await identify(handler)
+    task_id = handler.path_kwargs.get("task_id")
+    if task_id and not me.sees_all:
+        service = handler.settings["taskq_service"]
+        task = await handler.blocking(service.store.get, task_id)
+        if task is None or task.get("owner") != me.owner:
+            raise not_found(task_id)
+
+
+def view(handler) -> "OwnerView":
+    me = getattr(handler, "_taskq_identity", None)
+    if me is None:  # not worked out yet (a single-user server): the authenticated user sees everything
+        user = handler.current_user
+        me = Identity(getattr(user, "username", None) or str(user), sees_all=hub_settings(handler) is None)
+    return OwnerView(handler.settings["taskq_service"], me, hub_settings(handler))
+
+
+class OwnerView:
+    """The service as one user sees it; anything not scoped here passes through unchanged."""
+
+    def __init__(self, service, me: Identity, hub: dict | None):
+        self._service = service
+        self.me = me
+        self.hub = hub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    def _visible(self, task: dict | None) -> bool:
+        return task is not None and (self.me.sees_all or task.get("owner") == self.me.owner)
+
+    # -- submission: the owner is who is asking; the queued-tasks quota holds -----------------------
+    def validate_options(self, raw) -> dict:
+        return dict(self._service.validate_options(raw), owner=self.me.owner)
+
+    def submit(self, spooled, options: dict, retry_of: str | None = None) -> dict:
+        self._check_queued(1, spooled=[spooled])
+        return self._service.submit(spooled, options, retry_of=retry_of)
+
+    def submit_many(self, items, retry_of=None, numbered=True) -> list[dict]:
+        self._check_queued(len(items), spooled=[s for s, _o in items])
+        return self._service.submit_many(items, retry_of=retry_of, numbered=numbered)
+
+    def _check_queued(self, adding: int, spooled) -> None:
+        if self.hub is None or self.hub.get("quotas") is None:
+            return
+        from ..quotas import QuotaExceeded
+
+        try:
+            self.hub["quotas"].check_queued(self.me.owner, self.me.groups, self._service.store, adding)
+        except QuotaExceeded as exc:
+            for path in spooled:
+                path.unlink(missing_ok=True)
+            raise ServiceError(429, str(exc), "quota exceeded") from None
+
+    def retry(self, task_id: str) -> dict:
+        task = self.get_task(task_id)
+        self._check_queued(1, spooled=[])
+        return self._service.retry(task["id"])
+
+    # -- reading: only what this user may see ------------------------------------------------------
+    def get_task(self, task_id: str) -> dict:
+        task = self._service.get_task(task_id)
+        if not self._visible(task):
+            raise not_found(task_id)
+        return task
+
+    def list(self, statuses=None, limit=50, offset=0, text=None) -> dict:
+        owner = None if self.me.sees_all else self.me.owner
+        return self._service.list(statuses, limit, offset, text=text, owner=owner)
+
+    def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
+        return [t if t.get("owner", self.me.owner) == self.me.owner or self.me.sees_all else lost(t["id"])
+                for t in self._service.tasks_by_id(task_ids)]
+
+    def cancel(self, task_ids: Any) -> dict:
+        if self.me.sees_all or not isinstance(task_ids, list):
+            return self._service.cancel(task_ids)
+        known = {t["id"]: t for t in self._service.store.list(None, limit=len(task_ids) or 1,
+                                                               ids=[i for i in task_ids if isinstance(i, str)])}
+        mine = [i for i in task_ids if self._visible(known.get(i))]
+        answer = self._service.cancel(mine)
+        answer["not_cancelled"] += [{"id": i, "reason": "no such task"} for i in dict.fromkeys(task_ids)
+                                    if i not in mine]
+        return answer
+
+    def stats(self) -> dict:
+        from ..quotas import empty_usage, usage_by_owner
+
+        stats = self._service.stats()
+        usage = usage_by_owner(self._service.store)
+        if self.hub is None:
+            stats["users"] = usage
+            return stats
+        if not self.me.sees_all:
+            usage = {self.me.owner: usage.get(self.me.owner, empty_usage())}
+            for worker in stats["workers"]:  # another user's task: busy, but not whose or what
+                if worker["current_task"] and not self._visible(self._service.store.get(worker["current_task"])):
+                    worker.update(current_task=None, current_task_name=None)
+            stats["counts"] = usage[self.me.owner]["tasks"]
+        stats["users"] = usage
+        stats["you"] = {"name": self.me.owner, "sees_all": self.me.sees_all}
+        return stats

@@ -1,0 +1,250 @@
+"""One queue for a whole JupyterHub (issue 15), tested against a real JupyterHub.
+
+A real ``jupyterhub`` (its real proxy, configurable-http-proxy from npm) runs the hub service
+``jupyter taskq hub-service`` as a managed service and spawns a real single-user server for each
+of two users, alice and bob; carol is a hub admin. Each user submits through their own server,
+which forwards to the service with its JupyterHub token: the service learns who they are from
+the hub, never from the request. Users run as the test's own Unix user (SimpleLocalProcessSpawner):
+running tasks as their owner's Unix account is not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import free_port, wait_for
+from jupyter_taskq.notebook.client import Client, TaskqError
+
+pytest.importorskip("jupyterhub", reason="jupyterhub is not installed (pip install '.[test]')")
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_DIR = REPO / ".hub-node"  # where the tests install configurable-http-proxy (git-ignored)
+DRIVER_TOKEN = "taskq-hub-test-driver-token"
+MAX_QUEUED = 4
+
+
+def proxy_command() -> str:
+    found = shutil.which("configurable-http-proxy") or NODE_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
+    if Path(found).exists():
+        return str(found)
+    if not shutil.which("npm"):
+        pytest.skip("JupyterHub's proxy needs configurable-http-proxy: npm is not installed")
+    done = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR),
+                           "configurable-http-proxy"], capture_output=True, text=True, timeout=600)
+    if done.returncode or not Path(found).exists():
+        pytest.skip(f"could not install configurable-http-proxy with npm: {done.stderr[-500:]}")
+    return str(found)
+
+
+def wait_for_file(path, timeout=120):
+    import os as _os
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while not _os.path.exists(path):
+        if _time.monotonic() > deadline:
+            raise TimeoutError(path)
+        _time.sleep(0.05)
+    return "opened"
+
+
+def add(a, b):
+    return a + b
+
+
+class Hub:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port, self.hub_port, self.api_port, self.service_port = (free_port() for _ in range(4))
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = root / "hub.log"
+        self.proc: subprocess.Popen | None = None
+
+    def config(self) -> str:
+        service_url = f"http://127.0.0.1:{self.service_port}"
+        venv_bin = Path(sys.executable).parent
+        service_cmd = [sys.executable, "-m", "jupyter_taskq.server.hub", f"--TaskQueue.state_dir={self.root / 'state'}",
+                       "--TaskQueue.gpus=[]", "--TaskQueue.cpu_workers=1", f"--TaskQueue.max_queued_per_user={MAX_QUEUED}",
+                       "--TaskQueue.hub_admin_group=taskq-admins"]
+        if os.geteuid() == 0:
+            service_cmd.append("--ServerApp.allow_root=True")
+        return f"""
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {self.port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {self.hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
+c.ConfigurableHTTPProxy.command = [{proxy_command()!r}]
+c.ConfigurableHTTPProxy.should_start = True
+c.JupyterHub.db_url = "sqlite:///{self.root / 'hub.sqlite'}"
+c.JupyterHub.cookie_secret_file = "{self.root / 'cookie_secret'}"
+c.JupyterHub.pid_file = "{self.root / 'hub.pid'}"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allowed_users = {{"alice", "bob", "dave"}}
+c.Authenticator.admin_users = {{"carol"}}
+c.JupyterHub.load_groups = {{"taskq-admins": {{"users": ["dave"]}}}}
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "{self.root / 'home' / '{username}'}"
+c.Spawner.cmd = [{str(venv_bin / 'jupyterhub-singleuser')!r}]
+c.Spawner.args = {["--allow-root"] if os.geteuid() == 0 else []!r}
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
+# the hub-wide queue (docs/hub.md)
+c.JupyterHub.services = [
+    {{"name": "taskq", "url": "{service_url}", "command": {service_cmd!r}}},
+    {{"name": "driver", "api_token": "{DRIVER_TOKEN}"}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "user", "scopes": ["self", "access:services!service=taskq"]}},
+    {{"name": "taskq-service", "services": ["taskq"], "scopes": ["read:users", "read:groups"]}},
+    {{"name": "admin", "services": ["driver"]}},
+]
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "access:services!service=taskq"]
+c.Spawner.environment = {{"JUPYTER_TASKQ_HUB_SERVICE": "taskq",
+                          "JUPYTER_TASKQ_HUB_URL": "{service_url}/services/taskq/"}}
+"""
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        return requests.request(method, f"{self.url}hub/api/{path}",
+                                headers={"Authorization": f"token {DRIVER_TOKEN}"}, timeout=30, **kwargs)
+
+    def start(self) -> "Hub":
+        (self.root / "jupyterhub_config.py").write_text(self.config())
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(self.root / "jupyterhub_config.py")],
+                                     cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._answers, 90, 0.2, f"JupyterHub (log: {self.log_path})")
+        wait_for(lambda: self._service_answers(), 90, 0.2, f"the taskq hub service (log: {self.log_path})")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"jupyterhub exited {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}")
+        try:
+            return self.api("GET", "").status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _service_answers(self) -> bool:
+        self._answers()
+        try:
+            return requests.get(f"http://127.0.0.1:{self.service_port}/services/taskq/taskq/api/stats",
+                                timeout=2).status_code in (401, 403)
+        except requests.RequestException:
+            return False
+
+    def token(self, user: str) -> str:
+        answer = self.api("POST", f"users/{user}/tokens", json={"note": "taskq test"})
+        assert answer.status_code == 201, answer.text
+        return answer.json()["token"]
+
+    def spawn(self, user: str) -> Client:
+        answer = self.api("POST", f"users/{user}/server")
+        assert answer.status_code in (201, 202), answer.text
+        wait_for(lambda: (self.api("GET", f"users/{user}").json().get("servers", {}).get("", {}).get("ready")),
+                 120, 0.2, f"{user}'s server (log: {self.log_path})")
+        return Client(f"{self.url}user/{user}/", self.token(user), reconnect_for=0)
+
+    def service_client(self, user: str) -> Client:
+        """The hub service itself, through the hub's proxy, with the user's own hub token."""
+        return Client(f"{self.url}services/taskq/", self.token(user), reconnect_for=0)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid_file in self.root.rglob("*.pid"):
+            pass
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    hub = Hub(tmp_path_factory.mktemp("hub")).start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="module")
+def users(hub):
+    return {"alice": hub.spawn("alice"), "bob": hub.spawn("bob")}
+
+
+def test_each_user_sees_only_their_own_tasks(hub, users):
+    alice, bob = users["alice"], users["bob"]
+    handle = alice.submit(add, (2, 3), name="alice-add")
+    assert handle.result(timeout=120) == 5
+    task = alice.get(handle.id)
+    assert task["owner"] == "alice", "the owner is the hub user whose server submitted it"
+    assert task["log"]["url"].startswith("/user/alice/taskq/api/"), "links point at the user's own server"
+    mine = bob.submit(add, (1, 1), name="bob-add")
+    assert mine.result(timeout=120) == 2 and bob.get(mine.id)["owner"] == "bob"
+
+    assert [t["id"] for t in bob.list()["tasks"]] == [mine.id], "bob lists only his own"
+    assert bob.list()["total"] == 1
+    for call in (lambda: bob.get(handle.id), lambda: bob.result(handle.id), lambda: bob.retry(handle.id),
+                 lambda: bob.delete(handle.id), lambda: bob.logs(handle.id)):
+        with pytest.raises(TaskqError) as refused:
+            call()
+        assert refused.value.status_code == 404, "someone else's task is 'no such task'"
+    cancelled = bob.cancel([handle.id])
+    assert cancelled["cancelled"] == [] and cancelled["not_cancelled"][0]["reason"] == "no such task"
+    assert bob.tasks_by_id([handle.id])[0]["status"] == "LOST"
+    assert alice.get(handle.id)["status"] == "COMPLETE", "alice's task is untouched"
+
+    stats = bob.stats()
+    assert set(stats["users"]) == {"bob"} and stats["users"]["bob"]["tasks"] == {"COMPLETE": 1}
+
+
+def test_the_owner_comes_from_the_hub_not_the_request(hub, users):
+    from jupyter_taskq.payload import dumps_call
+
+    bob = users["bob"]
+    claimed = bob.session.post(bob.api + "tasks", params={"owner": "alice"}, data=dumps_call(add, (1, 2), {}),
+                               headers={"Content-Type": "application/octet-stream"}, timeout=30)
+    assert claimed.status_code == 400 and "owner" in claimed.json()["message"], "owner is no option a client sets"
+    anonymous = requests.get(f"http://127.0.0.1:{hub.service_port}/services/taskq/taskq/api/tasks", timeout=10)
+    assert anonymous.status_code in (401, 403)
+    forged = requests.get(f"http://127.0.0.1:{hub.service_port}/services/taskq/taskq/api/tasks",
+                          headers={"Authorization": "token not-a-hub-token"}, timeout=10)
+    assert forged.status_code in (401, 403)
+
+
+def test_admins_and_the_admin_group_see_everyone(hub, users):
+    for admin in ("carol", "dave"):  # carol: a hub admin; dave: in TaskQueue.hub_admin_group
+        listing = hub.service_client(admin).list(limit=100)
+        assert {"alice", "bob"} <= {t["owner"] for t in listing["tasks"]}, admin
+    stats = hub.service_client("carol").stats()
+    assert {"alice", "bob"} <= set(stats["users"]) and stats["you"]["sees_all"]
+
+
+def test_queued_tasks_quota_refuses_with_a_message_naming_it(hub, users, tmp_path):
+    alice = users["alice"]
+    gate = tmp_path / "gate"
+    blocker = alice.submit(wait_for_file, (str(gate),), name="blocker")
+    wait_for(lambda: alice.get(blocker.id)["status"] == "RUNNING", 60, 0.1, "the blocker to run")
+    waiting = [alice.submit(add, (i, i)) for i in range(MAX_QUEUED)]
+    with pytest.raises(TaskqError) as refused:
+        alice.submit(add, (0, 0))
+    assert refused.value.status_code == 429 and "max_queued_tasks" in str(refused.value)
+    other = users["bob"].submit(add, (5, 5))  # bob's quota is his own
+    gate.write_text("go")
+    assert [h.result(timeout=120) for h in waiting] == [0, 2, 4, 6] and other.result(timeout=120) == 10
