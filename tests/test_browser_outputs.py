@@ -269,3 +269,21 @@ def test_a_failure_elsewhere_is_notified_and_leads_back_to_its_cell(page, lab):
             const w = window.jupyterapp.shell.currentWidget;
             return Boolean(w && w.context && w.context.path === name && w.content.activeCellIndex === 1);
         }""", arg=name, timeout=20_000)
+
+
+def test_the_output_shows_progress_and_follows_the_log(page, lab):
+    chatty = ("from jupyter_taskq import progress\n@task_queue()\ndef chatty(n):\n    for i in range(n):\n"
+              "        print(f'chatty line {i}', flush=True)\n        progress(i + 1, n, f'step {i}')\n"
+              "        time.sleep(0.5)\n    return n\n")
+    name = write_notebook(lab.root, "chatty.ipynb", [SETUP + chatty, "c = chatty.put(12)\nc"])
+    open_notebook(page, lab, name)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    expect(chip(page, 1)).to_have_text("RUNNING", timeout=30_000)
+    expect(output(page, 1).locator(".jtq-progress-row")).to_contain_text("/ 12 · step", timeout=20_000)
+    output(page, 1).locator(".jtq-log summary").click()
+    log = output(page, 1).locator(".jtq-log-text")
+    expect(log).to_contain_text("chatty line 1", timeout=20_000)
+    expect(log).to_contain_text("chatty line 11", timeout=30_000)  # followed while it runs
+    expect(chip(page, 1)).to_have_text("COMPLETE", timeout=30_000)
+    screenshot(page, "output-log-followed")
