@@ -153,3 +153,22 @@ def test_a_headless_run_saves_a_2000_task_group_in_a_few_kb(env):
     assert len(json.dumps(own)) < 4096, len(json.dumps(own))
     print(f"\nheadless 2,000-task group: outputs {len(outputs)} B, widget state {len(json.dumps(own))} B "
           f"(+ anywidget code {len(ours[0]['_esm']) + len(ours[0]['_css'])} B), notebook {len(nbformat.writes(nb))} B")
+
+
+def test_old_groups_whose_tasks_are_gone_are_swept(tmp_path):
+    """The sweep a registration runs at most hourly: day-old groups of deleted tasks go, others stay."""
+    import os
+    import time
+
+    from jupyter_taskq.server.groups import GroupIndex
+    from jupyter_taskq.store import SqliteTaskStore
+
+    store = SqliteTaskStore(str(tmp_path / "taskq.db"))
+    now = time.time()
+    store.create({"id": "alive", "name": "x", "status": "COMPLETE", "pool": "cpu", "created_at": now, "updated_at": now})
+    index = GroupIndex(tmp_path / "groups")
+    old_gone, old_alive, new_gone = index.create(["gone-1", "gone-2"]), index.create(["alive", "gone-3"]), index.create(["gone-4"])
+    for group_id in (old_gone, old_alive):
+        os.utime(index.root / f"{group_id}.json", (now - 2 * 86400, now - 2 * 86400))
+    assert index.sweep(store) == 1
+    assert index.ids(old_gone) is None and index.ids(old_alive) == ["alive", "gone-3"] and index.ids(new_gone) == ["gone-4"]

@@ -9,7 +9,8 @@ all have finished, and the first ``limit`` tasks in full (never the whole group'
 every refresh). A group whose tasks have all been deleted answers 404, as a task does.
 
 Groups are files of ids under the server's state directory (a few dozen bytes per task),
-read only by this server.
+read only by this server. A group goes when a ``GET`` finds all its tasks deleted, and at most
+hourly a registration sweeps day-old groups whose tasks are all gone (purged by their TTL).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +34,8 @@ GROUP_ID = re.compile(r"[0-9a-f]{32}")
 MAX_GROUP = 100_000  # tasks in one group, as in one batch
 MAX_SHOWN = 1000
 GONE = "MISSING"  # the status counted for a task that no longer exists
+SWEEP_EVERY = 3600.0
+SWEEP_AGE = 86400.0
 
 
 class GroupIndex:
@@ -60,6 +64,19 @@ class GroupIndex:
 
     def forget(self, group_id: str) -> None:
         (self.root / f"{group_id}.json").unlink(missing_ok=True)
+
+    def sweep(self, store, older_than: float = SWEEP_AGE) -> int:
+        """Remove groups older than ``older_than`` seconds whose tasks no longer exist; returns how many."""
+        removed, cutoff = 0, time.time() - older_than
+        for path in self.root.glob("*.json"):
+            try:
+                if path.stat().st_mtime > cutoff or store.statuses(json.loads(path.read_text())):
+                    continue
+            except (OSError, ValueError):
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
 
 def summary(service, task_ids: list[str], limit: int) -> dict:
@@ -100,6 +117,9 @@ class GroupsHandler(_GroupHandler):
         if len(ids) > MAX_GROUP:
             raise bad_request(f"a group holds at most {MAX_GROUP} tasks, got {len(ids)}")
         group_id = await self.blocking(self.groups.create, ids)
+        if time.monotonic() - self.settings.get("taskq_groups_swept", -SWEEP_EVERY) >= SWEEP_EVERY:
+            self.settings["taskq_groups_swept"] = time.monotonic()
+            await self.blocking(self.groups.sweep, self.settings["taskq_service"].store)
         self.set_status(201)
         self.finish(json.dumps({"id": group_id, "count": len(ids)}))
 
