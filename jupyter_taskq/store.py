@@ -70,14 +70,16 @@ class TaskStore(abc.ABC):
 
     # -- per owner (issue 15: fair share and quotas, jupyter_taskq/fairshare.py) ----------------------
     # Plain defaults over list(), right for any store; SQLite answers each in one query.
-    def waiting_heads(self, pools: Iterable[str]) -> list[dict]:
-        """Each owner's next waiting task in ``pools`` (highest priority, then oldest): ``{id, owner, priority}``."""
+    def waiting_heads(self, pools: Iterable[str], statuses: Iterable[TaskStatus] = WAITING) -> list[dict]:
+        """Each owner's next waiting task in ``pools`` (highest priority, then oldest):
+        ``{id, owner, priority, created_at}``."""
         pools, heads = set(pools), {}
-        for task in reversed(self._all(WAITING)):  # oldest first: the first seen of a priority stays
+        for task in reversed(self._all(list(statuses))):  # oldest first: the first seen of a priority stays
             if task["pool"] in pools:
                 best = heads.get(task["owner"])
                 if best is None or (task["priority"] or 0) > best["priority"]:
-                    heads[task["owner"]] = {"id": task["id"], "owner": task["owner"], "priority": task["priority"] or 0}
+                    heads[task["owner"]] = {"id": task["id"], "owner": task["owner"], "priority": task["priority"] or 0,
+                                            "created_at": task["created_at"]}
         return list(heads.values())
 
     def running_gpus_by_owner(self) -> dict[str | None, int]:
@@ -257,6 +259,7 @@ class SqliteTaskStore(TaskStore):
         # Makes fingerprint() (asked once a second by every open `GET changes` long-poll) an index look-up.
         self._conn.execute("create index if not exists taskq_tasks_updated on taskq_tasks (updated_at)")
         self._conn.execute("create index if not exists taskq_tasks_blob on taskq_tasks (blob) where blob is not null")
+        self._conn.execute("create index if not exists taskq_tasks_owner on taskq_tasks (owner, status)")
 
     def close(self) -> None:
         self._conn.close()
@@ -265,7 +268,6 @@ class SqliteTaskStore(TaskStore):
     def _rows(self, sql: str, params: Iterable = ()) -> list[dict]:
         with self._lock:
             return [_row_to_task(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
-        self._conn.execute("create index if not exists taskq_tasks_owner on taskq_tasks (owner, status)")
 
     def _write(self, sql: str, params: Iterable = ()) -> int:
         with self._lock:
@@ -332,23 +334,15 @@ class SqliteTaskStore(TaskStore):
         counts.update({status: n for status, n in rows})
         return counts
 
-    def waiting_by_pool(self) -> dict[str, int]:
+    def waiting_heads(self, pools, statuses=WAITING) -> list[dict]:
+        pools, waiting = list(pools), [str(s) for s in statuses]
         with self._lock:
             rows = self._conn.execute(
-                "select pool, count(*) from taskq_tasks where status in (?, ?) group by pool",
-                [s.value for s in WAITING],
-            ).fetchall()
-        return {pool: n for pool, n in rows}
-
-    def waiting_heads(self, pools) -> list[dict]:
-        pools, waiting = list(pools), [s.value for s in WAITING]
-        with self._lock:
-            rows = self._conn.execute(
-                "select id, owner, priority from (select id, owner, priority, row_number() over "
-                "(partition by owner order by priority desc, seq) as n from taskq_tasks "
-                f"where status in (?, ?) and pool in ({', '.join('?' * len(pools))})) where n = 1",
-                [*waiting, *pools]).fetchall()
-        return [{"id": r["id"], "owner": r["owner"], "priority": r["priority"]} for r in rows]
+                "select id, owner, priority, created_at from (select id, owner, priority, created_at, row_number() "
+                "over (partition by owner order by priority desc, seq) as n from taskq_tasks "
+                f"where status in ({', '.join('?' * len(waiting))}) and pool in ({', '.join('?' * len(pools))})) "
+                "where n = 1", [*waiting, *pools]).fetchall()
+        return [dict(r) for r in rows]
 
     def running_gpus_by_owner(self) -> dict[str | None, int]:
         with self._lock:
@@ -371,6 +365,14 @@ class SqliteTaskStore(TaskStore):
         for owner, status, n in rows:
             counts.setdefault(owner, {})[status] = n
         return counts
+
+    def waiting_by_pool(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select pool, count(*) from taskq_tasks where status in (?, ?) group by pool",
+                [s.value for s in WAITING],
+            ).fetchall()
+        return {pool: n for pool, n in rows}
 
     def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
         now = time.time()
@@ -547,6 +549,9 @@ def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
 
 def _filters(statuses, ids, text=None, owner=None) -> tuple[str, list]:
     clauses, params = [], []
+    if owner is not None:
+        clauses.append("owner = ?")
+        params.append(owner)
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         clauses.append("(name like ? escape '\\' or id like ? escape '\\')")
@@ -576,7 +581,4 @@ def _row_to_task(row: sqlite3.Row) -> dict:
     for column in _JSON_COLUMNS:
         if task.get(column):
             task[column] = json.loads(task[column])
-    if owner is not None:
-        clauses.append("owner = ?")
-        params.append(owner)
     return task

@@ -267,6 +267,11 @@ class RedisTaskStore(TaskStore):
 
     def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> list[dict]:
         wanted = {str(s) for s in statuses} if statuses else None
+        if owner is not None and ids is None:  # one user's tasks: ids of the rest filtered out, then paged
+            return self._fetch(self._owned(wanted, text, owner)[offset:offset + limit])
+        if owner is not None:
+            return [t for t in self.list(statuses, limit=len(list(ids)) or 1, ids=ids, text=text)
+                    if t["owner"] == owner][offset:offset + limit]
         if ids is not None:
             tasks = [t for t in self._fetch_with_seq(ids) if (wanted is None or t[1]["status"] in wanted)
                      and _matches(t[1], text)]
@@ -300,11 +305,6 @@ class RedisTaskStore(TaskStore):
         for task_id in ids:
             pipe.hgetall(self._key("task", task_id))
         return [(int(raw[b"seq"]), _decode(raw)) for raw in pipe.execute() if raw]
-        if owner is not None and ids is None:  # one user's tasks: ids of the rest filtered out, then paged
-            return self._fetch(self._owned(wanted, text, owner)[offset:offset + limit])
-        if owner is not None:
-            return [t for t in self.list(statuses, limit=len(list(ids)) or 1, ids=ids, text=text)
-                    if t["owner"] == owner][offset:offset + limit]
 
     def statuses(self, ids) -> dict[str, str]:
         ids = list(ids)

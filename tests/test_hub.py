@@ -75,8 +75,9 @@ class Hub:
         service_url = f"http://127.0.0.1:{self.service_port}"
         venv_bin = Path(sys.executable).parent
         service_cmd = [sys.executable, "-m", "jupyter_taskq.server.hub", f"--TaskQueue.state_dir={self.root / 'state'}",
-                       "--TaskQueue.gpus=[]", "--TaskQueue.cpu_workers=1", f"--TaskQueue.max_queued_per_user={MAX_QUEUED}",
-                       "--TaskQueue.hub_admin_group=taskq-admins"]
+                       "--TaskQueue.gpus=[0,1]", "--TaskQueue.cpu_workers=1",  # simulated GPUs 0 and 1
+                       f"--TaskQueue.max_queued_per_user={MAX_QUEUED}", "--TaskQueue.hub_admin_group=taskq-admins",
+                       '--TaskQueue.quota_overrides={"user:alice": {"max_gpus": 1}, "user:dave": {"max_queued": 20}}']
         if os.geteuid() == 0:
             service_cmd.append("--ServerApp.allow_root=True")
         return f"""
@@ -248,3 +249,35 @@ def test_queued_tasks_quota_refuses_with_a_message_naming_it(hub, users, tmp_pat
     other = users["bob"].submit(add, (5, 5))  # bob's quota is his own
     gate.write_text("go")
     assert [h.result(timeout=120) for h in waiting] == [0, 2, 4, 6] and other.result(timeout=120) == 10
+
+
+def started(client, handles) -> list[float]:
+    from datetime import datetime
+
+    return [datetime.fromisoformat(client.get(h.id)["started_at"].replace("Z", "+00:00")).timestamp()
+            for h in handles]
+
+
+def test_a_freed_gpu_goes_to_the_user_with_the_least_recent_gpu_time(hub, users, tmp_path):
+    dave, bob = hub.service_client("dave"), users["bob"]
+    gate = tmp_path / "gate"
+    blockers = [dave.submit(wait_for_file, (str(gate),), gpu=1, name="long") for _ in range(2)]
+    wait_for(lambda: all(dave.get(h.id)["status"] == "RUNNING" for h in blockers), 60, 0.1, "dave on both GPUs")
+    wait_for(lambda: dave.stats()["users"]["dave"]["gpu_seconds_today"] >= 2, 60, 0.1, "dave to use GPU time")
+    daves = [dave.submit(add, (i, 0), gpu=1) for i in range(6)]
+    bobs = [bob.submit(add, (i, 1), gpu=1) for i in range(2)]  # queued after all of dave's
+    gate.write_text("go")
+    assert [h.result(timeout=120) for h in daves + bobs] == [0, 1, 2, 3, 4, 5, 1, 2]
+    assert max(started(bob, bobs)) <= min(started(dave, daves)), "both of bob's start before dave's next"
+
+
+def test_a_user_at_the_gpu_quota_waits_while_another_user_runs(hub, users, tmp_path):
+    alice, bob = users["alice"], users["bob"]  # alice: max_gpus 1 (quota_overrides)
+    gate = tmp_path / "gate"
+    mine = [alice.submit(wait_for_file, (str(gate),), gpu=1) for _ in range(3)]
+    wait_for(lambda: alice.list("RUNNING")["total"] == 1, 60, 0.1, "alice's first GPU task to run")
+    other = bob.submit(wait_for_file, (str(gate),), gpu=1)
+    wait_for(lambda: bob.get(other.id)["status"] == "RUNNING", 60, 0.1, "bob's task on the GPU alice may not take")
+    assert alice.list("RUNNING")["total"] == 1 and alice.list("PENDING")["total"] == 2
+    gate.write_text("go")
+    assert [h.result(timeout=120) for h in mine + [other]] == ["opened"] * 4

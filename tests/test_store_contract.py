@@ -212,6 +212,11 @@ def test_owners_filter_and_per_owner_questions(store):
     heads = {h["owner"]: h for h in store.waiting_heads(["gpu"])}
     assert heads["alice"]["id"] == a[1]["id"] and heads["alice"]["priority"] == 5, "highest priority, then oldest"
     assert heads["bob"]["id"] == b[0]["id"], "bob's CPU task is not in the GPU pool"
+    assert heads["alice"]["created_at"] == a[1]["created_at"]
+    store.transition(a[1]["id"], S.RETRY, [S.PENDING])
+    pending = {h["owner"]: h["id"] for h in store.waiting_heads(["gpu"], statuses=[S.PENDING])}
+    assert pending["alice"] == a[2]["id"], "only tasks waiting for their first attempt"
+    store.transition(a[1]["id"], S.PENDING, [S.RETRY])
     store.claim(a[1]["id"], "gpu0", "i0")
     store.claim(a[2]["id"], "gpu1", "i1")
     store.claim(b[1]["id"], "cpu0", "i2")

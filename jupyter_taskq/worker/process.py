@@ -46,6 +46,7 @@ from ..queue import GPU_POOL, model_pool, set_attempt_runner
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
 from . import limits, runner
+from .fair import FairTurns
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
 from .task_io import AttemptWatcher
@@ -79,6 +80,7 @@ class Worker:
         self.store = backend.open_store()
         self.hueys = [backend.open_queue(p) for p in self.pools]
         self.bells = [backend.work_bell(p) for p in self.pools]
+        self.fair = FairTurns(self.store, self.state.root) if pool == GPU_POOL else None  # hub service (issue 15)
         self.huey = self.hueys[0]  # the queue of the attempt being run (set as each is dequeued)
         self.events = backend.events_ringer()
         self.stopping = False
@@ -143,6 +145,8 @@ class Worker:
         """The next message of the first of this worker's pools that has one (its model's first)."""
         for huey in self.hueys:
             task = huey.dequeue()
+            if task is not None and self.fair is not None:
+                task = self.fair.choose(huey, task, self.pools[self.hueys.index(huey)])
             if task is not None:
                 self.huey = huey
                 return task
