@@ -40,10 +40,11 @@ class AttemptWatcher:
         self.log_max_bytes = log_max_bytes
         self.log_dropped = task.get("log_dropped") or 0
         try:
-            if os.stat(self.log_path).st_size < self.log_dropped:
-                self.log_dropped = 0  # a fresh log on this machine (the earlier attempts' is in the object store)
+            fresh = os.stat(self.log_path).st_size < self.log_dropped
         except FileNotFoundError:
-            self.log_dropped = 0 if objects is not None and objects.remote else self.log_dropped
+            fresh = True
+        if fresh:  # a new log on this machine (an earlier attempt's went to the object store): offsets from 0
+            self.log_dropped = 0
         self._dropped_recorded = self.log_dropped == (task.get("log_dropped") or 0)
         self._seen: dict[str, int | None] = {PROGRESS: None, MANIFEST: None}
         self.objects = objects
