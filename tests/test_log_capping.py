@@ -8,6 +8,7 @@ import re
 import pytest
 
 from conftest import TaskqServer
+from test_object_store import BUCKET, s3  # noqa: F401 - the moto fixture
 
 CAP = 10 * 1024 * 1024  # the default c.TaskQueue.log_max_bytes
 
@@ -77,3 +78,29 @@ def test_a_follower_that_falls_behind_is_told_what_it_missed(server):
     kept = "".join(p["data"] for p in pages).partition("\n")[2]
     numbers = [int(line[5:17]) for line in kept.splitlines()]
     assert numbers == list(range(numbers[0], lines))
+
+
+@pytest.mark.slow
+def test_a_capped_log_on_another_machine_reads_the_same_through_s3(tmp_path, s3):  # noqa: F811
+    """The far worker publishes the log compacted (no hole travels); the server reads it back the same."""
+    from conftest import start_worker_machine, stop_processes, wait_for
+
+    endpoint, fs = s3
+    url = f"s3://{BUCKET}/queue"
+    server = TaskqServer(tmp_path, gpus=[], cpu_workers=0, backend="redis", start_workers=False,
+                         files_dir=url, files_options={"endpoint_url": endpoint})
+    server.start(wait_workers=False)
+    worker = start_worker_machine(tmp_path, "far", server.redis.url, url, "--gpus", "", "--cpu-workers", "1",
+                                  "--log-max-bytes", "200000",
+                                  env={"JUPYTER_TASKQ_FILES_OPTIONS": f'{{"endpoint_url": "{endpoint}"}}'})
+    try:
+        client = server.client()
+        wait_for(lambda: any(w["alive"] for w in client.stats()["workers"]), 60, 0.1, "the far worker")
+        handle = client.submit(print_numbered, (3 * 1024 * 1024,))
+        total, lines = handle.result(timeout=120)
+        dropped = check_contiguous_tail(handle.logs(), total, lines)
+        assert total - dropped <= 200_000
+        assert client.get(handle.id)["log"]["dropped"] == dropped
+    finally:
+        stop_processes([worker])
+        server.close()
