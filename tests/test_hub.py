@@ -281,3 +281,40 @@ def test_a_user_at_the_gpu_quota_waits_while_another_user_runs(hub, users, tmp_p
     assert alice.list("RUNNING")["total"] == 1 and alice.list("PENDING")["total"] == 2
     gate.write_text("go")
     assert [h.result(timeout=120) for h in mine + [other]] == ["opened"] * 4
+
+
+def test_the_change_feed_and_task_groups_name_only_a_users_own_tasks(hub, users):
+    alice, bob = users["alice"], users["bob"]
+    import threading
+
+    seen, stop = set(), threading.Event()
+
+    def follow():  # as the Lab panel does: long-poll from the last cursor, again and again
+        cursor = bob.session.get(bob.api + "changes", timeout=30).json()["cursor"]
+        while not stop.is_set():
+            answer = bob.session.get(bob.api + "changes", params={"since": cursor, "wait": 2}, timeout=30).json()
+            seen.update(answer["changed"] or ())  # null: "refetch everything" (a change no ring announced)
+            cursor = answer["cursor"]
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    alices, bobs = [], []
+    try:
+        for _ in range(10):  # the feed may answer a change with null instead of its id: then try another
+            alices.append(alice.submit(add, (3, 4)))
+            bobs.append(bob.submit(add, (1, 2)))
+            assert alices[-1].result(timeout=120) == 7 and bobs[-1].result(timeout=120) == 3
+            if any(h.id in seen for h in bobs):
+                break
+    finally:
+        stop.set()
+        follower.join(10)
+    assert any(h.id in seen for h in bobs), "bob's feed names his tasks"
+    assert not seen & {h.id for h in alices}, "bob's feed never names alice's tasks"
+    theirs, mine = alices[-1], bobs[-1]
+    group = bob.session.post(bob.api + "groups", json={"task_ids": [theirs.id, mine.id]}, timeout=30).json()
+    shown = bob.session.get(bob.api + f"groups/{group['id']}", timeout=30).json()
+    assert [t["id"] for t in shown["tasks"] if t["status"] != "LOST"] == [mine.id]
+    assert shown["counts"] == {"COMPLETE": 1, "MISSING": 1}
+    alone = bob.session.post(bob.api + "groups", json={"task_ids": [theirs.id]}, timeout=30).json()
+    assert bob.session.get(bob.api + f"groups/{alone['id']}", timeout=30).status_code == 404

@@ -27,6 +27,7 @@ from jupyter_server.auth.decorator import authorized
 
 from ..statedir import create_private_file, make_private_dir
 from ..status import FINAL
+from . import owners
 from .handlers import TaskqHandler
 from .service import ServiceError, bad_request
 
@@ -135,7 +136,7 @@ class GroupHandler(_GroupHandler):
         ids = await self.blocking(self.groups.ids, group_id)
         if ids is None:
             raise group_not_found(group_id)
-        answer = await self.blocking(summary, self.settings["taskq_service"], ids, int(raw))
+        answer = await self.blocking(summary, owners.view(self), ids, int(raw))  # hub: only the user's own
         if answer["gone"]:
             await self.blocking(self.groups.forget, group_id)
             raise group_not_found(group_id)

@@ -633,7 +633,10 @@ class ChangesHandler(TaskqHandler):
     async def get(self):
         wait = self.wait_seconds()
         since = self.get_query_argument("since", "")
-        self.finish(json.dumps(await self.changes.changes(since, wait, self.service.fingerprint)))
+        answer = await self.changes.changes(since, wait, self.service.fingerprint)
+        if answer["changed"]:  # hub service: only this user's tasks (owners.py)
+            answer["changed"] = await self.service.visible_ids(answer["changed"])
+        self.finish(json.dumps(answer))
 
 
 class StatsHandler(TaskqHandler):

@@ -116,6 +116,17 @@ class OwnerView:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._service, name)
 
+    @property
+    def store(self):
+        """The store, its ``statuses`` limited to this user's tasks (a task group's counts, :mod:`.groups`)."""
+        return self._service.store if self.me.sees_all else _OwnStore(self._service.store, self.me.owner)
+
+    def visible_ids(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` this user may know of (the change feed names every task that changed)."""
+        if self.me.sees_all or self.hub is None:
+            return ids
+        return [i for i in ids if i in self.store.statuses(ids)]
+
     def _visible(self, task: dict | None) -> bool:
         return task is not None and (self.me.sees_all or task.get("owner") == self.me.owner)
 
@@ -191,3 +202,24 @@ class OwnerView:
         stats["users"] = usage
         stats["you"] = {"name": self.me.owner, "sees_all": self.me.sees_all}
         return stats
+
+
+class _OwnStore:
+    """A store whose ``statuses`` answers only for one owner's tasks (others read as missing)."""
+
+    CHUNK = 10_000  # ids per query (SQLite's limit on bound parameters is 32,766)
+
+    def __init__(self, store, owner: str):
+        self._store = store
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def statuses(self, ids) -> dict[str, str]:
+        ids, found = list(ids), {}
+        for start in range(0, len(ids), self.CHUNK):
+            chunk = ids[start:start + self.CHUNK]
+            found.update({t["id"]: t["status"] for t in self._store.list(None, limit=len(chunk) or 1, ids=chunk,
+                                                                          owner=self._owner)})
+        return found
