@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -43,6 +44,7 @@ from ..backend import Backend, wait_for_any
 from ..machine import machine_size
 from ..options import retry_for_matches
 from ..queue import GPU_POOL, model_pool, set_attempt_runner
+from ..statedir import create_private_file, make_private_dir
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
 from . import limits, runner
@@ -93,6 +95,7 @@ class Worker:
         self._fetched_blobs: set[Path] = set()  # this machine's copies of shared parts (object store)
         self._strays_until = 0.0  # a keeper died abnormally: orphans of its tree may come to us
         self._failing: str | None = None  # what cannot be written now (logged once per streak)
+        self._warm_up: str | None | bool = False  # the warm-up payload's path (False: not written yet)
 
     # -- main loop --------------------------------------------------------
     def run(self) -> None:
@@ -405,7 +408,23 @@ class Worker:
 
     def _fork(self) -> TaskProcess:
         gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
-        return TaskProcess.fork(self.cuda_devices, self.kill_grace)
+        if self._warm_up is False:
+            self._warm_up = self._write_warm_up()
+        return TaskProcess.fork(self.cuda_devices, self.kill_grace, self._warm_up)
+
+    def _write_warm_up(self) -> str | None:
+        """The do-nothing payload that fresh task processes run while they wait (task_process._warm_up)."""
+        try:
+            folder = make_private_dir(self.state.root / "warmup")
+            path = folder / (re.sub(r"[^A-Za-z0-9._-]", "_", self.name) + ".payload")
+            namespace = {"__name__": "__main__"}  # a notebook's function: it travels by value
+            exec("def warm_up(*args, **kwargs):\n    return None\n", namespace)  # noqa: S102
+            with os.fdopen(create_private_file(path), "wb") as f:
+                f.write(payload.dumps_call(namespace["warm_up"]))
+            return str(path)
+        except Exception:  # noqa: BLE001 - a full disk, say: attempts start without the head start
+            log.warning("could not write the warm-up payload; task processes start cold", exc_info=True)
+            return None
 
     # -- blobs: a map()'s shared function part (jupyter_taskq/blobs.py) -----
     def _fetch_blob(self, header: dict) -> None:

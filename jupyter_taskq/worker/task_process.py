@@ -100,7 +100,9 @@ class TaskProcess:
         self.busy = False  # an attempt was handed over and its report not read yet
 
     @classmethod
-    def fork(cls, cuda_devices: str, kill_grace: float) -> "TaskProcess":
+    def fork(cls, cuda_devices: str, kill_grace: float, warm_up: str | None = None) -> "TaskProcess":
+        """A keeper; ``warm_up``: a payload each fresh task process runs before its attempt comes (see
+        :func:`_warm_up`)."""
         request_r, request_w = os.pipe()
         done_r, done_w = os.pipe()
         parent = os.getpid()
@@ -112,7 +114,7 @@ class TaskProcess:
             try:
                 os.close(request_w)
                 os.close(done_r)
-                _keeper(request_r, done_w, cuda_devices, kill_grace, parent)
+                _keeper(request_r, done_w, cuda_devices, kill_grace, parent, warm_up)
             except BaseException:  # noqa: BLE001 - the worker sees the missing report
                 code = KEEPER_CRASH
             finally:
@@ -171,27 +173,31 @@ class TaskProcess:
 class _Task:
     """The keeper's handle on its task process."""
 
-    def __init__(self, pid: int, request: int | None, report: int | None):
+    def __init__(self, pid: int, request: int, report: int):
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
-        self.request = request  # warm only: next attempts
-        self.report = report  # warm only: (code, reusable) per attempt
+        self.request = request  # its attempts
+        self.report = report  # (code, reusable) per attempt
 
-    def wait(self) -> tuple[int, bool]:
-        """The attempt's exit code, and whether the process stays for the next one."""
-        watch = [self.pidfd] + ([self.report] if self.report is not None else [])
+    def wait(self) -> tuple[int, str]:
+        """The attempt's exit code, and what became of the process: "kept" (warm, for the next attempt),
+        "exiting" (it reported and is on its way out) or "gone" (exited or died, and reaped)."""
+        watch = [self.pidfd, self.report]
         while True:
             ready = select.select(watch, [], [])[0]
-            if self.report is not None and self.report in ready:
+            if self.report in ready:
                 report = read_message(self.report)
-                if report is not None and report["reusable"]:
-                    return report["code"], True
-                watch = [self.pidfd]  # it exits by itself
+                if report is not None:
+                    return report["code"], "kept" if report["reusable"] else "exiting"
+                watch = [self.pidfd]  # closed without a word: it died
                 continue
             if self.pidfd in ready:
-                _, status = os.waitpid(self.pid, 0)
-                self.close()
-                return os.waitstatus_to_exitcode(status), False
+                return self.reap(), "gone"
+
+    def reap(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        self.close()
+        return os.waitstatus_to_exitcode(status)
 
     def close(self) -> None:
         for fd in (self.pidfd, self.request, self.report):
@@ -200,7 +206,8 @@ class _Task:
         self.pidfd = self.request = self.report = None
 
 
-def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, parent: int) -> None:
+def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, parent: int,
+            warm_up: str | None = None) -> None:
     def stop(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(PARENT_DIED, signal.SIG_IGN)
@@ -219,7 +226,7 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
             return  # the worker died before we could ask to hear of it
         while True:
             if task is None and ready is None:
-                ready = _fork_task(cuda_devices, (request_fd, done_fd))
+                ready = _fork_task(cuda_devices, (request_fd, done_fd), warm_up)
             idle = task or ready
             if select.select([request_fd, idle.pidfd], [], [])[0] == [idle.pidfd]:
                 if idle is task:
@@ -234,12 +241,21 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
             if task is None:
                 task, ready = ready, None
             write_message(task.request, message)
-            code, kept = task.wait()
-            report = {"code": code, "warm": kept, "pid": task.pid}
-            if not kept:
+            code, fate = task.wait()
+            report = {"code": code, "warm": fate == "kept", "pid": task.pid}
+            if fate == "kept":
+                end_all_children(keep=frozenset({task.pid}))  # what the attempt orphaned
+                write_message(done_fd, report)
+            elif fate == "exiting":  # done: say so now, then clear up (before taking the next attempt)
+                _kill_group(task.pid)
+                write_message(done_fd, report)
+                task.reap()
                 task = None
-            end_all_children(keep=frozenset({task.pid}) if task else frozenset())
-            write_message(done_fd, report)
+                end_all_children()
+            else:
+                task = None
+                end_all_children()
+                write_message(done_fd, report)
             # Then the next attempt: in a fresh task process (forked ahead now), or in the one kept warm.
     except _Stop as stop:
         if stop.graceful and task is not None and task.pidfd is not None:
@@ -251,7 +267,14 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
         end_all_children()
 
 
-def _fork_task(cuda_devices: str, keeper_fds: tuple[int, int]) -> _Task:
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _fork_task(cuda_devices: str, keeper_fds: tuple[int, int], warm_up: str | None = None) -> _Task:
     """A fresh task process, waiting for its attempt on a pipe (forked ahead, off the attempt's path)."""
     request_r, request_w = os.pipe()
     report_r, report_w = os.pipe()
@@ -265,7 +288,7 @@ def _fork_task(cuda_devices: str, keeper_fds: tuple[int, int]) -> _Task:
             die_with_parent(signal.SIGKILL)
             for sig in (signal.SIGTERM, signal.SIGINT, PARENT_DIED):
                 signal.signal(sig, signal.SIG_DFL)
-            code = _run_task(cuda_devices, request_r, report_w)
+            code = _run_task(cuda_devices, request_r, report_w, warm_up)
         finally:
             os._exit(code)
     os.close(request_r)
@@ -273,10 +296,12 @@ def _fork_task(cuda_devices: str, keeper_fds: tuple[int, int]) -> _Task:
     return _Task(pid, request_w, report_r)
 
 
-def _run_task(cuda_devices: str, requests: int, reports: int) -> int:
+def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | None = None) -> int:
     """Attempts, as the keeper passes them: one, or (warm) more of the same function while they return."""
     base_path = list(sys.path)
     guard = _WarmGuard()
+    if warm_up:
+        _warm_up(warm_up, cuda_devices)
     while True:
         message = read_message(requests)
         if message is None:
@@ -297,6 +322,25 @@ def _run_task(cuda_devices: str, requests: int, reports: int) -> int:
         write_message(reports, {"code": code, "reusable": reusable})
         if not reusable:
             return code
+
+
+def _warm_up(payload_path: str, cuda_devices: str) -> None:
+    """Run a do-nothing payload while no attempt waits: a forked process pays (in copied pages) for its
+    first touch of each page of its parent's memory, and every attempt touches the same ones (reading
+    a payload, unpickling a notebook's function, the runner). Here that is done off the attempt's clock.
+    What it changes (environment, working directory, ``__main__``) every attempt sets anew."""
+    base = f"{payload_path}.{os.getpid()}"
+    try:
+        runner.run_attempt(payload_path, base + ".result", base + ".error", base + ".log", base + ".outputs",
+                           cuda_devices, payload)
+    except BaseException:  # noqa: BLE001 - only a head start
+        pass
+    finally:
+        for suffix in (".result", ".error", ".error.pickle", ".log"):
+            try:
+                os.unlink(base + suffix)
+            except OSError:
+                pass
 
 
 class _WarmGuard:
