@@ -1,13 +1,13 @@
 """Who a request is, and which tasks it may see: every task has an owner (issue 15).
 
-The owner is the user the server authenticated (jupyter_server's ``current_user``; in the hub
-service, the JupyterHub user behind the token or cookie, checked with the hub), never a name the
-client sends: ``owner`` is not a task option, so a submission cannot set it.
+In the hub service the owner is the JupyterHub user behind the request's token or cookie, checked
+with the hub; in a user's own server it is that server's user (``$JUPYTERHUB_USER``, else its Unix
+account), and nothing is filtered. Never a name the client sends: ``owner`` is not a task option,
+so a submission cannot set it.
 
-In a user's own Jupyter server everything is that user's, and nothing is filtered. In the hub
-service (``settings["taskq_hub"]``) a user sees only their own tasks: a request naming someone
-else's task answers 404, exactly as an id that does not exist, so ids cannot be probed. Hub admins
-and members of ``TaskQueue.hub_admin_group`` see, cancel and delete everyone's.
+In the hub service (``settings["taskq_hub"]``) a user sees only their own tasks: a request naming
+someone else's task answers 404, exactly as an id that does not exist, so ids cannot be probed.
+Hub admins and members of ``TaskQueue.hub_admin_group`` see, cancel and delete everyone's.
 
 Handlers reach the service through :class:`OwnerView`, which sets the owner on new tasks,
 filters listings and bulk calls, and applies the queued-tasks quota (:mod:`jupyter_taskq.quotas`).
@@ -16,6 +16,8 @@ filters listings and bulk calls, and applies the queued-tasks quota (:mod:`jupyt
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +50,7 @@ async def identify(handler) -> Identity:
     owner = getattr(user, "username", None) or str(user)
     hub = hub_settings(handler)
     if hub is None:
-        found = Identity(owner, sees_all=True)
+        found = Identity(server_owner(), sees_all=True)
     else:
         admin, groups = await _hub_roles(handler, hub, user)
         found = Identity(owner, sees_all=admin or bool(hub["admin_group"] and hub["admin_group"] in groups),
@@ -97,11 +99,23 @@ async def guard(handler) -> None:
             raise not_found(task_id)
 
 
+def server_owner() -> str:
+    """Whose a single-user server's tasks are: its JupyterHub user, else its Unix account. Not the request's
+    ``current_user``: jupyter_server makes up a new random name for every token-authenticated request."""
+    if os.environ.get("JUPYTERHUB_USER"):
+        return os.environ["JUPYTERHUB_USER"]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
 def view(handler) -> "OwnerView":
     me = getattr(handler, "_taskq_identity", None)
-    if me is None:  # not worked out yet (a single-user server): the authenticated user sees everything
-        user = handler.current_user
-        me = Identity(getattr(user, "username", None) or str(user), sees_all=hub_settings(handler) is None)
+    if me is None:  # not worked out yet (a single-user server): its user sees everything
+        if hub_settings(handler) is not None:
+            raise RuntimeError("jupyter-taskq: the hub service's handlers must identify the user first (guard)")
+        me = Identity(server_owner(), sees_all=True)
     return OwnerView(handler.settings["taskq_service"], me, hub_settings(handler))
 
 
