@@ -2,9 +2,10 @@
 
 A real ``jupyterhub`` (its real proxy, configurable-http-proxy from npm) runs the hub service
 ``jupyter taskq hub-service`` as a managed service and spawns a real single-user server for each
-of two users, alice and bob; carol is a hub admin. Each user submits through their own server,
-which forwards to the service with its JupyterHub token: the service learns who they are from
-the hub, never from the request. Users run as the test's own Unix user (SimpleLocalProcessSpawner):
+of two users, alice and bob; carol is a hub admin, dave is in the service's admin group. Each user
+submits through their own server (over REST, and from a real kernel), which forwards to the service
+with its JupyterHub token: the service learns who they are from the hub, never from the request.
+The service has two simulated GPUs (as in the other GPU tests) for fair share and the GPU quota. Users run as the test's own Unix user (SimpleLocalProcessSpawner):
 running tasks as their owner's Unix account is not built yet.
 """
 
@@ -318,3 +319,59 @@ def test_the_change_feed_and_task_groups_name_only_a_users_own_tasks(hub, users)
     assert shown["counts"] == {"COMPLETE": 1, "MISSING": 1}
     alone = bob.session.post(bob.api + "groups", json={"task_ids": [theirs.id]}, timeout=30).json()
     assert bob.session.get(bob.api + f"groups/{alone['id']}", timeout=30).status_code == 404
+
+
+def run_in_kernel(hub: Hub, user: str, token: str, code: str, timeout: float = 120) -> str:
+    """Start a real kernel on the user's server (through the hub's proxy), run ``code``, return its stdout."""
+    import asyncio
+    import uuid as _uuid
+
+    from tornado.websocket import websocket_connect
+
+    base = f"{hub.url}user/{user}/api/kernels"
+    headers = {"Authorization": f"token {token}"}
+    session = requests.post(f"{hub.url}user/{user}/api/sessions", headers=headers, timeout=60, json={
+        "path": "kernel-test.ipynb", "type": "notebook", "kernel": {"name": "python3"}}).json()  # as Lab opens one
+    kernel = session["kernel"]
+
+    async def execute() -> str:
+        from tornado.httpclient import HTTPRequest
+
+        ws = await websocket_connect(HTTPRequest(f"{base.replace('http', 'ws', 1)}/{kernel['id']}/channels",
+                                                 headers=headers))
+        msg_id = _uuid.uuid4().hex
+        ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": user, "session": msg_id,
+                       "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "allow_stdin": False}}))
+        out = []
+        while True:
+            message = json.loads(await ws.read_message())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = message["header"]["msg_type"]
+            if kind == "stream":
+                out.append(message["content"]["text"])
+            elif kind == "error":
+                out.append("\n".join(message["content"]["traceback"]))
+            elif kind == "status" and message["content"]["execution_state"] == "idle":
+                ws.close()
+                return "".join(out)
+
+    try:
+        return asyncio.run(asyncio.wait_for(execute(), timeout))
+    finally:
+        requests.delete(f"{hub.url}user/{user}/api/sessions/{session['id']}", headers=headers, timeout=30)
+
+
+def test_a_kernel_submits_through_its_users_server_as_that_user(hub, users):
+    code = ("import os\n"
+            "from jupyter_taskq.notebook.client import Client\n"
+            "c = Client(os.environ['JUPYTER_TASKQ_URL'], os.environ['JUPYTER_TASKQ_TOKEN'])\n"
+            "def double(x):\n    return 2 * x\n"
+            "h = c.submit(double, (21,))\n"
+            "print(h.result(timeout=60), c.get(h.id)['owner'], os.environ['JUPYTER_TASKQ_URL'])\n")
+    out = run_in_kernel(hub, "bob", hub.token("bob"), code)
+    assert out.split()[:2] == ["42", "bob"], out
+    assert "/user/bob/" in out, "the kernel talks to its own server, which forwards to the hub service"
