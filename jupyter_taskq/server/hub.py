@@ -99,6 +99,11 @@ class HubOptions(Configurable):
         write_policy(self.state.root, quotas, self._groups_of(provider))
         self.log.info("jupyter-taskq: hub-wide queue; quotas: %d GPUs, %d queued per user (0: none), %d overrides",
                       quotas.max_gpus, quotas.max_queued, len(quotas.overrides))
+        import getpass
+
+        self.log.warning("jupyter-taskq: every user's tasks run as this service's account (%s): running them as "
+                         "their owners is not built yet, so share this queue only among users who trust each "
+                         "other (docs/hub.md, security model)", getpass.getuser())
 
     def _groups_of(self, provider) -> dict:
         """User -> groups, for group quotas in the workers (read once at start from the hub, if allowed)."""
