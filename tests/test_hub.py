@@ -234,7 +234,13 @@ def test_admins_and_the_admin_group_see_everyone(hub, users):
     for admin in ("carol", "dave"):  # carol: a hub admin; dave: in TaskQueue.hub_admin_group
         listing = hub.service_client(admin).list(limit=100)
         assert {"alice", "bob"} <= {t["owner"] for t in listing["tasks"]}, admin
-    stats = hub.service_client("carol").stats()
+    carol = hub.service_client("carol")
+    assert {t["owner"] for t in carol.session.get(carol.api + "tasks", params={"owner": "bob"},
+                                                  timeout=30).json()["tasks"]} == {"bob"}, "an admin's 'Mine'"
+    bob = users["bob"]
+    assert {t["owner"] for t in bob.session.get(bob.api + "tasks", params={"owner": "alice"},
+                                                timeout=30).json()["tasks"]} == {"bob"}, "a user's are his own"
+    stats = carol.stats()
     assert {"alice", "bob"} <= set(stats["users"]) and stats["you"]["sees_all"]
 
 

@@ -282,7 +282,8 @@ class TasksHandler(_StreamedBody):
         except ValueError:
             raise bad_request("'limit' and 'offset' must be integers") from None
         text = self.get_query_argument("q", "").strip()
-        self.finish(json.dumps(await self.service.list(statuses, limit, offset, text=text)))
+        owner = self.get_query_argument("owner", "") or None  # a hub admin's "Mine / Everyone" (owners.py)
+        self.finish(json.dumps(await self.service.list(statuses, limit, offset, text=text, owner=owner)))
 
     @authorized
     async def post(self):
