@@ -381,3 +381,27 @@ def test_a_kernel_submits_through_its_users_server_as_that_user(hub, users):
     out = run_in_kernel(hub, "bob", hub.token("bob"), code)
     assert out.split()[:2] == ["42", "bob"], out
     assert "/user/bob/" in out, "the kernel talks to its own server, which forwards to the hub service"
+
+
+def save_report(text):
+    import jupyter_taskq
+
+    with open("report.txt", "w") as f:
+        f.write(text)
+    return jupyter_taskq.Output("report.txt").save()
+
+
+def test_outputs_download_through_the_users_server_and_only_for_the_owner(hub, users, tmp_path):
+    alice, bob = users["alice"], users["bob"]
+    handle = alice.submit(save_report, ("x" * 3_000_000,))
+    assert handle.result(timeout=120) == "report.txt"
+    task = alice.get(handle.id)
+    assert task["outputs"][0]["url"].startswith("/user/alice/taskq/api/tasks/"), "the user's own server's URL"
+    saved = alice.download(handle.id, "report.txt", tmp_path / "mine")
+    assert Path(saved).read_text() == "x" * 3_000_000, "streamed back through the forwarding server"
+    ranged = alice.session.get(alice.url.rstrip("/") + task["outputs"][0]["url"].split("/user/alice", 1)[1],
+                               headers={"Range": "bytes=10-19"}, timeout=30)
+    assert ranged.status_code == 206 and ranged.content == b"x" * 10, "ranges pass through"
+    with pytest.raises(TaskqError) as refused:
+        bob.download(handle.id, "report.txt", tmp_path / "theirs")
+    assert refused.value.status_code == 404
