@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import anywidget
@@ -24,6 +25,7 @@ from .client import TaskqError
 
 STATIC = Path(__file__).parent / "static"
 KERNEL_POLL = 0.5
+FULL_LOOK = 10.0  # seconds between looks at all of a group's unfinished tasks, whatever the change feed says
 #: Tasks a group widget carries in its state (which notebooks save): the rows it draws, each cut to what a
 #: row shows; the whole group's counts travel apart. A 2,000-task group's widget state stays a few KB.
 GROUP_ROWS = 20
@@ -124,13 +126,19 @@ class GroupWidget(_TaskqWidget):
         if cursor is not None:
             changed = self._client._request("GET", "changes", params={"since": cursor, "wait": 0}).json()
             self._cursor, changed = changed["cursor"], changed["changed"]
-        if changed is None:  # the first look, or the feed cannot tell: everything
-            if cursor is None:
-                self._cursor = self._client._request("GET", "changes", params={"since": "", "wait": 0}).json()["cursor"]
+        if cursor is None:  # the first look: everything
+            self._cursor = self._client._request("GET", "changes", params={"since": "", "wait": 0}).json()["cursor"]
             self._tasks = self._client.tasks_by_id(self._all_ids)
+            self._full_at = time.monotonic()
         else:
-            ours = set(self._all_ids)
-            wanted = [i for i in dict.fromkeys(changed) if i in ours]
+            if changed is None or time.monotonic() - self._full_at >= FULL_LOOK:
+                # The feed cannot tell (or a while went by, and a ring may have been lost): every task
+                # not yet ended, since an ended task does not change.
+                wanted = [t["id"] for t in self._tasks if t["status"] not in FINAL and t["status"] is not None]
+                self._full_at = time.monotonic()
+            else:
+                ours = set(self._all_ids)
+                wanted = [i for i in dict.fromkeys(changed) if i in ours]
             if wanted:
                 fresh = {t["id"]: t for t in self._client.tasks_by_id(wanted)}
                 self._tasks = [fresh.get(t["id"], t) for t in self._tasks]

@@ -36,6 +36,7 @@ class ChangeFeed:
         self._recent: collections.deque[tuple[int, str | None]] = collections.deque(maxlen=RECENT)
         self._any_waiters: set[asyncio.Future] = set()
         self._fingerprint = None
+        self._checked_seq = 0  # self.seq at the last fingerprint check
         self._loop_thread: int | None = None
 
     def start(self) -> None:
@@ -100,10 +101,13 @@ class ChangeFeed:
         return list(ids)
 
     def check_fingerprint(self, fingerprint) -> None:
-        """A change of the store's fingerprint that no ring announced (a missed ring) counts as a change."""
-        if self._fingerprint is not None and fingerprint != self._fingerprint:
+        """A change of the store's fingerprint while no ring came (a missed ring) counts as a change of
+        anything. While rings come the feed is live and names what changed: answering "everything"
+        whenever the store moved would make every poll during a busy map a full refetch."""
+        if self._fingerprint is not None and fingerprint != self._fingerprint and self.seq == self._checked_seq:
             self.notify(None)
         self._fingerprint = fingerprint
+        self._checked_seq = self.seq
 
     async def changes(self, cursor: str, timeout: float, fingerprint: Callable[[], Awaitable[object]]) -> dict:
         """``{cursor, changed}`` as soon as anything changed after ``cursor``, or at ``timeout`` with ``changed: []``.
