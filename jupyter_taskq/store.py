@@ -34,6 +34,9 @@ TASK_COLUMNS = (
     "owner",  # who submitted it: the server's authenticated user, never a name the client sends (issue 15)
 )
 
+#: Seconds the GPU time of a deleted task still counts (fair share, "this week" in stats).
+USAGE_KEPT = 8 * 86400.0
+
 #: What a task reads as for a field never written (the SQLite schema's defaults).
 TASK_DEFAULTS = {column: None for column in TASK_COLUMNS} | {
     "gpu": 0, "attempt": 0, "max_retries": 3, "retry_delay": 0, "retry_backoff": 1, "priority": 0,
@@ -91,14 +94,18 @@ class TaskStore(abc.ABC):
         return held
 
     def gpu_spans(self, since: float) -> list[tuple[str | None, float, float | None]]:
-        """``(owner, started_at, ended_at or None while running)`` of each GPU attempt that ran after ``since``."""
-        spans = []
+        """``(owner, started_at, ended_at or None while running)`` of each GPU attempt that ran after ``since``,
+        deleted tasks' too (for ``USAGE_KEPT``): deleting finished tasks must not reset a user's fair share."""
+        spans = self._deleted_spans(since)
         for task in self._all(None):
             if task["gpu"] and (task["status"] == TaskStatus.RUNNING or (task["ended_at"] or 0) >= since):
                 for attempt in self.attempts(task["id"]) or [task]:
                     if attempt.get("started_at") and (attempt.get("ended_at") is None or attempt["ended_at"] >= since):
                         spans.append((task["owner"], attempt["started_at"], attempt.get("ended_at")))
         return spans
+
+    def _deleted_spans(self, since: float) -> list[tuple[str | None, float, float | None]]:
+        return []
 
     def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
         """Tasks by status for each owner."""
@@ -260,6 +267,8 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create index if not exists taskq_tasks_updated on taskq_tasks (updated_at)")
         self._conn.execute("create index if not exists taskq_tasks_blob on taskq_tasks (blob) where blob is not null")
         self._conn.execute("create index if not exists taskq_tasks_owner on taskq_tasks (owner, status)")
+        self._conn.execute("create table if not exists taskq_gpu_ledger (owner text, started_at real, ended_at real)")
+        self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
 
     def close(self) -> None:
         self._conn.close()
@@ -354,8 +363,9 @@ class SqliteTaskStore(TaskStore):
         with self._lock:
             rows = self._conn.execute(
                 "select t.owner, a.started_at, a.ended_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id "
-                "where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?)",
-                (since,)).fetchall()
+                "where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?) "
+                "union all select owner, started_at, ended_at from taskq_gpu_ledger where ended_at >= ?",
+                (since, since)).fetchall()
         return [tuple(r) for r in rows]
 
     def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
@@ -437,7 +447,13 @@ class SqliteTaskStore(TaskStore):
         self._write(f"update taskq_tasks set {sets} where id = ?", [*(_to_db(k, v) for k, v in fields.items()), task_id])
 
     def delete(self, task_id) -> bool:
+        now = time.time()
         with self._lock:
+            self._write(  # its GPU time still counts a while (fair share)
+                "insert into taskq_gpu_ledger select t.owner, a.started_at, coalesce(a.ended_at, ?) from taskq_attempts a "
+                "join taskq_tasks t on t.id = a.task_id where a.task_id = ? and t.gpu and a.started_at is not null "
+                "and coalesce(a.ended_at, ?) >= ?", (now, task_id, now, now - USAGE_KEPT))
+            self._write("delete from taskq_gpu_ledger where ended_at < ?", (now - USAGE_KEPT,))
             self._write("delete from taskq_attempts where task_id = ?", (task_id,))
             return self._write("delete from taskq_tasks where id = ?", (task_id,)) == 1
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from .status import FINAL, WAITING, TaskStatus
 from . import attempts as attempt_log
-from .store import TASK_DEFAULTS, TaskStore, JSON_COLUMNS
+from .store import TASK_DEFAULTS, USAGE_KEPT, TaskStore, JSON_COLUMNS
 
 # Shared by the task scripts: JSON field access, index upkeep (``reindex``: ``old`` is the task's status
 # before the write) and the task the script is about (ARGV: prefix, id, ...).
@@ -427,8 +427,18 @@ class RedisTaskStore(TaskStore):
         self._run("update", task_id, _encode_fields(fields))
 
     def delete(self, task_id) -> bool:
+        task, now = self.get(task_id), time.time()
+        if task and task["gpu"]:  # its GPU time still counts a while (fair share)
+            ledger = {json.dumps([task["owner"], a["started_at"], a.get("ended_at") or now, task_id, a["attempt"]]):
+                      a.get("ended_at") or now for a in self.attempts(task_id) if a.get("started_at")}
+            if ledger:
+                self.redis.zadd(self._key("gpu_ledger"), ledger)
+            self.redis.zremrangebyscore(self._key("gpu_ledger"), "-inf", f"({now - USAGE_KEPT}")
         self.redis.delete(self._key("attempts", task_id))
         return self._run("delete", task_id) == 1
+
+    def _deleted_spans(self, since) -> list[tuple[str | None, float, float | None]]:
+        return [tuple(json.loads(m)[:3]) for m in self.redis.zrangebyscore(self._key("gpu_ledger"), since, "+inf")]
 
     def running(self) -> list[dict]:
         return self._fetch(self.redis.zrange(self._key("status", "RUNNING"), 0, -1))

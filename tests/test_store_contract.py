@@ -230,3 +230,6 @@ def test_owners_filter_and_per_owner_questions(store):
     counts = store.counts_by_owner()
     assert counts["alice"] == {"PENDING": 2, "RUNNING": 1, "COMPLETE": 1}
     assert counts["bob"] == {"PENDING": 1, "RUNNING": 1}
+    assert store.delete(a[1]["id"])
+    assert sorted(o for o, _s, _e in store.gpu_spans(since)) == ["alice", "alice"], \
+        "a deleted task's GPU time still counts (deleting must not reset a user's fair share)"
