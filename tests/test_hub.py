@@ -214,6 +214,7 @@ def test_each_user_sees_only_their_own_tasks(hub, users):
 
     stats = bob.stats()
     assert set(stats["users"]) == {"bob"} and stats["users"]["bob"]["tasks"] == {"COMPLETE": 1}
+    assert stats["counts"]["COMPLETE"] == 1 and stats["counts"]["RUNNING"] == 0, "his counts, every status"
 
 
 def test_the_owner_comes_from_the_hub_not_the_request(hub, users):

@@ -24,6 +24,7 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from ..status import TaskStatus
 from .service import ServiceError, lost, not_found
 
 ADMIN_CACHE_SECONDS = 60.0  # how long a user's admin flag and groups, asked of the hub, are reused
@@ -216,7 +217,7 @@ class OwnerView:
             for worker in stats["workers"]:  # another user's task: busy, but not whose or what
                 if worker["current_task"] and not self._visible(self._service.store.get(worker["current_task"])):
                     worker.update(current_task=None, current_task_name=None)
-            stats["counts"] = usage[self.me.owner]["tasks"]
+            stats["counts"] = {s.value: 0 for s in TaskStatus} | usage[self.me.owner]["tasks"]  # their own
         stats["users"] = usage
         stats["you"] = {"name": self.me.owner, "sees_all": self.me.sees_all}
         return stats
