@@ -384,17 +384,20 @@ def test_a_kernel_submits_through_its_users_server_as_that_user(hub, users):
     assert "/user/bob/" in out, "the kernel talks to its own server, which forwards to the hub service"
 
 
-def save_report(text):
+def save_report(text, folder):
+    import os
+
     import jupyter_taskq
 
-    with open("report.txt", "w") as f:
+    path = os.path.join(folder, "report.txt")
+    with open(path, "w") as f:
         f.write(text)
-    return jupyter_taskq.Output("report.txt").save()
+    return jupyter_taskq.Output(path).save()
 
 
 def test_outputs_download_through_the_users_server_and_only_for_the_owner(hub, users, tmp_path):
     alice, bob = users["alice"], users["bob"]
-    handle = alice.submit(save_report, ("x" * 3_000_000,))
+    handle = alice.submit(save_report, ("x" * 3_000_000, str(tmp_path)))
     assert handle.result(timeout=120) == "report.txt"
     task = alice.get(handle.id)
     assert task["outputs"][0]["url"].startswith("/user/alice/taskq/api/tasks/"), "the user's own server's URL"
