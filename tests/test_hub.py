@@ -164,25 +164,38 @@ c.Spawner.environment = {{"JUPYTER_TASKQ_HUB_SERVICE": "taskq",
         return Client(f"{self.url}services/taskq/", self.token(user), reconnect_for=0)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """SIGTERM (the hub stops the proxy, the service and users' servers), then SIGKILL whatever of its
+        tree is left: each of those runs in a session of its own, out of reach of a process-group kill."""
+        import psutil
+
+        if self.proc is None:
+            return
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for child in tree:
+            try:
+                tree += child.children(recursive=True)
+                child.kill()
+            except psutil.NoSuchProcess:
                 pass
-        try:
-            os.killpg(self.proc.pid, 9)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pid_file in self.root.rglob("*.pid"):
-            pass
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    hub = Hub(tmp_path_factory.mktemp("hub")).start()
-    yield hub
-    hub.stop()
+    hub = Hub(tmp_path_factory.mktemp("hub"))
+    try:
+        yield hub.start()
+    finally:
+        hub.stop()
 
 
 @pytest.fixture(scope="module")
