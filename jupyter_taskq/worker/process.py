@@ -243,9 +243,9 @@ class Worker:
         task = self._until_written(f"the start of task {task_id}",
                                    lambda: self.store.claim(task_id, self.name, self.instance) or {})
         if not task:
-            if task is None:  # stopping before the claim could be written: keep the message
+            if task is None and self.stopping:  # stopping before the claim could be written: keep the message
                 self._until_written(f"the queue entry of task {task_id}", lambda: self.huey.enqueue(huey_task) or True)
-            return  # cancelled, expired or deleted while it waited
+            return  # cancelled, expired or deleted while it waited (or its row cannot be claimed: logged)
         self._changed(task_id)
         try:
             outcome, error = self._execute_in_child(task)
