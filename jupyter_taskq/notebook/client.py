@@ -21,6 +21,7 @@ from ..options import client_options, with_option_keywords
 from .. import pickling
 from ..payload import calling_context, dumps_call
 from ..status import FINAL, TaskStatus
+from .origin import submitted_from
 
 LONG_POLL = 30.0
 
@@ -221,7 +222,7 @@ class Client:
     @staticmethod
     def _rest_options(fn: Callable, options: dict, caller: str) -> dict:
         """The REST options of a call (declared once in :mod:`jupyter_taskq.options`), checked here first."""
-        options = {**options, "name": options.get("name") or getattr(fn, "__name__", None)}
+        options = {**submitted_from(), **options, "name": options.get("name") or getattr(fn, "__name__", None)}
         rest, in_payload = client_options(options, caller)
         if in_payload:  # on_start travels with the warm-process support (issue 11), not yet here
             raise NotImplementedError(f"option(s) {', '.join(in_payload)} are declared but not implemented yet")
