@@ -231,9 +231,10 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
             if select.select([request_fd, idle.pidfd], [], [])[0] == [idle.pidfd]:
                 if idle is task:
                     return  # the warm task process died while idle: the worker sees us go
-                os.waitpid(ready.pid, 0)  # the ready one died (killed from outside): fork another
-                ready.close()
+                os.waitpid(ready.pid, 0)  # the ready one died (killed from outside?): fork another,
+                ready.close()            # without the warm-up, in case that is what killed it
                 ready = None
+                warm_up = None
                 continue
             message = read_message(request_fd)
             if message is None:
