@@ -35,11 +35,16 @@ class BatchReader:
     """Parses the body as it streams in; hands each payload's bytes to the sink as they come.
 
     ``start(index, options, size)`` is called once per task before its payload and returns a
-    ``write(bytes)`` callable for it (it may refuse the item by raising).
+    ``write(bytes)`` callable for it (it may refuse the item by raising). ``end(index)``, if
+    given, is called as soon as that payload's last byte is written: the sink closes its file
+    there, so a batch of 20,000 tasks holds one open file at a time, not 20,000 (a server's
+    descriptor limit is often 1,024).
     """
 
-    def __init__(self, start: Callable[[int, dict, int], Callable[[bytes], object]]):
+    def __init__(self, start: Callable[[int, dict, int], Callable[[bytes], object]],
+                 end: Callable[[int], object] | None = None):
         self._start = start
+        self._end = end
         self._buffer = b""
         self._state = "options_len"
         self._need = _OPTIONS_LEN.size
@@ -88,6 +93,8 @@ class BatchReader:
                 self._next_item()
 
     def _next_item(self) -> None:
+        if self._end is not None:
+            self._end(self.count)
         self.count += 1
         self._state, self._need, self._write, self._options = "options_len", _OPTIONS_LEN.size, None, None
 

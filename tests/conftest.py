@@ -42,8 +42,9 @@ class TaskqServer:
     """A real `jupyter server` with jupyter-taskq, on a free port, with its own state directory."""
 
     def __init__(self, root: Path, gpus=(), cpu_workers: int = 2, app: str = "jupyter_server",
-                 extra_args=(), backend: str = "sqlite", **config):
+                 extra_args=(), backend: str = "sqlite", fd_limit: int | None = None, **config):
         self.root = root
+        self.fd_limit = fd_limit  # the server's soft RLIMIT_NOFILE (None: inherited), e.g. a desktop's 1,024
         self.backend = backend
         self.redis: RedisServer | None = None  # with backend="redis": its own redis-server, outliving restarts
         self.app = app  # "jupyter_server", or "jupyterlab" for browser tests
@@ -76,17 +77,25 @@ class TaskqServer:
         ]
         if os.geteuid() == 0:
             args.append("--allow-root")
+        if self.fd_limit:  # or Jupyter Server raises the soft limit to its min_open_files_limit (4,096)
+            args.append(f"--ServerApp.min_open_files_limit={self.fd_limit}")
         args += self.extra_args
         args += [f"--TaskQueue.{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.config.items()]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self._limit_fds if self.fd_limit else None)
         wait_for(self._answers, 60, 0.1, f"the server on port {self.port} (log: {self.log_path})")
         if wait_workers and self.config.get("start_workers", True):
             expected = len(self.gpus) * self.config.get("workers_per_gpu", 1) + self.cpu_workers
             wait_for(lambda: sum(w["alive"] for w in self.client().stats()["workers"]) >= expected, 60, 0.1,
                      f"{expected} live workers")
         return self
+
+    def _limit_fds(self) -> None:
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, hard))
 
     def _answers(self) -> bool:
         if self.proc.poll() is not None:

@@ -324,17 +324,22 @@ class BatchHandler(_StreamedBody):
     """POST many tasks in one request, all or none: as ``application/x-jupyter-taskq-batch``
     (:mod:`jupyter_taskq.batchstream`, each payload spooled as it streams in; what
     ``Client.submit_many`` sends), or as JSON ``{"tasks": [{"payload": base64, ...options}, ...]}``.
-    Every payload is held to ``TaskQueue.max_payload_size``."""
+    Every payload is held to ``TaskQueue.max_payload_size``.
+
+    Each payload's spool file is closed as soon as its frame ends; the batch keeps paths, not
+    open files, so it holds one descriptor whatever its size (a file per queued task used to
+    exhaust the process's descriptor limit and reset the connection)."""
 
     async def prepare(self):
         await super().prepare()
-        self._items: list[tuple[dict, _Spool]] = []
+        self._items: list[tuple[dict, Path]] = []  # spooled, closed
+        self._current: _Spool | None = None  # the payload being written
         self._reader: batchstream.BatchReader | None = None
         self._json_chunks: list[bytes] | None = None
         kind = self.request.headers.get("Content-Type", "").split(";")[0].strip()
         if kind == batchstream.CONTENT_TYPE:
             self.limit_body(1 << 62, "the batch")
-            self._reader = batchstream.BatchReader(self._start_item)
+            self._reader = batchstream.BatchReader(self._start_item, self._end_item)
         elif kind in ("application/json", ""):
             self.limit_body(MAX_JSON_BATCH, "the JSON body", option="")
             self._json_chunks, self._json_size = [], 0
@@ -348,9 +353,13 @@ class BatchHandler(_StreamedBody):
         limit = self.settings["taskq_max_payload"]
         if size > limit:
             raise too_large(what, size, limit)
-        spool = _Spool(self.settings["taskq_service"], limit, what)
-        self._items.append((options, spool))
-        return spool.write
+        self._current = _Spool(self.settings["taskq_service"], limit, what)
+        self._items.append((options, self._current.path))
+        return self._current.write
+
+    def _end_item(self, index: int) -> None:
+        self._current.close()
+        self._current = None
 
     def consume(self, chunk: bytes) -> None:
         if self._refusal is not None:
@@ -371,8 +380,11 @@ class BatchHandler(_StreamedBody):
         self._json_chunks.append(chunk)
 
     def discard_spools(self) -> None:
-        for _options, spool in self._items:
-            spool.discard()
+        if self._current is not None:
+            self._current.discard()
+            self._current = None
+        for _options, path in self._items:
+            path.unlink(missing_ok=True)
         self._items = []
 
     @authorized
@@ -399,9 +411,9 @@ class BatchHandler(_StreamedBody):
         if not self._items:
             raise bad_request("a batch must hold at least one task")
         prepared = []
-        for index, (options, spool) in enumerate(self._items):  # validate all before queuing any
+        for index, (options, path) in enumerate(self._items):  # validate all before queuing any
             try:
-                prepared.append((spool.close(), service.validate_options(options)))
+                prepared.append((path, service.validate_options(options)))
             except ServiceError as exc:
                 raise bad_request(f"tasks[{index}]: {exc}") from None
         created = service.submit_many(prepared)
@@ -425,8 +437,11 @@ class BatchHandler(_StreamedBody):
                     raise
                 raise bad_request(f"tasks[{index}]: {exc}") from None
             spool = _Spool(service, limit, f"tasks[{index}]: the payload")
-            self._items.append((item, spool))
-            spool.write(data)
+            self._items.append((item, spool.path))
+            try:
+                spool.write(data)
+            finally:
+                spool.close()
 
 
 @web.stream_request_body
