@@ -222,6 +222,9 @@ def check_persistence(url: str, allow_volatile: bool = False) -> dict:
           "queue is acceptable (a throwaway test queue), set c.TaskQueue.redis_allow_volatile = True.")
 
 
+CREATE_CHUNK = 500  # tasks per MULTI in create_many: Redis answers other clients between chunks
+
+
 class RedisTaskStore(TaskStore):
     """Task state and worker heartbeats in one Redis database, under ``prefix``."""
 
@@ -255,11 +258,44 @@ class RedisTaskStore(TaskStore):
         self._run("create", task["id"], _encode_fields(task))
 
     def create_many(self, tasks: list[dict]) -> None:
-        """One round trip for a whole batch."""
-        pipe = self.redis.pipeline(transaction=True)
-        for task in tasks:
-            self._scripts["create"](args=[self.prefix, task["id"], _encode_fields(task)], client=pipe)
-        pipe.execute()
+        """A batch in transactions of :data:`CREATE_CHUNK` tasks, all or nothing.
+
+        One ``MULTI`` of 15,000 Lua calls held Redis (every worker's heartbeat, every other
+        request) for seconds; between chunks other clients' commands run. A batch that fails
+        part-way (a task that exists, a lost connection) has the tasks it created deleted
+        before the error is raised, as SQLite's one transaction rolls back. Until it returns,
+        a listing may show part of the batch; the service queues none of it on Huey before then.
+        """
+        if not tasks:
+            return
+        first_seq = int(self.redis.get(self._key("seq")) or 0)  # what this call creates comes after
+        try:
+            for start in range(0, len(tasks), CREATE_CHUNK):
+                pipe = self.redis.pipeline(transaction=True)
+                for task in tasks[start:start + CREATE_CHUNK]:
+                    self._scripts["create"](args=[self.prefix, task["id"], _encode_fields(task)], client=pipe)
+                pipe.execute()
+        except BaseException:
+            self._undo_create([t["id"] for t in tasks[:start + CREATE_CHUNK]], first_seq)
+            raise
+
+    def _undo_create(self, ids: list[str], first_seq: int) -> None:
+        """Delete those of ``ids`` created after ``first_seq`` (not a task that existed before: a
+        duplicate id is refused by the create script). Best effort: if Redis is unreachable now,
+        what stayed is waiting without a Huey message, and the server's ``reconcile()`` queues it
+        later although the client was answered an error."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hget(self._key("task", task_id), "seq")
+            ours = [i for i, seq in zip(ids, pipe.execute()) if seq is not None and int(seq) > first_seq]
+            for start in range(0, len(ours), CREATE_CHUNK):
+                pipe = self.redis.pipeline(transaction=False)
+                for task_id in ours[start:start + CREATE_CHUNK]:
+                    self._scripts["delete"](args=[self.prefix, task_id], client=pipe)
+                pipe.execute()
+        except Exception:  # the original error is the one to report
+            pass
 
     def get(self, task_id: str) -> dict | None:
         found = self._fetch([task_id])

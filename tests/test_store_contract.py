@@ -233,3 +233,20 @@ def test_owners_filter_and_per_owner_questions(store):
     assert store.delete(a[1]["id"])
     assert sorted(o for o, _s, _e in store.gpu_spans(since)) == ["alice", "alice"], \
         "a deleted task's GPU time still counts (deleting must not reset a user's fair share)"
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(store):
+    """A batch the server answered with an error must leave no task behind, however the store splits
+    its writes (Redis writes a big batch in chunks so other clients are answered in between)."""
+    existing = new_task(name="older")
+    store.create(existing)
+    batch = [new_task(name="batch") for _ in range(1_200)]
+    batch[1_100] = dict(batch[1_100], id=existing["id"])  # in a later chunk than the first
+    with pytest.raises(Exception):
+        store.create_many(batch)
+    assert store.count() == 1 and [t["name"] for t in store.list()] == ["older"]
+    assert store.get(existing["id"])["name"] == "older", "the task that was there is untouched"
+    assert store.count(text="batch") == 0
+    store.create_many(batch[:1_100])
+    assert store.count([S.PENDING]) == 1_101
+    assert [t["id"] for t in store.list(limit=2)] == [batch[1_099]["id"], batch[1_098]["id"]]
