@@ -33,3 +33,44 @@ def test_a_result_still_running_after_the_wait_is_a_202_and_no_warning(shared_se
     log = shared_server.log_path.read_text()
     assert f"409 GET /taskq/api/tasks/{handle.id}/result?wait" not in log
     assert f"202 GET /taskq/api/tasks/{handle.id}/result?wait" not in log  # success-level: not logged as a warning
+
+
+def test_a_change_heard_while_the_store_is_being_read_wakes_the_wait(tmp_path, monkeypatch):
+    """The worker's ring can come while the server is still reading the task's state off the loop (the task
+    ended just after the query). That ring must wake the waiting request; before, it woke nobody and
+    the result reached the client only at the feed's re-check, about a second late."""
+    import asyncio
+    import threading
+
+    from jupyter_taskq.doorbell import Doorbell
+    from jupyter_taskq.server import changes
+
+    monkeypatch.setattr(changes, "RECHECK", 600.0)  # a missed ring would now cost ten minutes, not a second
+    bell = Doorbell(tmp_path / "events.fifo")
+    state = {"finished": False}
+
+    async def main():
+        feed = changes.ChangeFeed(bell)
+        feed.start()
+        looks = []
+
+        async def done():
+            looks.append(state["finished"])
+            if len(looks) == 1:  # the first look reads "running"; meanwhile the task ends and the worker rings
+                def worker_finishes():
+                    state["finished"] = True
+                    Doorbell(bell.path).ring(b"t1\n")
+                thread = threading.Thread(target=worker_finishes)
+                thread.start()
+                thread.join()
+                await asyncio.sleep(0.2)  # the ring is heard on the loop before this look answers
+                return False
+            return state["finished"]
+
+        try:
+            return await asyncio.wait_for(feed.wait_until({"t1"}, done, 600.0), 30), looks
+        finally:
+            feed.stop()
+
+    finished, looks = asyncio.run(main())
+    assert finished and looks == [False, True]

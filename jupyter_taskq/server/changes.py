@@ -133,24 +133,30 @@ class ChangeFeed:
 
     async def wait_until(self, task_ids: Collection[str], done: Callable[[], Awaitable[bool]], timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until ``done()``, re-checking whenever one of ``task_ids`` changes
-        (``done`` may shrink ``task_ids`` as tasks finish)."""
+        (``done`` may shrink ``task_ids`` as tasks finish).
+
+        The waiter is armed *before* ``done()`` looks at the store: ``done()`` runs off the loop, and a ring
+        heard while it runs (the task ended just after its query) would otherwise wake nobody, leaving the
+        request to the one-second re-check (results that came about 1 s late)."""
         deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
         while True:
-            if await done():
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            future = asyncio.get_running_loop().create_future()
+            future = loop.create_future()
             watched = list(task_ids)
             for task_id in watched:
                 self._waiters.setdefault(task_id, set()).add(future)
             try:
-                await asyncio.wait_for(future, min(RECHECK, remaining))
-                if len(watched) > 1:
-                    await asyncio.sleep(BATCH_SETTLE)  # let a burst of changes land before looking again
-            except asyncio.TimeoutError:
-                pass
+                if await done():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(future, min(RECHECK, remaining))
+                    if len(watched) > 1:
+                        await asyncio.sleep(BATCH_SETTLE)  # let a burst of changes land before looking again
+                except asyncio.TimeoutError:
+                    pass
             finally:
                 for task_id in watched:
                     waiting = self._waiters.get(task_id)
