@@ -12,6 +12,8 @@ of the notebook cells the call's code comes from (for tracebacks). The body,
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -97,6 +99,44 @@ def dumps_call(fn: Callable, args: tuple = (), kwargs: dict | None = None, *, co
     if sources:
         header["sources"] = sources
     return encode(header, body)
+
+
+#: The most an ``on_start`` function may weigh pickled: it rides in the JSON header (see :func:`with_on_start`);
+#: one that captures a model or a data set should load it instead.
+MAX_ON_START = 1024 * 1024
+
+
+def with_on_start(context: dict, on_start: Callable | None) -> dict:
+    """The header ``context`` with ``on_start`` (the task option: run once per task process, before its first
+    attempt) pickled by value into it, with the source of its cells for tracebacks.
+
+    In the header rather than the body so that the worker's warm key (a hash of the header) changes with it:
+    a warm process never serves an attempt whose on_start differs from the one it ran; and a function sent
+    once as a shared part (blobs.py) stays shared, since the header of every payload carries its own."""
+    if on_start is None:
+        return context
+    name = getattr(on_start, "__qualname__", None) or repr(on_start)
+    try:
+        data, sources = pickling.dumps_with_sources(on_start)
+    except Exception as exc:
+        raise PayloadError("on_start: " + describe_unpicklable(on_start, (), {}, exc)) from exc
+    check_no_secrets(data)
+    if len(data) > MAX_ON_START:
+        raise PayloadError(f"on_start {name!r} is {len(data):,} bytes pickled, over {MAX_ON_START:,}: it captures "
+                           "large data; let it load that data (from a file, a URL) when it runs instead")
+    return {**context, "on_start": {"name": name, "sha256": hashlib.sha256(data).hexdigest(),
+                                    "pickle": base64.b64encode(data).decode("ascii"), "sources": sources}}
+
+
+def load_on_start(header: dict) -> tuple[str, str, Callable] | None:
+    """(name, sha256, function) of the payload's ``on_start``, or None; only the task's own process does this."""
+    spec = header.get("on_start")
+    if not spec:
+        return None
+    if not isinstance(spec, dict) or not isinstance(spec.get("pickle"), str):
+        raise PayloadError("payload header field 'on_start' is malformed")
+    pickling.install_sources(spec.get("sources"))
+    return spec.get("name") or "on_start", spec.get("sha256") or "", pickling.loads(base64.b64decode(spec["pickle"]))
 
 
 def check_no_secrets(body: bytes) -> None:

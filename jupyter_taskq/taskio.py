@@ -45,6 +45,22 @@ def progress(done: float, total: float | None = None, message: str = "") -> None
         _write_progress(_latest)
 
 
+_on_start_value = None
+
+
+def on_start_value():
+    """The return value of the task's ``on_start`` (the task option), run once in this task process before
+    its first attempt: with ``keep_warm_seconds`` the same object every warm attempt sees, e.g. a model
+    already on the GPU. None without an on_start, and outside a task (a plain call in the kernel)."""
+    return _on_start_value
+
+
+def set_on_start_value(value) -> None:
+    """Set by the runner (jupyter_taskq/worker/runner.py) before each attempt that has an on_start."""
+    global _on_start_value
+    _on_start_value = value
+
+
 def reset() -> None:
     global _last_write, _latest
     _last_write, _latest = float("-inf"), None

@@ -19,7 +19,7 @@ import requests
 from .. import batchstream, blobs
 from ..options import client_options, with_option_keywords
 from .. import pickling
-from ..payload import calling_context, dumps_call
+from ..payload import calling_context, dumps_call, with_on_start
 from ..status import FINAL, TaskStatus
 from .origin import submitted_from
 
@@ -160,8 +160,8 @@ class Client:
 
         A function that captures a lot of data (``blobs.SHARE_AT``) is sent once as a shared part
         and only named by the payload, so ``put()`` in a loop stores that data once."""
-        params = self._rest_options(fn, options, "submit")
         context = calling_context()
+        params = self._rest_options(fn, options, "submit", context)
         shared = blobs.shared_part(fn, context)  # the function pickled alone: a big one is pickled only once
         if shared is None:
             data = dumps_call(fn, tuple(args), kwargs, context=context)
@@ -177,7 +177,7 @@ class Client:
         The function, with whatever it captures, is serialised once: when that is big it is sent
         once as a shared part (only if the server lacks it) and each task carries its arguments."""
         context = calling_context()
-        opts = self._rest_options(fn, options, "submit_many")
+        opts = self._rest_options(fn, options, "submit_many", context)
         arg_list = [item if isinstance(item, tuple) else (item,) for item in arg_list]
         if not arg_list:
             return []
@@ -220,12 +220,12 @@ class Client:
                       headers={"Content-Type": "application/octet-stream"})
 
     @staticmethod
-    def _rest_options(fn: Callable, options: dict, caller: str) -> dict:
-        """The REST options of a call (declared once in :mod:`jupyter_taskq.options`), checked here first."""
+    def _rest_options(fn: Callable, options: dict, caller: str, context: dict) -> dict:
+        """The REST options of a call (declared once in :mod:`jupyter_taskq.options`), checked here first;
+        the options that travel in the payload (``on_start``) go into ``context``, the payload's header."""
         options = {**submitted_from(), **options, "name": options.get("name") or getattr(fn, "__name__", None)}
         rest, in_payload = client_options(options, caller)
-        if in_payload:  # on_start travels with the warm-process support (issue 11), not yet here
-            raise NotImplementedError(f"option(s) {', '.join(in_payload)} are declared but not implemented yet")
+        context.update(with_on_start({}, in_payload.get("on_start")))
         return rest
 
     # -- reading and acting -----------------------------------------------

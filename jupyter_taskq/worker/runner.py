@@ -45,7 +45,8 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
             if shared is not None:
                 fn = shared
             _pickling().install_sources(header.get("sources"))
-            leave_main = _pickling().enter_notebook_main(fn, args, kwargs)
+            on_start = payload_module.load_on_start(header)  # (name, sha256, function) or None
+            leave_main = _pickling().enter_notebook_main(fn, args, kwargs, *(on_start[2:] if on_start else ()))
     except BaseException as exc:  # noqa: BLE001 - report whatever stops the set-up
         _write_error(error_path, exc, exc.__traceback__, setup=True)
         return EXIT_SETUP
@@ -53,9 +54,45 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
         leave_main()
         return stop
     try:
+        if on_start is not None and not _run_on_start(*on_start, error_path):
+            return EXIT_RAISED
         return _call(fn, args, kwargs, result_path, error_path)
     finally:
         leave_main()
+
+
+#: The on_start this task process has run: (its sha256, its return value). A process serves one on_start
+#: (it is part of the warm key), so this is set once; a fresh process starts without it.
+_on_start_done: tuple[str, object] | None = None
+
+
+def _run_on_start(name: str, sha256: str, on_start, error_path: str) -> bool:
+    """Run the task's ``on_start`` unless this process already has (a warm one); its value is then what
+    ``jupyter_taskq.on_start_value()`` answers in the task. False: it raised (error written, labelled)."""
+    global _on_start_done
+    if _on_start_done is None or _on_start_done[0] != sha256:
+        try:
+            value = on_start()
+        except BaseException as exc:  # noqa: BLE001 - the attempt fails with on_start's own traceback
+            _flush_progress()
+            exc.add_note(f"(raised by on_start {name}, which runs before the task in each fresh task process)")
+            _write_error(error_path, exc, exc.__traceback__.tb_next if exc.__traceback__ else None, on_start=name)
+            return False
+        _on_start_done = (sha256, value)
+    _taskio_set_on_start(_on_start_done[1])
+    return True
+
+
+def _taskio_set_on_start(value) -> None:
+    """Hand the value to :mod:`jupyter_taskq.taskio` (what the task imports); in another interpreter without
+    jupyter_taskq installed the task cannot import it either, so there is nobody to hand it to."""
+    taskio = sys.modules.get("jupyter_taskq.taskio")
+    if taskio is None:
+        try:
+            import jupyter_taskq.taskio as taskio
+        except ImportError:
+            return
+    taskio.set_on_start_value(value)
 
 
 def _call(fn, args, kwargs, result_path: str, error_path: str) -> int:
@@ -153,11 +190,14 @@ def _limits():
     return module
 
 
-def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -> None:
+def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False, on_start: str | None = None) -> None:
+    """``on_start``: the name of the on_start function that raised (the message and traceback say so)."""
     text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if on_start is not None:
+        text = f"on_start {on_start} failed (run before the task, in a fresh task process):\n{text}"
     error = {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
-        "message": str(exc),
+        "message": f"in on_start {on_start}: {exc}" if on_start is not None else str(exc),
         "traceback": text,
         # The class and its bases, for retry_for (subclasses count); the worker drops it before storing.
         "mro": [f"{k.__module__}.{k.__qualname__}".removeprefix("builtins.") for k in type(exc).__mro__[:-1]],
@@ -166,6 +206,8 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False) -
         error["peak_mib"] = _limits().peak_mib()  # for "exceeded memory=N MiB (peak P MiB)"
     if setup:
         error["phase"] = "setup"
+    if on_start is not None:
+        error["phase"] = "on_start"
     try:
         pickled = _pickling().dumps_exception(exc)  # its own class, even if __init__ wants other arguments
         if pickled is not None:

@@ -1,0 +1,120 @@
+"""on_start: a function run once per task process before its first attempt, whose value the task reads
+with ``jupyter_taskq.on_start_value()``; with keep_warm_seconds it runs once for many attempts."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TaskqServer, wait_for
+
+
+def notebook_function(source: str, cell: str = "<string>"):
+    """A function defined as in a notebook (module __main__), so it travels by value; ``cell``: the file name
+    of the cell it comes from, its source in linecache as IPython keeps it (so tracebacks show its lines)."""
+    import linecache
+
+    namespace = {"__name__": "__main__"}
+    if cell != "<string>":
+        linecache.cache[cell] = (len(source), None, source.splitlines(keepends=True), cell)
+    exec(compile(source, cell, "exec"), namespace)  # noqa: S102 - test-only
+    return next(v for k, v in namespace.items() if callable(v) and not k.startswith("__"))
+
+
+def loader(log_path, tag: str = "model"):
+    """An on_start that notes each run (its pid) in a file and returns a 'model'."""
+    return notebook_function(
+        "def load_model():\n"
+        "    import os\n"
+        f"    with open({str(log_path)!r}, 'a') as f:\n"
+        "        f.write(f'{os.getpid()}\\n')\n"
+        f"    return {{'model': {tag!r}, 'loaded_in': os.getpid()}}\n")
+
+
+use_model = notebook_function(
+    "def use_model(x=0):\n"
+    "    import os\n"
+    "    from jupyter_taskq import on_start_value\n"
+    "    return os.getpid(), on_start_value()\n")
+
+broken_loader = notebook_function(
+    "def load_model():\n"
+    "    raise ValueError('no weights file')\n", cell="/tmp/ipykernel_1/on_start_cell.py")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = TaskqServer(tmp_path_factory.mktemp("on_start"), gpus=[], cpu_workers=1).start()
+    yield server
+    server.close()
+
+
+def runs(log_path) -> list[str]:
+    return log_path.read_text().split() if log_path.exists() else []
+
+
+def test_on_start_runs_once_per_warm_process_and_its_value_is_readable(server, tmp_path):
+    client = server.client()
+    log = tmp_path / "on_start.log"
+    load_model = loader(log)
+    results = [client.submit(use_model, (i,), keep_warm_seconds=60, on_start=load_model).result(timeout=60)
+               for i in range(3)]
+    pids = {pid for pid, _ in results}
+    assert len(pids) == 1  # one warm process served all three
+    pid = pids.pop()
+    assert all(value == {"model": "model", "loaded_in": pid} for _, value in results)
+    assert runs(log) == [str(pid)]  # on_start ran once, in that process
+
+
+def test_without_keep_warm_on_start_runs_before_each_attempt(server, tmp_path):
+    client = server.client()
+    log = tmp_path / "on_start.log"
+    load_model = loader(log)
+    results = [client.submit(use_model, on_start=load_model).result(timeout=60) for _ in range(2)]
+    assert results[0][0] != results[1][0]
+    assert runs(log) == [str(pid) for pid, _ in results]
+    assert all(value["loaded_in"] == pid for pid, value in results)
+
+
+def test_a_changed_on_start_gets_a_fresh_process(server, tmp_path):
+    client = server.client()
+    log = tmp_path / "on_start.log"
+    first = client.submit(use_model, keep_warm_seconds=60, on_start=loader(log, "v1")).result(timeout=60)
+    again = client.submit(use_model, keep_warm_seconds=60, on_start=loader(log, "v1")).result(timeout=60)
+    assert again == first  # the same on_start (rebuilt alike): the warm process serves it
+    changed = client.submit(use_model, keep_warm_seconds=60, on_start=loader(log, "v2")).result(timeout=60)
+    assert changed[0] != first[0] and changed[1] == {"model": "v2", "loaded_in": changed[0]}
+    assert runs(log) == [str(first[0]), str(changed[0])]
+
+
+def test_a_failing_on_start_fails_the_attempt_labelled_and_is_retried(server):
+    client = server.client()
+    handle = client.submit(use_model, keep_warm_seconds=60, on_start=broken_loader, max_retries=1)
+    with pytest.raises(ValueError, match="no weights file") as raised:
+        handle.result(timeout=60)
+    assert any("on_start load_model" in note for note in getattr(raised.value, "__notes__", []))
+    task = client.get(handle.id)
+    assert task["status"] == "FAILED"
+    error = task["error"]
+    assert error["type"] == "ValueError" and error["message"] == "in on_start load_model: no weights file"
+    assert error["traceback"].startswith("on_start load_model failed")
+    assert "raise ValueError('no weights file')" in error["traceback"]  # its own line, from the cell source
+    attempts = wait_for(lambda: (a := client.attempts(handle.id)) and len(a) == 2 and a, 10, message="2 attempts")
+    assert [a["reason"] for a in attempts] == ["error", "error"]  # retried like any failure
+    # The failed process is not kept: a working on_start afterwards runs in a fresh one.
+    pid, value = client.submit(use_model, keep_warm_seconds=60, on_start=loader_ok).result(timeout=60)
+    assert value == "ok"
+
+
+loader_ok = notebook_function("def load_model():\n    return 'ok'\n")
+
+
+def test_an_on_start_that_cannot_travel_is_refused_in_the_kernel(server):
+    holds_big = notebook_function("def load_model():\n    return len(DATA)\n")
+    holds_big.__globals__["DATA"] = b"x" * (2 * 1024 * 1024)
+    client = server.client()
+    from jupyter_taskq.payload import PayloadError
+
+    with pytest.raises(PayloadError, match="over 1,048,576"):
+        client.submit(use_model, on_start=holds_big)
+    with pytest.raises(ValueError, match="on_start' must be a function"):
+        client.submit(use_model, on_start="load_model")
