@@ -5,6 +5,7 @@ with the API, both themes render, and 10,000 finished tasks open and filter in u
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -266,6 +267,73 @@ def test_api_errors_show_as_messages_not_a_blank_panel(page, lab):
 # -- 10,000 tasks ---------------------------------------------------------
 
 N_BULK = 10_000
+
+
+def warm_double(x):
+    return 2 * x
+
+
+def test_worker_tile_shows_a_warm_process_and_drops_it(page, lab):
+    """Issue 11: a task kept warm shows in its worker's tile (function, idle time); the button ends it."""
+    client = lab.client()
+    handle = client.submit(warm_double, (4,), keep_warm_seconds=600)
+    assert handle.result(timeout=30) == 8
+    wait_for(lambda: any(w["warm"] for w in client.stats()["workers"]), 15, message="a warm process in stats")
+    open_lab(page, lab)
+    open_panel(page)
+    warm = page.locator(f'#{PANEL} .jtqp-worker[data-worker="cpu0"] .jtqp-warm')
+    expect(warm).to_have_count(1)
+    expect(warm).to_contain_text("warm_double · idle")
+    page.locator(f"#{PANEL} .jtqp-drop-warm").click()
+    expect(warm).to_have_count(0, timeout=10_000)
+    expect(page.locator(f"#{PANEL} .jtqp-drop-warm")).to_have_count(0)
+    assert not any(w["warm"] for w in client.stats()["workers"])
+
+
+def test_owner_column_and_mine_everyone_switch(page, lab):
+    """Issue 15: each row names its owner; with tasks of two owners, "Mine" lists only the caller's."""
+    from jupyter_taskq.store import SqliteTaskStore
+
+    client = lab.client()
+    mine = client.submit(warm_double, (1,), name="owner-mine")
+    mine.result(timeout=30)
+    me = client.stats()["you"]["name"]
+    store = SqliteTaskStore(str(lab.state_dir / "taskq.db"))  # another user's task, as a hub queue has them
+    other_id = str(uuid.uuid4())
+    now = time.time()
+    store.create_many([{"id": other_id, "name": "owner-other", "status": "COMPLETE", "pool": "cpu", "gpu": 0,
+                        "created_at": now, "started_at": now, "ended_at": now, "updated_at": now, "attempt": 1,
+                        "worker": "cpu0", "max_retries": 0, "retry_delay": 0, "retry_backoff": 1, "priority": 0,
+                        "result_ttl": 3600, "owner": "someone-else"}])
+    store.close()
+    try:
+        open_lab(page, lab)
+        open_panel(page)
+        expect(row(page, mine.id).locator(".jtqp-owner")).to_have_text(me)
+        expect(row(page, other_id).locator(".jtqp-owner")).to_have_text("someone-else")
+        page.locator(f"#{PANEL} .jtqp-owner-mine").click()
+        expect(row(page, other_id)).to_have_count(0)
+        expect(row(page, mine.id)).to_be_visible()
+        page.locator(f"#{PANEL} .jtqp-owner-everyone").click()
+        expect(row(page, other_id)).to_be_visible()
+    finally:
+        client.delete(other_id)
+
+
+def test_a_cell_with_tasks_shows_a_mark(page, lab):
+    """Issue 14: the cell that submitted a task gets a mark on its prompt; the cell that did not, none."""
+    from browser_kit import cell, open_notebook, run_cell, write_notebook
+
+    setup = "from jupyter_taskq import task_queue\n\n@task_queue()\ndef triple(x):\n    return 3 * x\n"
+    name = write_notebook(lab.root, "marks.ipynb", [setup, "h = triple.put(2)\nh.result(timeout=60)"])
+    open_notebook(page, lab, name)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    expect(cell(page, 1)).to_have_attribute("data-taskq-state", "done", timeout=30_000)
+    expect(cell(page, 1)).to_have_attribute("data-taskq-tasks", "1")
+    expect(cell(page, 1)).to_have_attribute("title", "1 task from this cell")
+    expect(cell(page, 0)).not_to_have_class(re.compile(r"\bjtq-cell-has-tasks\b"))
+    screenshot(page, "cell-task-mark")
 
 
 def seed_finished_tasks(state_dir: Path, n: int) -> None:

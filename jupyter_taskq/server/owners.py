@@ -211,6 +211,7 @@ class OwnerView:
         usage = usage_by_owner(self._service.store)
         if self.hub is None:
             stats["users"] = usage
+            stats["you"] = {"name": self.me.owner, "sees_all": True}  # the panel's "Mine" (a personal server)
             return stats
         if not self.me.sees_all:
             usage = {self.me.owner: usage.get(self.me.owner, empty_usage())}

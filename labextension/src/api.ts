@@ -26,6 +26,8 @@ export interface ListQuery {
   text?: string;
   limit?: number;
   offset?: number;
+  /** Only this owner's tasks (a hub admin's "Mine"); none: everyone's the caller may see. */
+  owner?: string | null;
 }
 
 /** The query string of `GET tasks` (empty parts left out, so equal queries give equal URLs). */
@@ -37,6 +39,9 @@ export function listPath(query: ListQuery): string {
   const text = (query.text || '').trim();
   if (text) {
     params.set('q', text);
+  }
+  if (query.owner) {
+    params.set('owner', query.owner);
   }
   params.set('limit', String(query.limit ?? 50));
   params.set('offset', String(query.offset ?? 0));
@@ -138,6 +143,11 @@ export class TaskqApi {
 
   stats(): Promise<Stats> {
     return this.call('Reading queue stats', 'stats');
+  }
+
+  /** Asks every worker to end its warm task processes (they go within a heartbeat). */
+  dropWarm(): Promise<{ workers_asked: number }> {
+    return this.call('Dropping warm processes', 'warm', { method: 'DELETE' });
   }
 
   /** Long-poll: answers as soon as something changed after `since` (or after `wait` seconds). */

@@ -15,6 +15,7 @@ import {
   formatDuration,
   progressFraction,
   taskDuration,
+  warmLabel,
   workerLabel
 } from './format';
 import type { QueueModel } from './model';
@@ -54,11 +55,22 @@ function ProgressBar({ task }: { task: Task }): JSX.Element | null {
 }
 
 /** Pool depths and one tile per live worker. */
-export function QueueHeader({ stats, now, onOpen }: { stats: Stats | null; now: number; onOpen: (id: string) => void }): JSX.Element {
+export function QueueHeader({
+  stats,
+  now,
+  onOpen,
+  onDropWarm
+}: {
+  stats: Stats | null;
+  now: number;
+  onOpen: (id: string) => void;
+  onDropWarm?: () => void;
+}): JSX.Element {
   if (!stats) {
     return <div className="jtqp-header jtqp-muted">Loading the queue…</div>;
   }
   const workers = stats.workers.filter(w => w.alive);
+  const warmCount = workers.reduce((n, w) => n + (w.warm?.length ?? 0), 0);
   return (
     <div className="jtqp-header">
       <div className="jtqp-depths" aria-label="Queue depth per pool">
@@ -87,8 +99,29 @@ export function QueueHeader({ stats, now, onOpen }: { stats: Stats | null; now: 
             {w.busy && w.busy_since && (
               <div className="jtqp-muted">{formatDuration(Math.max(0, now - Date.parse(w.busy_since)) / 1000)}</div>
             )}
+            {(w.warm ?? []).map((p, i) => (
+              <div
+                key={i}
+                className="jtqp-warm"
+                data-function={p.function ?? ''}
+                title={`warm task process for ${p.function ?? '?'}${p.cwd ? ` (in ${p.cwd})` : ''}: idle ${formatDuration(
+                  p.idle_s
+                )}, kept ${formatDuration(p.keep_warm_seconds)} idle at most${p.attempts ? `, ${p.attempts} attempt(s) so far` : ''}`}
+              >
+                ♨ {warmLabel(p)}
+              </div>
+            ))}
           </div>
         ))}
+        {warmCount > 0 && onDropWarm && (
+          <button
+            className="jtqp-button jtqp-drop-warm"
+            title="End every warm task process (keep_warm_seconds); the next task of each function starts afresh"
+            onClick={onDropWarm}
+          >
+            Drop warm processes ({warmCount})
+          </button>
+        )}
       </div>
     </div>
   );
@@ -137,6 +170,21 @@ export function Toolbar({ model, confirm }: PanelProps): JSX.Element {
         value={text}
         onChange={e => setText(e.target.value)}
       />
+      {model.ownerSwitchShown && (
+        <span className="jtqp-owner-switch" role="group" aria-label="Whose tasks">
+          {(['mine', 'everyone'] as const).map(scope => (
+            <button
+              key={scope}
+              className={`jtqp-button jtqp-owner-${scope}${model.ownerScope === scope ? ' jtqp-owner-on' : ''}`}
+              aria-pressed={model.ownerScope === scope}
+              title={scope === 'mine' ? `Only ${model.stats?.you?.name ?? 'your'}'s tasks` : "Every user's tasks"}
+              onClick={() => void model.setOwnerScope(scope)}
+            >
+              {scope === 'mine' ? 'Mine' : 'Everyone'}
+            </button>
+          ))}
+        </span>
+      )}
       <button className="jtqp-button jtqp-refresh" onClick={() => void model.refresh()} title="Refresh">
         ⟳
       </button>
@@ -211,6 +259,7 @@ export function TaskTable({ model, confirm, now }: PanelProps): JSX.Element {
             </th>
             <th>Name</th>
             <th>Status</th>
+            <th>Owner</th>
             <th>Worker</th>
             <th title="attempt n of m">Try</th>
             <th>Created</th>
@@ -252,6 +301,7 @@ export function TaskTable({ model, confirm, now }: PanelProps): JSX.Element {
               <td>
                 <StatusChip status={task.status} />
               </td>
+              <td className="jtqp-owner">{task.owner ?? ''}</td>
               <td className="jtqp-worker-cell">{workerLabel(task)}</td>
               <td className="jtqp-attempt">{attemptLabel(task)}</td>
               <td className="jtqp-created" title={task.created_at}>
@@ -354,6 +404,7 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
         <Field label="duration">{formatDuration(taskDuration(task, now))}</Field>
         <Field label="timeout">{task.timeout ? formatDuration(task.timeout) : null}</Field>
         <Field label="expires">{task.expires ? formatDuration(task.expires) : null}</Field>
+        <Field label="owner">{task.owner ?? null}</Field>
         <Field label="priority">{String(task.priority)}</Field>
         <Field label="retry of">
           {task.retry_of ? (

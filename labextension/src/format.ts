@@ -1,6 +1,6 @@
 /** Turning task and stats JSON into the short texts the panel and the status bar show. */
 
-import { FAILURES, type Stats, type Task, type WorkerInfo } from './types';
+import { FAILURES, type Stats, type Task, type WarmProcess, type WorkerInfo } from './types';
 
 const ms = (iso: string | null | undefined): number | null => (iso ? Date.parse(iso) : null);
 
@@ -137,4 +137,11 @@ export function serverPath(notebook: string, serverRoot: string): string {
     return path.slice(root.length + 1);
   }
   return path;
+}
+
+/** A warm task process in a worker tile: "fit_svc · idle 12 s of 5 min" (the function's last dotted part). */
+export function warmLabel(warm: WarmProcess): string {
+  const name = (warm.function || '?').split(/[.:]/).pop() || '?';
+  const idle = formatDuration(Math.max(0, warm.idle_s)) || '0 s';
+  return `${name} · idle ${idle} of ${formatDuration(warm.keep_warm_seconds)}`;
 }

@@ -18,6 +18,7 @@ import { serverPath } from './format';
 import { queueIcon } from './icon';
 import { QueueModel } from './model';
 import { FinishNotifier, type Notice } from './notifier';
+import { CellMarker, type NotebookPanelLike } from './celltasks';
 import { GO_TO_CELL, goToCell } from './gotocell';
 import { OUTPUT_RANK, outputRendererFactory } from './output';
 import { QueuePanel } from './panel';
@@ -175,6 +176,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }),
       OUTPUT_RANK
     );
+
+    // A mark on each cell that has tasks, in every open notebook (celltasks.ts).
+    const openNotebooks = (): NotebookPanelLike[] =>
+      [...app.shell.widgets('main')].filter(w => {
+        const panel = w as unknown as Partial<NotebookPanelLike>;
+        return Boolean(panel.context?.path?.endsWith('.ipynb') && Array.isArray(panel.content?.widgets));
+      }) as unknown as NotebookPanelLike[];
+    const marker = new CellMarker(model.api, openNotebooks, () => PageConfig.getOption('serverRoot'));
+    model.poller.onChange(() => void marker.refresh());
+    setInterval(() => {
+      if (!document.hidden) {
+        marker.apply(); // cheap, no request: new cells, a notebook just opened
+      }
+    }, 1500);
 
     // One long-poll keeps the status bar (and the panel, while shown) live; none while the tab is hidden.
     const follow = () => (document.hidden ? void model.poller.stop() : model.poller.start());

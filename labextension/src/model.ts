@@ -8,7 +8,7 @@
 import { ApiError, type TaskqApi } from './api';
 import { failureCount } from './format';
 import { ChangePoller, type PollerOptions } from './poller';
-import { cancellableSelection, clampPage, statusFilter } from './query';
+import { cancellableSelection, clampPage, showsOwnerSwitch, statusFilter } from './query';
 import type { Attempt, Stats, Task, TaskPage } from './types';
 
 export interface KeyValueStore {
@@ -36,6 +36,8 @@ export class QueueModel {
   filterId = 'all';
   text = '';
   pageIndex = 0;
+  /** A hub admin's "Mine / Everyone" (shown when `ownerSwitchShown`); everyone's by default. */
+  ownerScope: 'mine' | 'everyone' = 'everyone';
   page: TaskPage | null = null;
   stats: Stats | null = null;
   error: string | null = null;
@@ -135,6 +137,17 @@ export class QueueModel {
     return this.loadPage();
   }
 
+  /** "Mine": only the caller's own tasks (`GET tasks?owner=<stats.you.name>`); "Everyone": all they may see. */
+  setOwnerScope(scope: 'mine' | 'everyone'): Promise<void> {
+    this.ownerScope = scope;
+    this.pageIndex = 0;
+    return this.loadPage();
+  }
+
+  get ownerSwitchShown(): boolean {
+    return showsOwnerSwitch(this.stats, this.page?.tasks ?? []);
+  }
+
   setPage(pageIndex: number): Promise<void> {
     this.pageIndex = Math.max(0, pageIndex);
     return this.loadPage();
@@ -181,7 +194,8 @@ export class QueueModel {
       statuses: statusFilter(this.filterId).statuses,
       text: this.text,
       limit: this.pageSize,
-      offset: this.pageIndex * this.pageSize
+      offset: this.pageIndex * this.pageSize,
+      owner: this.ownerScope === 'mine' ? (this.stats?.you?.name ?? null) : null
     };
   }
 
@@ -272,6 +286,23 @@ export class QueueModel {
 
   async cancelAllWaiting(): Promise<number> {
     return (await this.act(() => this.api.cancelAllWaiting())) ?? 0;
+  }
+
+  /**
+   * Ends every warm task process (the worker tiles show them); answers how many workers were asked.
+   * Workers drop them at their next heartbeat, which the change feed does not report: the stats are
+   * read again until no tile shows one (5 s at most).
+   */
+  async dropWarm(): Promise<number> {
+    const asked = (await this.act(() => this.api.dropWarm()))?.workers_asked ?? 0;
+    for (let i = 0; i < 10 && asked; i++) {
+      await this.loadStats();
+      if (!this.stats?.workers.some(w => w.warm?.length)) {
+        break;
+      }
+      await new Promise(resolve => setTimeout(resolve, 500));
+    }
+    return asked;
   }
 
   async retry(taskId: string): Promise<Task | undefined> {

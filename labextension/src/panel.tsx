@@ -39,7 +39,12 @@ function QueueView({ model, confirm }: { model: QueueModel; confirm: Confirm }):
   return (
     <div className="jtqp-body">
       <div className="jtqp-title">Task Queue</div>
-      <QueueHeader stats={model.stats} now={now} onOpen={id => void model.openDetail(id)} />
+      <QueueHeader
+        stats={model.stats}
+        now={now}
+        onOpen={id => void model.openDetail(id)}
+        onDropWarm={() => void model.dropWarm()}
+      />
       <ErrorBanner
         message={model.error}
         onDismiss={() => {

@@ -1,6 +1,6 @@
 /** What the table asks the server for (filters and pages) and what a row may do. */
 
-import { CANCELLABLE, FINAL, STATUSES, type Task, type TaskStatus } from './types';
+import { CANCELLABLE, FINAL, STATUSES, type Stats, type Task, type TaskStatus } from './types';
 
 export interface StatusFilter {
   id: string;
@@ -47,4 +47,18 @@ export const canDelete = canRetry;
 export function cancellableSelection(selected: Iterable<string>, tasks: Task[]): string[] {
   const chosen = new Set(selected);
   return tasks.filter(t => chosen.has(t.id) && canCancel(t)).map(t => t.id);
+}
+
+/**
+ * Whether the panel offers "Mine / Everyone": only to someone who sees every owner's tasks (a hub
+ * admin; `stats.you`), and only when there is more than one owner to tell apart (per-user usage in
+ * `stats.users`, or the owners on the page). A server that does not say who the caller is gets none.
+ */
+export function showsOwnerSwitch(stats: Pick<Stats, 'you' | 'users'> | null, tasks: Pick<Task, 'owner'>[]): boolean {
+  if (!stats?.you?.sees_all) {
+    return false;
+  }
+  const owners = new Set([stats.you.name, ...Object.keys(stats.users ?? {}), ...tasks.map(t => t.owner ?? '')]);
+  owners.delete(''); // tasks from before owners were recorded belong to nobody in particular
+  return owners.size > 1;
 }

@@ -74,6 +74,7 @@ export interface Task {
   keep_warm_seconds?: number | null;
   notebook?: string | null; // where the task was submitted from (none from a script)
   cell_id?: string | null;
+  owner?: string | null; // who submitted it (issue 15; a hub admin sees everyone's)
   retry_of: string | null;
   outputs: TaskOutput[];
   error: TaskError | null;
@@ -88,6 +89,15 @@ export interface TaskPage {
   total: number;
   limit: number;
   offset: number;
+}
+
+/** A task process kept warm on a worker (keep_warm_seconds): which function, idle for how long. */
+export interface WarmProcess {
+  function: string | null;
+  cwd?: string | null;
+  idle_s: number;
+  keep_warm_seconds: number;
+  attempts?: number;
 }
 
 export interface WorkerInfo {
@@ -106,6 +116,7 @@ export interface WorkerInfo {
   started_at: string | null;
   cpus?: number | null; // the worker machine's cores and memory (MiB)
   memory_mib?: number | null;
+  warm?: WarmProcess[];
 }
 
 export interface Stats {
@@ -114,6 +125,10 @@ export interface Stats {
   counts: Record<string, number>;
   gpus: number[];
   disk_usage_bytes: number | null;
+  /** Per owner: usage and tasks by status (an admin sees every owner; a user only themselves). */
+  users?: Record<string, { tasks?: Record<string, number> }>;
+  /** Who is asking, and whether they see every owner's tasks (a hub admin, or a personal server's user). */
+  you?: { name: string; sees_all: boolean };
 }
 
 export interface LogChunk {

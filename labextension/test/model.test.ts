@@ -9,7 +9,10 @@ function task(id: string, status: string, extra: Partial<Task> = {}): Task {
 
 /** A server in memory: 120 tasks, newest first, filtered by status and text like the real one. */
 function fakeServer() {
-  const tasks: Task[] = Array.from({ length: 120 }, (_, i) => task(`t${119 - i}`, i % 3 ? 'COMPLETE' : 'FAILED'));
+  const tasks: Task[] = Array.from({ length: 120 }, (_, i) =>
+    task(`t${119 - i}`, i % 3 ? 'COMPLETE' : 'FAILED', { owner: i % 4 ? 'ada' : 'bob' })
+  );
+  let you: { name: string; sees_all: boolean } = { name: 'ada', sees_all: true };
   const requests: string[] = [];
   const fetcher = async (path: string, init?: RequestInit): Promise<Response> => {
     requests.push(`${init?.method ?? 'GET'} ${path}`);
@@ -20,13 +23,20 @@ function fakeServer() {
       const q = url.searchParams.get('q') || '';
       const limit = Number(url.searchParams.get('limit'));
       const offset = Number(url.searchParams.get('offset'));
-      const hits = tasks.filter(t => (!statuses.length || statuses.includes(t.status)) && t.id.includes(q));
+      const owner = url.searchParams.get('owner');
+      const hits = tasks.filter(
+        t => (!statuses.length || statuses.includes(t.status)) && t.id.includes(q) && (!owner || t.owner === owner)
+      );
       return reply({ tasks: hits.slice(offset, offset + limit), total: hits.length, limit, offset });
     }
     if (url.pathname === '/stats') {
       const counts: Record<string, number> = {};
       tasks.forEach(t => (counts[t.status] = (counts[t.status] || 0) + 1));
-      return reply({ queue_depth: { cpu: 0 }, workers: [], counts, gpus: [], disk_usage_bytes: 0 });
+      const users = Object.fromEntries([...new Set(tasks.map(t => t.owner as string))].map(o => [o, {}]));
+      return reply({ queue_depth: { cpu: 0 }, workers: [], counts, gpus: [], disk_usage_bytes: 0, users, you });
+    }
+    if (url.pathname === '/warm' && init?.method === 'DELETE') {
+      return reply({ workers_asked: 2 });
     }
     if (url.pathname === '/tasks/cancel') {
       return reply({ message: 'queue is on fire', reason: 'bad request' }, 400);
@@ -55,7 +65,7 @@ function fakeServer() {
     }
     return reply({ message: 'no such path' }, 404);
   };
-  return { tasks, requests, api: new TaskqApi(fetcher) };
+  return { tasks, requests, api: new TaskqApi(fetcher), setYou: (v: typeof you) => (you = v) };
 }
 
 const memory = () => {
@@ -141,5 +151,31 @@ describe('QueueModel', () => {
     expect(model.canGoToCell(task('b', 'COMPLETE', { notebook: null, cell_id: null }))).toBe(false);
     model.openCell(fromNotebook);
     expect(opened).toEqual([['work/nb.ipynb', 'c1']]);
+  });
+
+  it('offers "Mine / Everyone" to whoever sees every owner, and "Mine" lists only their tasks', async () => {
+    const { api, requests, setYou } = fakeServer();
+    const model = new QueueModel(api, { pageSize: 200 });
+    await model.loadStats();
+    await model.loadPage();
+    expect(model.ownerSwitchShown).toBe(true);
+    expect(new Set(model.page?.tasks.map(t => t.owner))).toEqual(new Set(['ada', 'bob']));
+    await model.setOwnerScope('mine');
+    expect(requests.at(-1)).toBe('GET tasks?owner=ada&limit=200&offset=0');
+    expect(model.page?.total).toBe(90);
+    expect(model.page?.tasks.every(t => t.owner === 'ada')).toBe(true);
+    await model.setOwnerScope('everyone');
+    expect(model.page?.total).toBe(120);
+    setYou({ name: 'bob', sees_all: false }); // a plain hub user: their own tasks only, no switch
+    await model.loadStats();
+    expect(model.ownerSwitchShown).toBe(false);
+  });
+
+  it('drops warm processes through the API and says how many workers were asked', async () => {
+    const { api, requests } = fakeServer();
+    const model = new QueueModel(api);
+    expect(await model.dropWarm()).toBe(2);
+    expect(requests).toContain('DELETE warm');
+    expect(model.error).toBeNull();
   });
 });
