@@ -109,8 +109,10 @@ OPTIONS: tuple[TaskOption, ...] = (
     TaskOption("cell_id", "text", "The id of the notebook cell the task was submitted from; set by the kernel from "
                "the running cell (its execute request's cellId), none from a script.",
                default_text="the submitting cell", annotation="str | None"),
-    TaskOption("on_start", "callable", "A function run once per task process before its first task (e.g. to load "
-               "a model); travels in the payload, not over REST.", flag="--on-start", rest=False,
+    TaskOption("on_start", "callable", "A function run in the task process before the first attempt it serves "
+               "(with keep_warm_seconds once per warm process, else before each attempt), e.g. to load a model; the "
+               "task reads its return value with jupyter_taskq.on_start_value(). The magic flag names a notebook "
+               "function. Travels in the payload, not over REST.", flag="--on-start", rest=False,
                default_text="none", annotation="Callable | None"),
 )
 

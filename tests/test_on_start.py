@@ -118,3 +118,47 @@ def test_an_on_start_that_cannot_travel_is_refused_in_the_kernel(server):
         client.submit(use_model, on_start=holds_big)
     with pytest.raises(ValueError, match="on_start' must be a function"):
         client.submit(use_model, on_start="load_model")
+
+
+def test_the_decorator_and_the_magic_take_on_start(server):
+    """As a notebook writes it: ``@task_queue(keep_warm_seconds=..., on_start=f)`` and
+    ``%%task_queue --on-start f`` (naming a function of the notebook), in IPython's own shell."""
+    import textwrap
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from conftest import TOKEN
+    from jupyter_taskq.notebook import client as client_module
+
+    saved = client_module._default_client
+    ip = InteractiveShell.instance()
+
+    def run(code: str):
+        result = ip.run_cell(textwrap.dedent(code).strip("\n"), store_history=False)
+        result.raise_error()
+        return result.result
+
+    try:
+        run("%load_ext jupyter_taskq")
+        run(f"import jupyter_taskq; jupyter_taskq.connect({server.url!r}, {TOKEN!r})")
+        run("""
+            import os
+            from jupyter_taskq import task_queue, on_start_value
+            def load_model():
+                return {'model': 'from a cell', 'pid': os.getpid()}
+            @task_queue(keep_warm_seconds=60, on_start=load_model)
+            def predict(x):
+                return x, on_start_value(), os.getpid()
+        """)
+        first = run("predict.put(1).result(timeout=60)")
+        second = run("predict.put(2).result(timeout=60)")
+        assert first[1] == {"model": "from a cell", "pid": first[2]} and second[1:] == first[1:]
+        handle = run("""
+            %%task_queue --on-start load_model --name on_start_cell
+            value = on_start_value()
+        """)
+        assert handle.pull(timeout=60)["value"]["model"] == "from a cell"
+        with pytest.raises(ValueError, match="no function named 'nope'"):
+            run("%%task_queue --on-start nope\nx = 1")
+    finally:
+        client_module._default_client = saved
