@@ -57,7 +57,9 @@ class ObjectStore:
             for root, _dirs, files in os.walk(path):  # a linked folder is listed, never entered
                 for name in files:
                     file = Path(root) / name
-                    if stat.S_ISREG(os.lstat(file).st_mode):  # a task's link to elsewhere is not its output
+                    if file in self.log_dropped:  # an attempt's log, in its attempt folder: compacted
+                        self.fs.pipe_file(self.key(file), tasklog.compact(file, self.log_dropped[file]))
+                    elif stat.S_ISREG(os.lstat(file).st_mode):  # a task's link to elsewhere is not its output
                         self.fs.put_file(str(file), self.key(file))
         elif Path(path) in self.log_dropped:
             self.fs.pipe_file(self.key(path), tasklog.compact(path, self.log_dropped[Path(path)]))

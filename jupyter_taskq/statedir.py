@@ -84,8 +84,17 @@ class StateDir:
     def error_pickle(self, task_id: str) -> Path:
         return self.files / "results" / f"{task_id}.error.pickle"
 
+    def display(self, task_id: str) -> Path:
+        """The result's rich representation (a MIME bundle as JSON), so a front end shows it without a kernel."""
+        return self.files / "results" / f"{task_id}.display"
+
     def log(self, task_id: str) -> Path:
+        """The one log of a task written before logs were kept per attempt (read as its latest attempt's)."""
         return self.files / "logs" / f"{task_id}.log"
+
+    def attempt_log(self, task_id: str, attempt: int) -> Path:
+        """Attempt ``attempt``'s own log: in its attempt folder, so it is published and removed with it."""
+        return self.attempt_dir(task_id, attempt) / "log"
 
     def outputs(self, task_id: str) -> Path:
         return self.files / "outputs" / task_id
@@ -96,4 +105,4 @@ class StateDir:
 
     def task_files(self, task_id: str) -> list[Path]:
         return [self.payload(task_id), self.result(task_id), self.error(task_id), self.error_pickle(task_id),
-                self.log(task_id)]
+                self.log(task_id), self.display(task_id)]

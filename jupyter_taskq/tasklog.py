@@ -35,6 +35,29 @@ def marker(dropped: int) -> str:
     return f"[jupyter-taskq: {dropped} bytes of earlier output dropped; the log keeps its tail]\n"
 
 
+def dropped_path(log: Path) -> Path:
+    """Where a per-attempt log's ``dropped`` is kept (the task record holds only the latest attempt's)."""
+    return Path(log).with_name(Path(log).name + ".dropped")
+
+
+def record_dropped(log: Path, dropped: int) -> None:
+    """Write ``dropped`` beside the log (atomically), before the hole is punched, like the record's."""
+    target = dropped_path(log)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(dropped))
+    os.replace(tmp, target)
+
+
+def read_dropped(log: Path) -> int:
+    """The ``dropped`` of a per-attempt log; 0 for a log never capped (or a file that says nothing sensible)."""
+    try:
+        return max(0, int(dropped_path(log).read_text() or 0))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
 def line_start_after(path: Path, offset: int) -> int:
     """The start of the first whole line at or after ``offset`` (``offset`` if none starts within 4 KiB)."""
     with open(path, "rb") as f:

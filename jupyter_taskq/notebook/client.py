@@ -259,10 +259,12 @@ class Client:
         """Every attempt, oldest first: ``{attempt, worker, device, started_at, ended_at, status, reason, error}``."""
         return self._request("GET", f"tasks/{task_id}/attempts").json()["attempts"]
 
-    def logs(self, task_id: str, offset: int = 0) -> dict:
+    def logs(self, task_id: str, offset: int = 0, attempt: int | None = None) -> dict:
         """One page (at most 1 MiB) of the log from byte ``offset``: ``{data, offset, next_offset, size,
-        skipped, reset, dropped, status}``; page on from ``next_offset`` while it is below ``size``."""
-        return self._request("GET", f"tasks/{task_id}/logs", params={"offset": offset}).json()
+        skipped, reset, dropped, status, attempt}``; page on from ``next_offset`` while it is below ``size``.
+        Each attempt has its own log: ``attempt=N`` reads attempt N's (default: the latest attempt's)."""
+        params = {"offset": offset} if attempt is None else {"offset": offset, "attempt": attempt}
+        return self._request("GET", f"tasks/{task_id}/logs", params=params).json()
 
     def download(self, task_id: str, name: str, dest: str | os.PathLike = ".") -> str:
         """Save output ``name`` of a task; returns the file's path.
@@ -412,25 +414,32 @@ class TaskHandle:
         memory, cancelled, interrupted, crashed) and error of each attempt, oldest first."""
         return self.client.attempts(self.id)
 
-    def logs(self, follow: bool = False, file=None) -> str | None:
+    def logs(self, follow: bool = False, file=None, attempt: int | None = None) -> str | None:
         """The task's stdout/stderr so far, all that the log keeps (a log past its cap keeps its tail,
         after a line saying how many bytes were dropped); with ``follow=True`` print it as it comes,
-        until the task ends. (``Client.logs`` reads one page of at most 1 MiB from an offset.)"""
+        until the task ends. Each attempt has its own log: ``attempt=N`` reads attempt N's (numbers as in
+        ``attempts()``), by default the latest attempt's; following, a retry's log follows the last one's.
+        (``Client.logs`` reads one page of at most 1 MiB from an offset.)"""
         if not follow:
-            chunk = self.client.logs(self.id)
+            chunk = self.client.logs(self.id, 0, attempt)
             parts = [chunk["data"]]
             while chunk["next_offset"] < chunk["size"] and chunk["data"]:
-                chunk = self.client.logs(self.id, chunk["next_offset"])
+                chunk = self.client.logs(self.id, chunk["next_offset"], chunk["attempt"])
                 parts.append(chunk["data"])
             return "".join(parts)
         import sys
         import time
 
-        out, offset = file or sys.stdout, 0
+        out, offset, current = file or sys.stdout, 0, None
         while True:
             chunk = self.client.logs(self.id, offset)
-            if chunk["reset"]:
+            if current is not None and chunk.get("attempt") != current:  # a retry: its own log, from its top
+                out.write(f"\n[attempt {chunk['attempt']}]\n")
+                if chunk["offset"]:
+                    chunk = self.client.logs(self.id, 0, chunk["attempt"])
+            elif chunk["reset"]:
                 out.write("\n[log truncated to its tail]\n")
+            current = chunk.get("attempt")
             out.write(chunk["data"])
             out.flush()
             offset = chunk["next_offset"]

@@ -574,7 +574,8 @@ class ExceptionHandler(TaskqHandler):
 
 
 class LogsHandler(TaskqHandler):
-    """``?offset=N``: the log from byte N, also while the task runs; pass back ``next_offset`` to follow."""
+    """``?offset=N``: the log from byte N, also while the task runs; pass back ``next_offset`` to follow.
+    ``&attempt=K``: attempt K's own log (default: the latest attempt's)."""
 
     @authorized
     async def get(self, task_id):
@@ -583,7 +584,8 @@ class LogsHandler(TaskqHandler):
             offset = int(raw)
         except ValueError:
             raise bad_request(f"'offset' must be an integer, got {raw!r}") from None
-        self.finish(json.dumps(await self.service.log_chunk(task_id, offset)))
+        attempt = self.get_query_argument("attempt", None)
+        self.finish(json.dumps(await self.service.log_chunk(task_id, offset, attempt=attempt)))
 
 
 class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
@@ -671,6 +673,7 @@ class WarmHandler(TaskqHandler):
 
 def handlers(base_url: str) -> list[tuple]:
     from .attempts import handlers as attempt_handlers  # these modules build on this one's handlers
+    from .display import handlers as display_handlers
     from .groups import handlers as group_handlers
 
     api = base_url.rstrip("/") + "/taskq/api"
@@ -692,4 +695,5 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/changes", ChangesHandler),
         *group_handlers(api),
         *attempt_handlers(api),
+        *display_handlers(api),
     ]

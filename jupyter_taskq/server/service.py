@@ -603,24 +603,50 @@ class TaskService:
         raise ServiceError(403, f"output {name!r} of task {task_id} is not a regular file in its output folder",
                            "forbidden")
 
-    def log_chunk(self, task_id: str, offset: int, limit: int = 1024 * 1024) -> dict:
+    def _log_of(self, task: dict, attempt: Any = None) -> tuple[Path, int, int]:
+        """(path, dropped, attempt) of attempt ``attempt``'s own log (None: the latest attempt's).
+
+        A task from before logs were kept per attempt has one log, read as its latest attempt's."""
+        latest = task["attempt"] or 0
+        if attempt is None:
+            attempt = latest
+        try:
+            attempt = options_module.check_int("attempt", attempt, 0, options_module.MAX_OFFSET)
+        except options_module.OptionError as exc:
+            raise bad_request(str(exc).replace("option ", "", 1)) from None
+        if attempt > latest or (attempt == 0 and latest):
+            raise ServiceError(404, f"task {task['id']} has no attempt {attempt} (it has {latest})", "not found")
+        path = self.state.attempt_log(task["id"], attempt)
+        if self.objects.remote:
+            return path, 0, attempt  # the object store's copy says its own count in its header
+        if attempt == latest and not path.exists() and self.state.log(task["id"]).exists():
+            return self.state.log(task["id"]), task.get("log_dropped") or 0, attempt
+        return path, tasklog.read_dropped(path), attempt
+
+    def log_size(self, task: dict, attempt: int) -> int:
+        """Bytes attempt ``attempt`` printed (a capped log counts what it dropped too)."""
+        path, dropped, _ = self._log_of(task, attempt)
+        return self.objects.read_log(path, 0, 0, dropped)[1]
+
+    def log_chunk(self, task_id: str, offset: int, limit: int = 1024 * 1024, attempt: Any = None) -> dict:
         """The log from byte ``offset`` (clients follow a running task by passing back ``next_offset``).
 
         Offsets count every byte the task printed. A capped log keeps bytes ``[dropped, size)``,
         contiguous (see :mod:`..tasklog`); asked for bytes before ``dropped``, the answer starts
         at ``dropped`` with a line saying how many bytes were skipped (``skipped``). Answers hold
         at most ``limit`` bytes, never end inside a UTF-8 character, and ``next_offset < size``
-        means there is more: page on from ``next_offset``."""
+        means there is more: page on from ``next_offset``. Each attempt has its own log (``attempt``:
+        its number; the latest attempt's by default): a retry starts a new log, at offset 0."""
         task = self.get_task(task_id)
         try:
             offset = options_module.check_int("offset", offset, 0, options_module.MAX_OFFSET)
         except options_module.OptionError as exc:
             raise bad_request(str(exc).replace("option ", "", 1)) from None
-        path = self.state.log(task_id)
-        dropped, size, start, data = self.objects.read_log(path, offset, limit, task.get("log_dropped") or 0)
+        path, dropped, attempt = self._log_of(task, attempt)
+        dropped, size, start, data = self.objects.read_log(path, offset, limit, dropped)
         if data[:1] == b"\0" and not self.objects.remote:  # landed in a hole punched since we read the count
             task = self.get_task(task_id)
-            dropped, size, start, data = self.objects.read_log(path, offset, limit, task.get("log_dropped") or 0)
+            dropped, size, start, data = self.objects.read_log(path, offset, limit, self._log_of(task, attempt)[1])
         reset = offset > size  # an offset from another log (the file was replaced): start again from its top
         if reset:
             offset = 0
@@ -631,7 +657,7 @@ class TaskService:
         text = (tasklog.marker(skipped) if skipped else "") + data.decode("utf-8", errors="replace")
         return {"offset": start, "next_offset": start + len(data), "size": size, "reset": reset,
                 "skipped": skipped, "dropped": dropped, "expired": bool(task["result_expired"]),
-                "status": task["status"], "data": text}
+                "status": task["status"], "attempt": attempt, "data": text}
 
     def disk_usage(self) -> int:
         """Bytes of task files and state (computed at most once per clean-up interval)."""

@@ -47,7 +47,7 @@ from ..queue import GPU_POOL, model_pool, set_attempt_runner
 from ..statedir import create_private_file, make_private_dir
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
-from . import limits, runner
+from . import display, limits, runner  # noqa: F401 - display: imported once here, not in each attempt
 from .fair import FairTurns
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
@@ -311,8 +311,8 @@ class Worker:
         if not self.objects.remote:
             return
         task_id = task["id"]
-        for path in (self.state.result(task_id), self.state.error(task_id), self.state.error_pickle(task_id),
-                     self.state.log(task_id), self.state.attempt_dir(task_id, task["attempt"])):
+        for path in (self.state.result(task_id), self.state.display(task_id), self.state.error(task_id),
+                     self.state.error_pickle(task_id), self.state.attempt_dir(task_id, task["attempt"])):
             try:
                 self.objects.publish(path)
             except Exception:  # noqa: BLE001 - the attempt's outcome still counts; say what was not kept
@@ -324,7 +324,7 @@ class Worker:
 
     def _execute_in_child(self, task: dict) -> tuple[str, dict | None]:
         task_id = task["id"]
-        for stale in (self.state.error(task_id), self.state.error_pickle(task_id)):
+        for stale in (self.state.error(task_id), self.state.error_pickle(task_id), self.state.display(task_id)):
             stale.unlink(missing_ok=True)
         self._attempt_pid = None
         try:
@@ -350,8 +350,10 @@ class Worker:
         limits.write_spec(task, attempt_dir, self.name)  # cpu= and memory=, applied by the task process
         if self.objects.remote and not self.objects.fetch(self.state.payload(task_id)):
             raise FileNotFoundError(f"the payload of task {task_id} is not in the object store")
+        make_private_dir(attempt_dir)  # holds the attempt's own log from its first byte
         paths = [str(self.state.payload(task_id)), str(self.state.result(task_id)),
-                 str(self.state.error(task_id)), str(self.state.log(task_id)), str(attempt_dir)]
+                 str(self.state.error(task_id)), str(self.state.attempt_log(task_id, task["attempt"])),
+                 str(attempt_dir)]
         with open(paths[0], "rb") as stream:
             header = payload.read_header(stream)
         self._fetch_blob(header)

@@ -92,7 +92,9 @@ def _taskio_set_on_start(value) -> None:
             import jupyter_taskq.taskio as taskio
         except ImportError:
             return
-    taskio.set_on_start_value(value)
+    setter = getattr(taskio, "set_on_start_value", None)  # another installed version may lack it
+    if setter is not None:
+        setter(value)
 
 
 def _call(fn, args, kwargs, result_path: str, error_path: str) -> int:
@@ -109,6 +111,8 @@ def _call(fn, args, kwargs, result_path: str, error_path: str) -> int:
         exc.add_note("(raised while serialising the task's return value)")
         _write_error(error_path, exc, exc.__traceback__)
         return EXIT_RAISED
+    if value is not None:  # None has nothing to show: no work at all on that path
+        _display().write(os.path.splitext(result_path)[0] + ".display", value)  # best effort, never raises
     return EXIT_OK
 
 
@@ -174,6 +178,20 @@ def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
     extra = [("" if p == "" else p) for p in header["sys_path"] if p not in present]
     sys.path[:0] = extra
     _limits().apply_for_attempt(attempt_dir)  # cpu= and memory= (or undo a previous attempt's)
+
+
+def _display():
+    """:mod:`.display` (the result's MIME bundle), imported here or loaded by path in another interpreter."""
+    module = sys.modules.get("jupyter_taskq.worker.display") or sys.modules.get("_jupyter_taskq_display")
+    if module is None:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "display.py")
+        spec = importlib.util.spec_from_file_location("_jupyter_taskq_display", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["_jupyter_taskq_display"] = module
+    return module
 
 
 def _limits():

@@ -36,15 +36,11 @@ class AttemptWatcher:
     def __init__(self, state: StateDir, task: dict, log_max_bytes: int, objects: ObjectStore | None = None):
         self.task_id = task["id"]
         self.directory = state.attempt_dir(task["id"], task["attempt"])
-        self.log_path = state.log(task["id"])
+        self.log_path = state.attempt_log(task["id"], task["attempt"])
         self.log_max_bytes = log_max_bytes
-        self.log_dropped = task.get("log_dropped") or 0
-        try:
-            fresh = os.stat(self.log_path).st_size < self.log_dropped
-        except FileNotFoundError:
-            fresh = True
-        if fresh:  # a new log on this machine (an earlier attempt's went to the object store): offsets from 0
-            self.log_dropped = 0
+        # Each attempt has its own log, offsets from 0; the record's count was the previous attempt's.
+        # (A log already here is an uncounted attempt's, handed back at a shutdown: it goes on from it.)
+        self.log_dropped = tasklog.read_dropped(self.log_path)
         self._dropped_recorded = self.log_dropped == (task.get("log_dropped") or 0)
         self._seen: dict[str, int | None] = {PROGRESS: None, MANIFEST: None}
         self.objects = objects
@@ -96,6 +92,7 @@ class AttemptWatcher:
         if size - self.log_dropped <= self.log_max_bytes or _cannot_punch_warned:
             return False
         cut = tasklog.line_start_after(self.log_path, size - self.log_max_bytes // 2)
+        tasklog.record_dropped(self.log_path, cut)  # for reading this attempt's log once a later one runs
         store.update_fields(self.task_id, log_dropped=cut)
         self.log_dropped = cut
         if self.objects is not None:

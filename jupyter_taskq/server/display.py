@@ -1,0 +1,49 @@
+"""``GET tasks/<id>/display``: a finished task's result as a MIME bundle, so a front end shows it without a kernel.
+
+The worker computes the bundle in the task's own interpreter with IPython's display formatter
+(see :mod:`jupyter_taskq.worker.display`) and stores it beside the result; the server never
+unpickles a result, it only hands this JSON on. Its HTML is the task's: show it as untrusted.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_server.auth.decorator import authorized
+
+from ..status import TaskStatus
+from .handlers import TaskqHandler
+from .service import ServiceError, conflict
+
+#: Larger than the worker ever writes (a few capped entries): anything bigger was not written by it.
+MAX_STORED_BYTES = 4 * 1024 * 1024
+
+
+def display_json(service, task_id: str) -> dict:
+    """``{"task_id", "data": {mime: value}, "metadata": {...}, "left_out": [mime types over the size cap]}``;
+    ``data`` is empty when there is nothing to show (a None result, or no IPython where the task ran)."""
+    task = service.get_task(task_id)
+    if task["status"] != TaskStatus.COMPLETE:
+        raise conflict(f"task {task_id} is {task['status']}; its result is shown once it is COMPLETE")
+    if task["result_expired"]:
+        raise ServiceError(410, f"the result of task {task_id} has expired (result TTL)", "gone")
+    answer = {"task_id": task_id, "data": {}, "metadata": {}, "left_out": []}
+    path = service.state.display(task_id)
+    try:
+        if service.objects.fetch(path) and path.stat().st_size <= MAX_STORED_BYTES:
+            stored = json.loads(path.read_bytes())
+            if isinstance(stored, dict) and isinstance(stored.get("data"), dict):
+                answer.update({key: stored[key] for key in ("data", "metadata", "left_out") if key in stored})
+    except (OSError, ValueError):  # removed meanwhile (TTL), or not JSON: nothing to show
+        pass
+    return answer
+
+
+class DisplayHandler(TaskqHandler):
+    @authorized
+    async def get(self, task_id):
+        self.finish(json.dumps(await self.blocking(display_json, self.settings["taskq_service"], task_id)))
+
+
+def handlers(api: str) -> list[tuple]:
+    return [(f"{api}/tasks/(?P<task_id>[^/]+)/display", DisplayHandler)]
