@@ -107,6 +107,42 @@ def test_a_failing_on_start_fails_the_attempt_labelled_and_is_retried(server):
 
 loader_ok = notebook_function("def load_model():\n    return 'ok'\n")
 
+crashy = notebook_function(
+    "def crashy(mode='ok'):\n"
+    "    import os, time\n"
+    "    if mode == 'crash':\n"
+    "        os._exit(3)\n"
+    "    if mode == 'sleep':\n"
+    "        time.sleep(60)\n"
+    "    return os.getpid()\n")
+
+
+def test_on_start_runs_again_after_a_crash_or_a_timeout(server, tmp_path):
+    client = server.client()
+    log = tmp_path / "on_start.log"
+    load_model = loader(log)
+
+    def submit(mode="ok", **options):
+        return client.submit(crashy, (mode,), keep_warm_seconds=60, on_start=load_model, max_retries=0, **options)
+
+    pid = submit().result(timeout=60)
+    assert submit().result(timeout=60) == pid and runs(log) == [str(pid)]
+    crashed = submit("crash")
+    wait_for(lambda: client.get(crashed.id)["status"] == "FAILED", 30, message="the crash FAILED")
+    after_crash = submit().result(timeout=60)
+    assert after_crash != pid and runs(log) == [str(pid), str(after_crash)]  # a fresh process: on_start again
+    timed_out = submit("sleep", timeout=1)
+    wait_for(lambda: client.get(timed_out.id)["status"] == "TIMEOUT", 30, message="TIMEOUT")
+    after_timeout = submit().result(timeout=60)
+    assert after_timeout not in (pid, after_crash) and runs(log)[-1] == str(after_timeout) and len(runs(log)) == 3
+
+
+def test_retry_for_applies_to_what_on_start_raised(server):
+    client = server.client()
+    handle = client.submit(use_model, on_start=broken_loader, max_retries=3, retry_for=[KeyError])
+    wait_for(lambda: client.get(handle.id)["status"] == "FAILED", 30, message="FAILED")
+    assert len(client.attempts(handle.id)) == 1  # a ValueError is not a KeyError: not retried
+
 
 def test_an_on_start_that_cannot_travel_is_refused_in_the_kernel(server):
     holds_big = notebook_function("def load_model():\n    return len(DATA)\n")
