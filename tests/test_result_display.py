@@ -4,6 +4,8 @@ a bundle over the cap keeps its text and names what it left out."""
 
 from __future__ import annotations
 
+import pytest
+
 from jupyter_taskq.notebook.client import TaskHandle
 from jupyter_taskq.worker import display
 
@@ -48,6 +50,30 @@ def test_none_shows_nothing_and_a_scalar_its_repr(shared_server):
     assert none.result(timeout=60) is None and scalar.result(timeout=60) == 42
     assert get_display(shared_server, client, none.id).json()["data"] == {}
     assert get_display(shared_server, client, scalar.id).json()["data"] == {"text/plain": "42"}
+    results = shared_server.state_dir / "results"
+    assert not (results / f"{scalar.id}.display").exists()  # the worker wrote nothing: the server made it
+    assert not (results / f"{none.id}.display").exists()
+
+
+def test_the_server_never_runs_what_a_small_result_names(shared_server, tmp_path):
+    """The server reads a small result to show a scalar, refusing any class or function it names:
+    a result that would call a function when loaded shows nothing and calls nothing."""
+    import io
+    import pickle
+
+    from jupyter_taskq.server.display import _NoGlobals
+
+    canary = tmp_path / "ran"
+
+    class Trap:
+        def __reduce__(self):
+            return (open, (str(canary), "w"))
+
+    for value in (Trap(), complex(1, 2)):
+        with pytest.raises(pickle.UnpicklingError):
+            _NoGlobals(io.BytesIO(pickle.dumps(value))).load()
+    assert not canary.exists()
+    assert _NoGlobals(io.BytesIO(pickle.dumps(("a", 1)))).load() == ("a", 1)
 
 
 def test_display_of_an_unfinished_or_missing_task_is_a_clear_error(shared_server):
@@ -73,6 +99,6 @@ class BigHtml:
 def test_a_bundle_over_the_cap_keeps_its_text_and_names_what_it_left_out():
     shown = display.bundle(BigHtml())
     assert shown["data"] == {"text/plain": "BigHtml()"} and shown["left_out"] == ["text/html"]
-    assert display.bundle(None) is None
+    assert display.bundle(None) is None and display.bundle(42) is None and display.bundle("short") is None
     long_text = display.bundle(list(range(10**6)))["data"]["text/plain"]  # IPython's pretty printer elides it
     assert len(long_text.encode()) <= display.MAX_BUNDLE_BYTES

@@ -7,7 +7,9 @@ unpickles a result, it only hands this JSON on. Its HTML is the task's: show it 
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 
 from jupyter_server.auth.decorator import authorized
 
@@ -17,6 +19,31 @@ from .service import ServiceError, conflict
 
 #: Larger than the worker ever writes (a few capped entries): anything bigger was not written by it.
 MAX_STORED_BYTES = 4 * 1024 * 1024
+#: A result this small may be a scalar, whose display the worker leaves to us (see worker/display.py).
+SCALAR_RESULT_BYTES = 4200
+_SCALARS = (bool, int, float, str, bytes)
+
+
+class _NoGlobals(pickle.Unpickler):
+    """Loads only what a pickle builds from its own opcodes (numbers, strings, containers): any class
+    or function it names is refused, so nothing of the task's runs here."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name} is not loaded by the server")
+
+
+def _scalar_bundle(service, task: dict) -> dict:
+    """``{"text/plain": repr}`` for a result that is a number or a short string; else ``{}``."""
+    if not task.get("result_size") or task["result_size"] > SCALAR_RESULT_BYTES:
+        return {}
+    path = service.state.result(task["id"])
+    try:
+        if not service.objects.fetch(path):
+            return {}
+        value = _NoGlobals(io.BytesIO(path.read_bytes()[:SCALAR_RESULT_BYTES + 1])).load()
+    except Exception:  # noqa: BLE001 - a class, a removed file: not a scalar we can show
+        return {}
+    return {"text/plain": repr(value)} if type(value) in _SCALARS else {}
 
 
 def display_json(service, task_id: str) -> dict:
@@ -34,6 +61,8 @@ def display_json(service, task_id: str) -> dict:
             stored = json.loads(path.read_bytes())
             if isinstance(stored, dict) and isinstance(stored.get("data"), dict):
                 answer.update({key: stored[key] for key in ("data", "metadata", "left_out") if key in stored})
+        else:
+            answer["data"] = _scalar_bundle(service, task)
     except (OSError, ValueError):  # removed meanwhile (TTL), or not JSON: nothing to show
         pass
     return answer

@@ -6,8 +6,11 @@ right after pickling the result, with IPython's display formatter: the same ``te
 ``image/png``... a kernel would show. The bundle is stored beside the result (``results/<id>.display``)
 and served by ``GET tasks/<id>/display``.
 
-Cheap first: ``None`` has nothing to show and a scalar's ``repr`` is its whole display, so neither
-imports IPython (about 0.2 s the first time in a process). Each bundle is capped
+Cheap first: ``None`` has nothing to show, and a scalar (a number, a short string) stores nothing
+either: writing even a small file costs about 2 ms an attempt, so the server makes a scalar's
+``text/plain`` itself from the small pickled result (:mod:`jupyter_taskq.server.display`, without
+unpickling any class). Only other results pay for IPython (about 0.2 s to import the first time in
+a process, then about 1 ms for a small DataFrame). Each bundle is capped
 (:data:`MAX_BUNDLE_BYTES`): the entries that do not fit are left out and named. Best effort: with
 no IPython in the task's interpreter, or a ``_repr_html_`` that raises, the task still completes, with
 nothing (or only what formatted) to show.
@@ -25,16 +28,14 @@ import sys
 
 MAX_BUNDLE_BYTES = 256 * 1024
 _SCALARS = (bool, int, float, complex)
-_SHORT_TEXT = 4096
+_SHORT_TEXT = 1000  # characters: its pickle stays under the server's SCALAR_RESULT_BYTES
 _formatter = None
 
 
 def bundle(value) -> dict | None:
     """``{"data": {mime: str or JSON}, "metadata": {...}, "left_out": [mime, ...]}``, or None: nothing to show."""
-    if value is None:
-        return None
-    if type(value) in _SCALARS or (type(value) in (str, bytes) and len(value) <= _SHORT_TEXT):
-        return {"data": {"text/plain": repr(value)}, "metadata": {}, "left_out": []}
+    if value is None or type(value) in _SCALARS or (type(value) in (str, bytes) and len(value) <= _SHORT_TEXT):
+        return None  # nothing to show, or the server shows its repr from the result itself
     formatter = _display_formatter()
     if formatter is None:
         return None
