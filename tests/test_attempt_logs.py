@@ -67,3 +67,39 @@ def test_asking_for_an_attempt_that_does_not_exist_is_a_clear_error(shared_serve
     bad = client.session.get(logs, params={"attempt": "latest"})
     assert bad.status_code == 400 and "attempt" in bad.json()["message"]
     assert client.session.get(logs, params={"attempt": 1}).json()["attempt"] == 1
+
+
+def floods_then_fails(folder, total_bytes):
+    """Attempt 1 prints ``total_bytes`` of numbered 64-byte lines (past the cap) and fails; attempt 2 prints one line."""
+    import os
+    import sys
+
+    n = len(os.listdir(folder)) + 1
+    open(os.path.join(folder, str(n)), "w").close()
+    if n == 1:
+        for i in range(total_bytes // 64):
+            sys.stdout.write(f"line {i:012d} {'x' * 45}\n")
+        sys.stdout.flush()
+        raise ValueError("flooded")
+    print("second attempt")
+    return n
+
+
+def test_a_capped_attempt_keeps_its_tail_and_the_next_attempt_starts_clean(make_server, tmp_path):
+    server = make_server(gpus=[], cpu_workers=1, log_max_bytes=200_000)
+    client = server.client()
+    total = 64 * 20_000  # 1.28 MB, past the 200 kB cap
+    (tmp_path / "marks").mkdir()
+    handle = TaskHandle(client.submit(floods_then_fails, (str(tmp_path / "marks"), total), max_retries=1).id,
+                        client=client)
+    assert handle.result(timeout=90) == 2
+    assert handle.logs(attempt=2) == "second attempt\n"  # no marker: attempt 1's dropped count is its own
+    first = handle.logs(attempt=1)
+    marker, _, kept = first.partition("\n")
+    dropped = int(marker.split()[1])
+    assert marker == f"[jupyter-taskq: {dropped} bytes of earlier output dropped; the log keeps its tail]"
+    lines = kept.splitlines()
+    start = dropped // 64
+    assert lines[:3] == [f"line {i:012d} {'x' * 45}" for i in range(start, start + 3)]  # contiguous from the cut
+    assert f"line {total // 64 - 1:012d}" in kept and "ValueError: flooded" in kept
+    assert [entry["log_size"] for entry in handle.attempts()] == [dropped + len(kept.encode()), 15]
