@@ -287,3 +287,29 @@ def test_the_output_shows_progress_and_follows_the_log(page, lab):
     expect(log).to_contain_text("chatty line 11", timeout=30_000)  # followed while it runs
     expect(chip(page, 1)).to_have_text("COMPLETE", timeout=30_000)
     screenshot(page, "output-log-followed")
+
+
+def test_a_completed_result_shows_its_display_without_a_kernel_and_sanitised(page, lab):
+    """A DataFrame result shows as a table (the worker's IPython formatter made its HTML); HTML from a task
+    is untrusted: its script never runs in the page."""
+    evil = ("class Evil:\n    def _repr_html_(self):\n"
+            "        return '<b class=\"evil\">bold</b><script>window.jtqPwned = 1</script>'"
+            "'<img src=\"x\" onerror=\"window.jtqPwned = 2\">'\n"
+            "@task_queue()\ndef make_evil():\n    return Evil()\n"
+            "@task_queue()\ndef frame(n):\n    import pandas as pd\n"
+            "    return pd.DataFrame({'x': range(n), 'y': [f'row {i}' for i in range(n)]})\n")
+    name = write_notebook(lab.root, "display.ipynb", [SETUP + evil, "f = frame.put(3)\nf", "e = make_evil.put()\ne"])
+    open_notebook(page, lab, name)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    run_cell(page, 2)
+    expect(chip(page, 1)).to_have_text("COMPLETE", timeout=60_000)
+    table = output(page, 1).locator(".jtq-result table")
+    expect(table).to_be_visible(timeout=20_000)
+    expect(table.locator("tbody tr")).to_have_count(3)
+    expect(table).to_contain_text("row 2")
+    screenshot(page, "output-dataframe-result")
+    expect(chip(page, 2)).to_have_text("COMPLETE", timeout=60_000)
+    expect(output(page, 2).locator(".jtq-result b.evil")).to_have_text("bold", timeout=20_000)
+    expect(output(page, 2).locator(".jtq-result script")).to_have_count(0)
+    assert page.evaluate("() => window.jtqPwned") is None

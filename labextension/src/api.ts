@@ -4,7 +4,7 @@
  * XSRF right under JupyterHub too) and the unit tests wire in a fake.
  */
 
-import type { Attempt, CancelAnswer, Changes, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
+import type { Attempt, CancelAnswer, Changes, DisplayBundle, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
 
 /** Makes one request to a path relative to `taskq/api/`. */
 export type Fetcher = (path: string, init?: RequestInit) => Promise<Response>;
@@ -168,8 +168,21 @@ export class TaskqApi {
     return this.call('Deleting', `tasks/${encodeURIComponent(taskId)}`, { method: 'DELETE' });
   }
 
-  logs(taskId: string, offset: number): Promise<LogChunk> {
-    return this.call('Reading the log', `tasks/${encodeURIComponent(taskId)}/logs?offset=${offset}`);
+  /** The log from `offset`: attempt `attempt`'s own log, or the latest attempt's when none is given. */
+  logs(taskId: string, offset: number, attempt?: number | null): Promise<LogChunk> {
+    const params = new URLSearchParams({ offset: String(offset) });
+    if (attempt !== undefined && attempt !== null) {
+      params.set('attempt', String(attempt));
+    }
+    return this.call('Reading the log', `tasks/${encodeURIComponent(taskId)}/logs?${params.toString()}`);
+  }
+
+  /**
+   * A COMPLETE task's result as a MIME bundle (409 before it completes, 410 once its result
+   * expired). Its HTML comes from the task: the caller renders it sanitised.
+   */
+  display(taskId: string): Promise<DisplayBundle> {
+    return this.call('Reading the result display', `tasks/${encodeURIComponent(taskId)}/display`);
   }
 
   /**

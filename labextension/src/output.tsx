@@ -61,6 +61,54 @@ function Progress({ task }: { task: Task }): JSX.Element | null {
   );
 }
 
+const asText = (value: unknown): string | null =>
+  typeof value === 'string' ? value : Array.isArray(value) && value.every(v => typeof v === 'string') ? value.join('') : null;
+
+/** The task's own HTML, sanitised by JupyterLab's sanitizer (it is untrusted: it comes from the task). */
+function SafeHtml({ html, sanitizer }: { html: string; sanitizer: IRenderMime.ISanitizer }): JSX.Element {
+  const clean = React.useMemo(() => sanitizer.sanitize(html), [html, sanitizer]);
+  return <div className="jtq-result-html jp-RenderedHTMLCommon" dangerouslySetInnerHTML={{ __html: clean }} />;
+}
+
+/**
+ * The COMPLETE task's result, as the worker's IPython formatter showed it: HTML (sanitised), a PNG
+ * or JPEG image, else its text. Nothing for a result with no display (None).
+ */
+export function ResultView({ model, sanitizer }: { model: TaskOutputModel; sanitizer?: IRenderMime.ISanitizer }): JSX.Element | null {
+  if (model.displayError) {
+    return <div className="jtq-result jtq-facts">Result: {model.displayError}</div>;
+  }
+  const data = model.display?.data;
+  if (!data) {
+    return null;
+  }
+  const html = asText(data['text/html']);
+  let body: JSX.Element | null = null;
+  if (html && sanitizer) {
+    body = <SafeHtml html={html} sanitizer={sanitizer} />;
+  } else {
+    for (const mime of ['image/png', 'image/jpeg']) {
+      const b64 = asText(data[mime]);
+      if (b64) {
+        body = <img className="jtq-result-image" alt="task result" src={`data:${mime};base64,${b64.replace(/\s+/g, '')}`} />;
+        break;
+      }
+    }
+    const text = asText(data['text/plain']);
+    if (!body && text !== null) {
+      body = <pre className="jtq-result-text">{text}</pre>;
+    }
+  }
+  if (!body) {
+    return null;
+  }
+  return (
+    <div className="jtq-result" data-mime={html && sanitizer ? 'text/html' : undefined}>
+      {body}
+    </div>
+  );
+}
+
 function TaskBody({ model, task, now }: { model: TaskOutputModel; task: Task; now: number }): JSX.Element {
   const facts: string[] = [];
   if (task.attempt) {
@@ -129,7 +177,15 @@ function GroupBody({ model, openTask }: { model: TaskOutputModel; openTask: (id:
   );
 }
 
-function OutputView({ model, openTask }: { model: TaskOutputModel; openTask: (id: string) => void }): JSX.Element {
+function OutputView({
+  model,
+  openTask,
+  sanitizer
+}: {
+  model: TaskOutputModel;
+  openTask: (id: string) => void;
+  sanitizer?: IRenderMime.ISanitizer;
+}): JSX.Element {
   useModel(model);
   const task = model.task;
   const now = useClock(Boolean(task && task.status === 'RUNNING'));
@@ -170,6 +226,7 @@ function OutputView({ model, openTask }: { model: TaskOutputModel; openTask: (id
       data-group-id={model.ref.group}
     >
       <div className="jtq-head">{head}</div>
+      {task && !model.gone && task.status === 'COMPLETE' && <ResultView model={model} sanitizer={sanitizer} />}
       {task && !model.gone && <TaskBody model={model} task={task} now={now} />}
       {!task && !model.gone && model.loaded && <GroupBody model={model} openTask={openTask} />}
       {model.error && <div className="jtq-error-line">{model.error}</div>}
@@ -201,7 +258,11 @@ export class TaskOutputRenderer extends ReactWidget implements IRenderMime.IRend
   private mimeModel: IRenderMime.IMimeModel | null = null;
   private invalid: string | null = null;
 
-  constructor(private readonly services: OutputServices) {
+  constructor(
+    private readonly services: OutputServices,
+    /** JupyterLab's HTML sanitizer (from the renderer's options): the result's HTML is the task's. */
+    private readonly sanitizer?: IRenderMime.ISanitizer
+  ) {
     super();
     this.addClass('jtqo-renderer');
   }
@@ -257,7 +318,7 @@ export class TaskOutputRenderer extends ReactWidget implements IRenderMime.IRend
     if (this.invalid || !this.model) {
       return <div className="jtq-widget jtqo-output jtq-facts">{this.invalid ?? 'Loading…'}</div>;
     }
-    return <OutputView model={this.model} openTask={this.services.openTask} />;
+    return <OutputView model={this.model} openTask={this.services.openTask} sanitizer={this.sanitizer} />;
   }
 
   dispose(): void {
@@ -272,6 +333,6 @@ export function outputRendererFactory(services: OutputServices): IRenderMime.IRe
     safe: true,
     mimeTypes: [TASKS_MIME],
     defaultRank: OUTPUT_RANK,
-    createRenderer: () => new TaskOutputRenderer(services)
+    createRenderer: options => new TaskOutputRenderer(services, options.sanitizer)
   };
 }

@@ -9,7 +9,7 @@
 
 import { ApiError, type TaskqApi } from './api';
 import type { ChangeListener } from './poller';
-import { CANCELLABLE, FINAL, type Task, type TaskStatus } from './types';
+import { CANCELLABLE, FINAL, type DisplayBundle, type Task, type TaskStatus } from './types';
 
 export const TASKS_MIME = 'application/vnd.jupyter-taskq.tasks+json';
 
@@ -78,12 +78,18 @@ export class TaskOutputModel {
   log = '';
   logOpen = false;
   busy = false;
+  /** The single task's result as a MIME bundle, read once when it is COMPLETE (null: none yet). */
+  display: DisplayBundle | null = null;
+  /** Why the result cannot be shown (expired, unreadable); null when it can or is not asked yet. */
+  displayError: string | null = null;
 
   private groupIds: Set<string> | null = null;
   private listeners = new Set<() => void>();
   private refListeners = new Set<(ref: TaskRef) => void>();
   private unsubscribe: (() => void) | null = null;
   private seq = 0;
+  /** The task whose display was asked for: it is read once per task, never on each change. */
+  private displayFor: string | null = null;
   private logOffset = 0;
   private logTimer: ReturnType<typeof setTimeout> | null = null;
   private disposed = false;
@@ -215,6 +221,35 @@ export class TaskOutputModel {
     if (this.logOpen && this.task?.status === 'RUNNING' && this.logTimer === null) {
       void this.readLog();
     }
+    if (this.task?.status === 'COMPLETE' && this.displayFor !== this.task.id) {
+      await this.readDisplay(this.task.id);
+    }
+  }
+
+  /** Reads the result's display bundle of a COMPLETE task, once (the result never changes). */
+  private async readDisplay(taskId: string): Promise<void> {
+    this.displayFor = taskId;
+    try {
+      const bundle = await this.api.display(taskId);
+      if (this.displayFor !== taskId || this.disposed) {
+        return;
+      }
+      this.display = bundle;
+      this.displayError = null;
+    } catch (error) {
+      if (this.displayFor !== taskId || this.disposed) {
+        return;
+      }
+      this.display = null;
+      // 410: the result expired; 404 from an older server: no display there. Say so, quietly.
+      this.displayError =
+        error instanceof ApiError && error.status === 410
+          ? 'The result has expired.'
+          : error instanceof ApiError && error.status === 404 && error.reason !== 'not found'
+            ? null
+            : (error as Error).message;
+    }
+    this.emit();
   }
 
   private async act(what: () => Promise<string>): Promise<void> {
@@ -253,6 +288,8 @@ export class TaskOutputModel {
       this.ref = { ...this.ref, task_ids: [fresh.id] };
       this.tasks = [fresh];
       this.resetLog();
+      this.display = null;
+      this.displayError = null;
       this.refListeners.forEach(l => l(this.ref));
       return `retried as ${fresh.id}`;
     });

@@ -138,6 +138,8 @@ export interface LogChunk {
   reset: boolean;
   dropped: number;
   status: TaskStatus;
+  /** The attempt whose log this is (older servers leave it out). */
+  attempt?: number | null;
 }
 
 /** `GET changes`: `changed` is null when the server cannot tell (refetch everything). */
@@ -162,6 +164,20 @@ export interface Attempt {
   /** complete, error, timeout, worker lost, memory, cancelled, interrupted, crashed; null while it runs. */
   reason: string | null;
   error: TaskError | null;
+  /** Bytes this attempt printed (its own log: `GET tasks/<id>/logs?attempt=N`). */
+  log_size?: number;
+}
+
+/**
+ * `GET tasks/<id>/display`: the result's MIME bundle, made on the worker by IPython's formatter.
+ * `data` is empty when there is nothing to show; `left_out` names types over the size cap.
+ * Its `text/html` is the task's own: render it sanitised, as untrusted.
+ */
+export interface DisplayBundle {
+  task_id: string;
+  data: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+  left_out: string[];
 }
 
 /** `GET groups/<id>`: a displayed group of tasks, summarised by the server. */

@@ -72,6 +72,24 @@ describe('TaskqApi', () => {
     expect(calls[0].path).toBe('changes?since=e.1&wait=25');
   });
 
+  it('reads a result display, and says a 409 before the task completes', async () => {
+    const bundle = { task_id: 'a', data: { 'text/plain': '1' }, metadata: {}, left_out: [] };
+    const { api, calls } = recorder([json(bundle), json({ message: 'task a is RUNNING', reason: 'conflict' }, 409)]);
+    expect(await api.display('a/b')).toEqual(bundle);
+    expect(calls[0].path).toBe('tasks/a%2Fb/display');
+    const error = await api.display('a').catch(e => e);
+    expect(error).toBeInstanceOf(ApiError);
+    expect(error.status).toBe(409);
+  });
+
+  it('reads the latest log, or one attempt\'s own log', async () => {
+    const chunk = { data: 'x', next_offset: 1, size: 1, reset: false, dropped: 0, status: 'FAILED' };
+    const { api, calls } = recorder([json(chunk), json({ ...chunk, attempt: 2 })]);
+    await api.logs('a', 0);
+    expect((await api.logs('a', 5, 2)).attempt).toBe(2);
+    expect(calls.map(c => c.path)).toEqual(['tasks/a/logs?offset=0', 'tasks/a/logs?offset=5&attempt=2']);
+  });
+
   it('cancels all waiting tasks page by page until none is left', async () => {
     const page = (ids: string[]) => json({ tasks: ids.map(id => ({ id })), total: ids.length, limit: 2, offset: 0 });
     const { api, calls } = recorder([

@@ -51,6 +51,20 @@ function fakeServer(initial: Task[], groups: Record<string, string[]> = {}) {
       }
       return reply(answer);
     }
+    const display = url.pathname.match(/^\/tasks\/([\w-]+)\/display$/);
+    if (display) {
+      const found = tasks.get(display[1]);
+      if (!found) {
+        return reply({ message: 'no task', reason: 'not found' }, 404);
+      }
+      if (found.status !== 'COMPLETE') {
+        return reply({ message: `task is ${found.status}`, reason: 'conflict' }, 409);
+      }
+      if (found.result?.expired) {
+        return reply({ message: 'the result has expired', reason: 'gone' }, 410);
+      }
+      return reply({ task_id: found.id, data: { 'text/plain': `<${found.id}>`, 'text/html': `<table><tr><td>${found.id}</td></tr></table>` }, metadata: {}, left_out: [] });
+    }
     const retry = url.pathname.match(/^\/tasks\/([\w-]+)\/retry$/);
     if (retry) {
       const fresh = task(`${retry[1]}-r`, 'PENDING', { retry_of: retry[1] });
@@ -107,13 +121,56 @@ describe('TaskOutputModel', () => {
     server.tasks.set('a', task('a', 'COMPLETE'));
     changes.fire(['b', 'a']);
     await settle();
-    expect(server.requests).toEqual(['GET tasks/a']);
+    expect(server.requests).toEqual(['GET tasks/a', 'GET tasks/a/display']);
     expect(model.task?.status).toBe('COMPLETE');
     expect(model.done).toBe(true);
     expect(model.canRetry).toBe(true);
     expect(fallbacks(model)?.text).toBe('Task n-a · COMPLETE · attempt 1 of 4 · on cpu-0  [a]');
     model.dispose();
     expect(changes.listeners.size).toBe(0);
+  });
+
+  it('reads a COMPLETE task\'s result display once, not before it completes nor on later changes', async () => {
+    const server = fakeServer([task('a', 'RUNNING')]);
+    const changes = feed();
+    const model = new TaskOutputModel(server.api, changes.source, { version: 1, api: 'taskq/api/', task_ids: ['a'] });
+    await model.start();
+    expect(model.display).toBeNull();
+    expect(server.requests).toEqual(['GET tasks/a']);
+    server.tasks.set('a', task('a', 'COMPLETE'));
+    changes.fire(['a']);
+    await settle();
+    expect(model.display?.data['text/html']).toBe('<table><tr><td>a</td></tr></table>');
+    expect(model.displayError).toBeNull();
+    changes.fire(['a']);
+    await settle();
+    expect(server.requests.filter(r => r.endsWith('/display'))).toEqual(['GET tasks/a/display']);
+    model.dispose();
+  });
+
+  it('says when a result has expired, and shows nothing for a group', async () => {
+    const server = fakeServer([task('a', 'COMPLETE', { result: { available: false, size: null, expired: true, expires_in: null } }), task('b', 'COMPLETE')]);
+    const model = new TaskOutputModel(server.api, feed().source, { version: 1, api: 'taskq/api/', task_ids: ['a'] });
+    await model.start();
+    expect(model.display).toBeNull();
+    expect(model.displayError).toBe('The result has expired.');
+    const group = new TaskOutputModel(server.api, feed().source, { version: 1, api: 'taskq/api/', task_ids: ['a', 'b'] });
+    await group.start();
+    expect(server.requests.filter(r => r.endsWith('/display'))).toEqual(['GET tasks/a/display']);
+  });
+
+  it('a retried task shows the new task\'s result, not the old one\'s', async () => {
+    const server = fakeServer([task('a', 'COMPLETE')]);
+    const changes = feed();
+    const model = new TaskOutputModel(server.api, changes.source, { version: 1, api: 'taskq/api/', task_ids: ['a'] });
+    await model.start();
+    expect(model.display?.task_id).toBe('a');
+    await model.retry();
+    expect(model.display).toBeNull();
+    server.tasks.set('a-r', task('a-r', 'COMPLETE'));
+    changes.fire(['a-r']);
+    await settle();
+    expect(model.display?.task_id).toBe('a-r');
   });
 
   it('says a deleted task is gone', async () => {
