@@ -24,10 +24,23 @@ def default_state_dir() -> Path:
     return Path(jupyter_data_dir()) / "taskq"
 
 
-def make_private_dir(path: Path) -> Path:
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    os.chmod(path, DIR_MODE)
-    return path
+def make_private_dir(path: Path | str) -> Path:
+    """Make ``path`` and every missing folder above it user-only (``mkdir(parents=True)`` and
+    ``os.makedirs`` give the folders above the last one the umask's mode, e.g. 0755)."""
+    path = Path(path)
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # made by another process meanwhile
+            pass
+        os.chmod(folder, DIR_MODE)
+    target = missing[0] if missing else path
+    os.chmod(target, DIR_MODE)
+    return target
 
 
 def create_private_file(path: Path) -> int:

@@ -42,8 +42,11 @@ def test_state_files_are_user_only(shared_server):
     assert mode(state) == 0o700
     for sub in ("payloads", "results", "logs", "spool", "bells"):
         assert mode(state / sub) == 0o700, sub
+    attempt_dir = state / "outputs" / handle.id / "1"  # each attempt's own folder holds its log
+    for folder in (state / "outputs" / handle.id, attempt_dir):
+        assert mode(folder) == 0o700, folder
     for path in (state / "taskq.db", state / "taskq.db-wal", state / "payloads" / f"{handle.id}.payload",
-                 state / "results" / f"{handle.id}.result", state / "logs" / f"{handle.id}.log",
+                 state / "results" / f"{handle.id}.result", attempt_dir / "log",
                  state / "bells" / "work-cpu.fifo"):
         assert mode(path) == 0o600, path
 

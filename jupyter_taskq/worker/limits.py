@@ -50,7 +50,9 @@ def write_spec(task: dict, attempt_dir: str | os.PathLike, worker_name: str) -> 
     spec = {"memory": task.get("memory"), "cpu": task.get("cpu")}
     if task.get("cpu") is not None:
         spec["cores"] = choose_cores(task["cpu"], worker_name)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    from ..statedir import make_private_dir  # here, not at the top: the runner may load this file by path
+
+    make_private_dir(os.path.dirname(path))  # the attempt's folders, user-only at every level
     tmp = f"{path}.tmp{os.getpid()}"
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(spec, f)
