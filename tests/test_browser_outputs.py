@@ -313,3 +313,39 @@ def test_a_completed_result_shows_its_display_without_a_kernel_and_sanitised(pag
     expect(output(page, 2).locator(".jtq-result b.evil")).to_have_text("bold", timeout=20_000)
     expect(output(page, 2).locator(".jtq-result script")).to_have_count(0)
     assert page.evaluate("() => window.jtqPwned") is None
+
+
+def loud_flaky(marker):
+    """Prints which try it is, fails the first, succeeds on the next: each attempt's log says its own."""
+    import os
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        print("first try printing", flush=True)
+        raise ValueError("first try fails")
+    print("second try printing", flush=True)
+    return "ok"
+
+
+def test_each_attempt_opens_its_own_log_in_the_detail_view(page, lab, tmp_path):
+    from browser_kit import open_lab
+
+    from jupyter_taskq.notebook.client import TaskHandle
+
+    client = lab.client()
+    handle = TaskHandle(client.submit(loud_flaky, (str(tmp_path / "marker"),), max_retries=2).id, client=client)
+    assert handle.result(timeout=60) == "ok"
+    open_lab(page, lab)
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-taskq-panel"]').click()
+    page.locator(f'#jupyter-taskq-panel .jtqp-row[data-task-id="{handle.id}"]').click()
+    detail = page.locator("#jupyter-taskq-panel .jtqp-detail")
+    log = detail.locator(".jtqp-log")
+    expect(log).to_contain_text("second try printing", timeout=20_000)  # the latest attempt's, by default
+    expect(log).not_to_contain_text("first try printing")
+    detail.locator('.jtqp-attempt[data-attempt="1"] .jtqp-attempt-log').click()
+    expect(log).to_contain_text("first try printing", timeout=20_000)
+    expect(log).not_to_contain_text("second try printing")
+    expect(detail.locator(".jtqp-log-title")).to_contain_text("Log of attempt 1")
+    screenshot(page, "detail-attempt-log")
+    detail.locator(".jtqp-log-latest").click()
+    expect(log).to_contain_text("second try printing", timeout=20_000)

@@ -447,9 +447,21 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
           ))}
         </div>
       )}
-      <div className="jtqp-section">
-        Log{task.status === 'RUNNING' ? ' (live)' : ''}
-        {task.log.dropped ? <span className="jtqp-muted"> · {formatBytes(task.log.dropped)} dropped</span> : null}
+      <div className="jtqp-section jtqp-log-title">
+        {model.logAttempt === null ? (
+          <>
+            Log{task.status === 'RUNNING' ? ' (live)' : ''}
+            {task.log.dropped ? <span className="jtqp-muted"> · {formatBytes(task.log.dropped)} dropped</span> : null}
+          </>
+        ) : (
+          <>
+            Log of attempt {model.logAttempt}
+            {model.logAttempt === task.attempt && task.status === 'RUNNING' ? ' (live)' : ''}{' '}
+            <button className="jtqp-link jtqp-log-latest" onClick={() => void model.showAttemptLog(null)}>
+              show the latest
+            </button>
+          </>
+        )}
       </div>
       <pre className="jtqp-log" tabIndex={0} aria-label="Log tail">
         {model.log || '(empty)'}
@@ -477,11 +489,18 @@ function AttemptList({ model }: { model: QueueModel }): JSX.Element | null {
             <th>End</th>
             <th>Exit</th>
             <th>Error</th>
+            <th>Log</th>
           </tr>
         </thead>
         <tbody>
           {model.attempts.map(a => (
-            <tr key={a.attempt} className="jtqp-attempt" data-attempt={a.attempt} data-reason={a.reason ?? 'running'}>
+            <tr
+              key={a.attempt}
+              className="jtqp-attempt"
+              data-attempt={a.attempt}
+              data-reason={a.reason ?? 'running'}
+              data-shown={model.logAttempt === a.attempt ? 'true' : undefined}
+            >
               <td>{a.attempt}</td>
               <td>{a.worker ?? ''}</td>
               <td>{a.device ?? ''}</td>
@@ -490,6 +509,16 @@ function AttemptList({ model }: { model: QueueModel }): JSX.Element | null {
               <td className="jtqp-attempt-reason">{a.reason ?? 'running'}</td>
               <td className="jtqp-attempt-error" title={a.error?.traceback ?? undefined}>
                 {a.error ? `${a.error.type}: ${a.error.message}` : ''}
+              </td>
+              <td>
+                <button
+                  className="jtqp-link jtqp-attempt-log"
+                  title={`Show attempt ${a.attempt}'s own log below`}
+                  aria-label={`Log of attempt ${a.attempt}`}
+                  onClick={() => void model.showAttemptLog(a.attempt)}
+                >
+                  {a.log_size === undefined ? 'log' : a.log_size ? formatBytes(a.log_size) : 'empty'}
+                </button>
               </td>
             </tr>
           ))}

@@ -50,6 +50,8 @@ export class QueueModel {
   /** The open task's attempt history (read with its detail). */
   attempts: Attempt[] = [];
   log = '';
+  /** The attempt whose own log is shown (null: the latest attempt's, followed while it runs). */
+  logAttempt: number | null = null;
   seenFailures: number | null = null;
   /** ms of the last page load (request to state), for the record. */
   lastLoadMs: number | null = null;
@@ -336,8 +338,25 @@ export class QueueModel {
     this.attempts = [];
     this.log = '';
     this.logOffset = 0;
+    this.logAttempt = null;
     this.emit();
     return this.loadDetail(true);
+  }
+
+  /**
+   * Shows attempt `attempt`'s own log in the log area (null: back to the latest attempt's). Each
+   * attempt keeps its log, so a retried task's earlier failure can still be read.
+   */
+  showAttemptLog(attempt: number | null): Promise<void> {
+    if (!this.detailId) {
+      return Promise.resolve();
+    }
+    this.stopLogTimer();
+    this.logAttempt = attempt;
+    this.log = '';
+    this.logOffset = 0;
+    this.emit();
+    return this.readLog();
   }
 
   closeDetail(): void {
@@ -346,6 +365,7 @@ export class QueueModel {
     this.detail = null;
     this.attempts = [];
     this.log = '';
+    this.logAttempt = null;
     this.emit();
   }
 
@@ -379,15 +399,16 @@ export class QueueModel {
   /** Appends what the log gained since the last read, keeping only its tail. */
   async readLog(): Promise<void> {
     const taskId = this.detailId;
+    const attempt = this.logAttempt;
     if (!taskId) {
       return;
     }
     try {
-      let chunk = await this.api.logs(taskId, this.logOffset);
+      let chunk = await this.api.logs(taskId, this.logOffset, attempt);
       if (!this.logOffset && chunk.size - chunk.next_offset > this.logTail) {
-        chunk = await this.api.logs(taskId, chunk.size - this.logTail); // a long log: start at its tail
+        chunk = await this.api.logs(taskId, chunk.size - this.logTail, attempt); // a long log: start at its tail
       }
-      if (this.detailId !== taskId) {
+      if (this.detailId !== taskId || this.logAttempt !== attempt) {
         return;
       }
       this.log = (chunk.reset ? '' : this.log) + chunk.data;
@@ -397,7 +418,8 @@ export class QueueModel {
       this.logOffset = chunk.next_offset;
       this.emit();
       this.stopLogTimer();
-      if (chunk.status === 'RUNNING' && this.visible) {
+      const current = attempt === null || attempt === this.detail?.attempt; // an older attempt's log is final
+      if (chunk.status === 'RUNNING' && this.visible && current) {
         // A log grows without any status change: follow it while the task runs.
         this.logTimer = setTimeout(() => void this.readLog(), this.logInterval);
       }

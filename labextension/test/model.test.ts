@@ -57,9 +57,18 @@ function fakeServer() {
         });
       }
       if (url.pathname.endsWith('/logs')) {
-        const data = 'x'.repeat(100) + 'TAIL';
+        const attempt = url.searchParams.get('attempt');
+        const data = attempt ? `attempt ${attempt} printed this` : 'x'.repeat(100) + 'TAIL';
         const offset = Number(url.searchParams.get('offset'));
-        return reply({ data: data.slice(offset), next_offset: data.length, size: data.length, reset: false, dropped: 0, status: found.status });
+        return reply({
+          data: data.slice(offset),
+          next_offset: data.length,
+          size: data.length,
+          reset: false,
+          dropped: 0,
+          status: found.status,
+          attempt: attempt ? Number(attempt) : 2
+        });
       }
       return reply(found);
     }
@@ -138,6 +147,25 @@ describe('QueueModel', () => {
     expect(model.detailId).toBeNull();
     expect(model.attempts).toEqual([]);
     expect(model.error).toContain('no longer exists');
+  });
+
+  it('shows one attempt\'s own log, then the latest again, and forgets the choice with the task', async () => {
+    const { api, requests } = fakeServer();
+    const model = new QueueModel(api, { logTail: 1000 });
+    await model.openDetail('t5');
+    requests.length = 0;
+    await model.showAttemptLog(1);
+    expect(model.logAttempt).toBe(1);
+    expect(model.log).toBe('attempt 1 printed this');
+    expect(requests).toEqual(['GET tasks/t5/logs?offset=0&attempt=1']);
+    await model.loadDetail(false); // a change to the task keeps the chosen attempt's log
+    expect(model.log).toBe('attempt 1 printed this');
+    expect(requests.filter(r => r.includes('/logs') && !r.includes('attempt=1'))).toEqual([]);
+    await model.showAttemptLog(null);
+    expect(model.log).toBe('x'.repeat(100) + 'TAIL');
+    await model.showAttemptLog(2);
+    await model.openDetail('t6');
+    expect(model.logAttempt).toBeNull();
   });
 
   it('offers "Go to cell" only for a task that knows its notebook and cell, once the plugin wired it', () => {
