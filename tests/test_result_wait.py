@@ -54,7 +54,7 @@ def test_a_change_heard_while_the_store_is_being_read_wakes_the_wait(tmp_path, m
         feed.start()
         looks = []
 
-        async def done():
+        async def done(look):
             looks.append(state["finished"])
             if len(looks) == 1:  # the first look reads "running"; meanwhile the task ends and the worker rings
                 def worker_finishes():
@@ -74,3 +74,42 @@ def test_a_change_heard_while_the_store_is_being_read_wakes_the_wait(tmp_path, m
 
     finished, looks = asyncio.run(main())
     assert finished and looks == [False, True]
+
+
+def test_a_wait_looks_at_the_tasks_that_rang_and_still_sees_one_whose_ring_was_lost(tmp_path, monkeypatch):
+    """A wait on many tasks re-reads only those heard to change (a 2,000-task map is not re-read whole at
+    every ring), yet a task that finished without a ring (a lost note, a worker on another machine)
+    is still seen at the feed's re-check."""
+    import asyncio
+
+    from jupyter_taskq.doorbell import Doorbell
+    from jupyter_taskq.server import changes
+
+    monkeypatch.setattr(changes, "RECHECK", 0.3)
+    bell = Doorbell(tmp_path / "events.fifo")
+    finished: set[str] = set()
+    looks: list[set[str] | None] = []
+
+    async def main():
+        feed = changes.ChangeFeed(bell)
+        feed.start()
+        unfinished = {"a", "b", "c"}
+
+        async def done(look):
+            looks.append(None if look is None else set(look))
+            unfinished.difference_update((unfinished if look is None else unfinished & look) & finished)
+            if len(looks) == 1:  # after the first look: "a" ends and rings; "b" ends silently
+                finished.update({"a", "b"})
+                Doorbell(bell.path).ring(b"a\n")
+            elif "a" not in unfinished and "c" not in finished:
+                finished.add("c")  # "c" ends silently too, later
+            return not unfinished
+
+        try:
+            return await asyncio.wait_for(feed.wait_until(unfinished, done, 60.0), 30)
+        finally:
+            feed.stop()
+
+    assert asyncio.run(main())
+    assert looks[0] is None and looks[1] == {"a"}  # woken by "a": only "a" is read
+    assert looks[-1] is None  # "b" and "c" were found by a full re-check

@@ -115,11 +115,14 @@ class TaskqHandler(_TaskqAuth, APIHandler):
         return wait
 
     async def wait_final(self, task_ids: list[str], timeout: float) -> bool:
-        """Wait until every task has finished; each check looks only at those still unfinished."""
+        """Wait until every task has finished; each check looks only at those still unfinished that the
+        change feed heard change (all of them at the first check and at each re-check for a missed ring)."""
         unfinished = set(task_ids)
 
-        async def done() -> bool:
-            unfinished.difference_update(await self.service.finished(list(unfinished)))
+        async def done(look: set[str] | None) -> bool:
+            ids = unfinished if look is None else unfinished & look
+            if ids:
+                unfinished.difference_update(await self.service.finished(list(ids)))
             return not unfinished
 
         return await self.changes.wait_until(unfinished, done, timeout)

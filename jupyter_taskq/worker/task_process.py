@@ -32,9 +32,11 @@ from __future__ import annotations
 import hashlib
 import os
 import select
+import shutil
 import signal
 import struct
 import sys
+import tempfile
 
 from .. import payload
 from . import runner
@@ -48,6 +50,7 @@ _LEN = struct.Struct(">I")
 PARENT_DIED = signal.SIGHUP  # the keeper's parent-death signal: end the whole tree at once
 KEEPER_CRASH = 3  # exit status of a keeper (or task process) that failed outside the task's code
 EXIT_STALE = 4  # a warm process holding other code than the attempt's: the worker runs it in a fresh one
+SCRATCH = "/dev/shm"  # tmpfs on Linux: where the warm-up writes its throwaway result
 
 
 class _Stop(Exception):
@@ -329,19 +332,29 @@ def _warm_up(payload_path: str, cuda_devices: str) -> None:
     """Run a do-nothing payload while no attempt waits: a forked process pays (in copied pages) for its
     first touch of each page of its parent's memory, and every attempt touches the same ones (reading
     a payload, unpickling a notebook's function, the runner). Here that is done off the attempt's clock.
-    What it changes (environment, working directory, ``__main__``) every attempt sets anew."""
-    base = f"{payload_path}.{os.getpid()}"
+    What it changes (environment, working directory, ``__main__``) every attempt sets anew.
+
+    Its output goes to /dev/null and its result to a private scratch folder on tmpfs (/dev/shm) where
+    there is one: every fresh task process runs this, and creating and deleting files in the state
+    directory (a disk) cost more CPU than the warm-up's Python on a busy queue."""
+    scratch = None
     try:
-        runner.run_attempt(payload_path, base + ".result", base + ".error", base + ".log", base + ".outputs",
-                           cuda_devices, payload)
+        scratch = _scratch_dir(os.path.dirname(payload_path))
+        runner.run_attempt(payload_path, os.path.join(scratch, "result"), os.path.join(scratch, "error"),
+                           os.devnull, scratch, cuda_devices, payload)
     except BaseException:  # noqa: BLE001 - only a head start
         pass
     finally:
-        for suffix in (".result", ".error", ".error.pickle", ".log"):
-            try:
-                os.unlink(base + suffix)
-            except OSError:
-                pass
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch_dir(fallback: str) -> str:
+    """A new private folder (mode 0700, a name nobody else can take) in memory if possible."""
+    try:
+        return tempfile.mkdtemp(prefix="taskq-warmup-", dir=SCRATCH)
+    except OSError:  # no /dev/shm here (or it is full)
+        return tempfile.mkdtemp(prefix="warmup-", dir=fallback)
 
 
 class _WarmGuard:
