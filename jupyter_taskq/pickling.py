@@ -498,6 +498,49 @@ def dumps_exception(exc: BaseException) -> bytes | None:
     return None
 
 
+# -- comparing pickles -------------------------------------------------------------------------------
+
+_SCALAR_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINBYTES", "BINBYTES",
+                         "BINBYTES8", "SHORT_BINSTRING", "BINSTRING", "STRING", "BININT", "BININT1", "BININT2",
+                         "INT", "LONG", "LONG1", "LONG4", "BINFLOAT", "FLOAT"})
+_MEMO_PUT = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def identity_free_digest(data: bytes) -> str:
+    """A sha256 of a pickle that does not depend on which equal strings happened to be one object.
+
+    A pickler writes an object once and refers back to it when it meets the *same* object again, and
+    whether two equal strings are one object depends on interning, which other code changes: once a
+    library that has a method ``predict`` is imported, that name is interned, and a notebook function
+    ``predict`` unpickled afterwards pickles to other bytes than before. (A warm task process compares
+    the function of each attempt with the one it serves: task_process._WarmGuard.) Here a reference
+    back to a string or number counts as that value, and memo and framing bookkeeping is left out."""
+    import hashlib
+    import pickletools
+
+    digest = hashlib.sha256()
+    memo: dict[int, tuple] = {}
+    others = 0  # memoised objects that are not scalars, numbered in order
+    last: tuple | None = None
+    for op, arg, _ in pickletools.genops(data):
+        name = op.name
+        if name in _MEMO_PUT:
+            index = len(memo) if name == "MEMOIZE" else arg
+            if last is not None and last[0] in _SCALAR_OPS:
+                memo[index] = last
+            else:
+                memo[index] = ("REF", others)
+                others += 1
+            continue
+        if name == "FRAME":
+            continue
+        token = memo.get(arg, ("REF?", arg)) if name in _MEMO_GET else (name, arg)
+        digest.update(repr(token).encode())
+        last = token
+    return digest.hexdigest()
+
+
 # -- loading (either direction) ----------------------------------------------------------------------
 
 def load(stream: BinaryIO) -> Any:

@@ -198,3 +198,42 @@ def test_the_decorator_and_the_magic_take_on_start(server):
             run("%%task_queue --on-start nope\nx = 1")
     finally:
         client_module._default_client = saved
+
+
+predict = notebook_function(
+    "def predict(x=0):\n"
+    "    import os\n"
+    "    return os.getpid()\n")
+fits_a_model = notebook_function(
+    "def load_model():\n"
+    "    import sklearn.ensemble\n"
+    "    model = sklearn.ensemble.RandomForestClassifier(n_estimators=2, random_state=0)\n"
+    "    return model.fit([[0.0], [1.0], [2.0], [3.0]], [0, 1, 0, 1]).predict([[1.0]])\n")
+
+
+def test_a_library_loaded_by_on_start_does_not_make_the_warm_function_look_edited(server):
+    """Once scikit-learn (whose estimators have a method ``predict``) has run in the process, the notebook's
+    ``predict`` unpickled for the next attempt pickles to other bytes (that name is now interned): it is
+    still the same code, and the warm process serves it."""
+    client = server.client()
+    pids = [client.submit(predict, (i,), keep_warm_seconds=60, on_start=fits_a_model).result(timeout=60)
+            for i in range(3)]
+    assert len(set(pids)) == 1
+
+
+def test_the_warm_fingerprint_is_blind_to_string_identity_only():
+    """A pickle differs when two equal names are one object or two (interning decides, and it changes as a
+    process imports libraries); the digest a warm process compares does not, and still tells values apart."""
+    import pickle
+
+    from jupyter_taskq.pickling import identity_free_digest
+
+    name = "predict"
+    one_object = pickle.dumps((name, name, [1.5, name]), protocol=5)
+    equal_objects = pickle.dumps((name, "".join(["pre", "dict"]), [1.5, "".join(["pre", "dict"])]), protocol=5)
+    assert one_object != equal_objects
+    assert identity_free_digest(one_object) == identity_free_digest(equal_objects)
+    assert identity_free_digest(pickle.dumps((name, "fit", [1.5, name]), protocol=5)) != identity_free_digest(one_object)
+    shared_list = [1]
+    assert identity_free_digest(pickle.dumps((shared_list, shared_list))) != identity_free_digest(
+        pickle.dumps(([1], [1])))  # a shared mutable object is not the same value as two equal ones

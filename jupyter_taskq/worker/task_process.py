@@ -365,19 +365,26 @@ class _WarmGuard:
     def __init__(self):
         self.served = False  # an attempt has returned normally in this process
         self.fingerprint: str | None = None
+        self.stable: str | None = None  # the same, blind to which equal strings are one object
         self.modules: dict[str, int] = {}
 
     def before_call(self, fn) -> int | None:
         try:  # plain cloudpickle: the code, defaults, closure and globals, not the local modules it imported
             import cloudpickle
 
-            fingerprint = hashlib.sha256(cloudpickle.dumps(fn)).hexdigest()
+            data = cloudpickle.dumps(fn)
         except Exception:  # noqa: BLE001 - cannot tell: never reuse
-            fingerprint = None
+            return None if not self.served else EXIT_STALE
+        fingerprint = hashlib.sha256(data).hexdigest()
         if not self.served:
             self.fingerprint = fingerprint  # the function this process will serve
+            self.stable = payload.pickling.identity_free_digest(data)
             return None
-        return None if fingerprint is not None and fingerprint == self.fingerprint else EXIT_STALE
+        if fingerprint == self.fingerprint:
+            return None
+        # The same code can pickle to other bytes once a name in it was interned by something the process
+        # imported since (a library with a method "predict": an on_start that loads a model, say).
+        return None if payload.pickling.identity_free_digest(data) == self.stable else EXIT_STALE
 
     def remember_modules(self) -> None:
         pickling = sys.modules.get("jupyter_taskq.pickling")
