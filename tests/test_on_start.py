@@ -237,3 +237,20 @@ def test_the_warm_fingerprint_is_blind_to_string_identity_only():
     shared_list = [1]
     assert identity_free_digest(pickle.dumps((shared_list, shared_list))) != identity_free_digest(
         pickle.dumps(([1], [1])))  # a shared mutable object is not the same value as two equal ones
+
+
+def test_map_and_a_function_sent_as_a_shared_part_carry_on_start(server, tmp_path):
+    """submit_many (what .map() sends) puts on_start in every payload, also when the function is big enough
+    to travel once as a shared part (blobs.py) and each payload only names it."""
+    client = server.client()
+    log = tmp_path / "on_start.log"
+    big = notebook_function(
+        "def big(x):\n"
+        "    import os\n"
+        "    from jupyter_taskq import on_start_value\n"
+        "    return os.getpid(), on_start_value()['model'], len(TABLE)\n")
+    big.__globals__["TABLE"] = b"t" * (2 * 1024 * 1024)
+    handles = client.submit_many(big, [1, 2, 3], keep_warm_seconds=60, on_start=loader(log, "mapped"))
+    results = [h.result(timeout=60) for h in handles]
+    assert {r[1:] for r in results} == {("mapped", 2 * 1024 * 1024)}
+    assert len({r[0] for r in results}) == 1 and runs(log) == [str(results[0][0])]
