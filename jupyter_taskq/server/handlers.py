@@ -32,6 +32,7 @@ from .service import ServiceError, bad_request
 
 AUTH_RESOURCE = "taskq"
 MAX_WAIT = 300.0
+DRAIN_AT_MOST = 256 * 1024 * 1024  # a refused body read to its end, so its 413 reaches the client
 MAX_JSON_BODY = 64 * 1024 * 1024
 MAX_JSON_BATCH = 256 * 1024 * 1024  # base64 in JSON: Client.submit_many streams its batches instead
 MAX_BATCH = 100_000  # tasks in one batch
@@ -161,10 +162,17 @@ class _StreamedBody(TaskqHandler):
         raise NotImplementedError
 
     def limit_body(self, limit: int, what: str, option: str = "TaskQueue.max_payload_size") -> None:
+        """Refuse a body that declares a size over ``limit``. Up to ``DRAIN_AT_MOST`` bytes are read and
+        dropped first, so the client, still sending, reads the 413 instead of a reset connection (an
+        answer before the body makes the server close while the client writes); a bigger one is
+        answered at once, as reading gigabytes only to refuse them would cost more than the reset."""
         self.request.connection.set_max_body_size(1 << 62)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise too_large(what, int(declared), limit, option)
+            refusal = too_large(what, int(declared), limit, option)
+            if int(declared) > DRAIN_AT_MOST:
+                raise refusal
+            self.refuse(refusal)
 
     def refuse(self, refusal: ServiceError) -> None:
         """Refuse from data_received (raising there would reset the connection): answered after the body."""
