@@ -181,30 +181,32 @@ def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
 
 
 def _display():
-    """:mod:`.display` (the result's MIME bundle), imported here or loaded by path in another interpreter."""
-    module = sys.modules.get("jupyter_taskq.worker.display") or sys.modules.get("_jupyter_taskq_display")
-    if module is None:
-        import importlib.util
-
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "display.py")
-        spec = importlib.util.spec_from_file_location("_jupyter_taskq_display", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["_jupyter_taskq_display"] = module
-    return module
+    """:mod:`.display` (the result's MIME bundle)."""
+    return _worker_module("display")
 
 
 def _limits():
-    """:mod:`.limits`, imported by the worker before it forked us, or loaded by path in another interpreter."""
-    module = sys.modules.get("jupyter_taskq.worker.limits") or sys.modules.get("_jupyter_taskq_limits")
-    if module is None:
-        import importlib.util
+    """:mod:`.limits` (cpu= and memory=)."""
+    return _worker_module("limits")
 
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "limits.py")
-        spec = importlib.util.spec_from_file_location("_jupyter_taskq_limits", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["_jupyter_taskq_limits"] = module
+
+def _worker_module(name: str):
+    """``jupyter_taskq.worker.<name>``, imported by the worker before it forked us, or loaded by path
+    in another interpreter (the notebook's conda env need not have jupyter_taskq)."""
+    module = sys.modules.get(f"jupyter_taskq.worker.{name}") or sys.modules.get(f"_jupyter_taskq_{name}")
+    if module is None:
+        module = _load_by_path(f"_jupyter_taskq_{name}", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                       f"{name}.py"))
+    return module
+
+
+def _load_by_path(name: str, path: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
     return module
 
 
@@ -274,16 +276,10 @@ def _load_payload_module():
     """payload.py and pickling.py of this installation, by path, in the kernel's interpreter.
 
     pickling.py also answers to ``jupyter_taskq.pickling``: pickles name its rebuild functions so."""
-    import importlib.util
     import types
 
     def load(name: str, filename: str):
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), filename)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
+        return _load_by_path(name, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), filename))
 
     pickling = load("_jupyter_taskq_pickling", "pickling.py")
     try:
