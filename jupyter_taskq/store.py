@@ -236,13 +236,25 @@ _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0"
 
 
 class SqliteTaskStore(TaskStore):
-    """Task state in the queue's own SQLite file (WAL, so readers never block writers)."""
+    """Task state in the queue's own SQLite file (WAL, so readers never block writers).
+
+    Writes go through one connection behind a lock. Read-only queries use a connection of their own
+    per thread (``query_only``): in WAL mode a reader sees the last committed state without waiting,
+    so ``GET stats`` or a task listing answers while a 20,000-task batch's transaction holds the
+    writer (issue 13). Every write commits before it returns (autocommit, or an explicit commit), so a
+    read that follows a write, in any thread, sees it.
+    """
 
     def __init__(self, path: str, timeout: float = 60.0):
         self.path = str(path)
+        self._timeout = timeout
         self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._local = threading.local()  # .conn: this thread's reader
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         with self._lock:
             _set_wal(self._conn, timeout)
             self._conn.execute("pragma synchronous=NORMAL")
@@ -271,12 +283,41 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
 
     def close(self) -> None:
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for _thread, conn in readers:
+            conn.close()
         self._conn.close()
 
     # -- helpers ----------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection, opened on first use. Readers of threads that have ended
+        are closed here, so a server whose thread pool turns over keeps no stray connections."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("pragma synchronous=NORMAL")
+        conn.execute("pragma query_only=1")
+        with self._readers_lock:
+            if self._closed:
+                conn.close()
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            ended = [(t, c) for t, c in self._readers if not t.is_alive()]
+            self._readers = [(t, c) for t, c in self._readers if t.is_alive()] + [(threading.current_thread(), conn)]
+        for _thread, stale in ended:
+            stale.close()
+        self._local.conn = conn
+        return conn
+
+    def _read(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+        """A read-only query on this thread's reader (fetched to the end: no read transaction stays open)."""
+        return self._reader().execute(sql, tuple(params)).fetchall()
+
     def _rows(self, sql: str, params: Iterable = ()) -> list[dict]:
-        with self._lock:
-            return [_row_to_task(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
+        return [_row_to_task(r) for r in self._read(sql, params)]
 
     def _write(self, sql: str, params: Iterable = ()) -> int:
         with self._lock:
@@ -318,70 +359,56 @@ class SqliteTaskStore(TaskStore):
 
     def statuses(self, ids) -> dict[str, str]:
         ids = list(ids)
-        with self._lock:
-            rows = self._conn.execute(
-                f"select id, status from taskq_tasks where id in ({', '.join('?' * len(ids))})", ids
-            ).fetchall()
-        return dict(rows)
+        rows = self._read(f"select id, status from taskq_tasks where id in ({', '.join('?' * len(ids))})", ids)
+        return {task_id: status for task_id, status in rows}
 
     def count(self, statuses=None, text=None, owner=None) -> int:
         where, params = _filters(statuses, None, text, owner)
-        with self._lock:
-            return self._conn.execute(f"select count(*) from taskq_tasks {where}", params).fetchone()[0]
+        return self._read(f"select count(*) from taskq_tasks {where}", params)[0][0]
 
     def fingerprint(self) -> tuple:
-        with self._lock:
-            # Separate statements, so each max() is one index look-up (together they would scan the table).
-            return tuple(self._conn.execute(sql).fetchone()[0] for sql in (
-                "select max(seq) from taskq_tasks", "select max(updated_at) from taskq_tasks",
-                "select count(*) from taskq_tasks"))
+        # Separate statements, so each max() is one index look-up (together they would scan the table).
+        return tuple(self._read(sql)[0][0] for sql in (
+            "select max(seq) from taskq_tasks", "select max(updated_at) from taskq_tasks",
+            "select count(*) from taskq_tasks"))
 
     def counts_by_status(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._conn.execute("select status, count(*) from taskq_tasks group by status").fetchall()
+        rows = self._read("select status, count(*) from taskq_tasks group by status")
         counts = {s.value: 0 for s in TaskStatus}
         counts.update({status: n for status, n in rows})
         return counts
 
     def waiting_heads(self, pools, statuses=WAITING) -> list[dict]:
         pools, waiting = list(pools), [str(s) for s in statuses]
-        with self._lock:
-            rows = self._conn.execute(
-                "select id, owner, priority, created_at from (select id, owner, priority, created_at, row_number() "
-                "over (partition by owner order by priority desc, seq) as n from taskq_tasks "
-                f"where status in ({', '.join('?' * len(waiting))}) and pool in ({', '.join('?' * len(pools))})) "
-                "where n = 1", [*waiting, *pools]).fetchall()
+        rows = self._read(
+            "select id, owner, priority, created_at from (select id, owner, priority, created_at, row_number() "
+            "over (partition by owner order by priority desc, seq) as n from taskq_tasks "
+            f"where status in ({', '.join('?' * len(waiting))}) and pool in ({', '.join('?' * len(pools))})) "
+            "where n = 1", [*waiting, *pools])
         return [dict(r) for r in rows]
 
     def running_gpus_by_owner(self) -> dict[str | None, int]:
-        with self._lock:
-            rows = self._conn.execute("select owner, count(*) from taskq_tasks where status = 'RUNNING' and gpu "
-                                      "group by owner").fetchall()
+        rows = self._read("select owner, count(*) from taskq_tasks where status = 'RUNNING' and gpu group by owner")
         return {owner: n for owner, n in rows}
 
     def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
-        with self._lock:
-            rows = self._conn.execute(
-                "select t.owner, a.started_at, a.ended_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id "
-                "where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?) "
-                "union all select owner, started_at, ended_at from taskq_gpu_ledger where ended_at >= ?",
-                (since, since)).fetchall()
+        rows = self._read(
+            "select t.owner, a.started_at, a.ended_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id "
+            "where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?) "
+            "union all select owner, started_at, ended_at from taskq_gpu_ledger where ended_at >= ?",
+            (since, since))
         return [tuple(r) for r in rows]
 
     def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
-        with self._lock:
-            rows = self._conn.execute("select owner, status, count(*) from taskq_tasks group by owner, status").fetchall()
+        rows = self._read("select owner, status, count(*) from taskq_tasks group by owner, status")
         counts: dict[str | None, dict[str, int]] = {}
         for owner, status, n in rows:
             counts.setdefault(owner, {})[status] = n
         return counts
 
     def waiting_by_pool(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._conn.execute(
-                "select pool, count(*) from taskq_tasks where status in (?, ?) group by pool",
-                [s.value for s in WAITING],
-            ).fetchall()
+        rows = self._read("select pool, count(*) from taskq_tasks where status in (?, ?) group by pool",
+                          [s.value for s in WAITING])
         return {pool: n for pool, n in rows}
 
     def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
@@ -413,7 +440,8 @@ class SqliteTaskStore(TaskStore):
                 "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0, outputs = null, progress = null "
                 "where id = ? and status in ('PENDING', 'RETRY') returning *",
                 (worker, worker_instance, now, now, task_id),
-            ).fetchone()
+            ).fetchall()  # to its end: a RETURNING statement commits only once it is done
+            row = row[0] if row else None
             if row:
                 self._conn.execute(attempt_log.SQLITE_START, (task_id, row["attempt"], worker, worker, now))
         return _row_to_task(row) if row else None
@@ -437,9 +465,8 @@ class SqliteTaskStore(TaskStore):
         ) == 1
 
     def cancel_requested(self, task_id) -> bool:
-        with self._lock:
-            row = self._conn.execute("select cancel_requested from taskq_tasks where id = ?", (task_id,)).fetchone()
-        return bool(row and row[0])
+        rows = self._read("select cancel_requested from taskq_tasks where id = ?", (task_id,))
+        return bool(rows and rows[0][0])
 
     def update_fields(self, task_id, **fields) -> None:
         fields.setdefault("updated_at", time.time())
@@ -458,36 +485,26 @@ class SqliteTaskStore(TaskStore):
             return self._write("delete from taskq_tasks where id = ?", (task_id,)) == 1
 
     def attempts(self, task_id) -> list[dict]:
-        with self._lock:
-            rows = self._conn.execute("select * from taskq_attempts where task_id = ? order by attempt",
-                                      (task_id,)).fetchall()
+        rows = self._read("select * from taskq_attempts where task_id = ? order by attempt", (task_id,))
         return [dict(r, error=json.loads(r["error"]) if r["error"] else None) for r in rows]
 
     def running(self) -> list[dict]:
         return self._rows("select * from taskq_tasks where status = 'RUNNING'")
 
     def overdue_waiting(self, now) -> list[str]:
-        with self._lock:
-            rows = self._conn.execute(
-                "select id from taskq_tasks where status in ('PENDING', 'RETRY') and expires_at is not null "
-                "and expires_at < ?", (now,)
-            ).fetchall()
+        rows = self._read("select id from taskq_tasks where status in ('PENDING', 'RETRY') and expires_at is not null "
+                          "and expires_at < ?", (now,))
         return [r[0] for r in rows]
 
     def results_older_than(self, ended_before) -> list[str]:
-        with self._lock:
-            rows = self._conn.execute(
-                "select id from taskq_tasks where result_expired = 0 and ended_at is not null "
-                "and ended_at < ? - coalesce(result_ttl, 0)", (ended_before,)
-            ).fetchall()
+        rows = self._read("select id from taskq_tasks where result_expired = 0 and ended_at is not null "
+                          "and ended_at < ? - coalesce(result_ttl, 0)", (ended_before,))
         return [r[0] for r in rows]
 
     def finished_before(self, ended_before, limit=5000) -> list[str]:
         final = [s.value for s in FINAL]
-        with self._lock:
-            rows = self._conn.execute(
-                f"select id from taskq_tasks where status in ({', '.join('?' * len(final))}) and ended_at < ? "
-                "order by seq limit ?", [*final, ended_before, limit]).fetchall()
+        rows = self._read(f"select id from taskq_tasks where status in ({', '.join('?' * len(final))}) and ended_at < ? "
+                          "order by seq limit ?", [*final, ended_before, limit])
         return [r[0] for r in rows]
 
     def compact(self) -> bool:
@@ -504,17 +521,12 @@ class SqliteTaskStore(TaskStore):
             return vacuum
 
     def blob_refs(self, key) -> int:
-        with self._lock:
-            return self._conn.execute("select count(*) from taskq_tasks where blob = ? and result_expired = 0",
-                                      (key,)).fetchone()[0]
+        return self._read("select count(*) from taskq_tasks where blob = ? and result_expired = 0", (key,))[0][0]
 
     def callbacks_due(self) -> list[str]:
         final = [s.value for s in FINAL]
-        with self._lock:
-            rows = self._conn.execute(
-                "select id from taskq_tasks where callback_url is not null and callback_done = 0 "
-                f"and status in ({', '.join('?' * len(final))})", final
-            ).fetchall()
+        rows = self._read("select id from taskq_tasks where callback_url is not null and callback_done = 0 "
+                          f"and status in ({', '.join('?' * len(final))})", final)
         return [r[0] for r in rows]
 
     # -- workers ----------------------------------------------------------
@@ -540,8 +552,7 @@ class SqliteTaskStore(TaskStore):
         return self._write("update taskq_workers set drop_warm = 1")
 
     def workers(self) -> list[dict]:
-        with self._lock:
-            return [dict(r) for r in self._conn.execute("select * from taskq_workers order by name").fetchall()]
+        return [dict(r) for r in self._read("select * from taskq_workers order by name")]
 
     def remove_worker(self, name, instance=None) -> None:
         if instance is None:

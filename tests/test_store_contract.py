@@ -250,3 +250,63 @@ def test_a_batch_is_stored_whole_or_not_at_all(store):
     store.create_many(batch[:1_100])
     assert store.count([S.PENDING]) == 1_101
     assert [t["id"] for t in store.list(limit=2)] == [batch[1_099]["id"], batch[1_098]["id"]]
+
+
+def test_sqlite_reads_answer_while_a_batch_holds_the_writer(tmp_path):
+    """Issue 13: `GET stats` and task listings must not wait while a big batch's transaction holds the
+    store's one writing connection. Reads use a connection per thread (WAL readers see the last commit
+    and never wait for a writer); a read after the commit sees the batch, and close() closes them all."""
+    import sqlite3
+
+    store = SqliteTaskStore(str(tmp_path / "state.db"))
+    first, late = new_task(), new_task()
+    store.create(first)
+    holding, release = threading.Event(), threading.Event()
+
+    def batch():
+        with store._lock:  # what create_many holds for a whole batch, its transaction open
+            store._conn.execute("begin immediate")
+            store.create(late)
+            holding.set()
+            release.wait(60)
+            store._conn.execute("commit")
+
+    answers = {}
+
+    def read():
+        answers.update(get=store.get(first["id"]), late=store.get(late["id"]), count=store.count(),
+                       counts=store.counts_by_status(), listed=[t["id"] for t in store.list()],
+                       waiting=store.waiting_by_pool(), statuses=store.statuses([first["id"], late["id"]]),
+                       fingerprint=store.fingerprint(), workers=store.workers(), running=store.running())
+
+    writer = threading.Thread(target=batch)
+    writer.start()
+    try:
+        assert holding.wait(30)
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(30)
+        assert not reader.is_alive(), "the reads waited for the batch's transaction"
+    finally:
+        release.set()
+        writer.join(30)
+    assert answers["get"]["id"] == first["id"] and answers["late"] is None, "readers see the last commit only"
+    assert answers["count"] == 1 and answers["counts"]["PENDING"] == 1 and answers["listed"] == [first["id"]]
+    assert answers["waiting"] == {"cpu": 1} and answers["statuses"] == {first["id"]: "PENDING"}
+    # once committed, every thread's reader sees the batch, and a write is seen by the next read at once
+    assert store.get(late["id"])["id"] == late["id"] and store.count() == 2
+    assert store.transition(first["id"], S.CANCELLED, [S.PENDING])
+    assert store.get(first["id"])["status"] == "CANCELLED" and store.counts_by_status()["CANCELLED"] == 1
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(30)
+    assert answers["get"]["status"] == "CANCELLED" and answers["count"] == 2
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.get(first["id"])  # this thread's reader is closed with the store
+    failed = []
+    late_reader = threading.Thread(target=lambda: failed.append(pytest.raises(sqlite3.ProgrammingError,
+                                                                              store.count)))
+    late_reader.start()
+    late_reader.join(30)
+    assert failed, "a thread that never read before gets no new connection to a closed store"
