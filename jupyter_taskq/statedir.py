@@ -119,3 +119,18 @@ class StateDir:
     def task_files(self, task_id: str) -> list[Path]:
         return [self.payload(task_id), self.result(task_id), self.error(task_id), self.error_pickle(task_id),
                 self.log(task_id), self.display(task_id)]
+
+
+def open_for_owners(state: StateDir) -> None:
+    """A hub service that runs tasks as their owners (issue 15): let each owner's task process pass
+    through to its own attempt folder (``files/outputs/<task>/<n>``, the owner's): the folders on the way
+    get mode 0711 (enter, never list; every file in them stays 0600). Raises PermissionError saying which
+    folder above the state directory its users cannot pass (e.g. /root: put the state elsewhere)."""
+    for folder in (state.root, state.files, state.files / "outputs"):
+        os.chmod(folder, 0o711)
+    for folder in (state.files / "outputs").resolve().parents:
+        if not os.stat(folder).st_mode & 0o001:
+            raise PermissionError(
+                f"the queue's state directory {state.files} is under {folder}, which other users cannot enter "
+                f"(mode {oct(os.stat(folder).st_mode & 0o777)}): tasks run as their owners could not reach their "
+                "attempt folders. Put TaskQueue.state_dir elsewhere (e.g. /var/lib/jupyter-taskq)")

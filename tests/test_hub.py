@@ -78,7 +78,10 @@ class Hub:
         service_cmd = [sys.executable, "-m", "jupyter_taskq.server.hub", f"--TaskQueue.state_dir={self.root / 'state'}",
                        "--TaskQueue.gpus=[0,1]", "--TaskQueue.cpu_workers=1",  # simulated GPUs 0 and 1
                        f"--TaskQueue.max_queued_per_user={MAX_QUEUED}", "--TaskQueue.hub_admin_group=taskq-admins",
-                       '--TaskQueue.quota_overrides={"user:alice": {"max_gpus": 1}, "user:dave": {"max_queued": 20}}']
+                       '--TaskQueue.quota_overrides={"user:alice": {"max_gpus": 1}, "user:dave": {"max_queued": 20}}',
+                       # Its users are not Unix accounts here (SimpleLocalProcessSpawner); running tasks as
+                       # their owners is tested in test_run_as_owner.py.
+                       "--TaskQueue.run_as_owner=False"]
         if os.geteuid() == 0:
             service_cmd.append("--ServerApp.allow_root=True")
         return f"""

@@ -237,6 +237,8 @@ class TaskQueue(HubOptions, ExtensionApp):
                "--gpus", ",".join(map(str, self.device_list)), *model, "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
                "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
+        if self.runs_tasks_as_owners:
+            cmd.append("--run-as-owner")  # hub service: each task runs as its owner's account (issue 15)
         env = dict(os.environ, **self.backend.child_env())
         self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.log.info("jupyter-taskq: worker supervisor started (pid %d)", self._supervisor.pid)

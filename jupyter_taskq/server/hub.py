@@ -28,10 +28,11 @@ from urllib.parse import urlparse
 
 from jupyter_server.base.handlers import APIHandler
 from tornado import httpclient, web
-from traitlets import Dict, Float, Int, Unicode, default
+from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import Configurable
 
 from ..quotas import Quotas, write_policy
+from ..statedir import open_for_owners
 
 FORWARD_TIMEOUT = 330.0  # longer than the longest long-poll (handlers.MAX_WAIT)
 REQUEST_HEADERS = ("Content-Type", "Content-Length", "Range", "If-Range", "Accept")
@@ -67,6 +68,12 @@ class HubOptions(Configurable):
     quota_overrides = Dict(
         config=True, help='Hub service: per-user and per-group quotas, e.g. {"user:ada": {"max_gpus": 4}, '
                           '"group:students": {"max_queued": 50}}.')
+    run_as_owner = Bool(
+        True, config=True,
+        help="Hub service: run each task as its owner's Unix account (uid, gids, home), as where the hub's users "
+             "are accounts on this machine (LocalProcessSpawner, SystemdSpawner). Needs the service to run as "
+             "root; without root it refuses to start. False: every task runs as the service's account (only "
+             "for users who trust each other, e.g. users that are not accounts here).")
     fair_share_half_life = Float(3600.0, config=True,
                                  help="Hub service: seconds after which a user's GPU time counts half in fair share.")
 
@@ -99,11 +106,35 @@ class HubOptions(Configurable):
         write_policy(self.state.root, quotas, self._groups_of(provider))
         self.log.info("jupyter-taskq: hub-wide queue; quotas: %d GPUs, %d queued per user (0: none), %d overrides",
                       quotas.max_gpus, quotas.max_queued, len(quotas.overrides))
+        if self.run_as_owner:
+            self._check_can_run_as_owners()
+            self.log.info("jupyter-taskq: each task runs as its owner's Unix account")
+            return
         import getpass
 
-        self.log.warning("jupyter-taskq: every user's tasks run as this service's account (%s): running them as "
-                         "their owners is not built yet, so share this queue only among users who trust each "
+        self.log.warning("jupyter-taskq: every user's tasks run as this service's account (%s) "
+                         "(TaskQueue.run_as_owner=False): share this queue only among users who trust each "
                          "other (docs/hub.md, security model)", getpass.getuser())
+
+    @property
+    def runs_tasks_as_owners(self) -> bool:
+        return self.hub_mode == "service" and self.run_as_owner
+
+    def _check_can_run_as_owners(self) -> None:
+        """Refuse to start, saying why, where tasks could not run as their owners."""
+        problem = None
+        if os.geteuid() != 0:
+            problem = (f"it runs as uid {os.geteuid()}, not root, so it cannot run each task as its owner's "
+                       "account. Run the service as root, or set TaskQueue.run_as_owner=False if every user "
+                       "may run code as this account (docs/hub.md, security model)")
+        else:
+            try:
+                open_for_owners(self.state)
+            except PermissionError as exc:
+                problem = str(exc)
+        if problem:
+            self.log.critical("jupyter-taskq: not starting the hub service: %s", problem)
+            raise SystemExit(f"jupyter-taskq: not starting the hub service: {problem}")
 
     def _groups_of(self, provider) -> dict:
         """User -> groups, for group quotas in the workers (read once at start from the hub, if allowed)."""

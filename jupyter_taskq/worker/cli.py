@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--kill-grace", type=float, default=2.0, help="seconds between SIGTERM and SIGKILL")
     worker.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024,
                         help="cap of a task's log; past it the log keeps its tail")
+    worker.add_argument("--run-as-owner", action="store_true",
+                        help="run each task as its owner's Unix account (the hub service; needs root)")
     worker.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -64,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")  # machines sharing a queue need distinct names
     models = gpu_models(gpus, args.gpu_model)
     specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, f"{name}/" if name else "", models)
-    Supervisor(Backend.open(args.state_dir, args.redis, args.files_dir), specs, args.heartbeat_timeout, args.kill_grace,
-               args.log_max_bytes).run()
+    backend = Backend.open(args.state_dir, args.redis, args.files_dir)
+    if args.run_as_owner:
+        from .process import check_can_run_as_owners
+
+        check_can_run_as_owners(backend.state)  # exits saying why (not root, state under /root)
+    Supervisor(backend, specs, args.heartbeat_timeout, args.kill_grace, args.log_max_bytes, args.run_as_owner).run()
     return 0
 
 

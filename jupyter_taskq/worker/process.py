@@ -44,10 +44,10 @@ from ..backend import Backend, wait_for_any
 from ..machine import machine_size
 from ..options import retry_for_matches
 from ..queue import GPU_POOL, model_pool, set_attempt_runner
-from ..statedir import create_private_file, make_private_dir
+from ..statedir import create_private_file, make_private_dir, open_for_owners
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
-from . import display, limits, runner  # noqa: F401 - display: imported once here, not in each attempt
+from . import display, limits, owner, runner  # noqa: F401 - display, owner: imported once here, not in each attempt
 from .fair import FairTurns
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
@@ -67,8 +67,11 @@ STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its o
 
 class Worker:
     def __init__(self, backend: Backend, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
-                 log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None):
+                 log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None, run_as_owner: bool = False):
         self.state = backend.state
+        # Hub service (issue 15): each attempt runs as its owner's Unix account (worker/owner.py).
+        self.run_as_owner = run_as_owner
+        self._owner: owner.Owner | None = None  # the account the attempt in flight runs as
         self.objects = backend.objects
         self.name = name
         self.pool = pool
@@ -339,6 +342,7 @@ class Worker:
                 self._current = None
                 if proc.pidfd is not None and proc.busy:
                     proc.kill(self.kill_grace)
+                self._collect_owner_files(task)
             if outcome[0] != "stale":
                 return outcome
             # A warm process found its code stale (an edited function or local module): start afresh.
@@ -360,11 +364,26 @@ class Worker:
         python = None if _same_interpreter(header) else header["python"]
         keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None else 0.0
         key = _warm_key(header) if keep_warm > 0 else None
+        who = None
+        if self.run_as_owner:
+            self._owner = owner.lookup(task.get("owner"))
+            key = key and f"{key}:{self._owner.name}"  # a warm process is its owner's for good
+            warm_too = key is not None and reuse and key in self._warm
+            copies = {}
+            if warm_too:  # the warm process is the owner already: it reads copies, not the queue's files
+                copies["payload"] = self.state.payload(task_id)
+                if header.get("blob"):
+                    copies["blob"] = self.state.blob(header["blob"])
+            run = owner.prepare(attempt_dir, self._owner, copies)
+            paths[1:3] = [str(run / "result"), str(run / "error")]
+            who = self._owner.message()
+            if warm_too:
+                who["blob"] = str(run / "blob") if header.get("blob") else None
         if key is not None:
             warm = self._warm.pop(key, None)
             if warm is not None and reuse and warm.alive():
                 try:
-                    warm.dispatch(paths, None, warm=True)
+                    warm.dispatch([str(run / "payload"), *paths[1:]] if who else paths, None, warm=True, owner=who)
                     warm.keep_warm = keep_warm
                     return warm
                 except OSError:
@@ -374,16 +393,26 @@ class Worker:
         proc, self._spare = self._spare, None
         if proc is not None:
             try:
-                proc.dispatch(paths, python, warm=key is not None)
+                proc.dispatch(paths, python, warm=key is not None, owner=who)
             except OSError:  # it died while waiting
                 self._retire(proc)
                 proc = None
         if proc is None:
             proc = self._fork()
-            proc.dispatch(paths, python, warm=key is not None)
+            proc.dispatch(paths, python, warm=key is not None, owner=who)
         proc.warm_key, proc.keep_warm = key, keep_warm
         proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd")}
         return proc
+
+    def _collect_owner_files(self, task: dict) -> None:
+        """Run as its owner, the attempt wrote its result and error into a run folder of theirs: move them
+        to where the server reads them (worker/owner.py)."""
+        if self._owner is None:
+            return
+        task_id = task["id"]
+        owner.collect(self.state.attempt_dir(task_id, task["attempt"]), self._owner, {
+            "result": self.state.result(task_id), "result.display": self.state.display(task_id),
+            "error": self.state.error(task_id), "error.pickle": self.state.error_pickle(task_id)})
 
     def _keep_warm(self, proc: TaskProcess) -> None:
         """A warm task process waits for the next attempt of its function (the oldest idle one goes first)."""
@@ -516,6 +545,7 @@ class Worker:
                         self._spare = proc  # the keeper serves the next attempt (in a fresh task process)
                     else:
                         self._retire(proc)
+                self._collect_owner_files(task)
                 io.sync(self.store)
                 return self._outcome(task_id, code)
             self._housekeeping(task_id)
@@ -558,6 +588,17 @@ class Worker:
         return "failed", {"type": "Crashed", "message": message, "traceback": None}
 
 
+def check_can_run_as_owners(state) -> None:
+    """--run-as-owner: exit saying why if this worker cannot run tasks as their owners."""
+    if os.geteuid() != 0:
+        raise SystemExit(f"jupyter-taskq worker: --run-as-owner needs root (running as uid {os.geteuid()}): "
+                         "only root can run each task as its owner's account")
+    try:
+        open_for_owners(state)
+    except PermissionError as exc:
+        raise SystemExit(f"jupyter-taskq worker: {exc}") from None
+
+
 def _worker_error(exc: BaseException) -> dict:
     """The error of an attempt ended by a failure of its worker, not of the task."""
     return {"type": "WorkerError",
@@ -596,12 +637,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kill-grace", type=float, default=2.0)
     parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024)
     parser.add_argument("--die-with-parent", action="store_true")
+    parser.add_argument("--run-as-owner", action="store_true",
+                        help="run each attempt as its owner's Unix account (a hub service; needs root)")
     args = parser.parse_args(argv)
     if args.die_with_parent:
         die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"[taskq {args.name}] %(levelname)s %(message)s")
     backend = Backend.open(Path(args.state_dir), args.redis, args.files_dir)
-    Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes, args.model).run()
+    if args.run_as_owner:
+        check_can_run_as_owners(backend.state)
+    Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes, args.model,
+           args.run_as_owner).run()
 
 
 if __name__ == "__main__":

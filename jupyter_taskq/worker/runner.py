@@ -31,16 +31,23 @@ ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"  # as jupyter_taskq.taskio reads i
 
 
 def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str, attempt_dir: str,
-                cuda_devices: str, payload_module, before_call=None) -> int:
+                cuda_devices: str, payload_module, before_call=None, owner_env: dict | None = None,
+                blob_path: str | None = None) -> int:
     """``before_call(fn)``, if given, may return an exit status to stop before the call (a warm process
-    that finds it holds stale code for ``fn``: see :mod:`.task_process`)."""
+    that finds it holds stale code for ``fn``: see :mod:`.task_process`).
+
+    Run as its owner (:mod:`.owner`): ``payload_path`` (and ``blob_path``, a map()'s shared part) may be
+    ``"fd:N"``, a descriptor opened before this process gave up root; ``owner_env`` names the owner
+    (HOME, USER, LOGNAME) over the notebook's environment."""
     _redirect_output(log_path)
     _reset_progress()
     try:
-        with open(payload_path, "rb") as stream:
+        with _open_input(payload_path) as stream:
             header = payload_module.read_header(stream)
             _enter_world(header, cuda_devices, attempt_dir)
-            shared = _shared_function(header, payload_path, payload_module)  # first: as the kernel made them
+            if owner_env:
+                os.environ.update(owner_env)
+            shared = _shared_function(header, payload_path, payload_module, blob_path)  # first: as the kernel made them
             fn, args, kwargs = payload_module.load_body(stream, header)
             if shared is not None:
                 fn = shared
@@ -259,14 +266,19 @@ def _write_private(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _shared_function(header: dict, payload_path: str, payload_module):
+def _open_input(path: str):
+    """A payload or shared part by path, or ``"fd:N"``: a descriptor this process inherited or opened."""
+    return open(int(path[3:]), "rb") if path.startswith("fd:") else open(path, "rb")
+
+
+def _shared_function(header: dict, payload_path: str, payload_module, blob_path: str | None = None):
     """The function of a payload that names a shared part (``"blob"``: jupyter_taskq/blobs.py) instead of
     carrying it: loaded from that part, kept beside the payloads (StateDir.blob: files/blobs/<sha256>.blob)."""
     key = header.get("blob")
     if key is None:
         return None
-    path = os.path.join(os.path.dirname(os.path.dirname(payload_path)), "blobs", f"{key}.blob")
-    with open(path, "rb") as stream:
+    path = blob_path or os.path.join(os.path.dirname(os.path.dirname(payload_path)), "blobs", f"{key}.blob")
+    with _open_input(path) as stream:
         shared_header, fn, _, _ = payload_module.load_call(stream)
     _pickling().install_sources(shared_header.get("sources"))
     return fn
@@ -293,6 +305,7 @@ def _load_payload_module():
 
 
 if __name__ == "__main__":
-    # python runner.py PAYLOAD RESULT ERROR LOG ATTEMPT_DIR CUDA_DEVICES
+    # python runner.py PAYLOAD RESULT ERROR LOG ATTEMPT_DIR CUDA_DEVICES [AS_OWNER_JSON]
     sys.path.pop(0)  # this file's folder is not the notebook's
-    sys.exit(run_attempt(*sys.argv[1:7], _load_payload_module()))
+    as_owner = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
+    sys.exit(run_attempt(*sys.argv[1:7], _load_payload_module(), **as_owner))

@@ -64,8 +64,9 @@ class _Running:
 
 class Supervisor:
     def __init__(self, backend: Backend, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0,
-                 log_max_bytes: int = 10 * 1024 * 1024):
+                 log_max_bytes: int = 10 * 1024 * 1024, run_as_owner: bool = False):
         self.backend = backend
+        self.run_as_owner = run_as_owner  # hub service: each attempt runs as its owner (worker/owner.py)
         self.state = backend.state
         self.workers = [_Running(spec) for spec in specs]
         self.stale_after = stale_after
@@ -155,6 +156,8 @@ class Supervisor:
             cmd += ["--device", spec.device]
         if spec.model:
             cmd += ["--model", spec.model]
+        if self.run_as_owner:
+            cmd.append("--run-as-owner")
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
     def _on_stop(self, signum, frame) -> None:

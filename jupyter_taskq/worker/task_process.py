@@ -126,10 +126,12 @@ class TaskProcess:
         os.close(done_w)
         return cls(pid, request_w, done_r)
 
-    def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False) -> None:
+    def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False,
+                 owner: dict | None = None) -> None:
         """Start an attempt: ``python`` names another interpreter to run it in (the notebook's env);
-        ``warm``: keep the task process afterwards if the attempt returns normally."""
-        write_message(self.request, {"paths": paths, "python": python, "warm": warm})
+        ``warm``: keep the task process afterwards if the attempt returns normally; ``owner``: the
+        account to run it as (:mod:`.owner`; with ``"blob"``, the path of its shared part)."""
+        write_message(self.request, {"paths": paths, "python": python, "warm": warm, "owner": owner})
         self.attempts += 1
         self.idle_since = None
         self.busy = True
@@ -229,10 +231,7 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
             return  # the worker died before we could ask to hear of it
         while True:
             if task is None and ready is None:
-                # On a busy queue the next attempt is often waiting already: the warm-up would only delay
-                # it and cost the CPU of one more run (it takes faults off an idle queue's latency).
-                queued = bool(select.select([request_fd], [], [], 0)[0])
-                ready = _fork_task(cuda_devices, (request_fd, done_fd), None if queued else warm_up)
+                ready = _fork_task(cuda_devices, (request_fd, done_fd), warm_up)
             idle = task or ready
             if select.select([request_fd, idle.pidfd], [], [])[0] == [idle.pidfd]:
                 if idle is task:
@@ -307,21 +306,29 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
     """Attempts, as the keeper passes them: one, or (warm) more of the same function while they return."""
     base_path = list(sys.path)
     guard = _WarmGuard()
-    if warm_up and not select.select([requests], [], [], 0)[0]:  # (an attempt already here: it goes first)
+    if warm_up:
         _warm_up(warm_up, cuda_devices)
     while True:
         message = read_message(requests)
         if message is None:
             return runner.EXIT_OK  # the keeper ended
         paths = message["paths"]
+        as_owner = {}
+        if message.get("owner"):
+            try:
+                paths, as_owner = _as_owner(paths, message["owner"])
+            except BaseException as exc:  # noqa: BLE001 - the attempt cannot start as its owner: say why
+                runner._write_error(paths[2], exc, exc.__traceback__, setup=True)
+                write_message(reports, {"code": runner.EXIT_SETUP, "reusable": False})
+                return runner.EXIT_SETUP
         if message.get("python"):
-            _exec_runner(message["python"], paths, cuda_devices)
+            _exec_runner(message["python"], paths, cuda_devices, as_owner)
         sys.path[:] = base_path
         warm = bool(message.get("warm"))
         if warm and guard.modules_changed():
             code = EXIT_STALE
         else:
-            code = runner.run_attempt(*paths, cuda_devices, payload, guard.before_call if warm else None)
+            code = runner.run_attempt(*paths, cuda_devices, payload, guard.before_call if warm else None, **as_owner)
         _flush_output()
         reusable = warm and code == runner.EXIT_OK  # never after the task raised or crashed
         if reusable:
@@ -412,10 +419,35 @@ class _WarmGuard:
         return False
 
 
-def _exec_runner(python: str, paths: list[str], cuda_devices: str) -> None:
+def _as_owner(paths: list[str], who: dict) -> tuple[list[str], dict]:
+    """Become the attempt's owner before anything of the payload but its JSON header is read (unpickling
+    runs the owner's code). A fresh process, still root, first opens the payload and its shared part: the
+    owner cannot read the queue's files. A warm one is the owner already, and the worker handed it copies."""
+    from . import owner
+
+    blob = who.get("blob")
+    if os.geteuid() == 0:
+        state_payload = paths[0]
+        fd = os.open(state_payload, os.O_RDONLY)
+        os.set_inheritable(fd, True)  # for the notebook's own interpreter too
+        with open(fd, "rb", closefd=False) as stream:
+            key = payload.read_header(stream).get("blob")
+        os.lseek(fd, 0, os.SEEK_SET)
+        paths = [f"fd:{fd}", *paths[1:]]
+        if key is not None:  # beside the payloads, as runner._shared_function finds it
+            blob_fd = os.open(os.path.join(os.path.dirname(os.path.dirname(state_payload)), "blobs",
+                                           f"{key}.blob"), os.O_RDONLY)
+            os.set_inheritable(blob_fd, True)
+            blob = f"fd:{blob_fd}"
+    env = owner.become(who)
+    die_with_parent(signal.SIGKILL)  # a change of credentials clears the parent-death signal
+    return paths, {"owner_env": env, "blob_path": blob}
+
+
+def _exec_runner(python: str, paths: list[str], cuda_devices: str, as_owner: dict | None = None) -> None:
     """Become the notebook's own interpreter running ``runner.py`` (its packages, our runner)."""
     try:
-        os.execv(python, [python, runner.__file__, *paths, cuda_devices])
+        os.execv(python, [python, runner.__file__, *paths, cuda_devices, *([_dumps(as_owner)] if as_owner else [])])
     except OSError as exc:
         runner._write_error(paths[2], exc, exc.__traceback__, setup=True)
         os._exit(runner.EXIT_SETUP)
