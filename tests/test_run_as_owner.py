@@ -190,3 +190,34 @@ def test_a_state_directory_the_owners_cannot_reach_is_refused(accounts, tmp_path
                            "--gpus", "", "--cpu-workers", "1", "--run-as-owner"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "other users cannot enter" in done.stderr and "state_dir" in done.stderr
+
+
+def plant_links(secret):
+    """A hostile task: links and a FIFO in its attempt folder, where root later reads its log and outputs."""
+    import jupyter_taskq
+
+    folder = Path(os.environ["JUPYTER_TASKQ_ATTEMPT_DIR"])
+    (folder / "files").mkdir(mode=0o700, exist_ok=True)
+    os.symlink(secret, folder / "files" / "stolen")
+    os.symlink(secret, folder / "planted-link")
+    os.mkfifo(folder / "planted-fifo")
+    with open("kept.txt", "w") as f:
+        f.write("mine")
+    jupyter_taskq.Output("kept.txt").save()
+    print("done")
+    return sorted(os.listdir(folder))
+
+
+def test_what_a_task_plants_in_its_attempt_folder_is_removed_before_root_reads_it(accounts, queue, monkeypatch):
+    servers, files, _ = queue
+    name = USERS[0]
+    monkeypatch.chdir(accounts[name].pw_dir)
+    client = servers[name].client()
+    handle = client.submit(plant_links, ("/etc/shadow",))
+    assert {"planted-link", "planted-fifo"} <= set(handle.result(timeout=60))
+    folder = files / "outputs" / handle.id / "1"
+    left = {p.name: p for p in folder.rglob("*")}
+    assert "planted-link" not in left and "planted-fifo" not in left and "stolen" not in left
+    assert folder.stat().st_uid == 0 and (folder / "files").stat().st_uid == 0, "taken back: nothing swapped in"
+    assert (folder / "files" / "kept.txt").stat().st_uid == accounts[name].pw_uid
+    assert "done" in client.logs(handle.id)["data"]

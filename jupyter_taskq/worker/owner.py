@@ -83,7 +83,10 @@ def prepare(attempt_dir: Path, owner: Owner, copies: dict[str, Path] | None = No
     task_dir = attempt_dir.parent
     os.chmod(task_dir, 0o711)  # root's: the owner passes through to their folders, lists nothing
     for entry in os.scandir(attempt_dir):  # the worker's files in it (limits spec): the owner reads them
-        _give_file(entry.path, owner)
+        if entry.is_dir(follow_symlinks=False):  # an attempt run again (handed back at a shutdown)
+            _give(Path(entry.path), owner)
+        else:
+            _give_file(entry.path, owner)
     _give(attempt_dir, owner)
     run = run_dir(attempt_dir)
     shutil.rmtree(run, ignore_errors=True)
@@ -110,8 +113,10 @@ def _give_file(path, owner: Owner) -> None:
 
 
 def collect(attempt_dir: Path, owner: Owner, moves: dict[str, Path]) -> None:
-    """After the attempt: take the run folder back, move each plain file the owner made to its place
-    (``moves``: name in the run folder -> destination), and remove the rest."""
+    """After the attempt: take the attempt folder back (:func:`_take_back`); take the run folder back,
+    move each plain file the owner made to its place (``moves``: name in the run folder -> destination),
+    and remove the rest."""
+    _take_back(attempt_dir)
     run = run_dir(attempt_dir)
     try:
         fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -131,6 +136,36 @@ def collect(attempt_dir: Path, owner: Owner, moves: dict[str, Path]) -> None:
     finally:
         os.close(fd)
     shutil.rmtree(run, ignore_errors=True)
+
+
+def _take_back(attempt_dir: Path) -> None:
+    """The attempt folder and its folders become root's again, so nothing can be swapped in any more, and
+    whatever is not a plain file with one name goes: root reads and trims these files later (log,
+    outputs), and must never follow the owner's link to a file of someone else's, nor block on a FIFO.
+    The files stay the owner's."""
+    try:
+        fd = os.open(attempt_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        _take_back_folder(fd)
+    finally:
+        os.close(fd)
+
+
+def _take_back_folder(fd: int) -> None:
+    os.fchown(fd, 0, 0)
+    os.fchmod(fd, 0o700)
+    for name in os.listdir(fd):
+        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                _take_back_folder(sub)
+            finally:
+                os.close(sub)
+        elif not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1):
+            os.unlink(name, dir_fd=fd)
 
 
 def run_dir(attempt_dir: Path) -> Path:
