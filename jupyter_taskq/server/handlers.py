@@ -152,11 +152,11 @@ class _StreamedBody(TaskqHandler):
     _refusal: ServiceError | None = None
 
     async def data_received(self, chunk: bytes) -> None:
-        """Each chunk (64 KiB) as it arrives, then back to the event loop: a body already buffered
-        would otherwise be consumed in one go (a 20,000-task batch: a spool file per task), and
-        every other request of the server would wait for it."""
-        self.consume(chunk)
-        await asyncio.sleep(0)
+        """Each chunk (64 KiB) as it arrives, consumed on the thread pool: writing it to its spool
+        file, and for a batch creating a spool file per task (hundreds in one chunk of tiny
+        payloads), is disk I/O that would otherwise hold every other request of the server.
+        Tornado awaits this before it reads the next chunk, so chunks stay in order."""
+        await self.blocking(self.consume, chunk)
 
     def consume(self, chunk: bytes) -> None:
         raise NotImplementedError
