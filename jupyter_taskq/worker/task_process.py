@@ -231,7 +231,10 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
             return  # the worker died before we could ask to hear of it
         while True:
             if task is None and ready is None:
-                ready = _fork_task(cuda_devices, (request_fd, done_fd), warm_up)
+                # On a busy queue the next attempt is often waiting already: the warm-up would only delay
+                # it and cost the CPU of one more run (it takes faults off an idle queue's latency).
+                queued = bool(select.select([request_fd], [], [], 0)[0])
+                ready = _fork_task(cuda_devices, (request_fd, done_fd), None if queued else warm_up)
             idle = task or ready
             if select.select([request_fd, idle.pidfd], [], [])[0] == [idle.pidfd]:
                 if idle is task:
@@ -306,7 +309,7 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
     """Attempts, as the keeper passes them: one, or (warm) more of the same function while they return."""
     base_path = list(sys.path)
     guard = _WarmGuard()
-    if warm_up:
+    if warm_up and not select.select([requests], [], [], 0)[0]:  # (an attempt already here: it goes first)
         _warm_up(warm_up, cuda_devices)
     while True:
         message = read_message(requests)
