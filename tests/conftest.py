@@ -38,6 +38,16 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.02, message: 
         time.sleep(interval)
 
 
+def run_coroutine(coroutine):
+    """``asyncio.run`` in a thread of its own: the browser tests' sync Playwright keeps a running event
+    loop in the main thread for the whole session, where ``asyncio.run`` refuses to start."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 class TaskqServer:
     """A real `jupyter server` with jupyter-taskq, on a free port, with its own state directory."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, wait_for
+from conftest import free_port, run_coroutine, wait_for
 from jupyter_taskq.notebook.client import Client, TaskqError
 
 pytest.importorskip("jupyterhub", reason="jupyterhub is not installed (pip install '.[test]')")
@@ -347,7 +347,6 @@ def test_the_change_feed_and_task_groups_name_only_a_users_own_tasks(hub, users)
 def run_in_kernel(hub: Hub, user: str, token: str, code: str, timeout: float = 120) -> str:
     """Start a real kernel on the user's server (through the hub's proxy), run ``code``, return its stdout."""
     import asyncio
-    import concurrent.futures
     import uuid as _uuid
 
     from tornado.websocket import websocket_connect
@@ -384,9 +383,7 @@ def run_in_kernel(hub: Hub, user: str, token: str, code: str, timeout: float = 1
                 return "".join(out)
 
     try:
-        # A thread of its own: an earlier test's sync Playwright may hold a running loop in this thread.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(lambda: asyncio.run(asyncio.wait_for(execute(), timeout))).result()
+        return run_coroutine(asyncio.wait_for(execute(), timeout))
     finally:
         requests.delete(f"{hub.url}user/{user}/api/sessions/{session['id']}", headers=headers, timeout=30)
 

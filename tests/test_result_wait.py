@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import requests
 
-from conftest import TOKEN, wait_for
+from conftest import TOKEN, run_coroutine, wait_for
 
 AUTH = {"Authorization": f"token {TOKEN}"}
 
@@ -72,7 +72,7 @@ def test_a_change_heard_while_the_store_is_being_read_wakes_the_wait(tmp_path, m
         finally:
             feed.stop()
 
-    finished, looks = asyncio.run(main())
+    finished, looks = run_coroutine(main())
     assert finished and looks == [False, True]
 
 
@@ -110,6 +110,6 @@ def test_a_wait_looks_at_the_tasks_that_rang_and_still_sees_one_whose_ring_was_l
         finally:
             feed.stop()
 
-    assert asyncio.run(main())
+    assert run_coroutine(main())
     assert looks[0] is None and looks[1] == {"a"}  # woken by "a": only "a" is read
     assert looks[-1] is None  # "b" and "c" were found by a full re-check
