@@ -90,7 +90,7 @@ class ObjectStore:
         """(size, bytes from ``start``) of a file that may still be growing; (0, b"") if absent."""
         if not self.remote:
             try:
-                with open(path, "rb") as f:
+                with os.fdopen(tasklog.open_regular(path), "rb") as f:  # never through a link the task planted
                     size = os.fstat(f.fileno()).st_size
                     f.seek(min(start, size))
                     return size, f.read(limit)
@@ -111,12 +111,12 @@ class ObjectStore:
         caller's (the task record's); an object store's copy says its own in its header."""
         if not self.remote:
             try:
-                with open(path, "rb") as f:
+                with os.fdopen(tasklog.open_regular(path), "rb") as f:  # never through a link the task planted
                     size = os.fstat(f.fileno()).st_size
                     start = max(offset, dropped)
                     f.seek(min(start, size))
                     return dropped, size, start, f.read(limit)
-            except FileNotFoundError:
+            except OSError:  # gone, or not a regular file (a link or FIFO a task put there): nothing to read
                 return dropped, 0, 0, b""
         key = self.key(path)
         for _ in range(3):  # the worker may publish a newer copy between our reads: read again then

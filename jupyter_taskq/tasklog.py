@@ -20,6 +20,8 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import secrets
+import stat
 from pathlib import Path
 
 BLOCK = 4096
@@ -28,6 +30,24 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 _HEADER_FORMAT = b"\0jupyter-taskq log; dropped=%020d\n"  # starts with NUL: no task prints this by chance
 HEADER_LEN = len(_HEADER_FORMAT % 0)
 _HEADER = re.compile(rb"\0jupyter-taskq log; dropped=(\d{20})\n")
+
+
+def open_regular(path: Path | str, flags: int = os.O_RDONLY) -> int:
+    """An fd of ``path`` only if it is a regular file itself, not a link to one, nor a FIFO or device.
+
+    With tasks running as their owners (the hub service), an attempt's folder belongs to the task's
+    owner while root reads and trims its log: a task that swaps its log for a link (to a file of
+    another user) or a FIFO (to hang the reader) must get nothing. ``O_NONBLOCK`` keeps the open of a
+    FIFO from blocking; it is cleared again for a regular file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def marker(dropped: int) -> str:
@@ -43,8 +63,8 @@ def dropped_path(log: Path) -> Path:
 def record_dropped(log: Path, dropped: int) -> None:
     """Write ``dropped`` beside the log (atomically), before the hole is punched, like the record's."""
     target = dropped_path(log)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}")  # a name the task cannot plant a link at
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(str(dropped))
     os.replace(tmp, target)
@@ -53,14 +73,15 @@ def record_dropped(log: Path, dropped: int) -> None:
 def read_dropped(log: Path) -> int:
     """The ``dropped`` of a per-attempt log; 0 for a log never capped (or a file that says nothing sensible)."""
     try:
-        return max(0, int(dropped_path(log).read_text() or 0))
-    except (FileNotFoundError, ValueError):
+        with os.fdopen(open_regular(dropped_path(log)), "r") as f:
+            return max(0, int(f.read(64) or 0))
+    except (OSError, ValueError):
         return 0
 
 
 def line_start_after(path: Path, offset: int) -> int:
     """The start of the first whole line at or after ``offset`` (``offset`` if none starts within 4 KiB)."""
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         f.seek(offset)
         newline = f.read(BLOCK).find(b"\n")
     return offset + newline + 1 if newline >= 0 else offset
@@ -80,7 +101,7 @@ def punch_head(path: Path, upto: int) -> bool:
     length = upto // BLOCK * BLOCK
     if length <= 0:
         return True
-    fd = os.open(path, os.O_WRONLY)
+    fd = open_regular(path, os.O_WRONLY)
     try:
         return _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, length) == 0
     finally:
@@ -90,7 +111,7 @@ def punch_head(path: Path, upto: int) -> bool:
 def compact(path: Path, dropped: int) -> bytes:
     """The published form of a log: the header, then the kept bytes (no hole)."""
     header = _HEADER_FORMAT % dropped
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         f.seek(dropped)
         return header + f.read()
 

@@ -179,3 +179,32 @@ def test_a_json_body_over_its_limit_says_how_to_send_instead(small_limit):
         message = refused.json()["message"]
         assert f"{MAX_JSON_BODY:,}" in message and "application/octet-stream" in message
     nothing_was_kept(small_limit, before)
+
+
+def swap_log_for(secret: str, kind: str) -> str:
+    """A task that replaces its own log (in its attempt folder) with a link to someone's file, or a FIFO."""
+    import os
+
+    log = os.path.join(os.environ["JUPYTER_TASKQ_ATTEMPT_DIR"], "log")
+    print("before the swap", flush=True)
+    os.remove(log)
+    if kind == "link":
+        os.symlink(secret, log)
+    else:
+        os.mkfifo(log)
+    return "swapped"
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_log_swapped_for_a_link_or_fifo_reads_as_empty_never_the_target(shared_server, tmp_path, kind):
+    """With tasks running as their owners, root reads an attempt folder the owner controls: the log
+    reader opens only regular files (no link is followed, no FIFO blocks the server)."""
+    secret = tmp_path / "someone-elses-secret"
+    secret.write_text("TOP SECRET\n" * 10)
+    client = shared_server.client()
+    handle = client.submit(swap_log_for, (str(secret), kind))
+    assert handle.result(timeout=30) == "swapped"
+    chunk = client.logs(handle.id)
+    assert "TOP SECRET" not in chunk["data"]
+    assert client.get(handle.id)["status"] == "COMPLETE"
+    assert client.stats()["workers"], "the server still answers"

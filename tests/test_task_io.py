@@ -279,14 +279,14 @@ def test_results_logs_and_outputs_expire_from_disk(make_server, tmp_path, monkey
     server = make_server(gpus=[], cpu_workers=1, cleanup_interval=0.5)
     client = server.client()
     monkeypatch.chdir(tmp_path)
-    handle = client.submit(outputs_per_attempt, (str(tmp_path / "m"),), max_retries=1, result_ttl=2)
+    handle = client.submit(outputs_per_attempt, (str(tmp_path / "m"),), max_retries=1, result_ttl=6)  # room for a loaded machine
     assert handle.result(timeout=30) == "final.txt"
     task_files = [server.state_dir / "results" / f"{handle.id}.result",
                   server.state_dir / "outputs" / handle.id / "1" / "log",  # each attempt's own log
                   server.state_dir / "outputs" / handle.id / "2" / "log", server.state_dir / "outputs" / handle.id]
     assert all(p.exists() for p in task_files)
-    assert 0 < client.get(handle.id)["outputs"][0]["expires_in"] <= 2
-    wait_for(lambda: not any(p.exists() for p in task_files), 15, message="files removed after the TTL")
+    assert 0 < client.get(handle.id)["outputs"][0]["expires_in"] <= 6
+    wait_for(lambda: not any(p.exists() for p in task_files), 20, message="files removed after the TTL")
     task = client.get(handle.id)
     assert task["outputs"] == [] and task["result"]["expired"] and task["result"]["expires_in"] == 0
     assert requests.get(server.url + f"taskq/api/tasks/{handle.id}/result", headers=AUTH).status_code == 410

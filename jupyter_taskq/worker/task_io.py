@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 
 from .. import tasklog
@@ -86,18 +87,26 @@ class AttemptWatcher:
         The count is recorded before the hole is punched, so a reader never reads into the hole."""
         global _cannot_punch_warned
         try:
-            size = os.stat(self.log_path).st_size
+            info = os.lstat(self.log_path)  # not through a link the task may have put in its place
         except FileNotFoundError:
             return False
-        if size - self.log_dropped <= self.log_max_bytes or _cannot_punch_warned:
+        size = info.st_size
+        if not stat.S_ISREG(info.st_mode) or size - self.log_dropped <= self.log_max_bytes or _cannot_punch_warned:
             return False
-        cut = tasklog.line_start_after(self.log_path, size - self.log_max_bytes // 2)
-        tasklog.record_dropped(self.log_path, cut)  # for reading this attempt's log once a later one runs
+        try:
+            cut = tasklog.line_start_after(self.log_path, size - self.log_max_bytes // 2)
+            tasklog.record_dropped(self.log_path, cut)  # for reading this attempt's log once a later one runs
+        except OSError:  # swapped for a link or FIFO meanwhile (tasklog opens only regular files)
+            return False
         store.update_fields(self.task_id, log_dropped=cut)
         self.log_dropped = cut
         if self.objects is not None:
             self.objects.log_dropped[self.log_path] = cut
-        if not tasklog.punch_head(self.log_path, cut):
+        try:
+            punched = tasklog.punch_head(self.log_path, cut)
+        except OSError:  # no longer a regular file: nothing of ours to free
+            return True
+        if not punched:
             _cannot_punch_warned = True
             log.warning("the filesystem of %s cannot punch holes (fallocate): task logs are not capped",
                         self.log_path)
