@@ -187,10 +187,19 @@ def _unique(directory: Path, name: str) -> str:
     raise FileExistsError(name)
 
 
+def _read_regular(path: Path, limit: int = 16 * 1024 * 1024) -> str:
+    """The text of ``path`` if it is a regular file: the worker and server read these from a folder the
+    task controls (its owner's, in the hub service), so never through a link or from a FIFO."""
+    from .tasklog import open_regular
+
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read(limit).decode("utf-8", errors="replace")
+
+
 def read_manifest(directory: Path) -> list[dict]:
     try:
-        lines = (directory / MANIFEST).read_text().splitlines()
-    except FileNotFoundError:
+        lines = _read_regular(directory / MANIFEST).splitlines()
+    except OSError:
         return []
     entries = []
     for line in lines:
@@ -205,6 +214,6 @@ def read_manifest(directory: Path) -> list[dict]:
 
 def read_progress(directory: Path) -> dict | None:
     try:
-        return json.loads((directory / PROGRESS).read_text())
-    except (FileNotFoundError, ValueError):
+        return json.loads(_read_regular(directory / PROGRESS, 64 * 1024))
+    except (OSError, ValueError):
         return None
