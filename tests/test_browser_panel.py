@@ -311,6 +311,11 @@ def test_owner_column_and_mine_everyone_switch(page, lab):
         open_panel(page)
         expect(row(page, mine.id).locator(".jtqp-owner")).to_have_text(me)
         expect(row(page, other_id).locator(".jtqp-owner")).to_have_text("someone-else")
+        usage = page.locator(f"#{PANEL} .jtqp-usage-row")  # the local user sees all: both owners, theirs first
+        expect(usage.first).to_have_attribute("data-user", me)
+        expect(page.locator(f"#{PANEL} .jtqp-usage-row[data-user='someone-else'] .jtqp-usage-tasks")).to_have_text(
+            "0 running · 0 queued · 0 failed")
+        screenshot(page, "panel-usage")
         page.locator(f"#{PANEL} .jtqp-owner-mine").click()
         expect(row(page, other_id)).to_have_count(0)
         expect(row(page, mine.id)).to_be_visible()

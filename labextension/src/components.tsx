@@ -15,6 +15,7 @@ import {
   formatDuration,
   progressFraction,
   taskDuration,
+  usageRows,
   warmLabel,
   workerLabel
 } from './format';
@@ -123,6 +124,37 @@ export function QueueHeader({
           </button>
         )}
       </div>
+      <UsageSection stats={stats} />
+    </div>
+  );
+}
+
+/** Per user (issue 15): GPU time today and this week, and tasks by status; hidden when the server sends none. */
+function UsageSection({ stats }: { stats: Stats }): JSX.Element | null {
+  const rows = usageRows(stats);
+  if (rows.length === 0) {
+    return null;
+  }
+  return (
+    <div className="jtqp-usage" aria-label="Usage">
+      <div className="jtqp-usage-title">Usage</div>
+      {rows.map(r => (
+        <div
+          key={r.name}
+          className={`jtqp-usage-row${r.you ? ' jtqp-usage-you' : ''}`}
+          data-user={r.name}
+          title="GPU time since 00:00 UTC today and since Monday 00:00 UTC; tasks by status"
+        >
+          <span className="jtqp-usage-name">{r.name || '(no owner)'}</span>
+          <span className="jtqp-usage-gpu">
+            GPU <span className="jtqp-usage-today">{r.today}</span> today ·{' '}
+            <span className="jtqp-usage-week">{r.week}</span> week
+          </span>
+          <span className="jtqp-usage-tasks">
+            {r.running} running · {r.queued} queued · {r.failed} failed
+          </span>
+        </div>
+      ))}
     </div>
   );
 }

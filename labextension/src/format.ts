@@ -145,3 +145,47 @@ export function warmLabel(warm: WarmProcess): string {
   const idle = formatDuration(Math.max(0, warm.idle_s)) || '0 s';
   return `${name} · idle ${idle} of ${formatDuration(warm.keep_warm_seconds)}`;
 }
+
+/** GPU time in the Usage section: "0 s" for none, else as formatDuration ("42 s", "1 h 02 min"). */
+export function formatGpuTime(seconds: number | null | undefined): string {
+  return seconds && seconds > 0 ? formatDuration(seconds) : '0 s';
+}
+
+export interface UsageRow {
+  name: string;
+  you: boolean;
+  today: string;
+  week: string;
+  running: number;
+  queued: number;
+  failed: number;
+}
+
+/**
+ * The panel's Usage lines from `stats.users`: the caller first, then by GPU time this week. A user who does not
+ * see everyone gets only their own line (the server already sends only theirs; this keeps it so). Empty when
+ * the server sends no `users` (an older server), so the section hides.
+ */
+export function usageRows(stats: Pick<Stats, 'users' | 'you'> | null): UsageRow[] {
+  const users = stats?.users;
+  if (!users) {
+    return [];
+  }
+  const you = stats.you;
+  const names = Object.keys(users).filter(n => !you || you.sees_all || n === you.name);
+  const week = (n: string) => users[n].gpu_seconds_week ?? 0;
+  names.sort((a, b) => Number(b === you?.name) - Number(a === you?.name) || week(b) - week(a) || a.localeCompare(b));
+  return names.map(name => {
+    const tasks = users[name].tasks ?? {};
+    const counts = { counts: tasks };
+    return {
+      name,
+      you: name === you?.name,
+      today: formatGpuTime(users[name].gpu_seconds_today),
+      week: formatGpuTime(users[name].gpu_seconds_week),
+      running: runningCount(counts),
+      queued: queuedCount(counts),
+      failed: failureCount(counts)
+    };
+  });
+}

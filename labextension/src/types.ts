@@ -119,6 +119,13 @@ export interface WorkerInfo {
   warm?: WarmProcess[];
 }
 
+/** One owner's line of `stats.users`: GPU-seconds today (since 00:00 UTC), this week (since Monday), tasks by status. */
+export interface UserUsage {
+  gpu_seconds_today?: number;
+  gpu_seconds_week?: number;
+  tasks?: Record<string, number>;
+}
+
 export interface Stats {
   queue_depth: Record<string, number>;
   workers: WorkerInfo[];
@@ -126,7 +133,7 @@ export interface Stats {
   gpus: number[];
   disk_usage_bytes: number | null;
   /** Per owner: usage and tasks by status (an admin sees every owner; a user only themselves). */
-  users?: Record<string, { tasks?: Record<string, number> }>;
+  users?: Record<string, UserUsage>;
   /** Who is asking, and whether they see every owner's tasks (a hub admin, or a personal server's user). */
   you?: { name: string; sees_all: boolean };
 }
