@@ -54,7 +54,8 @@ def test_blocked_result_and_wait_survive_a_server_restart(make_server, tmp_path,
     wait_for(lambda: MESSAGE in capfd.readouterr().err, message="the one-line notice")
     # Sent while the server is down: refused at connect, so sent again once it is back, exactly once.
     submitted = _in_thread(lambda: client.submit(_hold, (str(gate),), name="while-down").id)
-    assert result["thread"].is_alive() and waited["thread"].is_alive()  # waiting, not dead
+    assert result["thread"].is_alive() and waited["thread"].is_alive(), (  # waiting, not dead
+        result.get("error"), waited.get("error"))
 
     gate.touch()
     server.start()

@@ -10,6 +10,7 @@ redis-py's connection pool, fsspec's own I/O thread).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -44,11 +45,19 @@ async def run(executor: ThreadPoolExecutor, fn: Callable, *args, **kwargs):
     try:
         future = IOLoop.current().run_in_executor(executor, functools.partial(fn, *args, **kwargs))
     except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
-        from .service import ServiceError
+        raise _shutting_down() from exc
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if future.cancelled() and getattr(executor, "_shutdown", False):  # a queued call the stop dropped
+            raise _shutting_down() from None
+        raise
 
-        raise ServiceError(503, "the task queue server is shutting down; try again shortly",
-                           "shutting down") from exc
-    return await future
+
+def _shutting_down():
+    from .service import ServiceError
+
+    return ServiceError(503, "the task queue server is shutting down; try again shortly", "shutting down")
 
 
 def make_executor() -> ThreadPoolExecutor:
