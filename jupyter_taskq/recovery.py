@@ -53,12 +53,18 @@ def place_priority(task: dict) -> float:
     return task["priority"] + 0.5 - (task.get("created_at") or 0) * 1e-10
 
 
-def retry_or_fail(store: TaskStore, task: dict, error: dict, retry: bool = True) -> TaskStatus | None:
+def retry_or_fail(store: TaskStore, task: dict, error: dict, retry: bool = True,
+                  keep_place: bool = False) -> TaskStatus | None:
     """The first half of ending an attempt that failed or was lost: RETRY while retries remain (and
-    ``retry``), else FAILED. Only if that attempt is still RUNNING; None if it was not."""
+    ``retry``), else FAILED. Only if that attempt is still RUNNING; None if it was not.
+
+    A RETRY records ``not_before``, when the delay :func:`requeue_attempt` gives its next attempt ends
+    (now, for ``keep_place``): under fair share any turn may start a waiting task, so the store must know."""
     retries_left = task["max_retries"] + 1 - task["attempt"]
     status = TaskStatus.RETRY if retry and retries_left > 0 else TaskStatus.FAILED
-    if store.transition(task["id"], status, [TaskStatus.RUNNING], attempt=task["attempt"], error=error):
+    fields = {"not_before": time.time() + (0.0 if keep_place else retry_delay_for(task))} \
+        if status is TaskStatus.RETRY else {}
+    if store.transition(task["id"], status, [TaskStatus.RUNNING], attempt=task["attempt"], error=error, **fields):
         return status
     return None
 
@@ -81,7 +87,7 @@ def fail_or_requeue(store: TaskStore, queues: Mapping, task: dict, error: dict,
     problem = stored_problem(task)
     if problem:
         return TaskStatus.FAILED if fail_bad_task(store, task, problem) else None
-    status = retry_or_fail(store, task, error)
+    status = retry_or_fail(store, task, error, keep_place=keep_place)
     if status is TaskStatus.RETRY:
         try:
             requeue_attempt(queues[task["pool"]], task, keep_place)

@@ -32,6 +32,7 @@ TASK_COLUMNS = (
     "blob",  # the sha256 of the shared part its payload names (jupyter_taskq/blobs.py), or None
     "notebook", "cell_id",  # where the task was submitted from (issue 14; jupyter_taskq/options.py)
     "owner",  # who submitted it: the server's authenticated user, never a name the client sends (issue 15)
+    "not_before",  # a task in RETRY: when its retry_delay is over (fair share must not start it sooner)
 )
 
 #: Seconds the GPU time of a deleted task still counts (fair share, "this week" in stats).
@@ -42,6 +43,11 @@ TASK_DEFAULTS = {column: None for column in TASK_COLUMNS} | {
     "gpu": 0, "attempt": 0, "max_retries": 3, "retry_delay": 0, "retry_backoff": 1, "priority": 0,
     "cancel_requested": 0, "result_expired": 0, "log_dropped": 0, "callback_done": 0,
 }
+
+
+def may_start(task: dict, now: float) -> bool:
+    """A waiting task may start now: PENDING, or RETRY with its retry delay over."""
+    return task["status"] != TaskStatus.RETRY.value or (task.get("not_before") or 0) <= now
 
 
 class TaskStore(abc.ABC):
@@ -73,12 +79,15 @@ class TaskStore(abc.ABC):
 
     # -- per owner (issue 15: fair share and quotas, jupyter_taskq/fairshare.py) ----------------------
     # Plain defaults over list(), right for any store; SQLite answers each in one query.
-    def waiting_heads(self, pools: Iterable[str], statuses: Iterable[TaskStatus] = WAITING) -> list[dict]:
-        """Each owner's next waiting task in ``pools`` (highest priority, then oldest):
-        ``{id, owner, priority, created_at}``."""
+    def waiting_heads(self, pools: Iterable[str], statuses: Iterable[TaskStatus] = WAITING,
+                      now: float | None = None) -> list[dict]:
+        """Each owner's next waiting task in ``pools`` that may start now (highest priority, then oldest):
+        ``{id, owner, priority, created_at}``. A task in RETRY whose ``not_before`` (the end of its
+        retry_delay) is later than ``now`` (default: the current time) is not one: it may not start yet."""
         pools, heads = set(pools), {}
+        now = time.time() if now is None else now
         for task in reversed(self._all(list(statuses))):  # oldest first: the first seen of a priority stays
-            if task["pool"] in pools:
+            if task["pool"] in pools and may_start(task, now):
                 best = heads.get(task["owner"])
                 if best is None or (task["priority"] or 0) > best["priority"]:
                     heads[task["owner"]] = {"id": task["id"], "owner": task["owner"], "priority": task["priority"] or 0,
@@ -98,7 +107,7 @@ class TaskStore(abc.ABC):
         deleted tasks' too (for ``USAGE_KEPT``): deleting finished tasks must not reset a user's fair share."""
         spans = self._deleted_spans(since)
         for task in self._all(None):
-            if task["gpu"] and (task["status"] == TaskStatus.RUNNING or (task["ended_at"] or 0) >= since):
+            if task["gpu"] and (task["ended_at"] is None or task["ended_at"] >= since):  # not final: maybe a retry's
                 for attempt in self.attempts(task["id"]) or [task]:
                     if attempt.get("started_at") and (attempt.get("ended_at") is None or attempt["ended_at"] >= since):
                         spans.append((task["owner"], attempt["started_at"], attempt.get("ended_at")))
@@ -232,7 +241,7 @@ create table if not exists taskq_workers (
 _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
-                  "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text"}
+                  "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real"}
 
 
 class SqliteTaskStore(TaskStore):
@@ -378,13 +387,14 @@ class SqliteTaskStore(TaskStore):
         counts.update({status: n for status, n in rows})
         return counts
 
-    def waiting_heads(self, pools, statuses=WAITING) -> list[dict]:
+    def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
         pools, waiting = list(pools), [str(s) for s in statuses]
         rows = self._read(
             "select id, owner, priority, created_at from (select id, owner, priority, created_at, row_number() "
             "over (partition by owner order by priority desc, seq) as n from taskq_tasks "
-            f"where status in ({', '.join('?' * len(waiting))}) and pool in ({', '.join('?' * len(pools))})) "
-            "where n = 1", [*waiting, *pools])
+            f"where status in ({', '.join('?' * len(waiting))}) and pool in ({', '.join('?' * len(pools))}) "
+            "and (status != 'RETRY' or coalesce(not_before, 0) <= ?)) where n = 1",
+            [*waiting, *pools, time.time() if now is None else now])
         return [dict(r) for r in rows]
 
     def running_gpus_by_owner(self) -> dict[str | None, int]:

@@ -2,7 +2,8 @@
 
 Same contract as :class:`~jupyter_taskq.store.SqliteTaskStore`. A task is one hash
 (each field JSON-encoded); sorted sets scored by creation order index it by status
-and by pool, and by the times the reaper asks about (expiry, result TTL, webhooks).
+and by pool, and by the times the reaper asks about (expiry, result TTL, webhooks); for fair share, each
+owner's waiting tasks by priority and age, and each GPU attempt by its end (issue 15).
 Every write is one Lua script that checks the task's status, changes the hash and
 moves the task between indexes, so a change is atomic and conditional exactly as a
 ``WHERE status IN (...)`` UPDATE is in SQLite.
@@ -31,6 +32,36 @@ local function field(key, name)
 end
 local FINAL = {COMPLETE=true, CANCELLED=true, TIMEOUT=true, EXPIRED=true, FAILED=true}
 local WAITING = {PENDING=true, RETRY=true}
+-- Fair share (issue 15): each owner's tasks that may start, per pool and waiting status, in a sorted set
+-- scored -priority with members '<seq, 12 digits>:<id>' (equal scores order by member: oldest first), so
+-- an owner's next task is its first member; 'head_owners:<pool>' holds the owners (raw JSON) that may have
+-- one (emptied lazily by the heads script). A RETRY still in its delay waits in 'retry_due' (scored by its
+-- not_before) until the heads script moves it into its owner's set.
+local function heads_key(pool, st, owner_raw)
+  return P .. 'heads:' .. st .. ':' .. #pool .. ':' .. pool .. ':' .. owner_raw
+end
+local function head_member(seq, id)
+  return string.format('%012d', seq) .. ':' .. id
+end
+local function index_waiting(id, key, status, seq, pool)
+  local owner_raw = redis.call('HGET', key, 'owner') or 'null'
+  local member = head_member(seq, id)
+  local delayed = status == 'RETRY' and field(key, 'not_before')
+  for st, _ in pairs(WAITING) do
+    local hk = heads_key(pool, st, owner_raw)
+    if st == status and not delayed then
+      redis.call('ZADD', hk, -(field(key, 'priority') or 0), member)
+      redis.call('SADD', P .. 'head_owners:' .. pool, owner_raw)
+    else
+      redis.call('ZREM', hk, member)
+    end
+  end
+  if delayed then
+    redis.call('ZADD', P .. 'retry_due', delayed, id)
+  else
+    redis.call('ZREM', P .. 'retry_due', id)
+  end
+end
 local function reindex(id, old)
   redis.call('INCR', P .. 'version')
   local key = P .. 'task:' .. id
@@ -43,6 +74,7 @@ local function reindex(id, old)
   end
   redis.call('ZADD', P .. 'status:' .. status, seq, id)
   redis.call('ZADD', P .. 'pool:' .. pool .. ':' .. status, seq, id)
+  index_waiting(id, key, status, seq, pool)
   local expires_at = field(key, 'expires_at')
   if WAITING[status] and expires_at then
     redis.call('ZADD', P .. 'expiring', expires_at, id)
@@ -81,6 +113,7 @@ end
 _CREATE = _PREAMBLE + """
 if status then return redis.error_reply('task ' .. id .. ' exists') end
 local seq = redis.call('INCR', P .. 'seq')
+if seq == 1 then redis.call('SET', P .. 'heads_indexed', '1') end  -- a new database: indexed from the start
 set_fields(key, ARGV[3])
 redis.call('HSET', key, 'seq', seq)
 redis.call('ZADD', P .. 'tasks', seq, id)
@@ -126,6 +159,10 @@ if not status then return 0 end
 local pool = field(key, 'pool') or ''
 local blob = field(key, 'blob')
 if blob then redis.call('SREM', P .. 'blob:' .. blob, id) end
+local owner_raw = redis.call('HGET', key, 'owner') or 'null'
+local member = head_member(tonumber(redis.call('HGET', key, 'seq')), id)
+for st, _ in pairs(WAITING) do redis.call('ZREM', heads_key(pool, st, owner_raw), member) end
+redis.call('ZREM', P .. 'retry_due', id)
 redis.call('DEL', key)
 redis.call('INCR', P .. 'version')
 redis.call('HDEL', P .. 'names', id)
@@ -134,6 +171,67 @@ redis.call('ZREM', P .. 'status:' .. status, id)
 redis.call('ZREM', P .. 'pool:' .. pool .. ':' .. status, id)
 for _, index in ipairs({'expiring', 'ended', 'callbacks'}) do redis.call('ZREM', P .. index, id) end
 return 1
+"""
+
+# ARGV: prefix, '' (no task), now, pools (JSON list), statuses (JSON list). Each owner's first task in each
+# of those pools and statuses: a flat list of owner (raw JSON), member, score. First the retries whose delay
+# is over join their owners' sets. O(owners + retries come due), however many tasks wait.
+_HEADS = _PREAMBLE + """
+local now = tonumber(ARGV[3])
+for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry_due', '-inf', now)) do
+  local rkey = P .. 'task:' .. rid
+  redis.call('ZREM', P .. 'retry_due', rid)
+  if field(rkey, 'status') == 'RETRY' then
+    local pool = field(rkey, 'pool') or ''
+    local owner_raw = redis.call('HGET', rkey, 'owner') or 'null'
+    redis.call('ZADD', heads_key(pool, 'RETRY', owner_raw), -(field(rkey, 'priority') or 0),
+      head_member(tonumber(redis.call('HGET', rkey, 'seq')), rid))
+    redis.call('SADD', P .. 'head_owners:' .. pool, owner_raw)
+  end
+end
+local wanted = {}
+for _, st in ipairs(cjson.decode(ARGV[5])) do wanted[st] = true end
+local out = {}
+for _, pool in ipairs(cjson.decode(ARGV[4])) do
+  local owners = P .. 'head_owners:' .. pool
+  for _, owner_raw in ipairs(redis.call('SMEMBERS', owners)) do
+    local any = false
+    for st, _ in pairs(WAITING) do
+      local hk = heads_key(pool, st, owner_raw)
+      if wanted[st] then
+        local top = redis.call('ZRANGE', hk, 0, 0, 'WITHSCORES')
+        if top[1] then
+          any = true
+          out[#out + 1] = owner_raw
+          out[#out + 1] = top[1]
+          out[#out + 1] = top[2]
+        end
+      elseif redis.call('ZCARD', hk) > 0 then
+        any = true
+      end
+    end
+    if not any then redis.call('SREM', owners, owner_raw) end
+  end
+end
+return out
+"""
+
+# ARGV: prefix, '' (no task) -- index the waiting tasks of a database written before the per-owner sets, once
+_INDEX_HEADS = _PREAMBLE + """
+if redis.call('EXISTS', P .. 'heads_indexed') == 1 then return 0 end
+local n = 0
+for st, _ in pairs(WAITING) do
+  for _, tid in ipairs(redis.call('ZRANGE', P .. 'status:' .. st, 0, -1)) do
+    local tkey = P .. 'task:' .. tid
+    local seq = tonumber(redis.call('HGET', tkey, 'seq'))
+    if seq then  -- (an index entry without its task is no task to index)
+      index_waiting(tid, tkey, st, seq, field(tkey, 'pool') or '')
+      n = n + 1
+    end
+  end
+end
+redis.call('SET', P .. 'heads_indexed', '1')
+return n
 """
 
 # ARGV: prefix, name, instance, fields (JSON object) -- a heartbeat from a replaced instance is dropped
@@ -236,7 +334,9 @@ class RedisTaskStore(TaskStore):
         self.redis = redis.Redis.from_url(url)
         self._scripts = {name: self.redis.register_script(src) for name, src in (
             ("create", _CREATE), ("transition", _TRANSITION), ("claim", _CLAIM), ("update", _UPDATE),
-            ("delete", _DELETE), ("heartbeat", _HEARTBEAT), ("drop_warm", _DROP_WARM))}
+            ("delete", _DELETE), ("heartbeat", _HEARTBEAT), ("drop_warm", _DROP_WARM), ("heads", _HEADS),
+            ("index_heads", _INDEX_HEADS))}
+        self._heads_indexed = False
 
     def close(self) -> None:
         self.redis.close()
@@ -397,6 +497,57 @@ class RedisTaskStore(TaskStore):
         result = {pool: sum(counts[i * width:(i + 1) * width]) for i, pool in enumerate(pools)}
         return {pool: n for pool, n in result.items() if n}
 
+    # -- per owner (issue 15): indexed, so a worker's fair-share turn costs O(owners + running tasks) --------
+    def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
+        if not self._heads_indexed:
+            self._run("index_heads", "")
+            self._heads_indexed = True
+        now = time.time() if now is None else now
+        reply = self._run("heads", "", json.dumps(now), json.dumps(list(pools)),
+                          json.dumps([str(s) for s in statuses]))
+        best: dict[bytes, tuple[float, bytes]] = {}
+        for i in range(0, len(reply), 3):
+            owner_raw, member, score = reply[i], reply[i + 1], float(reply[i + 2])
+            if owner_raw not in best or (score, member) < best[owner_raw]:
+                best[owner_raw] = (score, member)
+        heads = [{"id": member.decode().partition(":")[2], "owner": json.loads(owner_raw), "priority": int(-score)}
+                 for owner_raw, (score, member) in best.items()]
+        pipe = self.redis.pipeline(transaction=False)
+        for head in heads:
+            pipe.hget(self._key("task", head["id"]), "created_at")
+        for head, raw in zip(heads, pipe.execute() if heads else []):
+            head["created_at"] = json.loads(raw) if raw else None
+        return heads
+
+    def running_gpus_by_owner(self) -> dict[str | None, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in self.redis.zrange(self._key("status", "RUNNING"), 0, -1):
+            pipe.hmget(self._key("task", task_id.decode()), "owner", "gpu")
+        held: dict[str | None, int] = {}
+        for owner, gpu in pipe.execute():
+            if gpu is not None and json.loads(gpu):
+                owner = json.loads(owner) if owner is not None else None
+                held[owner] = held.get(owner, 0) + 1
+        return held
+
+    def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
+        """From ``gpu_attempts`` (each GPU attempt, scored by its end, +inf while it runs): O(attempts since)."""
+        members = [m.decode() for m in self.redis.zrangebyscore(self._key("gpu_attempts"), since, "+inf")]
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            task_id, _, attempt = member.rpartition(":")
+            pipe.hget(self._key("attempts", task_id), attempt)
+            pipe.hget(self._key("task", task_id), "owner")
+        replies = pipe.execute() if members else []
+        spans = self._deleted_spans(since)
+        for entry, owner in zip(replies[::2], replies[1::2]):
+            if entry is None or owner is None:
+                continue  # deleted meanwhile: the ledger has it
+            entry = json.loads(entry)
+            if entry.get("started_at"):
+                spans.append((json.loads(owner), entry["started_at"], entry.get("ended_at")))
+        return spans
+
     def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
         now = time.time()
         fields.setdefault("updated_at", now)
@@ -415,7 +566,11 @@ class RedisTaskStore(TaskStore):
         raw = self.redis.hget(self._key("workers"), worker)
         device = attempt_log.device_label(json.loads(raw) if raw else None)
         entry = attempt_log.record(task["id"], task["attempt"], worker, device, now)
-        self.redis.hset(self._key("attempts", task["id"]), str(task["attempt"]), json.dumps(entry))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self._key("attempts", task["id"]), str(task["attempt"]), json.dumps(entry))
+        if task["gpu"]:  # its GPU time (gpu_spans), open while it runs
+            pipe.zadd(self._key("gpu_attempts"), {f"{task['id']}:{task['attempt']}": float("inf")})
+        pipe.execute()
 
     def _end_attempt(self, task_id: str, attempt: int | None, now: float, status: str, error) -> None:
         key = self._key("attempts", task_id)
@@ -427,7 +582,12 @@ class RedisTaskStore(TaskStore):
             entry = json.loads(raw)
             if entry.get("ended_at") is None:
                 entry.update(ended_at=now, status=status, reason=attempt_log.exit_reason(status, error), error=error)
-                self.redis.hset(key, str(attempt), json.dumps(entry))
+                spans = self._key("gpu_attempts")
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.hset(key, str(attempt), json.dumps(entry))
+                pipe.zadd(spans, {f"{task_id}:{attempt}": now}, xx=True)  # only a GPU attempt is there
+                pipe.zremrangebyscore(spans, "-inf", f"({now - USAGE_KEPT}")
+                pipe.execute()
 
     def attempts(self, task_id) -> list[dict]:
         entries = [json.loads(v) for v in self.redis.hvals(self._key("attempts", task_id))]
@@ -448,6 +608,7 @@ class RedisTaskStore(TaskStore):
         released = self._run("transition", task_id, json.dumps(["RUNNING"]), str(attempt), _encode_fields(fields)) == 1
         if released:  # handed back uncounted: no attempt happened
             self.redis.hdel(self._key("attempts", task_id), str(attempt))
+            self.redis.zrem(self._key("gpu_attempts"), f"{task_id}:{attempt}")
         return released
 
     def request_cancel(self, task_id) -> bool:
@@ -470,6 +631,9 @@ class RedisTaskStore(TaskStore):
             if ledger:
                 self.redis.zadd(self._key("gpu_ledger"), ledger)
             self.redis.zremrangebyscore(self._key("gpu_ledger"), "-inf", f"({now - USAGE_KEPT}")
+        attempts = self.redis.hkeys(self._key("attempts", task_id))
+        if attempts:
+            self.redis.zrem(self._key("gpu_attempts"), *(f"{task_id}:{a.decode()}" for a in attempts))
         self.redis.delete(self._key("attempts", task_id))
         return self._run("delete", task_id) == 1
 

@@ -9,14 +9,17 @@ import uuid
 import pytest
 
 from jupyter_taskq.fairshare import Head, decayed_gpu_seconds, pick_next, usage_from_spans
-from jupyter_taskq.queue import AttemptSpec, enqueue_attempts, open_queue
+from conftest import wait_for
+from jupyter_taskq.queue import AttemptSpec, enqueue_attempts, open_queue, open_redis_queue
 from jupyter_taskq.quotas import PolicyFile, QuotaExceeded, Quotas, usage_by_owner, write_policy
+from jupyter_taskq.recovery import requeue_attempt, retry_or_fail
 from jupyter_taskq.statedir import StateDir
 from jupyter_taskq.status import TaskStatus as S
 from jupyter_taskq.store import SqliteTaskStore
 from jupyter_taskq.worker.fair import FairTurns
 
 HOUR = 3600.0
+BACKENDS = ["sqlite", "redis"]  # the real-worker test runs on both queues (conftest's make_server)
 
 
 def test_gpu_time_decays_with_its_half_life():
@@ -52,22 +55,31 @@ def test_quota_limits_overrides_and_the_queued_cap():
     assert Quotas.from_json(quotas.to_json()) == quotas
 
 
-@pytest.fixture
-def queue_world(tmp_path):
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_world(request, tmp_path):
+    """A GPU pool's real store and Huey queue: the SQLite file, or a real redis-server."""
     state = StateDir.create(tmp_path / "state")
-    store = SqliteTaskStore(str(state.db))
-    huey = open_queue(state, "gpu")
+    if request.param == "sqlite":
+        store = SqliteTaskStore(str(state.db))
+        huey = open_queue(state, "gpu")
+    else:
+        from jupyter_taskq.store_redis import RedisTaskStore
+
+        prefix = f"fair-{uuid.uuid4().hex[:8]}:"
+        url = request.getfixturevalue("redis_server").url
+        store, huey = RedisTaskStore(url, prefix=prefix), open_redis_queue(url, "gpu", prefix)
     yield state, store, huey
     store.close()
 
 
-def submit(store, huey, owner, n, priority=0):
+def submit(store, huey, owner, n, priority=0, retries=0, retry_delay=0.0):
     now = time.time()
     tasks = [{"id": uuid.uuid4().hex, "name": f"{owner}{i}", "status": S.PENDING, "pool": "gpu", "gpu": 1,
-              "owner": owner, "priority": priority, "created_at": now, "updated_at": now, "max_retries": 0}
-             for i in range(n)]
+              "owner": owner, "priority": priority, "created_at": now, "updated_at": now, "max_retries": retries,
+              "retry_delay": retry_delay} for i in range(n)]
     store.create_many(tasks)
-    enqueue_attempts(huey, [AttemptSpec(t["id"], retries=0, priority=priority) for t in tasks])
+    enqueue_attempts(huey, [AttemptSpec(t["id"], retries=retries, retry_delay=retry_delay, priority=priority)
+                            for t in tasks])
     return [t["id"] for t in tasks]
 
 
@@ -86,7 +98,43 @@ def take_turn(turns, store, huey, worker):
 def finish(store, task, seconds):
     """End a running attempt as if it had held its GPU for ``seconds``."""
     store.transition(task["id"], S.COMPLETE, [S.RUNNING], attempt=task["attempt"])
-    store._write("update taskq_attempts set started_at = ended_at - ? where task_id = ?", (seconds, task["id"]))
+    backdate(store, task, seconds)
+
+
+def fail(store, huey, task, seconds=1.0):
+    """What a worker does when an attempt raises: RETRY (or FAILED once retries are spent) and, for a retry,
+    its next attempt queued after its retry_delay (on Huey's schedule)."""
+    status = retry_or_fail(store, task, {"type": "RuntimeError", "message": "boom", "traceback": None})
+    backdate(store, task, seconds)
+    if status is S.RETRY:
+        requeue_attempt(huey, task)
+    return status
+
+
+def backdate(store, task, seconds):
+    """The ended attempt started ``seconds`` before it ended (its GPU time, for fair share)."""
+    if isinstance(store, SqliteTaskStore):
+        store._write("update taskq_attempts set started_at = ended_at - ? where task_id = ? and attempt = ?",
+                     (seconds, task["id"], task["attempt"]))
+        return
+    import json
+
+    key = store._key("attempts", task["id"])
+    entry = json.loads(store.redis.hget(key, str(task["attempt"])))
+    entry["started_at"] = entry["ended_at"] - seconds
+    store.redis.hset(key, str(task["attempt"]), json.dumps(entry))
+
+
+def move_due_retries(huey):
+    """What an idle worker does twice a second: delayed retries whose time has come onto the queue."""
+    for message in huey.read_schedule():
+        huey.enqueue(message)
+
+
+def nothing_waits(store, huey):
+    """Every task ran or ended; no message is left over (a stale one was dropped when it came up)."""
+    return store.count([S.PENDING, S.RETRY, S.RUNNING]) == 0 and huey.pending_count() == 0 \
+        and huey.scheduled_count() == 0
 
 
 def test_a_freed_gpu_goes_to_the_user_with_the_least_gpu_time(queue_world):
@@ -166,3 +214,158 @@ def test_the_policy_file_is_reread_when_it_changes(tmp_path):
     write_policy(tmp_path, Quotas(max_gpus=1), {"ada": ["staff"]})
     quotas, groups = policy.current()
     assert quotas.max_gpus == 1 and groups == {"ada": ["staff"]}
+
+
+def test_a_retry_waits_while_its_owner_is_at_the_gpu_cap(queue_world):
+    """A task that failed and waits for its retry is one of its owner's waiting tasks: it does not take
+    a second GPU while its owner holds their max_gpus, however its message comes up."""
+    state, store, huey = queue_world
+    write_policy(state.root, Quotas(max_gpus=1))
+    turns = FairTurns(store, state.root)
+    flaky, steady = submit(store, huey, "alice", 2, retries=1)
+    first = take_turn(turns, store, huey, "gpu0")
+    assert first["id"] == flaky and take_turn(turns, store, huey, "gpu1") is None, "alice holds her one GPU"
+    assert fail(store, huey, first) is S.RETRY
+    again = take_turn(turns, store, huey, "gpu0")
+    assert again["id"] == flaky, "her retry first: among her own tasks it keeps its place (the older)"
+    assert take_turn(turns, store, huey, "gpu1") is None, "her other task's message is only a turn"
+    assert store.running_gpus_by_owner() == {"alice": 1} and store.get(steady)["status"] == "PENDING"
+    assert fail(store, huey, again) is S.FAILED, "retries spent"
+    last = take_turn(turns, store, huey, "gpu1")
+    assert last["id"] == steady, "her other task runs once her GPU is free"
+    assert take_turn(turns, store, huey, "gpu0") is None, "the retry's message finds its task done: dropped"
+    finish(store, last, 5)
+    assert take_turn(turns, store, huey, "gpu0") is None
+    assert nothing_waits(store, huey)
+    assert store.get(flaky)["attempt"] == 2 and store.get(steady)["attempt"] == 1, "each attempt ran once"
+
+
+def fail_first_attempt(marker):
+    """Raise on the first attempt, return on the next (the marker file remembers)."""
+    import os
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return "second attempt"
+
+
+def hold_gpu_until(gate):
+    import os
+    import time
+
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return os.environ["CUDA_VISIBLE_DEVICES"]
+
+
+def test_real_workers_keep_a_retry_to_the_gpu_cap_and_its_delay(make_server, tmp_path):
+    """Two GPU workers (gpus=[0, 1]) under a policy of one GPU per user: a task that fails waits out its
+    retry_delay and then waits while its owner's other task holds their GPU, though the second GPU is free."""
+    server = make_server(gpus=[0, 1], cpu_workers=0)
+    client = server.client()
+    write_policy(server.state_dir, Quotas(max_gpus=1))
+    gate = tmp_path / "gate"
+    flaky = client.submit(fail_first_attempt, (str(tmp_path / "marker"),), gpu=1, max_retries=1, retry_delay=1)
+    wait_for(lambda: client.get(flaky.id)["status"] == "RETRY", 30, 0.05, "the first attempt to fail")
+    holder = client.submit(hold_gpu_until, (str(gate),), gpu=1)
+    wait_for(lambda: client.get(holder.id)["status"] == "RUNNING", 30, 0.05, "the other task to take the GPU")
+    retry_at = seconds(client.attempts(flaky.id)[0]["ended_at"]) + 1
+    wait_for(lambda: time.time() > retry_at + 1.5, 10, 0.05, "the retry's delay to be over")
+    assert client.get(flaky.id)["status"] == "RETRY", "its owner holds their one GPU: the retry waits"
+    assert [w["current_task"] for w in client.stats()["workers"] if w["current_task"]] == [holder.id]
+    gate.touch()
+    assert flaky.result(timeout=30) == "second attempt" and holder.result(timeout=30) in ("0", "1")
+    first, second = (client.attempts(flaky.id)[i] for i in (0, 1))
+    assert seconds(second["started_at"]) >= seconds(first["ended_at"]) + 0.99, "its retry_delay was honoured"
+    assert seconds(second["started_at"]) >= seconds(client.get(holder.id)["ended_at"]) - 0.01, "one GPU at a time"
+
+
+def seconds(iso: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_heavy_users_retry_does_not_jump_ahead_of_a_light_users_tasks(queue_world):
+    state, store, huey = queue_world
+    write_policy(state.root, Quotas())
+    turns = FairTurns(store, state.root)
+    alice = submit(store, huey, "alice", 2, retries=1)
+    first = take_turn(turns, store, huey, "gpu0")
+    assert first["id"] == alice[0]
+    assert fail(store, huey, first, seconds=300) is S.RETRY  # five minutes of GPU, then a retry right away
+    bob = submit(store, huey, "bob", 2)  # queued after alice's retry
+    ran = []
+    for _ in range(4):
+        task = take_turn(turns, store, huey, "gpu0")
+        finish(store, task, 60)
+        ran.append(task["id"])
+    assert ran[:2] == bob, "bob has had no GPU time: both of his before alice's retry"
+    assert ran[2:] == alice, "then alice's, her retry first (her older task)"
+    assert take_turn(turns, store, huey, "gpu0") is None and nothing_waits(store, huey)
+
+
+def test_a_retry_runs_after_its_delay_never_on_a_stale_message(queue_world):
+    """A task chosen by another user's turn leaves its own message behind; when it then fails and waits
+    for a delayed retry, that message is a turn like any other: it neither starts the retry before its
+    retry_delay is over nor runs it twice, and the task is never left without a message."""
+    state, store, huey = queue_world
+    write_policy(state.root, Quotas())
+    turns = FairTurns(store, state.root)
+    submit(store, huey, "bob", 1)
+    finish(store, take_turn(turns, store, huey, "gpu0"), 300)  # bob has had the GPU for five minutes
+    later = submit(store, huey, "bob", 1)[0]
+    flaky = submit(store, huey, "alice", 1, retries=1, retry_delay=1.5)[0]
+    task = take_turn(turns, store, huey, "gpu0")
+    assert task["id"] == flaky, "alice first (no GPU time), by bob's turn: her own message stays queued"
+    assert fail(store, huey, task) is S.RETRY
+    not_before = store.get(flaky)["not_before"]
+    assert not_before == pytest.approx(time.time() + 1.5, abs=0.5)
+    task = take_turn(turns, store, huey, "gpu0")
+    assert task["id"] == later, "alice's old message came up first, but her retry is still in its delay"
+    finish(store, task, 1)
+    assert take_turn(turns, store, huey, "gpu0") is None, "only a retry in its delay waits: the GPU stays idle"
+    assert store.get(flaky)["status"] == "RETRY" and huey.pending_count() + huey.scheduled_count() >= 1
+
+    def retried():
+        move_due_retries(huey)
+        return take_turn(turns, store, huey, "gpu0")
+
+    task = wait_for(retried, 10, 0.05, "the retry after its delay")
+    assert task["id"] == flaky and task["attempt"] == 2 and task["started_at"] >= not_before
+    finish(store, task, 1)
+    move_due_retries(huey)
+    assert take_turn(turns, store, huey, "gpu0") is None, "the retry's own message finds it done: dropped"
+    assert nothing_waits(store, huey) and store.get(flaky)["attempt"] == 2
+
+
+def test_a_retry_in_its_delay_is_no_ones_next_task(queue_world):
+    """The store's per-owner question (indexed on Redis): a retry counts among its owner's waiting tasks
+    once its delay is over, and a task that stops waiting leaves the answer at once."""
+    state, store, huey = queue_world
+    low = submit(store, huey, "alice", 1, retries=1)[0]
+    high = submit(store, huey, "alice", 1, priority=5, retries=1)[0]
+    bob = submit(store, huey, "bob", 1)[0]
+    heads = lambda now=None: {h["owner"]: (h["id"], h["priority"]) for h in store.waiting_heads(["gpu"], now=now)}  # noqa: E731
+    assert heads() == {"alice": (high, 5), "bob": (bob, 0)}
+    task = store.claim(high, "gpu0", "i")
+    assert heads() == {"alice": (low, 0), "bob": (bob, 0)}, "running: not waiting"
+    now = time.time()
+    store.transition(high, S.RETRY, [S.RUNNING], attempt=task["attempt"], not_before=now + 60)
+    assert heads(now) == {"alice": (low, 0), "bob": (bob, 0)}, "in its retry delay"
+    assert heads(now + 61) == {"alice": (high, 5), "bob": (bob, 0)}, "its delay over: first again (priority 5)"
+    store.transition(bob, S.CANCELLED, [S.PENDING])
+    store.transition(low, S.CANCELLED, [S.PENDING])
+    assert heads(now + 61) == {"alice": (high, 5)}, "bob has nothing waiting: no head"
+    if not isinstance(store, SqliteTaskStore):  # a Redis database from before the per-owner sets: indexed once
+        from jupyter_taskq.store_redis import RedisTaskStore
+
+        keys = [k for pattern in ("heads:*", "head_owners:*") for k in store.redis.keys(store.prefix + pattern)]
+        store.redis.delete(*keys, store._key("retry_due"), store._key("heads_indexed"))
+        fresh = RedisTaskStore(store.url, prefix=store.prefix)
+        assert fresh.waiting_heads(["gpu"], now=now) == [], "its delay kept"
+        assert [h["id"] for h in fresh.waiting_heads(["gpu"], now=now + 61)] == [high]
+        fresh.close()
+    assert store.transition(high, S.CANCELLED, [S.RETRY]) and store.delete(high)
+    assert heads(now + 61) == {}

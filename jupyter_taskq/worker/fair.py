@@ -4,14 +4,22 @@ Only when the hub service has written its policy (``fairshare.json``, :mod:`jupy
 otherwise a worker takes Huey's next message as always.
 
 Huey's queue stays the durable record that work is waiting, but under fair share a message of a
-task waiting for its first attempt is a *turn*, not an order: the worker asks the store for each
-user's next task (their own priorities, then age), gives the turn to the user with the least recent
-GPU time who is under their GPU quota, and, when that is another task than the message's, puts the
-message back so its task keeps a turn of its own. The chosen task's own message is left behind and
-is skipped when it comes up (its task is no longer waiting), as any message of a cancelled task is.
-Retries and messages of tasks that ran already go as before, so nothing is ever left without a
-message. When every waiting user is at their GPU quota the message goes back and the GPU stays idle
-until one of their tasks ends.
+waiting task is a *turn*, not an order: the worker asks the store for each user's next task that may
+start now (their own priorities, then age; a retry counts as soon as its retry_delay is over, the
+store's ``not_before``), gives the turn to the user with the least recent GPU time who is under their
+GPU quota, and, when that is another task than the message's, puts the message back so its task
+keeps a turn of its own. First attempts and retries are alike: both are their owner's waiting tasks
+(PENDING and RETRY), both wait while their owner is at the GPU cap.
+
+Every waiting task keeps at least one message: a message is consumed only by running its own task
+(claimed: no longer waiting) or by finding its task no longer waiting; a retry gets a new message
+when its attempt fails (:func:`jupyter_taskq.recovery.requeue_attempt`). A task may hold more than
+one message (its own left behind when another turn chose it, then a retry's); any of them is only a
+turn: a task runs when fair share picks it and its retry delay is over, and the store's claim lets
+one worker run it once, so a stale message can neither run a task twice nor before its turn or its
+delay. A message whose task is no longer waiting is dropped, as any message of a cancelled task is.
+When every waiting user is at their GPU quota, or only retries still in their delay are waiting,
+the message goes back and the GPU stays idle until one can start.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ from pathlib import Path
 
 from ..fairshare import Head, pick_next, usage_from_spans
 from ..quotas import PolicyFile
-from ..status import TaskStatus
+from ..status import WAITING
 
 log = logging.getLogger("jupyter_taskq.worker")
+WAITING_VALUES = frozenset(s.value for s in WAITING)
 HORIZON_HALF_LIVES = 10  # GPU time older than this many half-lives counts for less than 0.1 %
 
 
@@ -35,17 +44,18 @@ class FairTurns:
 
     def choose(self, huey, message, pool: str):
         """The message to run now (``message`` itself, or one for another user's task), or None: the
-        message went back and every waiting user is at their GPU quota."""
+        message went back: no waiting task may start now (their users are at their GPU quota, or
+        only retries still in their delay are waiting)."""
         policy = self.policy.current()
         if policy is None or not message.args:
             return message
         quotas, groups_of = policy
         task_id = message.args[0]
-        if self.store.statuses([task_id]).get(task_id) != TaskStatus.PENDING.value:
-            return message  # a retry's message, or a task that ran already: as before
+        if self.store.statuses([task_id]).get(task_id) not in WAITING_VALUES:
+            return message  # its task ran, or was cancelled or deleted: claiming it finds nothing to do
         now = time.time()
         heads = [Head(h["owner"], h["id"], h["created_at"] or 0.0)
-                 for h in self.store.waiting_heads([pool], statuses=[TaskStatus.PENDING])]
+                 for h in self.store.waiting_heads([pool], now=now)]
         held = self.store.running_gpus_by_owner()
         usage = usage_from_spans(self.store.gpu_spans(now - HORIZON_HALF_LIVES * quotas.half_life), now,
                                  quotas.half_life)

@@ -294,7 +294,7 @@ class Worker:
                     moved = self.store.transition(task_id, TaskStatus.CANCELLED, running, attempt=attempt,
                                                   error=cancelled)
                     return TaskStatus.CANCELLED if moved else None
-                return retry_or_fail(self.store, task, error, retry)
+                return retry_or_fail(self.store, task, error, retry, keep_place=outcome == "interrupted")
 
             moved = self._until_written(what, end_attempt)
             if moved is TaskStatus.RETRY:
