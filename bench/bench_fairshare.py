@@ -117,7 +117,8 @@ def main() -> None:
             since = time.time() - 36_000
             assert sorted(store.gpu_spans(since)) == sorted(TaskStore.gpu_spans(store, since))
             rows = [
-                ("waiting_heads", lambda: store.waiting_heads(["gpu"]), lambda: TaskStore.waiting_heads(store, ["gpu"])),
+                ("waiting_heads", lambda: store.waiting_heads(["gpu"]),
+                 lambda: TaskStore.waiting_heads(store, ["gpu"])),
                 ("running_gpus_by_owner", store.running_gpus_by_owner, lambda: TaskStore.running_gpus_by_owner(store)),
                 ("gpu_spans", lambda: store.gpu_spans(since), lambda: TaskStore.gpu_spans(store, since)),
             ]

@@ -347,7 +347,10 @@ def test_a_retry_in_its_delay_is_no_ones_next_task(queue_world):
     low = submit(store, huey, "alice", 1, retries=1)[0]
     high = submit(store, huey, "alice", 1, priority=5, retries=1)[0]
     bob = submit(store, huey, "bob", 1)[0]
-    heads = lambda now=None: {h["owner"]: (h["id"], h["priority"]) for h in store.waiting_heads(["gpu"], now=now)}  # noqa: E731
+
+    def heads(now=None):
+        return {h["owner"]: (h["id"], h["priority"]) for h in store.waiting_heads(["gpu"], now=now)}
+
     assert heads() == {"alice": (high, 5), "bob": (bob, 0)}
     task = store.claim(high, "gpu0", "i")
     assert heads() == {"alice": (low, 0), "bob": (bob, 0)}, "running: not waiting"
