@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -24,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -65,6 +65,30 @@ def make_payload(path: Path, megabytes: int) -> None:
     path.write_bytes(dumps_call(len, (b"x" * (megabytes * 1024 * 1024),), None))
 
 
+def run_upload(url: str, payload: Path) -> tuple[str, float]:
+    start = time.monotonic()
+    with open(payload, "rb") as body:
+        response = requests.post(url + "taskq/api/tasks", data=body, headers={
+            **AUTH, "Content-Type": "application/octet-stream"}, timeout=3600)
+    assert response.status_code == 201, response.text
+    return "upload_s", time.monotonic() - start
+
+
+def run_batch(client, size: int) -> tuple[str, float]:
+    start = time.monotonic()
+    handles = client.submit_many(tiny, range(size))
+    assert len(handles) == size
+    return "batch_s", time.monotonic() - start
+
+
+def recorded(fn, done, *args) -> None:
+    """A load process: report its time, or its error (the run then counts as failed)."""
+    try:
+        done.put(fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        done.put(("error", f"{fn.__name__}: {type(exc).__name__}: {exc}"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--payload-mb", type=int, default=1024)
@@ -93,43 +117,22 @@ def main() -> int:
         if upload:
             make_payload(payload, args.payload_mb)
 
-        timings: dict[str, float] = {}
-
-        def run_upload():
-            start = time.monotonic()
-            with open(payload, "rb") as body:
-                response = requests.post(server.url + "taskq/api/tasks", data=body, headers={
-                    **AUTH, "Content-Type": "application/octet-stream"}, timeout=3600)
-            assert response.status_code == 201, response.text
-            timings["upload_s"] = time.monotonic() - start
-
-        def run_batch():
-            start = time.monotonic()
-            handles = client.submit_many(tiny, range(args.batch))
-            assert len(handles) == args.batch
-            timings["batch_s"] = time.monotonic() - start
-
-        errors: list[str] = []
-
-        def recorded(fn):
-            def run():
-                try:
-                    fn()
-                except BaseException as exc:  # noqa: BLE001 - reported below, the run counts as failed
-                    errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
-            return run
-
-        work = [threading.Thread(target=recorded(run_batch))] + (
-            [threading.Thread(target=recorded(run_upload))] if upload else [])
+        # The load runs in processes of its own, as a kernel's submissions do: in this process
+        # their pickling and streaming would hold the prober's GIL and count against the server.
+        context = multiprocessing.get_context("fork")
+        done = context.Queue()
+        work = [context.Process(target=recorded, args=(run_batch, done, client, args.batch), name="batch")]
+        if upload:
+            work.append(context.Process(target=recorded, args=(run_upload, done, server.url, payload), name="upload"))
         latencies = []
-        for thread in work:
-            thread.start()
+        for process in work:
+            process.start()
         session = requests.Session()
         session.trust_env = False
         timeline = []
         slow = []  # (seconds since the start, ms) of answers over 200 ms: when did the loop stall?
         began = time.perf_counter()
-        while any(t.is_alive() for t in work):
+        while any(p.is_alive() for p in work):
             start = time.perf_counter()
             response = session.get(server.url + "taskq/api/stats", headers=AUTH, timeout=600)
             latencies.append((time.perf_counter() - start) * 1000)
@@ -138,8 +141,18 @@ def main() -> int:
                 slow.append((round(start - began, 1), round(latencies[-1])))
             assert response.status_code == 200
             time.sleep(0.02)
-        for thread in work:
-            thread.join()
+        timings: dict[str, float] = {}
+        errors: list[str] = []
+        for process in work:
+            process.join()
+        while not done.empty():
+            name, value = done.get()
+            if name == "error":
+                errors.append(value)
+            else:
+                timings[name] = value
+        if len(timings) < len(work) and not errors:
+            errors.append("a load process ended without reporting")
         if args.timeline:  # the worst answer of each 2-second window, to see which phase is slow
             windows: dict[int, float] = {}
             for at, ms in timeline:

@@ -27,6 +27,7 @@ from ..blobs import is_key
 from ..status import FINAL
 from ..storeerrors import is_disk_full
 from . import owners
+from .jsonpieces import dumps_in_pieces
 from .offloop import OffLoop, make_executor, run
 from .service import ServiceError, bad_request
 
@@ -409,7 +410,7 @@ class BatchHandler(_StreamedBody):
             raise self._refusal
         # Parsing and validating 20,000 tasks takes a while: not on the event loop.
         # The JSON of 20,000 tasks takes a while to write too: off the loop with the rest.
-        answer = await self.blocking(lambda: json.dumps({"tasks": self._submit_batch()}))
+        answer = await self.blocking(lambda: dumps_in_pieces({"tasks": self._submit_batch()}))
         self.set_status(201)
         self.finish(answer)
 
@@ -530,7 +531,7 @@ class WaitHandler(TaskqHandler):
             raise bad_request(f"'timeout' must be a number of seconds between 0 and {MAX_WAIT:g}")
         done = await self.wait_final(ids, timeout)
         tasks = await self.service.tasks_by_id(ids)
-        self.finish(await self.blocking(json.dumps, {"done": done, "tasks": tasks}))  # 2,000 tasks: not on the loop
+        self.finish(await self.blocking(dumps_in_pieces, {"done": done, "tasks": tasks}))  # 2,000 tasks: off the loop
 
 
 class TaskHandler(TaskqHandler):

@@ -111,6 +111,7 @@ class TaskService:
     def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
                  cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
                  base_url: str = "/", on_change: Callable[[str], None] = lambda task_id: None,
+                 on_changes: Callable[[list[str]], None] | None = None,
                  work_bells: Mapping | None = None, objects: ObjectStore | None = None):
         self.state = state
         self.store = store
@@ -122,6 +123,8 @@ class TaskService:
         self.defaults = {"max_retries": max_retries, "retry_delay": retry_delay, "retry_backoff": retry_backoff,
                          "result_ttl": result_ttl}
         self.on_change = on_change
+        # Many tasks at once (a batch): one call, so the change feed hops to the event loop once.
+        self.on_changes = on_changes or (lambda task_ids: [on_change(task_id) for task_id in task_ids])
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._disk_usage: int | None = None
         self._bells = work_bells if work_bells is not None else BellMap(lambda pool: work_bell(state.bells, pool))
@@ -276,8 +279,7 @@ class TaskService:
     def _queue(self, tasks: list[dict]) -> None:
         """Record, then queue: a crash in between leaves waiting tasks that reconcile() re-queues."""
         self.store.create_many(tasks)
-        for task in tasks:
-            self.on_change(task["id"])  # the Lab panel's change feed hears of new tasks at once
+        self.on_changes([task["id"] for task in tasks])  # the Lab panel's change feed hears of them at once
         for pool in {t["pool"] for t in tasks}:
             specs = [AttemptSpec(t["id"], retries=t["max_retries"], retry_delay=t["retry_delay"],
                                  retry_backoff=t["retry_backoff"], priority=t["priority"], expires_at=t["expires_at"])
