@@ -16,6 +16,7 @@ from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+OWNERS_DIR_MODE = 0o711  # on the way to attempt folders, where tasks run as their owners (open_for_owners)
 
 
 def default_state_dir() -> Path:
@@ -26,7 +27,11 @@ def default_state_dir() -> Path:
 
 def make_private_dir(path: Path | str) -> Path:
     """Make ``path`` and every missing folder above it user-only (``mkdir(parents=True)`` and
-    ``os.makedirs`` give the folders above the last one the umask's mode, e.g. 0755)."""
+    ``os.makedirs`` give the folders above the last one the umask's mode, e.g. 0755).
+
+    An existing folder that a hub service opened for its tasks' owners (mode 0711, enter but never
+    list: :func:`open_for_owners`) stays so: a process that opens the state later (a worker starting
+    beside others, a server) must not shut running tasks out of their attempt folders."""
     path = Path(path)
     missing = []
     while not path.exists() and path != path.parent:
@@ -39,7 +44,8 @@ def make_private_dir(path: Path | str) -> Path:
             pass
         os.chmod(folder, DIR_MODE)
     target = missing[0] if missing else path
-    os.chmod(target, DIR_MODE)
+    if missing or os.stat(target).st_mode & 0o777 != OWNERS_DIR_MODE:
+        os.chmod(target, DIR_MODE)
     return target
 
 
@@ -127,7 +133,7 @@ def open_for_owners(state: StateDir) -> None:
     get mode 0711 (enter, never list; every file in them stays 0600). Raises PermissionError saying which
     folder above the state directory its users cannot pass (e.g. /root: put the state elsewhere)."""
     for folder in (state.root, state.files, state.files / "outputs"):
-        os.chmod(folder, 0o711)
+        os.chmod(folder, OWNERS_DIR_MODE)
     for folder in (state.files / "outputs").resolve().parents:
         if not os.stat(folder).st_mode & 0o001:
             raise PermissionError(
