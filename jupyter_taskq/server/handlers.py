@@ -247,6 +247,8 @@ class _Spool:
 class TasksHandler(_StreamedBody):
     """GET: the task list. POST: submit one task (raw payload body, options in the query; or JSON)."""
 
+    _spool = None  # until prepare sets it: a request refused before that (403) still finishes cleanly
+
     async def prepare(self):
         await super().prepare()
         self._spool: _Spool | None = None
@@ -341,6 +343,8 @@ class BatchHandler(_StreamedBody):
     Each payload's spool file is closed as soon as its frame ends; the batch keeps paths, not
     open files, so it holds one descriptor whatever its size (a file per queued task used to
     exhaust the process's descriptor limit and reset the connection)."""
+
+    _current, _items = None, ()  # until prepare sets them: a request refused before that still finishes
 
     async def prepare(self):
         await super().prepare()
@@ -464,6 +468,8 @@ class BlobHandler(_StreamedBody):
     follows), else 404; either way ``X-Taskq-Max-Payload-Size`` says the limit, so a client
     can refuse an oversized part before sending it. ``PUT``: the bytes, streamed; the hash is
     checked as they arrive. 201 when stored, 200 when the server had it already."""
+
+    _spool = None  # until prepare sets it: a request refused before that (403) still finishes cleanly
 
     async def prepare(self):
         await super().prepare()
