@@ -178,9 +178,13 @@ def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
     os.environ[ATTEMPT_DIR_ENV] = attempt_dir
     cwd = header["cwd"]
-    if not os.path.isdir(cwd):
-        raise FileNotFoundError(f"the notebook's working directory {cwd!r} does not exist on this worker")
-    os.chdir(cwd)
+    try:
+        os.chdir(cwd)
+    except PermissionError:  # run as its owner (a hub service), who cannot enter a folder of someone else's
+        raise PermissionError(f"the notebook's working directory {cwd!r} cannot be entered by the account this "
+                              f"task runs as (uid {os.getuid()})") from None
+    except OSError:
+        raise FileNotFoundError(f"the notebook's working directory {cwd!r} does not exist on this worker") from None
     present = set(sys.path)
     extra = [("" if p == "" else p) for p in header["sys_path"] if p not in present]
     sys.path[:0] = extra
