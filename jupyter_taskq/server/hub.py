@@ -15,7 +15,7 @@ Two roles, one extension:
   ``taskq/api/*`` to the service with its own ``$JUPYTERHUB_API_TOKEN``, which the hub maps to
   this user. Kernels, widgets, the Lab panel and the REST API keep talking to their own server.
 
-See docs/hub.md for the hub's configuration.
+See docs/jupyterhub.md for the hub's configuration.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class HubOptions(Configurable):
 
         self.log.warning("jupyter-taskq: every user's tasks run as this service's account (%s) "
                          "(TaskQueue.run_as_owner=False): share this queue only among users who trust each "
-                         "other (docs/hub.md, security model)", getpass.getuser())
+                         "other (docs/jupyterhub.md, security model)", getpass.getuser())
 
     @property
     def runs_tasks_as_owners(self) -> bool:
@@ -126,7 +126,7 @@ class HubOptions(Configurable):
         if os.geteuid() != 0:
             problem = (f"it runs as uid {os.geteuid()}, not root, so it cannot run each task as its owner's "
                        "account. Run the service as root, or set TaskQueue.run_as_owner=False if every user "
-                       "may run code as this account (docs/hub.md, security model)")
+                       "may run code as this account (docs/jupyterhub.md, security model)")
         else:
             try:
                 open_for_owners(self.state)
@@ -149,7 +149,8 @@ class HubOptions(Configurable):
             with urllib.request.urlopen(request, timeout=10) as answer:
                 return {u["name"]: u.get("groups") or [] for u in json.load(answer)}
         except Exception as exc:  # noqa: BLE001 - group quotas then apply at submission only
-            self.log.warning("jupyter-taskq: could not list hub users for group quotas (read:users): %s", exc)
+            self.log.warning("jupyter-taskq: could not list hub users for group quotas (give the service "
+                             "list:users and read:users): %s", exc)
             return {}
 
     # -- a user's server that forwards ------------------------------------
@@ -181,7 +182,7 @@ class HubOptions(Configurable):
         except Exception as exc:  # noqa: BLE001
             raise SystemExit(
                 f"jupyter-taskq: cannot find the hub service {self.hub_service!r} at {api} ({exc}); set "
-                "$JUPYTER_TASKQ_HUB_URL in c.Spawner.environment (see docs/hub.md)") from None
+                "$JUPYTER_TASKQ_HUB_URL in c.Spawner.environment (see docs/jupyterhub.md)") from None
         return service["url"].rstrip("/") + service["prefix"]
 
 
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (url and prefix and os.environ.get("JUPYTERHUB_API_TOKEN")):
         print("jupyter taskq hub-service: not started by JupyterHub ($JUPYTERHUB_SERVICE_URL, "
               "$JUPYTERHUB_SERVICE_PREFIX and $JUPYTERHUB_API_TOKEN are unset): run it as a managed service, "
-              "see docs/hub.md", file=sys.stderr)
+              "see docs/jupyterhub.md", file=sys.stderr)
         return 2
     where = urlparse(url)
     from jupyter_server.serverapp import ServerApp
