@@ -18,7 +18,7 @@ import sys
 import time
 
 from jupyter_server.extension.application import ExtensionApp
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
 
 from ..backend import Backend
@@ -29,7 +29,7 @@ from ..statedir import default_state_dir
 from .changes import ChangeFeed
 from .handlers import handlers
 from .hub import HubOptions
-from .offloop import favour_the_loop, make_executor, run
+from .offloop import favour_the_loop, freeze_startup_objects, make_executor, run
 from .service import TaskService
 from .webhooks import CallbackGuard, WebhookSender, load_or_create_secret
 
@@ -214,6 +214,7 @@ class TaskQueue(HubOptions, ExtensionApp):
         self._sweeper = PeriodicCallback(self._sweep, SWEEP_MS)
         self._sweeper.start()
         self._export_to_kernels(serverapp)
+        IOLoop.current().add_callback(freeze_startup_objects)  # once every extension has loaded
 
     def _export_to_kernels(self, serverapp) -> None:
         """Kernels this server starts find the queue with no setup: URL and token in their env.
