@@ -59,11 +59,7 @@ class ChangeFeed:
 
         Safe from any thread: the service runs on a thread pool (see :mod:`.offloop`), and waiters'
         futures may only be resolved on the loop."""
-        loop = self._loop
-        if loop is not None and threading.get_ident() != self._loop_thread:
-            loop.call_soon_threadsafe(self._notify, task_id)
-        else:
-            self._notify(task_id)
+        self._on_loop(self._notify, task_id)
 
     def notify_many(self, task_ids: Collection[str]) -> None:
         """Each of ``task_ids`` changed (a batch's new tasks): one hop to the loop, not one per task.
@@ -75,11 +71,16 @@ class ChangeFeed:
         ids = list(task_ids)
         if not ids:
             return
+        self._on_loop(self._notify_many, ids)
+
+    def _on_loop(self, fn, arg) -> None:
+        """``fn(arg)`` now on the loop's own thread, else handed to the loop (waiters' futures may only be
+        resolved there)."""
         loop = self._loop
         if loop is not None and threading.get_ident() != self._loop_thread:
-            loop.call_soon_threadsafe(self._notify_many, ids)
+            loop.call_soon_threadsafe(fn, arg)
         else:
-            self._notify_many(ids)
+            fn(arg)
 
     def _notify_many(self, task_ids: list[str]) -> None:
         if len(task_ids) > RECENT:
