@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="join the shared queue on this Redis server (redis://[:password@]host:port/db; "
                              "rediss:// for TLS) instead of the SQLite file in --state-dir. Default: "
                              "$JUPYTER_TASKQ_REDIS_URL (keeps a password out of the process list)")
+    worker.add_argument("--redis-allow-volatile", action="store_true",
+                        help="with --redis: start even when that Redis keeps nothing on disk (neither AOF nor RDB), "
+                             "with a warning; a restart of Redis then loses every task. Without it the worker "
+                             "refuses such a Redis, as the server does (TaskQueue.redis_allow_volatile)")
     worker.add_argument("--files-dir", default=None,
                         help="with --redis: the directory for payloads, results, logs and outputs that every "
                              "machine mounts (default: --state-dir)")
@@ -63,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
     if args.files_dir and not args.redis:
         parser.error("--files-dir needs --redis (with SQLite every file is in --state-dir)")
+    if args.redis and not args.die_with_parent:  # the server checked its Redis itself (redis_allow_volatile)
+        refusal = check_redis(args.redis, args.redis_allow_volatile)
+        if refusal:
+            print(refusal, file=sys.stderr, flush=True)
+            return 1
     name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")  # machines sharing a queue need distinct names
     models = gpu_models(gpus, args.gpu_model)
     specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, f"{name}/" if name else "", models)
@@ -73,6 +82,56 @@ def main(argv: list[str] | None = None) -> int:
         check_can_run_as_owners(backend.state)  # exits saying why (not root, state under /root)
     Supervisor(backend, specs, args.heartbeat_timeout, args.kill_grace, args.log_max_bytes, args.run_as_owner).run()
     return 0
+
+
+def check_redis(url: str, allow_volatile: bool) -> str:
+    """The server's check (``check_persistence``) for a worker machine: the line that refuses to start
+    on a Redis that keeps nothing on disk, or "" to go on. Waits for a Redis that does not answer yet
+    (a machine booting before it), saying so once; a wrong password or URL refuses at once."""
+    import time
+
+    import redis
+
+    from ..store_redis import VolatileRedis, check_persistence
+
+    log = logging.getLogger("jupyter_taskq.supervisor")
+    waiting = False
+    while True:
+        try:
+            found = check_persistence(url, allow_volatile)
+            break
+        except VolatileRedis as exc:
+            fix = "start this worker with --redis-allow-volatile"
+            message = str(exc).replace("set c.TaskQueue.redis_allow_volatile = True", fix)
+            if fix not in message:
+                message += f" (for `jupyter taskq worker`: {fix})"
+            return f"jupyter taskq worker: not starting: {message}"
+        except redis.AuthenticationError as exc:
+            return f"jupyter taskq worker: not starting: Redis at {_where(url)} refused the login: {exc}"
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not waiting:
+                log.warning("waiting for Redis at %s to answer (%s)", _where(url), exc)
+                waiting = True
+            time.sleep(1.0)
+        except Exception as exc:  # noqa: BLE001 - a malformed URL, a Redis that refuses INFO: say which
+            return f"jupyter taskq worker: not starting: cannot check Redis at {_where(url)}: {type(exc).__name__}: {exc}"
+    if not (found["aof"] or found["rdb"]):
+        log.warning("the Redis server at %s has no persistence (--redis-allow-volatile): a restart of Redis "
+                    "loses every task", _where(url))
+    return ""
+
+
+def _where(url: str) -> str:
+    """The URL without its password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+    except ValueError:
+        return "the given URL"
 
 
 if __name__ == "__main__":
