@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -185,3 +187,73 @@ def test_bad_rows_already_in_the_store_never_stop_the_server(make_server):
     log = server.log_path.read_text()
     for task_id in ids.values():
         assert log.count(f"task {task_id} cannot be run") == 1  # logged once
+
+
+BODY_LIMIT = 200_000  # the test server's ServerApp.max_body_size (Jupyter's default is 512 MB)
+
+
+@pytest.fixture(scope="module")
+def small_body_limit(tmp_path_factory):
+    from conftest import TaskqServer
+
+    server = TaskqServer(tmp_path_factory.mktemp("body-limit"), cpu_workers=1,
+                         extra_args=[f"--ServerApp.max_body_size={BODY_LIMIT}"]).start()
+    yield server
+    server.close()
+
+
+def json_padded_to(size: int, value: dict) -> bytes:
+    """``value`` as JSON, padded with spaces to ``size`` bytes: a valid body of any size."""
+    text = json.dumps(value).encode()
+    return text + b" " * (size - len(text))
+
+
+def test_a_body_over_jupyters_limit_gets_a_json_413_everywhere_and_loses_nothing(small_body_limit):
+    """Tornado answers a body over ServerApp.max_body_size with a bare 400 and a closed connection;
+    every taskq endpoint answers a JSON 413 naming the limit and the option, and does nothing."""
+    server = small_body_limit
+    client = server.client()
+    done = client.submit(double, (3,))
+    assert done.result(timeout=30) == 6
+    failed = client.submit(_raise, max_retries=0)
+    client.wait([failed.id], timeout=30)
+    before = client.list()["total"]
+    ids = {"task_ids": [done.id, failed.id]}
+    cases = [
+        ("POST", "tasks/cancel", ids),
+        ("POST", "tasks/wait", {**ids, "timeout": 0}),
+        ("POST", "groups", ids),
+        ("POST", f"tasks/{failed.id}/retry", {}),
+        ("DELETE", f"tasks/{done.id}", {}),
+        ("GET", "stats", {}),
+        ("GET", f"tasks/{done.id}", {}),
+        ("GET", "tasks", {}),  # a streamed endpoint (POST), whose other methods hold bodies to Jupyter's limit
+    ]
+    size = 2 * BODY_LIMIT
+    for method, path, value in cases:
+        body = json_padded_to(size, value)
+        for data, declared in ((body, True), (iter([body[:size // 2], body[size // 2:]]), False)):  # then chunked
+            response = requests.request(method, api(server, path), data=data,
+                                         headers={**AUTH, "Content-Type": "application/json"}, timeout=30)
+            where = f"{method} {path} ({'declared' if declared else 'chunked'})"
+            assert response.status_code == 413, (where, response.status_code, response.text[:300])
+            assert response.headers["Content-Type"].startswith("application/json"), where
+            message = response.json()["message"]
+            assert f"{BODY_LIMIT:,}" in message and "ServerApp.max_body_size" in message, (where, message)
+            assert f"{size:,}" in message or not declared, (where, message)
+
+    assert client.list()["total"] == before, "no task was retried"
+    assert client.get(done.id)["status"] == "COMPLETE", "nothing was deleted or cancelled"
+    assert client.get(failed.id)["status"] == "FAILED"
+    wait_for(lambda: not any((server.state_dir / "spool").iterdir()), 5, 0.05, "an empty upload spool")
+
+    # A body under the limit still arrives whole, padding and all.
+    fits = requests.post(api(server, "tasks/wait"), data=json_padded_to(BODY_LIMIT, {**ids, "timeout": 0}),
+                         headers={**AUTH, "Content-Type": "application/json"}, timeout=30)
+    assert fits.status_code == 200 and fits.json()["done"], fits.text[:300]
+    group = requests.post(api(server, "groups"), data=json_padded_to(BODY_LIMIT // 2, ids),
+                          headers={**AUTH, "Content-Type": "application/json"}, timeout=30)
+    assert group.status_code == 201 and group.json()["count"] == 2, group.text[:300]
+    # Uploads stream to their own limits (TaskQueue.max_payload_size), not Jupyter's: a payload
+    # bigger than max_body_size is taken.
+    assert client.submit(len, (b"x" * (2 * BODY_LIMIT),)).result(timeout=30) == 2 * BODY_LIMIT

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import inspect
 import json
 import mimetypes
 import os
@@ -71,6 +72,100 @@ class _TaskqAuth:
         if not self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE):
             raise web.HTTPError(403, f"not authorized to {action} {AUTH_RESOURCE}")
         await owners.guard(self)  # hub service: someone else's task id answers 404
+        if not self.streams_body():
+            self.hold_body()
+        self._method_after_body()
+
+    # -- the request body ----------------------------------------------------
+    # Every taskq handler streams its body (tornado.web.stream_request_body). Tornado answers a body
+    # over its max_body_size (Jupyter's ServerApp.max_body_size) with a bare 400 and a closed
+    # connection, which no client can read a reason from; here the body is counted as it arrives
+    # and one over the limit is answered with a JSON 413 naming the limit and the option raising it.
+    # Uploads (_StreamedBody) spool theirs to files under their own limits; every other body is
+    # held in memory under Jupyter's limit, as tornado did, and is request.body when the method runs.
+
+    _refusal: ServiceError | None = None
+    _body_chunks: list[bytes] | None = None
+    _body_size = 0
+    _body_limit = 0
+
+    def streams_body(self) -> bool:
+        """True where this request's body goes to ``consume`` (spooled), not to ``request.body``."""
+        return False
+
+    def hold_body(self) -> None:
+        self._body_chunks, self._body_size = [], 0
+        self._body_limit = self.max_body_size()
+        self.limit_body(self._body_limit, "the request body", option="ServerApp.max_body_size")
+
+    def max_body_size(self) -> int:
+        """What tornado would hold this body to: Jupyter's ServerApp.max_body_size (512 MB by default)."""
+        limit = getattr(getattr(self.request.connection, "params", None), "max_body_size", None)
+        if limit is None:
+            limit = getattr(self.settings.get("serverapp"), "max_body_size", None)
+        return limit or 100 * 1024 * 1024  # tornado's own default (its max_buffer_size)
+
+    def data_received(self, chunk: bytes):
+        if self._body_chunks is None:  # refused, or prepare never got so far (403)
+            return None
+        self._body_size += len(chunk)
+        if self._body_size > self._body_limit:
+            self._body_chunks = None
+            self.refuse(too_large("the request body", self._body_size, self._body_limit, "ServerApp.max_body_size"))
+            return None
+        self._body_chunks.append(chunk)
+        return None
+
+    def _method_after_body(self) -> None:
+        """Tornado calls the method once the whole body is in: first the body becomes ``request.body``,
+        or its refusal is raised (the method of this request only, on this handler only)."""
+        name = self.request.method.lower()
+        method = getattr(self, name, None)
+        if method is None:
+            return
+
+        async def after_body(*args, **kwargs):
+            if self._refusal is not None:
+                raise self._refusal
+            if self._body_chunks is not None:
+                self.request.body, self._body_chunks = b"".join(self._body_chunks), None
+            result = method(*args, **kwargs)
+            if result is not None and inspect.isawaitable(result):
+                result = await result
+            return result
+
+        setattr(self, name, after_body)
+
+    def limit_body(self, limit: int, what: str, option: str = "TaskQueue.max_payload_size") -> None:
+        """Refuse a body that declares a size over ``limit``. Up to ``DRAIN_AT_MOST`` bytes are read and
+        dropped first, so the client, still sending, reads the 413 instead of a reset connection (an
+        answer before the body makes the server close while the client writes); a bigger one is
+        answered at once, as reading gigabytes only to refuse them would cost more than the reset."""
+        self.request.connection.set_max_body_size(1 << 62)
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            refusal = too_large(what, int(declared), limit, option)
+            if int(declared) > DRAIN_AT_MOST:
+                raise refusal
+            self.refuse(refusal)
+
+    def refuse(self, refusal: ServiceError) -> None:
+        """Refuse from data_received (raising there would reset the connection): answered after the body."""
+        if self._refusal is None:
+            self._refusal = refusal
+        self._body_chunks = None
+        self.discard_spools()
+
+    def discard_spools(self) -> None:
+        """Remove what this request spooled that no task took over."""
+
+    def on_finish(self) -> None:
+        self.discard_spools()
+        super().on_finish()
+
+    def on_connection_close(self) -> None:
+        self.discard_spools()
+        super().on_connection_close()
 
     def check_xsrf_cookie(self):
         """Not before authentication (Tornado asks before ``prepare``): jupyter_server checks again once the
@@ -92,6 +187,7 @@ class _TaskqAuth:
         super()._handle_request_exception(e)
 
 
+@web.stream_request_body  # every subclass too: see _TaskqAuth's request body
 class TaskqHandler(_TaskqAuth, APIHandler):
     @property
     def changes(self):
@@ -147,50 +243,27 @@ class _StreamedBody(TaskqHandler):
     Tornado resets the connection of a body over its ``max_body_size``, so the client never
     reads why; here the server lets any body arrive (reading and dropping what is over the
     limit) and counts the bytes itself. A body that declares its size is refused before a
-    byte of it is stored.
+    byte of it is stored. Only ``streamed_method``'s body is spooled; any other method's is
+    held to Jupyter's limit like every endpoint's (_TaskqAuth).
     """
 
-    _refusal: ServiceError | None = None
+    streamed_method = "POST"
+
+    def streams_body(self) -> bool:
+        return self.request.method == self.streamed_method
 
     async def data_received(self, chunk: bytes) -> None:
         """Each chunk (64 KiB) as it arrives, consumed on the thread pool: writing it to its spool
         file, and for a batch creating a spool file per task (hundreds in one chunk of tiny
         payloads), is disk I/O that would otherwise hold every other request of the server.
         Tornado awaits this before it reads the next chunk, so chunks stay in order."""
+        if not self.streams_body():
+            super().data_received(chunk)
+            return
         await self.blocking(self.consume, chunk)
 
     def consume(self, chunk: bytes) -> None:
         raise NotImplementedError
-
-    def limit_body(self, limit: int, what: str, option: str = "TaskQueue.max_payload_size") -> None:
-        """Refuse a body that declares a size over ``limit``. Up to ``DRAIN_AT_MOST`` bytes are read and
-        dropped first, so the client, still sending, reads the 413 instead of a reset connection (an
-        answer before the body makes the server close while the client writes); a bigger one is
-        answered at once, as reading gigabytes only to refuse them would cost more than the reset."""
-        self.request.connection.set_max_body_size(1 << 62)
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            refusal = too_large(what, int(declared), limit, option)
-            if int(declared) > DRAIN_AT_MOST:
-                raise refusal
-            self.refuse(refusal)
-
-    def refuse(self, refusal: ServiceError) -> None:
-        """Refuse from data_received (raising there would reset the connection): answered after the body."""
-        if self._refusal is None:
-            self._refusal = refusal
-        self.discard_spools()
-
-    def discard_spools(self) -> None:
-        """Remove what this request spooled that no task took over."""
-
-    def on_finish(self) -> None:
-        self.discard_spools()
-        super().on_finish()
-
-    def on_connection_close(self) -> None:
-        self.discard_spools()
-        super().on_connection_close()
 
 
 def too_large(what: str, size: int, limit: int, option: str = "TaskQueue.max_payload_size") -> ServiceError:
@@ -470,6 +543,7 @@ class BlobHandler(_StreamedBody):
     checked as they arrive. 201 when stored, 200 when the server had it already."""
 
     _spool = None  # until prepare sets it: a request refused before that (403) still finishes cleanly
+    streamed_method = "PUT"
 
     async def prepare(self):
         await super().prepare()
@@ -606,6 +680,7 @@ class LogsHandler(TaskqHandler):
         self.finish(json.dumps(await self.service.log_chunk(task_id, offset, attempt=attempt)))
 
 
+@web.stream_request_body  # a body sent with a download is held to Jupyter's limit too (_TaskqAuth)
 class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
     """Downloads a registered output file, with ranges, the right type and an attachment name.
 
