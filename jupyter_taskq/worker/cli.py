@@ -114,7 +114,8 @@ def check_redis(url: str, allow_volatile: bool) -> str:
                 waiting = True
             time.sleep(1.0)
         except Exception as exc:  # noqa: BLE001 - a malformed URL, a Redis that refuses INFO: say which
-            return f"jupyter taskq worker: not starting: cannot check Redis at {_where(url)}: {type(exc).__name__}: {exc}"
+            return (f"jupyter taskq worker: not starting: cannot check Redis at {_where(url)}: "
+                    f"{type(exc).__name__}: {exc}")
     if not (found["aof"] or found["rdb"]):
         log.warning("the Redis server at %s has no persistence (--redis-allow-volatile): a restart of Redis "
                     "loses every task", _where(url))
