@@ -9,6 +9,10 @@ starts its own ``redis-server`` on 127.0.0.1, fills it with ``--waiting`` PENDIN
 ``--owners`` users, a few delayed and due retries, ``--running`` running tasks and a day of finished
 GPU attempts, then times each question: the Redis store's indexed answer, and the generic answer over
 ``list()`` that it replaced (the TaskStore defaults, kept for other stores). Median and p99 in ms.
+
+Two per-user questions the hub service asks are timed the same way: the queued-tasks quota at each
+submission (``count(WAITING, owner=...)``, against the read of every waiting task's owner it replaced)
+and stats' tasks per user (``counts_by_owner``, against the generic answer over ``list()``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jupyter_taskq.status import TaskStatus as S  # noqa: E402
+import json  # noqa: E402
+
+from jupyter_taskq.status import WAITING, TaskStatus as S  # noqa: E402
 from jupyter_taskq.store import TaskStore  # noqa: E402
 from jupyter_taskq.store_redis import RedisTaskStore  # noqa: E402
 
@@ -84,6 +90,16 @@ def fill(store: RedisTaskStore, waiting: int, owners: int, running: int) -> None
         store.claim(t["id"], f"gpu{i}", "bench")
 
 
+def count_by_reading_owners(store: RedisTaskStore, owner: str) -> int:
+    """How ``count(WAITING, owner=...)`` was answered before the per-owner indexes: every waiting task's owner."""
+    members = [m for s in WAITING for m in store.redis.zrange(store._key("status", s.value), 0, -1)]
+    pipe = store.redis.pipeline(transaction=False)
+    for member in members:
+        pipe.hget(store._key("task", member.decode()), "owner")
+    mine = json.dumps(owner).encode()
+    return sum(1 for raw in pipe.execute() if raw == mine)
+
+
 def timed(fn, reps: int) -> tuple[float, float]:
     samples = []
     for _ in range(reps):
@@ -116,17 +132,30 @@ def main() -> None:
             assert store.running_gpus_by_owner() == TaskStore.running_gpus_by_owner(store)
             since = time.time() - 36_000
             assert sorted(store.gpu_spans(since)) == sorted(TaskStore.gpu_spans(store, since))
+            assert store.count(WAITING, owner="user1") == count_by_reading_owners(store, "user1")
+            assert store.counts_by_owner() == TaskStore.counts_by_owner(store)
             rows = [
                 ("waiting_heads", lambda: store.waiting_heads(["gpu"]),
                  lambda: TaskStore.waiting_heads(store, ["gpu"])),
                 ("running_gpus_by_owner", store.running_gpus_by_owner, lambda: TaskStore.running_gpus_by_owner(store)),
                 ("gpu_spans", lambda: store.gpu_spans(since), lambda: TaskStore.gpu_spans(store, since)),
+                ("count(WAITING, owner)", lambda: store.count(WAITING, owner="user1"),
+                 lambda: count_by_reading_owners(store, "user1")),
+                ("counts_by_owner", store.counts_by_owner, lambda: TaskStore.counts_by_owner(store)),
             ]
             print(f"{'question':24} {'indexed p50':>12} {'p99':>8}   {'generic p50':>12} {'p99':>8}  (ms)")
             for name, indexed, plain in rows:
                 fast = timed(indexed, args.reps)
                 slow = timed(plain, args.generic_reps)
                 print(f"{name:24} {fast[0]:12.2f} {fast[1]:8.2f}   {slow[0]:12.1f} {slow[1]:8.1f}")
+            # A database from before the per-owner indexes: indexed once, by the first store that needs them.
+            store.redis.delete(*store.redis.keys("bench:owned:*"), "bench:owners", "bench:owners_indexed")
+            older, expected = RedisTaskStore(url, prefix="bench:"), TaskStore.counts_by_owner(store)
+            start = time.perf_counter()
+            assert older.counts_by_owner() == expected
+            print(f"indexing an older database of {store.count()} tasks by owner, once: "
+                  f"{(time.perf_counter() - start) * 1000:.0f} ms")
+            older.close()
             store.close()
         finally:
             proc.kill()

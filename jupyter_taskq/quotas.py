@@ -49,6 +49,10 @@ class Quotas:
             return 0 if 0 in from_groups else max(from_groups)
         return int(getattr(self, name))
 
+    def has_group_overrides(self, name: str) -> bool:
+        """Some group's override sets ``name``: a user's groups matter for it."""
+        return any(key.startswith("group:") and name in value for key, value in self.overrides.items())
+
     def check_queued(self, owner: str, groups, store, adding: int) -> None:
         cap = self.limit("max_queued", owner, groups)
         if not cap:

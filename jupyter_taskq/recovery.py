@@ -14,26 +14,16 @@ import logging
 import time
 from typing import Callable, Mapping
 
-from .options import MAX_RETRY_WAIT, stored_problem
+from .options import stored_problem
 from .queue import enqueue_attempt
 from .status import CANCELLABLE, WAITING, TaskStatus
-from .store import TaskStore
+from .store import TaskStore, retry_delay_for
 from .storeerrors import is_storage_error
 
 log = logging.getLogger("jupyter_taskq.recovery")
 
 
 FORGET_WORKER_AFTER = 600.0  # a worker silent this long (a machine gone for good) leaves the stats
-
-
-def retry_delay_for(task: dict) -> float:
-    """Delay before the attempt after ``task['attempt']``, with backoff."""
-    backoff = task.get("retry_backoff") or 1
-    try:
-        delay = (task.get("retry_delay") or 0) * backoff ** max(0, task["attempt"] - 1)
-    except OverflowError:
-        delay = MAX_RETRY_WAIT
-    return min(delay, MAX_RETRY_WAIT) if delay == delay else 0.0
 
 
 def fail_bad_task(store: TaskStore, task: dict, reason: str) -> bool:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import sqlite3
 import threading
 import time
 from typing import Any, Iterable
 
 from . import attempts as attempt_log
+from .options import MAX_RETRY_WAIT
 from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
@@ -43,6 +45,27 @@ TASK_DEFAULTS = {column: None for column in TASK_COLUMNS} | {
     "gpu": 0, "attempt": 0, "max_retries": 3, "retry_delay": 0, "retry_backoff": 1, "priority": 0,
     "cancel_requested": 0, "result_expired": 0, "log_dropped": 0, "callback_done": 0,
 }
+
+
+def retry_delay_for(task: dict) -> float:
+    """Delay before the attempt after ``task['attempt']``, with backoff."""
+    backoff = task.get("retry_backoff") or 1
+    try:
+        delay = (task.get("retry_delay") or 0) * backoff ** max(0, task["attempt"] - 1)
+    except OverflowError:
+        delay = MAX_RETRY_WAIT
+    return min(delay, MAX_RETRY_WAIT) if delay == delay else 0.0
+
+
+def stored_not_before(task: dict) -> float | None:
+    """``not_before`` of a task that went into RETRY before the store had that field: its delay counted from
+    when it went into RETRY (its ``updated_at``), as its Huey message was scheduled then. None for a row
+    with values no version wrote (the start-up checks fail it, saying why)."""
+    try:
+        not_before = float(task.get("updated_at") or 0.0) + retry_delay_for(task)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return not_before if math.isfinite(not_before) else None
 
 
 def may_start(task: dict, now: float) -> bool:
@@ -270,6 +293,7 @@ class SqliteTaskStore(TaskStore):
             self._conn.executescript(_SCHEMA)
             self._add_missing_columns()
             self._conn.executescript(attempt_log.SQLITE_SCHEMA)
+            self._date_old_retries()
 
     def _add_missing_columns(self) -> None:
         """Columns added after a database was created (the schema only grows)."""
@@ -294,6 +318,17 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("drop index if exists taskq_tasks_status")
         self._conn.execute("create table if not exists taskq_gpu_ledger (owner text, started_at real, ended_at real)")
         self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
+
+    def _date_old_retries(self) -> None:
+        """A RETRY written before ``not_before`` existed would start at once under fair share: it gets the end
+        of its retry delay (:func:`stored_not_before`). Every later RETRY is written with one."""
+        rows = self._conn.execute("select id, attempt, retry_delay, retry_backoff, updated_at from taskq_tasks "
+                                  "where status = 'RETRY' and not_before is null").fetchall()
+        for row in rows:
+            not_before = stored_not_before(dict(row))
+            if not_before is not None:
+                self._conn.execute("update taskq_tasks set not_before = ? where id = ? and status = 'RETRY' "
+                                   "and not_before is null", (not_before, row["id"]))
 
     def close(self) -> None:
         with self._readers_lock:

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from .status import FINAL, WAITING, TaskStatus
 from . import attempts as attempt_log
-from .store import TASK_DEFAULTS, USAGE_KEPT, TaskStore, JSON_COLUMNS
+from .store import TASK_DEFAULTS, USAGE_KEPT, TaskStore, JSON_COLUMNS, stored_not_before
 
 # Shared by the task scripts: JSON field access, index upkeep (``reindex``: ``old`` is the task's status
 # before the write) and the task the script is about (ARGV: prefix, id, ...).
@@ -62,6 +62,12 @@ local function index_waiting(id, key, status, seq, pool)
     redis.call('ZREM', P .. 'retry_due', id)
   end
 end
+-- Each owner's tasks by status ('owned:<status>:<owner raw JSON>', scored by seq; 'owners' holds every owner
+-- that had one): the queued-tasks quota, stats' tasks per user and one user's listing read these, so they
+-- cost O(owners x statuses) or O(that user's tasks), however many tasks others have.
+local function owned_key(st, owner_raw)
+  return P .. 'owned:' .. st .. ':' .. owner_raw
+end
 local function reindex(id, old)
   redis.call('INCR', P .. 'version')
   local key = P .. 'task:' .. id
@@ -74,6 +80,10 @@ local function reindex(id, old)
   end
   redis.call('ZADD', P .. 'status:' .. status, seq, id)
   redis.call('ZADD', P .. 'pool:' .. pool .. ':' .. status, seq, id)
+  local owner_raw = redis.call('HGET', key, 'owner') or 'null'
+  if old and old ~= status then redis.call('ZREM', owned_key(old, owner_raw), id) end
+  redis.call('ZADD', owned_key(status, owner_raw), seq, id)
+  redis.call('SADD', P .. 'owners', owner_raw)
   index_waiting(id, key, status, seq, pool)
   local expires_at = field(key, 'expires_at')
   if WAITING[status] and expires_at then
@@ -113,7 +123,10 @@ end
 _CREATE = _PREAMBLE + """
 if status then return redis.error_reply('task ' .. id .. ' exists') end
 local seq = redis.call('INCR', P .. 'seq')
-if seq == 1 then redis.call('SET', P .. 'heads_indexed', '1') end  -- a new database: indexed from the start
+if seq == 1 then  -- a new database: indexed from the start
+  redis.call('SET', P .. 'heads_indexed', '1')
+  redis.call('SET', P .. 'owners_indexed', '1')
+end
 set_fields(key, ARGV[3])
 redis.call('HSET', key, 'seq', seq)
 redis.call('ZADD', P .. 'tasks', seq, id)
@@ -163,6 +176,7 @@ local owner_raw = redis.call('HGET', key, 'owner') or 'null'
 local member = head_member(tonumber(redis.call('HGET', key, 'seq')), id)
 for st, _ in pairs(WAITING) do redis.call('ZREM', heads_key(pool, st, owner_raw), member) end
 redis.call('ZREM', P .. 'retry_due', id)
+redis.call('ZREM', owned_key(status, owner_raw), id)
 redis.call('DEL', key)
 redis.call('INCR', P .. 'version')
 redis.call('HDEL', P .. 'names', id)
@@ -232,6 +246,29 @@ for st, _ in pairs(WAITING) do
 end
 redis.call('SET', P .. 'heads_indexed', '1')
 return n
+"""
+
+# ARGV: prefix, '' (no task), after (a seq), limit -- index by owner the tasks of a database written before the
+# per-owner sets, ``limit`` tasks a call (Redis answers others in between): the last seq indexed, -1 when done.
+# Tasks written meanwhile are indexed by their own scripts; indexing one twice changes nothing.
+_INDEX_OWNERS = _PREAMBLE + """
+if redis.call('EXISTS', P .. 'owners_indexed') == 1 then return -1 end
+local batch = redis.call('ZRANGEBYSCORE', P .. 'tasks', '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0,
+  tonumber(ARGV[4]))
+if #batch == 0 then
+  redis.call('SET', P .. 'owners_indexed', '1')
+  return -1
+end
+for i = 1, #batch, 2 do
+  local tkey = P .. 'task:' .. batch[i]
+  local st = field(tkey, 'status')
+  if st then
+    local owner_raw = redis.call('HGET', tkey, 'owner') or 'null'
+    redis.call('ZADD', owned_key(st, owner_raw), batch[i + 1], batch[i])
+    redis.call('SADD', P .. 'owners', owner_raw)
+  end
+end
+return tonumber(batch[#batch])
 """
 
 # ARGV: prefix, name, instance, fields (JSON object) -- a heartbeat from a replaced instance is dropped
@@ -321,6 +358,7 @@ def check_persistence(url: str, allow_volatile: bool = False) -> dict:
 
 
 CREATE_CHUNK = 500  # tasks per MULTI in create_many: Redis answers other clients between chunks
+INDEX_STEP = 2000  # tasks per script when an older database is indexed by owner
 
 
 class RedisTaskStore(TaskStore):
@@ -335,8 +373,9 @@ class RedisTaskStore(TaskStore):
         self._scripts = {name: self.redis.register_script(src) for name, src in (
             ("create", _CREATE), ("transition", _TRANSITION), ("claim", _CLAIM), ("update", _UPDATE),
             ("delete", _DELETE), ("heartbeat", _HEARTBEAT), ("drop_warm", _DROP_WARM), ("heads", _HEADS),
-            ("index_heads", _INDEX_HEADS))}
+            ("index_heads", _INDEX_HEADS), ("index_owners", _INDEX_OWNERS))}
         self._heads_indexed = False
+        self._owners_indexed = False
 
     def close(self) -> None:
         self.redis.close()
@@ -404,7 +443,7 @@ class RedisTaskStore(TaskStore):
     def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> list[dict]:
         wanted = {str(s) for s in statuses} if statuses else None
         if owner is not None and ids is None:  # one user's tasks: ids of the rest filtered out, then paged
-            return self._fetch(self._owned(wanted, text, owner)[offset:offset + limit])
+            return self._fetch(self._owned(wanted, text, owner, first=offset + limit)[offset:offset + limit])
         if owner is not None:
             return [t for t in self.list(statuses, limit=len(list(ids)) or 1, ids=ids, text=text)
                     if t["owner"] == owner][offset:offset + limit]
@@ -449,24 +488,44 @@ class RedisTaskStore(TaskStore):
             pipe.hget(self._key("task", task_id), "status")
         return {task_id: json.loads(raw) for task_id, raw in zip(ids, pipe.execute()) if raw is not None}
 
-    def _owned(self, wanted: set[str] | None, text: str | None, owner: str) -> list[bytes]:
-        """Ids (newest first) of ``owner``'s tasks: O(tasks), one pipelined read of their owner field."""
+    def _index_owners(self) -> None:
+        """A database from before the per-owner sets is indexed by owner once (in steps), before they are read."""
+        if self._owners_indexed:
+            return
+        after = 0
+        while (after := self._run("index_owners", "", after, INDEX_STEP)) >= 0:
+            pass
+        self._owners_indexed = True
+
+    def _owned_keys(self, wanted: set[str] | None, owner: str | None) -> list[str]:
+        self._index_owners()
+        raw = json.dumps(owner)
+        return [self._key("owned", status, raw) for status in (wanted or [s.value for s in TaskStatus])]
+
+    def _owned(self, wanted: set[str] | None, text: str | None, owner: str, first: int | None = None) -> list[bytes]:
+        """Ids (newest first) of ``owner``'s tasks (the ``first`` of them; None: all): from their per-owner
+        indexes, O(their tasks); with ``text``, the matches' owner fields are read (O(matches))."""
         if text:
             members = self._text_matches(wanted, text)
-        else:
-            indexes = [self._key("tasks")] if wanted is None else [self._key("status", s) for s in wanted]
-            scored = [pair for index in indexes for pair in self.redis.zrange(index, 0, -1, withscores=True)]
-            scored.sort(key=lambda pair: pair[1], reverse=True)
-            members = [member for member, _ in scored]
-        pipe = self.redis.pipeline(transaction=False)
-        for member in members:
-            pipe.hget(self._key("task", member.decode()), "owner")
-        mine = json.dumps(owner).encode()
-        return [member for member, raw in zip(members, pipe.execute() if members else []) if raw == mine]
+            pipe = self.redis.pipeline(transaction=False)
+            for member in members:
+                pipe.hget(self._key("task", member.decode()), "owner")
+            mine = json.dumps(owner).encode()
+            return [member for member, raw in zip(members, pipe.execute() if members else []) if raw == mine]
+        end = -1 if first is None else first - 1
+        scored = [pair for index in self._owned_keys(wanted, owner)
+                  for pair in self.redis.zrevrange(index, 0, end, withscores=True)]
+        scored.sort(key=lambda pair: pair[1], reverse=True)
+        return [member for member, _ in scored[:first]]
 
     def count(self, statuses=None, text=None, owner=None) -> int:
-        if owner is not None:
+        if owner is not None and text:
             return len(self._owned({str(s) for s in statuses} if statuses else None, text, owner))
+        if owner is not None:  # O(statuses): the queued-tasks quota asks this at every submission
+            pipe = self.redis.pipeline(transaction=False)
+            for index in self._owned_keys({str(s) for s in statuses} if statuses else None, owner):
+                pipe.zcard(index)
+            return sum(pipe.execute())
         if text:
             return len(self._text_matches({str(s) for s in statuses} if statuses else None, text))
         if not statuses:
@@ -486,6 +545,22 @@ class RedisTaskStore(TaskStore):
             pipe.zcard(self._key("status", status.value))
         return {status.value: n for status, n in zip(TaskStatus, pipe.execute())}
 
+    def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
+        """From the per-owner indexes: O(owners x statuses)."""
+        self._index_owners()
+        owners = list(self.redis.smembers(self._key("owners")))
+        pipe = self.redis.pipeline(transaction=False)
+        for raw in owners:
+            for status in TaskStatus:
+                pipe.zcard(self._key("owned", status.value, raw.decode()))
+        counts, width = pipe.execute() if owners else [], len(TaskStatus)
+        found: dict[str | None, dict[str, int]] = {}
+        for i, raw in enumerate(owners):
+            mine = {status.value: n for status, n in zip(TaskStatus, counts[i * width:(i + 1) * width]) if n}
+            if mine:
+                found[json.loads(raw)] = mine
+        return found
+
     def waiting_by_pool(self) -> dict[str, int]:
         pools = sorted(p.decode() for p in self.redis.smembers(self._key("pools")))
         pipe = self.redis.pipeline(transaction=False)
@@ -498,8 +573,25 @@ class RedisTaskStore(TaskStore):
         return {pool: n for pool, n in result.items() if n}
 
     # -- per owner (issue 15): indexed, so a worker's fair-share turn costs O(owners + running tasks) --------
+    def _date_old_retries(self) -> None:
+        """A RETRY written before ``not_before`` existed would start at once under fair share: it gets the end
+        of its retry delay (:func:`~jupyter_taskq.store.stored_not_before`), which also moves it to
+        ``retry_due`` until then. O(tasks in RETRY), once per store object."""
+        ids = [i.decode() for i in self.redis.zrange(self._key("status", "RETRY"), 0, -1)]
+        names = ("not_before", "attempt", "retry_delay", "retry_backoff", "updated_at")
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(self._key("task", task_id), *names)
+        for task_id, raw in zip(ids, pipe.execute() if ids else []):
+            task = {name: json.loads(v) if v is not None else None for name, v in zip(names, raw)}
+            not_before = stored_not_before(task) if task["not_before"] is None else None
+            if not_before is not None and isinstance(task["attempt"], int):
+                self._run("transition", task_id, json.dumps(["RETRY"]), str(task["attempt"]),
+                          _encode_fields({"not_before": not_before}))
+
     def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
         if not self._heads_indexed:
+            self._date_old_retries()
             self._run("index_heads", "")
             self._heads_indexed = True
         now = time.time() if now is None else now

@@ -372,3 +372,33 @@ def test_a_retry_in_its_delay_is_no_ones_next_task(queue_world):
         fresh.close()
     assert store.transition(high, S.CANCELLED, [S.RETRY]) and store.delete(high)
     assert heads(now + 61) == {}
+
+
+def test_a_retry_stored_before_not_before_existed_still_waits_out_its_delay(queue_world):
+    """A task that went into RETRY under a version without ``not_before`` (no such field, or NULL): once the
+    store is opened again it waits out its retry_delay (with backoff), counted from when it went into
+    RETRY, and then is its owner's next task; fair share never starts it at once."""
+    state, store, huey = queue_world
+    now = time.time()
+    fresh, older = (submit(store, huey, "alice", 1, retries=3, retry_delay=60)[0] for _ in range(2))
+    for task_id, attempt in ((fresh, 1), (older, 2)):  # older: its second attempt failed (backoff 2: 120 s)
+        store.update_fields(task_id, status=S.RETRY, attempt=attempt, retry_backoff=2, updated_at=now - 10,
+                            not_before=None)
+    if isinstance(store, SqliteTaskStore):
+        reopened = SqliteTaskStore(str(state.db))
+    else:
+        from jupyter_taskq.store_redis import RedisTaskStore
+
+        store.redis.hdel(store._key("task", fresh), "not_before")  # never written at all
+        reopened = RedisTaskStore(store.url, prefix=store.prefix)
+
+    def heads(at):
+        return [h["id"] for h in reopened.waiting_heads(["gpu"], now=at)]
+
+    assert heads(now) == [], "both still in their delay"
+    assert reopened.get(fresh)["not_before"] == pytest.approx(now + 50)
+    assert reopened.get(older)["not_before"] == pytest.approx(now + 110)
+    assert heads(now + 51) == [fresh], "its delay over: her next task (the older one still waits)"
+    assert reopened.claim(fresh, "gpu0", "i")["attempt"] == 2
+    assert heads(now + 51) == [] and heads(now + 111) == [older]
+    reopened.close()

@@ -310,3 +310,66 @@ def test_sqlite_reads_answer_while_a_batch_holds_the_writer(tmp_path):
     late_reader.start()
     late_reader.join(30)
     assert failed, "a thread that never read before gets no new connection to a closed store"
+
+
+def test_per_owner_counts_follow_every_write(store):
+    """The queued-tasks quota (``count(WAITING, owner=...)``) and stats' tasks per user (``counts_by_owner``)
+    stay exact through every kind of write: a batch, a failed batch undone, claims, a release, retries,
+    cancels and deletes. On Redis they come from per-owner indexes: with every task's hash out of the way
+    they answer the same (they never read the tasks)."""
+    waiting = [S.PENDING, S.RETRY]
+    mine = [new_task(pool="gpu", gpu=1, owner="alice") for _ in range(5)] + [new_task(gpu=0, owner=None)]
+    store.create_many(mine)
+    store.create(new_task(owner="bob"))
+    broken = [new_task(owner="bob") for _ in range(3)]
+    broken[2] = dict(broken[2], id=mine[0]["id"])  # exists: the batch is refused, its first two undone
+    with pytest.raises(Exception):
+        store.create_many(broken)
+    task = store.claim(mine[0]["id"], "gpu0", "i0")
+    assert store.transition(mine[0]["id"], S.RETRY, [S.RUNNING], attempt=task["attempt"], not_before=0)
+    store.claim(mine[1]["id"], "gpu1", "i1")
+    task = store.claim(mine[2]["id"], "gpu0", "i2")
+    assert store.release(mine[2]["id"], task["attempt"])
+    assert store.transition(mine[3]["id"], S.CANCELLED, [S.PENDING]) and store.delete(mine[3]["id"])
+    assert store.transition(mine[4]["id"], S.CANCELLED, [S.PENDING])
+    expected = {"alice": {"RETRY": 1, "RUNNING": 1, "PENDING": 1, "CANCELLED": 1}, "bob": {"PENDING": 1},
+                None: {"PENDING": 1}}
+    assert store.counts_by_owner() == expected
+    assert store.count(waiting, owner="alice") == 2 and store.count(owner="alice") == 4
+    assert store.count(waiting, owner="bob") == 1 and store.count(waiting, owner="carol") == 0
+    assert [t["id"] for t in store.list(waiting, owner="alice")] == [mine[2]["id"], mine[0]["id"]]
+    if isinstance(store, SqliteTaskStore):
+        return
+    hashes = [store._key("task", t["id"]) for t in mine if t is not mine[3]] + [store._key("task", "x")]
+    hashes = [k for k in hashes if store.redis.exists(k)]
+    for key in hashes:
+        store.redis.rename(key, key + ":hidden")
+    try:
+        assert store.counts_by_owner() == expected and store.count(waiting, owner="alice") == 2
+    finally:
+        for key in hashes:
+            store.redis.rename(key + ":hidden", key)
+
+
+def test_an_older_redis_database_is_indexed_by_owner_once(redis_server, monkeypatch):
+    """A Redis database written before the per-owner indexes: the first store that needs them indexes every
+    task (a few thousand a step, so Redis answers others in between), then keeps them up to date."""
+    from jupyter_taskq import store_redis
+    from jupyter_taskq.store_redis import RedisTaskStore
+
+    prefix = f"old-{uuid.uuid4().hex[:8]}:"
+    old = RedisTaskStore(redis_server.url, prefix=prefix)
+    old.create_many([new_task(owner=f"user{i % 3}") for i in range(10)])
+    first = old.list(owner="user0")[0]["id"]
+    assert old.transition(first, S.CANCELLED, [S.PENDING])
+    keys = old.redis.keys(prefix + "owned:*") + [old._key("owners"), old._key("owners_indexed")]
+    old.redis.delete(*keys)  # as written before them
+    monkeypatch.setattr(store_redis, "INDEX_STEP", 3)
+    store = RedisTaskStore(redis_server.url, prefix=prefix)
+    assert store.counts_by_owner() == {"user0": {"PENDING": 3, "CANCELLED": 1}, "user1": {"PENDING": 3},
+                                       "user2": {"PENDING": 3}}
+    assert store.redis.get(store._key("owners_indexed")) == b"1"
+    store.create(new_task(owner="user1"))
+    assert old.count([S.PENDING], owner="user1") == 4, "another store (process) sees the same"
+    old.close()
+    store.close()

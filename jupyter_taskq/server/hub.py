@@ -101,9 +101,12 @@ class HubOptions(Configurable):
             return
         provider = self.serverapp.identity_provider
         quotas = self.hub_quotas()
+        groups_of = self._groups_of(provider)
+        # groups_of: each user's groups at start, for an admin's retry of a task of a user the hub cannot
+        # be asked about now (owners.owner_groups asks the hub first)
         self.settings["taskq_hub"] = {"admin_group": self.hub_admin_group, "quotas": quotas,
-                                      "hub_auth": getattr(provider, "hub_auth", None)}
-        write_policy(self.state.root, quotas, self._groups_of(provider))
+                                      "hub_auth": getattr(provider, "hub_auth", None), "groups_of": groups_of}
+        write_policy(self.state.root, quotas, groups_of)
         self.log.info("jupyter-taskq: hub-wide queue; quotas: %d GPUs, %d queued per user (0: none), %d overrides",
                       quotas.max_gpus, quotas.max_queued, len(quotas.overrides))
         if self.run_as_owner:

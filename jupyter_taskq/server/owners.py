@@ -16,9 +16,12 @@ filters listings and bulk calls, and applies the queued-tasks quota (:mod:`jupyt
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ from ..status import TaskStatus
 from .service import ServiceError, lost, not_found
 
 ADMIN_CACHE_SECONDS = 60.0  # how long a user's admin flag and groups, asked of the hub, are reused
+log = logging.getLogger("jupyter_taskq.server")
 
 
 @dataclass(frozen=True)
@@ -66,25 +70,57 @@ async def _hub_roles(handler, hub: dict, user) -> tuple[bool, list[str]]:
     model = getattr(user, "hub_user", None) or {}
     if "admin" in model and "groups" in model:
         return bool(model["admin"]), list(model["groups"])
-    cache = hub.setdefault("_roles", {})
     name = model.get("name") or user.username
-    at, roles = cache.get(name, (0.0, None))
-    if roles is not None and time.monotonic() - at < ADMIN_CACHE_SECONDS:
+    roles = _cached_roles(hub, name)
+    if roles is not None:
         return roles
     auth = hub.get("hub_auth")
     admin, groups = bool(model.get("admin")), list(model.get("groups") or [])
     if auth is not None:
         try:
             response = await AsyncHTTPClient().fetch(
-                f"{auth.api_url.rstrip('/')}/users/{name}",
-                headers={"Authorization": f"token {auth.api_token}"}, request_timeout=10)
+                _user_url(auth, name), headers={"Authorization": f"token {auth.api_token}"}, request_timeout=10)
             full = json.loads(response.body)
             admin, groups = bool(full.get("admin")), list(full.get("groups") or groups)
         except (HTTPClientError, OSError, ValueError) as exc:
             handler.log.warning("jupyter-taskq: could not read hub user %s (give the service read:users): %s",
                                 name, exc)
-    cache[name] = (time.monotonic(), (admin, groups))
+    return _cache_roles(hub, name, admin, groups)
+
+
+def _user_url(auth, name: str) -> str:
+    return f"{auth.api_url.rstrip('/')}/users/{urllib.parse.quote(name, safe='')}"
+
+
+def _cached_roles(hub: dict, name: str) -> tuple[bool, list[str]] | None:
+    at, roles = hub.setdefault("_roles", {}).get(name, (0.0, None))
+    return roles if roles is not None and time.monotonic() - at < ADMIN_CACHE_SECONDS else None
+
+
+def _cache_roles(hub: dict, name: str, admin: bool, groups: list[str]) -> tuple[bool, list[str]]:
+    hub.setdefault("_roles", {})[name] = (time.monotonic(), (admin, groups))
     return admin, groups
+
+
+def owner_groups(hub: dict, owner: str) -> tuple[str, ...]:
+    """The hub groups of a task's owner, when someone else (an admin) acts on their task: from the cache
+    that requests fill, else asked of the hub (``read:users``; blocking: called on the thread pool, as
+    every :class:`OwnerView` call is), else those read when the service started (``groups_of``)."""
+    roles = _cached_roles(hub, owner)
+    if roles is not None:
+        return tuple(roles[1])
+    auth = hub.get("hub_auth")
+    admin, groups = False, list((hub.get("groups_of") or {}).get(owner) or [])
+    if auth is not None:
+        try:
+            request = urllib.request.Request(_user_url(auth, owner),
+                                             headers={"Authorization": f"token {auth.api_token}"})
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                full = json.load(answer)
+            admin, groups = bool(full.get("admin")), list(full.get("groups") or [])
+        except (OSError, ValueError) as exc:  # (urllib's HTTPError is an OSError)
+            log.warning("jupyter-taskq: could not read hub user %s (give the service read:users): %s", owner, exc)
+    return tuple(_cache_roles(hub, owner, admin, groups)[1])
 
 
 async def guard(handler) -> None:
@@ -157,21 +193,28 @@ class OwnerView:
         self._check_queued(len(items), spooled=[s for s, _o in items])
         return self._service.submit_many(items, retry_of=retry_of, numbered=numbered)
 
-    def _check_queued(self, adding: int, spooled) -> None:
+    def _check_queued(self, adding: int, spooled, owner: str | None = None) -> None:
+        """The queued-tasks quota of ``owner`` (default: who asks), with that owner's groups."""
         if self.hub is None or self.hub.get("quotas") is None:
             return
         from ..quotas import QuotaExceeded
 
+        quotas, owner = self.hub["quotas"], self.me.owner if owner is None else owner
+        groups = self.me.groups if owner == self.me.owner else \
+            owner_groups(self.hub, owner) if quotas.has_group_overrides("max_queued") else ()
         try:
-            self.hub["quotas"].check_queued(self.me.owner, self.me.groups, self._service.store, adding)
+            quotas.check_queued(owner, groups, self._service.store, adding)
         except QuotaExceeded as exc:
             for path in spooled:
                 path.unlink(missing_ok=True)
             raise ServiceError(429, str(exc), "quota exceeded") from None
 
     def retry(self, task_id: str) -> dict:
+        """A retry is a new waiting task of the task's owner (whoever asks: an admin may retry anyone's),
+        so it counts against the owner's queued-tasks quota, with the owner's groups."""
         task = self.get_task(task_id)
-        self._check_queued(1, spooled=[])
+        owner = task.get("owner")
+        self._check_queued(1, spooled=[], owner=self.me.owner if owner is None else owner)
         return self._service.retry(task["id"])
 
     # -- reading: only what this user may see ------------------------------------------------------
