@@ -240,6 +240,8 @@ class TaskQueue(HubOptions, ExtensionApp):
                "--gpus", ",".join(map(str, self.device_list)), *model, "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
                "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
+        if self.redis_url and self.redis_allow_volatile:
+            cmd.append("--redis-allow-volatile")  # the server took a Redis without persistence; so do they
         if self.runs_tasks_as_owners:
             cmd.append("--run-as-owner")  # hub service: each task runs as its owner's account (issue 15)
         env = dict(os.environ, **self.backend.child_env())

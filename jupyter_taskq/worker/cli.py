@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
     if args.files_dir and not args.redis:
         parser.error("--files-dir needs --redis (with SQLite every file is in --state-dir)")
-    if args.redis and not args.die_with_parent:  # the server checked its Redis itself (redis_allow_volatile)
+    if args.redis:  # a server's own workers too: it passes --redis-allow-volatile when it allows it
         refusal = check_redis(args.redis, args.redis_allow_volatile)
         if refusal:
             print(refusal, file=sys.stderr, flush=True)
