@@ -147,6 +147,17 @@ class TaskStore(abc.ABC):
             mine[task["status"]] = mine.get(task["status"], 0) + 1
         return counts
 
+    def cell_counts(self, notebooks: Iterable[str], owner: str | None = None) -> dict[str, dict[str, int]]:
+        """Tasks by status for each cell of the notebooks recorded as any of ``notebooks`` (issue 14's cell
+        marks: every task of one notebook, however many newer ones the queue holds), ``owner``'s only if
+        given. A plain default over list(); both stores answer from an index, O(that notebook's tasks)."""
+        wanted, counts = set(notebooks), {}
+        for task in self._all(None):
+            if task.get("notebook") in wanted and task.get("cell_id") and (owner is None or task["owner"] == owner):
+                cell = counts.setdefault(task["cell_id"], {})
+                cell[task["status"]] = cell.get(task["status"], 0) + 1
+        return counts
+
     def _all(self, statuses) -> list[dict]:
         tasks, offset = [], 0
         while page := self.list(statuses, limit=1000, offset=offset):
@@ -312,6 +323,9 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create index if not exists taskq_tasks_updated on taskq_tasks (updated_at)")
         self._conn.execute("create index if not exists taskq_tasks_blob on taskq_tasks (blob) where blob is not null")
         self._conn.execute("create index if not exists taskq_tasks_owner on taskq_tasks (owner, status)")
+        # cell_counts(): one notebook's tasks by cell and status, from the index alone.
+        self._conn.execute("create index if not exists taskq_tasks_notebook on taskq_tasks (notebook, cell_id, status) "
+                           "where notebook is not null")
         # (status, pool) answers stats' waiting-per-pool from the index alone (20,000 waiting tasks: 2.7 ms
         # reading each row for its pool, 1.1 ms from the index) and serves every look-up by status as well.
         self._conn.execute("create index if not exists taskq_tasks_status_pool on taskq_tasks (status, pool)")
@@ -413,6 +427,21 @@ class SqliteTaskStore(TaskStore):
     def count(self, statuses=None, text=None, owner=None) -> int:
         where, params = _filters(statuses, None, text, owner)
         return self._read(f"select count(*) from taskq_tasks {where}", params)[0][0]
+
+    def cell_counts(self, notebooks, owner=None) -> dict[str, dict[str, int]]:
+        notebooks = list(notebooks)
+        if not notebooks:
+            return {}
+        marks = ", ".join("?" * len(notebooks))
+        sql = f"select cell_id, status, count(*) from taskq_tasks where notebook in ({marks}) and cell_id is not null"
+        params = list(notebooks)
+        if owner is not None:
+            sql += " and owner = ?"
+            params.append(owner)
+        counts: dict[str, dict[str, int]] = {}
+        for cell_id, status, n in self._read(sql + " group by cell_id, status", params):
+            counts.setdefault(cell_id, {})[status] = n
+        return counts
 
     def fingerprint(self) -> tuple:
         # Separate statements, so each max() is one index look-up (together they would scan the table).

@@ -126,10 +126,13 @@ local seq = redis.call('INCR', P .. 'seq')
 if seq == 1 then  -- a new database: indexed from the start
   redis.call('SET', P .. 'heads_indexed', '1')
   redis.call('SET', P .. 'owners_indexed', '1')
+  redis.call('SET', P .. 'notebooks_indexed', '1')
 end
 set_fields(key, ARGV[3])
 redis.call('HSET', key, 'seq', seq)
 redis.call('ZADD', P .. 'tasks', seq, id)
+local notebook_raw = redis.call('HGET', key, 'notebook')
+if notebook_raw and notebook_raw ~= 'null' then redis.call('ZADD', P .. 'notebook:' .. notebook_raw, seq, id) end
 redis.call('HSET', P .. 'names', id, string.lower(field(key, 'name') or ''))
 redis.call('SADD', P .. 'pools', field(key, 'pool') or '')
 reindex(id, nil)
@@ -177,6 +180,8 @@ local member = head_member(tonumber(redis.call('HGET', key, 'seq')), id)
 for st, _ in pairs(WAITING) do redis.call('ZREM', heads_key(pool, st, owner_raw), member) end
 redis.call('ZREM', P .. 'retry_due', id)
 redis.call('ZREM', owned_key(status, owner_raw), id)
+local notebook_raw = redis.call('HGET', key, 'notebook')
+if notebook_raw and notebook_raw ~= 'null' then redis.call('ZREM', P .. 'notebook:' .. notebook_raw, id) end
 redis.call('DEL', key)
 redis.call('INCR', P .. 'version')
 redis.call('HDEL', P .. 'names', id)
@@ -248,28 +253,44 @@ redis.call('SET', P .. 'heads_indexed', '1')
 return n
 """
 
-# ARGV: prefix, '' (no task), after (a seq), limit -- index by owner the tasks of a database written before the
-# per-owner sets, ``limit`` tasks a call (Redis answers others in between): the last seq indexed, -1 when done.
-# Tasks written meanwhile are indexed by their own scripts; indexing one twice changes nothing.
-_INDEX_OWNERS = _PREAMBLE + """
-if redis.call('EXISTS', P .. 'owners_indexed') == 1 then return -1 end
+def _index_once(flag: str, per_task: str) -> str:
+    """A script that indexes the tasks of a database written before an index existed, ``limit`` tasks a call
+    (Redis answers others in between): ARGV: prefix, '' (no task), after (a seq), limit; answers the last seq
+    indexed, -1 when done (then ``flag`` is set). ``per_task`` indexes the task ``batch[i]`` (hash ``tkey``,
+    seq ``batch[i + 1]``). Tasks written meanwhile are indexed by their own scripts; indexing one twice
+    changes nothing."""
+    return _PREAMBLE + """
+if redis.call('EXISTS', P .. 'FLAG') == 1 then return -1 end
 local batch = redis.call('ZRANGEBYSCORE', P .. 'tasks', '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0,
   tonumber(ARGV[4]))
 if #batch == 0 then
-  redis.call('SET', P .. 'owners_indexed', '1')
+  redis.call('SET', P .. 'FLAG', '1')
   return -1
 end
 for i = 1, #batch, 2 do
   local tkey = P .. 'task:' .. batch[i]
+PER_TASK
+end
+return tonumber(batch[#batch])
+""".replace("FLAG", flag).replace("PER_TASK", per_task)
+
+
+# Each task by owner, for a database written before the per-owner sets.
+_INDEX_OWNERS = _index_once("owners_indexed", """
   local st = field(tkey, 'status')
   if st then
     local owner_raw = redis.call('HGET', tkey, 'owner') or 'null'
     redis.call('ZADD', owned_key(st, owner_raw), batch[i + 1], batch[i])
     redis.call('SADD', P .. 'owners', owner_raw)
-  end
-end
-return tonumber(batch[#batch])
-"""
+  end""")
+
+# Each task by notebook ('notebook:<raw JSON path>', scored by seq; cell_counts reads it), for a database
+# written before that index.
+_INDEX_NOTEBOOKS = _index_once("notebooks_indexed", """
+  local notebook_raw = redis.call('HGET', tkey, 'notebook')
+  if notebook_raw and notebook_raw ~= 'null' then
+    redis.call('ZADD', P .. 'notebook:' .. notebook_raw, batch[i + 1], batch[i])
+  end""")
 
 # ARGV: prefix, name, instance, fields (JSON object) -- a heartbeat from a replaced instance is dropped
 _HEARTBEAT = """
@@ -373,9 +394,11 @@ class RedisTaskStore(TaskStore):
         self._scripts = {name: self.redis.register_script(src) for name, src in (
             ("create", _CREATE), ("transition", _TRANSITION), ("claim", _CLAIM), ("update", _UPDATE),
             ("delete", _DELETE), ("heartbeat", _HEARTBEAT), ("drop_warm", _DROP_WARM), ("heads", _HEADS),
-            ("index_heads", _INDEX_HEADS), ("index_owners", _INDEX_OWNERS))}
+            ("index_heads", _INDEX_HEADS), ("index_owners", _INDEX_OWNERS),
+            ("index_notebooks", _INDEX_NOTEBOOKS))}
         self._heads_indexed = False
         self._owners_indexed = False
+        self._notebooks_indexed = False
 
     def close(self) -> None:
         self.redis.close()
@@ -490,12 +513,35 @@ class RedisTaskStore(TaskStore):
 
     def _index_owners(self) -> None:
         """A database from before the per-owner sets is indexed by owner once (in steps), before they are read."""
-        if self._owners_indexed:
-            return
+        if not self._owners_indexed:
+            self._index_once("index_owners")
+            self._owners_indexed = True
+
+    def _index_once(self, script: str) -> None:
+        """Runs an indexing script (:func:`_index_once`) until it says every task is indexed."""
         after = 0
-        while (after := self._run("index_owners", "", after, INDEX_STEP)) >= 0:
+        while (after := self._run(script, "", after, INDEX_STEP)) >= 0:
             pass
-        self._owners_indexed = True
+
+    def cell_counts(self, notebooks, owner=None) -> dict[str, dict[str, int]]:
+        """From the per-notebook index: O(that notebook's tasks), however many tasks others have."""
+        if not self._notebooks_indexed:
+            self._index_once("index_notebooks")
+            self._notebooks_indexed = True
+        ids = {member for notebook in notebooks
+               for member in self.redis.zrange(self._key("notebook", json.dumps(notebook)), 0, -1)}
+        pipe = self.redis.pipeline(transaction=False)
+        for member in ids:
+            pipe.hmget(self._key("task", member.decode()), "cell_id", "status", "owner")
+        counts: dict[str, dict[str, int]] = {}
+        for cell_raw, status_raw, owner_raw in (pipe.execute() if ids else []):
+            cell_id = json.loads(cell_raw) if cell_raw else None
+            if not cell_id or status_raw is None or (owner is not None and json.loads(owner_raw or "null") != owner):
+                continue
+            status = json.loads(status_raw)
+            cell = counts.setdefault(cell_id, {})
+            cell[status] = cell.get(status, 0) + 1
+        return counts
 
     def _owned_keys(self, wanted: set[str] | None, owner: str | None) -> list[str]:
         self._index_owners()

@@ -231,17 +231,22 @@ def test_without_our_renderer_the_widget_still_shows_the_task(page, lab):
     screenshot(page, "widget-fallback")
 
 
-def test_the_detail_view_lists_every_attempt(page, lab, tmp_path):
+def open_retried_task_detail(page, lab, fn, marker) -> None:
+    """Runs ``fn(marker)`` (which fails once, then succeeds) and opens its detail view in the panel."""
     from browser_kit import open_lab
 
     from jupyter_taskq.notebook.client import TaskHandle
 
     client = lab.client()
-    handle = TaskHandle(client.submit(flaky, (str(tmp_path / "marker"),), max_retries=2).id, client=client)
+    handle = TaskHandle(client.submit(fn, (str(marker),), max_retries=2).id, client=client)
     assert handle.result(timeout=60) == "ok"
     open_lab(page, lab)
     page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-taskq-panel"]').click()
     page.locator(f'#jupyter-taskq-panel .jtqp-row[data-task-id="{handle.id}"]').click()
+
+
+def test_the_detail_view_lists_every_attempt(page, lab, tmp_path):
+    open_retried_task_detail(page, lab, flaky, tmp_path / "marker")
     attempts = page.locator("#jupyter-taskq-panel .jtqp-attempt")
     expect(attempts).to_have_count(2)
     expect(attempts.nth(0).locator(".jtqp-attempt-reason")).to_have_text("error")
@@ -328,16 +333,7 @@ def loud_flaky(marker):
 
 
 def test_each_attempt_opens_its_own_log_in_the_detail_view(page, lab, tmp_path):
-    from browser_kit import open_lab
-
-    from jupyter_taskq.notebook.client import TaskHandle
-
-    client = lab.client()
-    handle = TaskHandle(client.submit(loud_flaky, (str(tmp_path / "marker"),), max_retries=2).id, client=client)
-    assert handle.result(timeout=60) == "ok"
-    open_lab(page, lab)
-    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-taskq-panel"]').click()
-    page.locator(f'#jupyter-taskq-panel .jtqp-row[data-task-id="{handle.id}"]').click()
+    open_retried_task_detail(page, lab, loud_flaky, tmp_path / "marker")
     detail = page.locator("#jupyter-taskq-panel .jtqp-detail")
     log = detail.locator(".jtqp-log")
     expect(log).to_contain_text("second try printing", timeout=20_000)  # the latest attempt's, by default
@@ -349,3 +345,71 @@ def test_each_attempt_opens_its_own_log_in_the_detail_view(page, lab, tmp_path):
     screenshot(page, "detail-attempt-log")
     detail.locator(".jtqp-log-latest").click()
     expect(log).to_contain_text("second try printing", timeout=20_000)
+
+
+def test_a_group_row_opens_its_tasks_result_display(page, lab):
+    """A displayed map() shows each COMPLETE task's result on asking (a row opened), as a single task's
+    output does: the results of rows nobody opens are never read."""
+    shapes = ("@task_queue()\ndef frame(n):\n    import pandas as pd\n"
+              "    return pd.DataFrame({'x': range(n), 'y': [f'row {i} of {n}' for i in range(n)]})\n")
+    name = write_notebook(lab.root, "group-results.ipynb", [SETUP + shapes, "g = frame.map([1, 2, 3])\ng"])
+    open_notebook(page, lab, name)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    group = output(page, 1)
+    expect(group.locator(".jtq-head")).to_contain_text("3 COMPLETE", timeout=60_000)
+    expect(group.locator(".jtq-result")).to_have_count(0)  # nothing read up front
+    displays = []
+    page.on("request", lambda r: displays.append(r.url) if r.url.split("?")[0].endswith("/display") else None)
+    rows = group.locator(".jtq-row")
+    expect(rows).to_have_count(3)
+    second = rows.nth(1)
+    second.locator(".jtq-row-result").click()
+    task_id = second.get_attribute("data-task-id")
+    shown = group.locator(f'.jtq-row-detail[data-task-id="{task_id}"] .jtq-result table')
+    expect(shown).to_be_visible(timeout=20_000)
+    n = len(shown.locator("tbody tr").all())
+    expect(shown).to_contain_text(f"row {n - 1} of {n}")  # this row's own result
+    expect(second.locator(".jtq-row-result")).to_have_attribute("aria-expanded", "true")
+    screenshot(page, "output-group-row-result")
+    second.locator(".jtq-row-result").click()
+    expect(group.locator(".jtq-row-detail")).to_have_count(0)
+    assert [u for u in displays if task_id in u] and all(task_id in u for u in displays), displays
+
+
+def test_cell_marks_count_a_notebooks_tasks_under_600_newer_ones_from_elsewhere(page, lab):
+    """Issue 14's marks come from every task of the open notebook: a cell whose tasks are older than the
+    queue's newest 500 (here 600 newer tasks of another notebook) keeps its mark."""
+    import time
+    import uuid
+
+    from jupyter_taskq.store import SqliteTaskStore
+
+    name = write_notebook(lab.root, "old-marks.ipynb", ["x = 1", "h = nap.put(0)", "y = 2"])
+    now = time.time()
+
+    def done(notebook: str, cell_id: str, status: str = "COMPLETE") -> dict:
+        return {"id": str(uuid.uuid4()), "name": "seeded", "status": status, "pool": "cpu", "gpu": 0,
+                "created_at": now, "started_at": now, "ended_at": now, "updated_at": now, "attempt": 1,
+                "worker": "cpu0", "max_retries": 0, "retry_delay": 0, "retry_backoff": 1, "priority": 0,
+                "result_ttl": 3600, "notebook": notebook, "cell_id": cell_id}
+
+    ours = [done(str(lab.root / name), "c1"), done(str(lab.root / name), "c1", "FAILED")]
+    store = SqliteTaskStore(str(lab.state_dir / "taskq.db"))  # tasks that ran earlier, as the queue keeps them
+    store.create_many(ours)
+    store.create_many([done("/elsewhere/other.ipynb", "c1") for _ in range(600)])
+    store.close()
+    newest = {t["id"] for t in lab.client().list(limit=500)["tasks"]}
+    assert not newest & {t["id"] for t in ours}  # the old window of 500 would have shown no mark
+    try:
+        open_notebook(page, lab, name)
+        expect(cell(page, 1)).to_have_attribute("data-taskq-tasks", "2", timeout=30_000)
+        expect(cell(page, 1)).to_have_attribute("data-taskq-state", "failed")
+        expect(cell(page, 1)).to_have_attribute("title", "2 tasks from this cell, 1 failed")
+        expect(cell(page, 0)).not_to_have_class(re.compile(r"\bjtq-cell-has-tasks\b"))
+        screenshot(page, "cell-marks-old-tasks")
+    finally:
+        store = SqliteTaskStore(str(lab.state_dir / "taskq.db"))
+        for task in store.list(text="seeded", limit=1000):
+            store.delete(task["id"])
+        store.close()

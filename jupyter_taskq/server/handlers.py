@@ -370,7 +370,9 @@ class TasksHandler(_StreamedBody):
             raise bad_request("'limit' and 'offset' must be integers") from None
         text = self.get_query_argument("q", "").strip()
         owner = self.get_query_argument("owner", "") or None  # a hub admin's "Mine / Everyone" (owners.py)
-        self.finish(json.dumps(await self.service.list(statuses, limit, offset, text=text, owner=owner)))
+        notebooks = self.get_query_arguments("notebook")  # one notebook's tasks counted by cell (celltasks.ts)
+        self.finish(json.dumps(await self.service.list(statuses, limit, offset, text=text, owner=owner,
+                                                       notebooks=notebooks)))
 
     @authorized
     async def post(self):

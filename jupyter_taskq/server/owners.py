@@ -224,13 +224,13 @@ class OwnerView:
             raise not_found(task_id)
         return task
 
-    def list(self, statuses=None, limit=50, offset=0, text=None, owner=None) -> dict:
+    def list(self, statuses=None, limit=50, offset=0, text=None, owner=None, notebooks=None) -> dict:
         """``owner``: one user's tasks (an admin's choice); a user who sees only their own gets those whatever
         they ask for."""
         if owner is not None and len(owner) > 200:
             raise ServiceError(400, "'owner' must be a user name of at most 200 characters")
         return self._service.list(statuses, limit, offset, text=text,
-                                  owner=owner if self.me.sees_all else self.me.owner)
+                                  owner=owner if self.me.sees_all else self.me.owner, notebooks=notebooks)
 
     def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
         return [t if t.get("owner", self.me.owner) == self.me.owner or self.me.sees_all else lost(t["id"])

@@ -346,7 +346,17 @@ class TaskService:
         return self.to_json(self.get_task(task_id))
 
     def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             text: str | None = None, owner: str | None = None) -> dict:
+             text: str | None = None, owner: str | None = None, notebooks: Iterable[str] | None = None) -> dict:
+        """A page of tasks, newest first. With ``notebooks`` (the paths a notebook may be recorded as): instead
+        ``{"cells": {cell_id: {status: n}}, "total": n}`` over every task submitted from it (issue 14's cell
+        marks), one indexed read however many other tasks the queue holds."""
+        if notebooks:
+            notebooks = list(notebooks)
+            if len(notebooks) > 8 or not all(isinstance(n, str) and 0 < len(n) <= options_module.MAX_NAME
+                                             for n in notebooks):
+                raise bad_request(f"'notebook': at most 8 paths of at most {options_module.MAX_NAME} characters")
+            cells = self.store.cell_counts(notebooks, owner=owner)
+            return {"cells": cells, "total": sum(n for cell in cells.values() for n in cell.values())}
         statuses = list(statuses or [])
         valid = {s.value for s in TaskStatus}
         bad = [s for s in statuses if s not in valid]

@@ -4,7 +4,7 @@
  * XSRF right under JupyterHub too) and the unit tests wire in a fake.
  */
 
-import type { Attempt, CancelAnswer, Changes, DisplayBundle, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
+import type { Attempt, CancelAnswer, CellCounts, Changes, DisplayBundle, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
 
 /** Makes one request to a path relative to `taskq/api/`. */
 export type Fetcher = (path: string, init?: RequestInit) => Promise<Response>;
@@ -115,6 +115,16 @@ export class TaskqApi {
 
   list(query: ListQuery, signal?: AbortSignal): Promise<TaskPage> {
     return this.call('Listing tasks', listPath(query), { signal });
+  }
+
+  /**
+   * Every task submitted from one notebook, counted by cell and status (`GET tasks?notebook=`): `paths`
+   * are the ways the notebook may be recorded (the kernel records its file-system path).
+   */
+  cellCounts(paths: string[]): Promise<CellCounts> {
+    const params = new URLSearchParams();
+    paths.forEach(p => params.append('notebook', p));
+    return this.call('Reading the notebook\'s tasks', `tasks?${params.toString()}`);
   }
 
   get(taskId: string): Promise<Task> {

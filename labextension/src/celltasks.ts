@@ -1,19 +1,16 @@
 /**
  * A small mark on the prompt of every cell that has tasks (issue 14): tasks record the notebook and
- * cell they came from (`notebook`, `cell_id`), as "Go to cell" uses them. The marks come from the most
- * recent tasks (one page of `GET tasks`, read when the change feed says something changed and a
- * notebook is open), so a cell whose tasks are all older than that page shows none.
+ * cell they came from (`notebook`, `cell_id`), as "Go to cell" uses them. The marks come from every
+ * task of the open notebook, however many newer tasks other notebooks have: the server counts them by
+ * cell and status (`GET tasks?notebook=`, one indexed read), once per open notebook when a notebook
+ * opens and when the change feed says something changed.
  * The DOM side is typed by what it uses of a notebook panel, as in gotocell.ts, so the plugin does
  * not depend on @jupyterlab/notebook.
  */
 
 import type { TaskqApi } from './api';
-import { serverPath } from './format';
-import type { Task, TaskStatus } from './types';
+import type { CellCounts, TaskStatus } from './types';
 import { FAILURES, WAITING } from './types';
-
-/** How many of the latest tasks the marks are computed from. */
-export const CELL_MARK_WINDOW = 500;
 
 export interface CellMark {
   count: number;
@@ -23,21 +20,38 @@ export interface CellMark {
 
 export const CELL_CLASS = 'jtq-cell-has-tasks';
 
-/** The marks of the notebook at `path` (server-relative), by cell id, from tasks recorded anywhere. */
-export function cellMarks(tasks: Pick<Task, 'notebook' | 'cell_id' | 'status'>[], path: string, serverRoot: string): Map<string, CellMark> {
+/**
+ * The ways a notebook at server path `path` may be recorded by its kernel: the kernel records its
+ * file-system path (`JPY_SESSION_NAME`, the server root joined with the path), an older one the path as is.
+ */
+export function recordedPaths(path: string, serverRoot: string): string[] {
+  const root = serverRoot.replace(/[\\/]+$/, '');
+  const paths = [path];
+  if (root) {
+    paths.push(`${root}/${path}`);
+    if (root.includes('\\')) {
+      paths.push(`${root}\\${path.replace(/\//g, '\\')}`); // a Windows server
+    }
+  }
+  return paths;
+}
+
+/** The marks of one notebook, by cell id, from its tasks counted by cell and status. */
+export function cellMarks(counts: CellCounts['cells']): Map<string, CellMark> {
   const marks = new Map<string, CellMark>();
-  for (const task of tasks) {
-    if (!task.notebook || !task.cell_id || serverPath(task.notebook, serverRoot) !== path) {
-      continue;
+  for (const [cellId, byStatus] of Object.entries(counts)) {
+    const mark = { count: 0, active: 0, failed: 0 };
+    for (const [status, n] of Object.entries(byStatus)) {
+      mark.count += n;
+      if (status === 'RUNNING' || WAITING.includes(status as TaskStatus)) {
+        mark.active += n;
+      } else if (FAILURES.includes(status as TaskStatus)) {
+        mark.failed += n;
+      }
     }
-    const mark = marks.get(task.cell_id) ?? { count: 0, active: 0, failed: 0 };
-    mark.count += 1;
-    if (task.status === 'RUNNING' || WAITING.includes(task.status as TaskStatus)) {
-      mark.active += 1;
-    } else if (FAILURES.includes(task.status as TaskStatus)) {
-      mark.failed += 1;
+    if (mark.count) {
+      marks.set(cellId, mark);
     }
-    marks.set(task.cell_id, mark);
   }
   return marks;
 }
@@ -89,11 +103,13 @@ export function applyMarks(panel: NotebookPanelLike, marks: Map<string, CellMark
 
 /**
  * Keeps the marks of every open notebook current: `openNotebooks` lists them, `refresh` is called on
- * each change of the feed and when a notebook opens. Reads nothing while no notebook is open.
+ * each change of the feed and when a notebook opens. Reads nothing while no notebook is open; one
+ * request per open notebook per refresh, never one per cell.
  */
 export class CellMarker {
-  private tasks: Task[] = [];
+  private marks = new Map<string, Map<string, CellMark>>(); // by notebook path
   private reading: Promise<void> | null = null;
+  private again = false;
   private seen = new Set<string>();
 
   constructor(
@@ -102,38 +118,56 @@ export class CellMarker {
     private readonly serverRoot: () => string
   ) {}
 
-  /** Reads the latest tasks again (one request at a time) and marks every open notebook. */
+  /** Reads the open notebooks' marks again (one round at a time; a change meanwhile reads once more after). */
   async refresh(): Promise<void> {
     if (!this.openNotebooks().length) {
       return;
     }
-    if (!this.reading) {
-      this.reading = this.api
-        .list({ limit: CELL_MARK_WINDOW, offset: 0 })
-        .then(page => {
-          this.tasks = page.tasks;
-        })
-        .catch(() => undefined) // the panel shows API errors; a mark missing a moment is no harm
-        .finally(() => {
-          this.reading = null;
-        });
+    if (this.reading) {
+      this.again = true;
+      return this.reading;
     }
+    this.reading = this.read().finally(() => {
+      this.reading = null;
+    });
     await this.reading;
-    this.seen = new Set(this.openNotebooks().map(p => p.context.path)); // marked now: apply() need not read again
+    if (this.again) {
+      this.again = false;
+      await this.refresh();
+    }
+  }
+
+  private async read(): Promise<void> {
+    const root = this.serverRoot();
+    const paths = [...new Set(this.openNotebooks().map(p => p.context.path))];
+    const marks = new Map<string, Map<string, CellMark>>();
+    await Promise.all(
+      paths.map(async path => {
+        try {
+          marks.set(path, cellMarks((await this.api.cellCounts(recordedPaths(path, root))).cells));
+        } catch {
+          const known = this.marks.get(path); // the panel shows API errors; a mark missing a moment is no harm
+          if (known) {
+            marks.set(path, known);
+          }
+        }
+      })
+    );
+    this.marks = marks;
+    this.seen = new Set(paths); // marked now: apply() need not read again
     this.apply();
   }
 
-  /** Marks the open notebooks from the tasks already read (cells added); a newly opened one reads afresh. */
+  /** Marks the open notebooks from what was read (cells added); a newly opened one reads afresh. */
   apply(): void {
-    const root = this.serverRoot();
     const panels = this.openNotebooks();
     const paths = new Set(panels.map(p => p.context.path));
     const opened = [...paths].some(p => !this.seen.has(p));
     this.seen = paths;
     for (const panel of panels) {
-      applyMarks(panel, cellMarks(this.tasks, panel.context.path, root));
+      applyMarks(panel, this.marks.get(panel.context.path) ?? new Map());
     }
-    if (opened && !this.reading) {
+    if (opened) {
       void this.refresh();
     }
   }

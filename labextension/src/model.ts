@@ -7,6 +7,7 @@
 
 import { ApiError, type TaskqApi } from './api';
 import { failureCount } from './format';
+import { LogTail } from './logtail';
 import { ChangePoller, type PollerOptions } from './poller';
 import { cancellableSelection, clampPage, showsOwnerSwitch, statusFilter } from './query';
 import type { Attempt, Stats, Task, TaskPage } from './types';
@@ -49,7 +50,6 @@ export class QueueModel {
   detail: Task | null = null;
   /** The open task's attempt history (read with its detail). */
   attempts: Attempt[] = [];
-  log = '';
   /** The attempt whose own log is shown (null: the latest attempt's, followed while it runs). */
   logAttempt: number | null = null;
   seenFailures: number | null = null;
@@ -62,10 +62,7 @@ export class QueueModel {
   private listeners = new Set<() => void>();
   private listController: AbortController | null = null;
   private listSeq = 0;
-  private logOffset = 0;
-  private logTimer: ReturnType<typeof setTimeout> | null = null;
-  private readonly logInterval: number;
-  private readonly logTail: number;
+  private readonly logTail: LogTail;
   private readonly storage: KeyValueStore | null;
 
   constructor(
@@ -73,8 +70,12 @@ export class QueueModel {
     options: ModelOptions = {}
   ) {
     this.pageSize = options.pageSize ?? 50;
-    this.logInterval = options.logInterval ?? 1000;
-    this.logTail = options.logTail ?? 64 * 1024;
+    this.logTail = new LogTail(options.logTail ?? 64 * 1024, options.logInterval ?? 1000, error => {
+      if (error) {
+        this.error = error.message;
+      }
+      this.emit();
+    });
     this.storage = options.storage ?? null;
     const seen = this.storage?.getItem(SEEN_KEY);
     this.seenFailures = seen !== null && seen !== undefined && !isNaN(Number(seen)) ? Number(seen) : null;
@@ -96,6 +97,11 @@ export class QueueModel {
     this.listeners.forEach(l => l());
   }
 
+  /** The open task's log tail (the attempt's chosen with showAttemptLog). */
+  get log(): string {
+    return this.logTail.text;
+  }
+
   get isVisible(): boolean {
     return this.visible;
   }
@@ -113,7 +119,7 @@ export class QueueModel {
         void this.loadDetail(true);
       }
     } else {
-      this.stopLogTimer();
+      this.logTail.stop();
     }
   }
 
@@ -332,12 +338,10 @@ export class QueueModel {
 
   // -- detail view ------------------------------------------------------
   openDetail(taskId: string): Promise<void> {
-    this.stopLogTimer();
     this.detailId = taskId;
     this.detail = this.page?.tasks.find(t => t.id === taskId) ?? null;
     this.attempts = [];
-    this.log = '';
-    this.logOffset = 0;
+    this.logTail.reset();
     this.logAttempt = null;
     this.emit();
     return this.loadDetail(true);
@@ -351,20 +355,17 @@ export class QueueModel {
     if (!this.detailId) {
       return Promise.resolve();
     }
-    this.stopLogTimer();
+    this.logTail.reset();
     this.logAttempt = attempt;
-    this.log = '';
-    this.logOffset = 0;
     this.emit();
     return this.readLog();
   }
 
   closeDetail(): void {
-    this.stopLogTimer();
     this.detailId = null;
     this.detail = null;
     this.attempts = [];
-    this.log = '';
+    this.logTail.reset();
     this.logAttempt = null;
     this.emit();
   }
@@ -403,41 +404,15 @@ export class QueueModel {
     if (!taskId) {
       return;
     }
-    try {
-      let chunk = await this.api.logs(taskId, this.logOffset, attempt);
-      if (!this.logOffset && chunk.size - chunk.next_offset > this.logTail) {
-        chunk = await this.api.logs(taskId, chunk.size - this.logTail, attempt); // a long log: start at its tail
-      }
-      if (this.detailId !== taskId || this.logAttempt !== attempt) {
-        return;
-      }
-      this.log = (chunk.reset ? '' : this.log) + chunk.data;
-      if (this.log.length > this.logTail) {
-        this.log = this.log.slice(this.log.length - this.logTail);
-      }
-      this.logOffset = chunk.next_offset;
-      this.emit();
-      this.stopLogTimer();
-      const current = attempt === null || attempt === this.detail?.attempt; // an older attempt's log is final
-      if (chunk.status === 'RUNNING' && this.visible && current) {
-        // A log grows without any status change: follow it while the task runs.
-        this.logTimer = setTimeout(() => void this.readLog(), this.logInterval);
-      }
-    } catch (error) {
-      this.error = (error as Error).message;
-      this.emit();
-    }
-  }
-
-  private stopLogTimer(): void {
-    if (this.logTimer !== null) {
-      clearTimeout(this.logTimer);
-      this.logTimer = null;
-    }
+    await this.logTail.read(
+      offset => this.api.logs(taskId, offset, attempt),
+      () => this.detailId === taskId && this.logAttempt === attempt,
+      () => this.visible && (attempt === null || attempt === this.detail?.attempt) // an older attempt's log is final
+    );
   }
 
   dispose(): void {
-    this.stopLogTimer();
+    this.logTail.stop();
     this.listController?.abort();
     void this.poller.stop();
     this.listeners.clear();

@@ -17,7 +17,16 @@ import * as React from 'react';
 import type { TaskqApi } from './api';
 import { StatusChip } from './components';
 import { attemptLabel, formatBytes, formatDuration, progressFraction, taskDuration } from './format';
-import { type ChangeSource, TASKS_MIME, type TaskRef, TaskOutputModel, fallbacks, parseRef } from './outputmodel';
+import { useClock, useModel } from './hooks';
+import {
+  type ChangeSource,
+  type ResultDisplay,
+  TASKS_MIME,
+  type TaskRef,
+  TaskOutputModel,
+  fallbacks,
+  parseRef
+} from './outputmodel';
 import type { Task } from './types';
 
 export const OUTPUT_RANK = -20;
@@ -27,23 +36,6 @@ export interface OutputServices {
   changes: ChangeSource;
   /** Opens a task in the sidebar's detail view. */
   openTask: (taskId: string) => void;
-}
-
-function useModel(model: TaskOutputModel): void {
-  const [, setVersion] = React.useState(0);
-  React.useEffect(() => model.subscribe(() => setVersion(v => v + 1)), [model]);
-}
-
-function useClock(running: boolean): number {
-  const [now, setNow] = React.useState(Date.now());
-  React.useEffect(() => {
-    if (!running) {
-      return;
-    }
-    const timer = setInterval(() => setNow(Date.now()), 1000);
-    return () => clearInterval(timer);
-  }, [running]);
-  return running ? now : Date.now();
 }
 
 function Progress({ task }: { task: Task }): JSX.Element | null {
@@ -71,16 +63,16 @@ function SafeHtml({ html, sanitizer }: { html: string; sanitizer: IRenderMime.IS
 }
 
 /**
- * The COMPLETE task's result, as the worker's IPython formatter showed it: HTML (sanitised), a PNG
+ * A COMPLETE task's result, as the worker's IPython formatter showed it: HTML (sanitised), a PNG
  * or JPEG image, else its text. Nothing for a result with no display (None).
  */
-export function ResultView({ model, sanitizer }: { model: TaskOutputModel; sanitizer?: IRenderMime.ISanitizer }): JSX.Element | null {
-  if (model.displayError) {
-    return <div className="jtq-result jtq-facts">Result: {model.displayError}</div>;
+export function ResultView({ result, sanitizer }: { result: ResultDisplay; sanitizer?: IRenderMime.ISanitizer }): JSX.Element | null {
+  if (result.error) {
+    return <div className="jtq-result jtq-facts">Result: {result.error}</div>;
   }
-  const data = model.display?.data;
+  const data = result.bundle?.data;
   if (!data) {
-    return null;
+    return result.loading ? <div className="jtq-result jtq-facts">Reading the result…</div> : null;
   }
   const html = asText(data['text/html']);
   let body: JSX.Element | null = null;
@@ -153,21 +145,48 @@ function TaskBody({ model, task, now }: { model: TaskOutputModel; task: Task; no
   );
 }
 
-function GroupBody({ model, openTask }: { model: TaskOutputModel; openTask: (id: string) => void }): JSX.Element {
+interface ViewProps {
+  model: TaskOutputModel;
+  openTask: (id: string) => void;
+  sanitizer?: IRenderMime.ISanitizer;
+}
+
+/** A group's rows; a COMPLETE one opens its result below it (read only when opened). */
+function GroupBody({ model, openTask, sanitizer }: ViewProps): JSX.Element {
   const shown = model.tasks;
   return (
     <div className="jtq-list">
-      {shown.map(t => (
-        <div key={t.id} className="jtq-row" data-task-id={t.id}>
-          <StatusChip status={t.status} className="jtq-chip" />
-          <button className="jtq-link jtq-row-name" title={`${t.id}: open in the Task Queue panel`} onClick={() => openTask(t.id)}>
-            {t.name || t.id}
-          </button>
-          <span className="jtq-facts">
-            {t.worker || ''} {t.attempt ? attemptLabel(t) : ''}
-          </span>
-        </div>
-      ))}
+      {shown.map(t => {
+        const open = model.expanded.has(t.id) && t.status === 'COMPLETE';
+        return (
+          <React.Fragment key={t.id}>
+            <div className="jtq-row" data-task-id={t.id}>
+              <StatusChip status={t.status} className="jtq-chip" />
+              <button className="jtq-link jtq-row-name" title={`${t.id}: open in the Task Queue panel`} onClick={() => openTask(t.id)}>
+                {t.name || t.id}
+              </button>
+              <span className="jtq-facts">
+                {t.worker || ''} {t.attempt ? attemptLabel(t) : ''}
+              </span>
+              {t.status === 'COMPLETE' && (
+                <button
+                  className="jtq-link jtq-row-result"
+                  aria-expanded={open}
+                  title={open ? 'Hide the result' : 'Show the result'}
+                  onClick={() => void model.toggleResult(t.id)}
+                >
+                  {open ? '▾ result' : '▸ result'}
+                </button>
+              )}
+            </div>
+            {open && (
+              <div className="jtq-row-detail" data-task-id={t.id}>
+                <ResultView result={model.resultOf(t.id)} sanitizer={sanitizer} />
+              </div>
+            )}
+          </React.Fragment>
+        );
+      })}
       {model.total > shown.length && (
         <div className="jtq-facts jtq-shown">
           showing {shown.length} of {model.total} tasks
@@ -177,15 +196,7 @@ function GroupBody({ model, openTask }: { model: TaskOutputModel; openTask: (id:
   );
 }
 
-function OutputView({
-  model,
-  openTask,
-  sanitizer
-}: {
-  model: TaskOutputModel;
-  openTask: (id: string) => void;
-  sanitizer?: IRenderMime.ISanitizer;
-}): JSX.Element {
+function OutputView({ model, openTask, sanitizer }: ViewProps): JSX.Element {
   useModel(model);
   const task = model.task;
   const now = useClock(Boolean(task && task.status === 'RUNNING'));
@@ -226,9 +237,9 @@ function OutputView({
       data-group-id={model.ref.group}
     >
       <div className="jtq-head">{head}</div>
-      {task && !model.gone && task.status === 'COMPLETE' && <ResultView model={model} sanitizer={sanitizer} />}
+      {task && !model.gone && task.status === 'COMPLETE' && <ResultView result={model.resultOf(task.id)} sanitizer={sanitizer} />}
       {task && !model.gone && <TaskBody model={model} task={task} now={now} />}
-      {!task && !model.gone && model.loaded && <GroupBody model={model} openTask={openTask} />}
+      {!task && !model.gone && model.loaded && <GroupBody model={model} openTask={openTask} sanitizer={sanitizer} />}
       {model.error && <div className="jtq-error-line">{model.error}</div>}
       {model.message && <div className="jtq-message">{model.message}</div>}
       {!model.gone && model.loaded && (

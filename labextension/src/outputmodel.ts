@@ -8,6 +8,7 @@
  */
 
 import { ApiError, type TaskqApi } from './api';
+import { LogTail } from './logtail';
 import type { ChangeListener } from './poller';
 import { CANCELLABLE, FINAL, type DisplayBundle, type Task, type TaskStatus } from './types';
 
@@ -61,6 +62,15 @@ export interface OutputModelOptions {
   logTail?: number;
 }
 
+/** A task's result display as far as it is known: its bundle, or why there is none. */
+export interface ResultDisplay {
+  bundle: DisplayBundle | null;
+  error: string | null;
+  loading: boolean;
+}
+
+const NO_DISPLAY: ResultDisplay = { bundle: null, error: null, loading: false };
+
 const isFinal = (status: TaskStatus | null | undefined) => status === null || status === undefined || FINAL.includes(status);
 
 export class TaskOutputModel {
@@ -75,27 +85,21 @@ export class TaskOutputModel {
   error: string | null = null;
   /** The answer to the last button press ("cancel requested", "retried as ..."). */
   message: string | null = null;
-  log = '';
   logOpen = false;
   busy = false;
-  /** The single task's result as a MIME bundle, read once when it is COMPLETE (null: none yet). */
-  display: DisplayBundle | null = null;
-  /** Why the result cannot be shown (expired, unreadable); null when it can or is not asked yet. */
-  displayError: string | null = null;
+  /** The group's rows whose result is shown (expanded by the user): only those results are read. */
+  expanded = new Set<string>();
 
   private groupIds: Set<string> | null = null;
   private listeners = new Set<() => void>();
   private refListeners = new Set<(ref: TaskRef) => void>();
   private unsubscribe: (() => void) | null = null;
   private seq = 0;
-  /** The task whose display was asked for: it is read once per task, never on each change. */
-  private displayFor: string | null = null;
-  private logOffset = 0;
-  private logTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Result displays read, by task: each is read once, when asked, never on each change. */
+  private displays = new Map<string, ResultDisplay>();
+  private readonly logTail: LogTail;
   private disposed = false;
   private readonly listLimit: number;
-  private readonly logInterval: number;
-  private readonly logTail: number;
 
   constructor(
     private readonly api: TaskqApi,
@@ -104,8 +108,12 @@ export class TaskOutputModel {
     options: OutputModelOptions = {}
   ) {
     this.listLimit = options.listLimit ?? 50;
-    this.logInterval = options.logInterval ?? 1000;
-    this.logTail = options.logTail ?? 20000;
+    this.logTail = new LogTail(options.logTail ?? 20000, options.logInterval ?? 1000, error => {
+      if (error) {
+        this.error = error.message;
+      }
+      this.emit();
+    });
     this.total = ref.task_ids?.length ?? ref.count ?? 0;
   }
 
@@ -120,6 +128,26 @@ export class TaskOutputModel {
 
   get canCancel(): boolean {
     return Object.entries(this.counts).some(([s, n]) => n > 0 && CANCELLABLE.includes(s as TaskStatus));
+  }
+
+  /** The single task's log tail, read while its section is open. */
+  get log(): string {
+    return this.logTail.text;
+  }
+
+  /** The single task's result as a MIME bundle, read once when it is COMPLETE (null: none yet). */
+  get display(): DisplayBundle | null {
+    return this.task ? this.resultOf(this.task.id).bundle : null;
+  }
+
+  /** Why the single task's result cannot be shown (expired, unreadable); null when it can or is not asked yet. */
+  get displayError(): string | null {
+    return this.task ? this.resultOf(this.task.id).error : null;
+  }
+
+  /** What is known of a task's result display (nothing until it was read). */
+  resultOf(taskId: string): ResultDisplay {
+    return this.displays.get(taskId) ?? NO_DISPLAY;
   }
 
   get canRetry(): boolean {
@@ -218,37 +246,52 @@ export class TaskOutputModel {
     }
     this.loaded = true;
     this.emit();
-    if (this.logOpen && this.task?.status === 'RUNNING' && this.logTimer === null) {
+    if (this.logOpen && this.task?.status === 'RUNNING' && !this.logTail.following) {
       void this.readLog();
     }
-    if (this.task?.status === 'COMPLETE' && this.displayFor !== this.task.id) {
-      await this.readDisplay(this.task.id);
+    const complete = this.task ? [this.task] : this.tasks.filter(t => this.expanded.has(t.id));
+    await Promise.all(complete.filter(t => t.status === 'COMPLETE').map(t => this.readDisplay(t.id)));
+  }
+
+  /**
+   * Shows or hides a group row's result (its task must be COMPLETE to have one). The result is read on
+   * the first showing only: a 2,000-task group reads the results someone looks at, no others.
+   */
+  toggleResult(taskId: string): Promise<void> {
+    if (this.expanded.has(taskId)) {
+      this.expanded.delete(taskId);
+      this.emit();
+      return Promise.resolve();
     }
+    this.expanded.add(taskId);
+    this.emit();
+    const task = this.tasks.find(t => t.id === taskId);
+    return task?.status === 'COMPLETE' ? this.readDisplay(taskId) : Promise.resolve();
   }
 
   /** Reads the result's display bundle of a COMPLETE task, once (the result never changes). */
   private async readDisplay(taskId: string): Promise<void> {
-    this.displayFor = taskId;
+    if (this.displays.has(taskId)) {
+      return;
+    }
+    this.displays.set(taskId, { ...NO_DISPLAY, loading: true });
+    let answer: ResultDisplay;
     try {
-      const bundle = await this.api.display(taskId);
-      if (this.displayFor !== taskId || this.disposed) {
-        return;
-      }
-      this.display = bundle;
-      this.displayError = null;
+      answer = { bundle: await this.api.display(taskId), error: null, loading: false };
     } catch (error) {
-      if (this.displayFor !== taskId || this.disposed) {
-        return;
-      }
-      this.display = null;
       // 410: the result expired; 404 from an older server: no display there. Say so, quietly.
-      this.displayError =
+      const message =
         error instanceof ApiError && error.status === 410
           ? 'The result has expired.'
           : error instanceof ApiError && error.status === 404 && error.reason !== 'not found'
             ? null
             : (error as Error).message;
+      answer = { bundle: null, error: message, loading: false };
     }
+    if (this.disposed) {
+      return;
+    }
+    this.displays.set(taskId, answer);
     this.emit();
   }
 
@@ -287,9 +330,7 @@ export class TaskOutputModel {
       const fresh = await this.api.retry(old.id);
       this.ref = { ...this.ref, task_ids: [fresh.id] };
       this.tasks = [fresh];
-      this.resetLog();
-      this.display = null;
-      this.displayError = null;
+      this.logTail.reset();
       this.refListeners.forEach(l => l(this.ref));
       return `retried as ${fresh.id}`;
     });
@@ -309,14 +350,8 @@ export class TaskOutputModel {
     if (open) {
       void this.readLog();
     } else {
-      this.stopLogTimer();
+      this.logTail.stop();
     }
-  }
-
-  private resetLog(): void {
-    this.stopLogTimer();
-    this.log = '';
-    this.logOffset = 0;
   }
 
   async readLog(): Promise<void> {
@@ -324,42 +359,18 @@ export class TaskOutputModel {
     if (!task || this.disposed) {
       return;
     }
-    this.stopLogTimer();
-    try {
-      let chunk = await this.api.logs(task.id, this.logOffset);
-      if (!this.logOffset && chunk.size - chunk.next_offset > this.logTail) {
-        chunk = await this.api.logs(task.id, chunk.size - this.logTail);
-      }
-      if (this.task?.id !== task.id) {
-        return;
-      }
-      this.log = ((chunk.reset ? '' : this.log) + chunk.data).slice(-this.logTail);
-      this.logOffset = chunk.next_offset;
-      this.emit();
-      if (chunk.status === 'RUNNING' && this.logOpen && !this.disposed) {
-        this.logTimer = setTimeout(() => {
-          this.logTimer = null;
-          void this.readLog();
-        }, this.logInterval);
-      }
-    } catch (error) {
-      this.error = (error as Error).message;
-      this.emit();
-    }
-  }
-
-  private stopLogTimer(): void {
-    if (this.logTimer !== null) {
-      clearTimeout(this.logTimer);
-      this.logTimer = null;
-    }
+    await this.logTail.read(
+      offset => this.api.logs(task.id, offset),
+      () => this.task?.id === task.id && !this.disposed,
+      () => this.logOpen && !this.disposed
+    );
   }
 
   dispose(): void {
     this.disposed = true;
     this.unsubscribe?.();
     this.unsubscribe = null;
-    this.stopLogTimer();
+    this.logTail.stop();
     this.listeners.clear();
     this.refListeners.clear();
   }

@@ -9,25 +9,8 @@ import type { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { type Confirm, DetailView, ErrorBanner, QueueHeader, TaskTable, Toolbar } from './components';
+import { useClock, useModel } from './hooks';
 import type { QueueModel } from './model';
-
-function useModel(model: QueueModel): number {
-  const [version, setVersion] = React.useState(0);
-  React.useEffect(() => model.subscribe(() => setVersion(v => v + 1)), [model]);
-  return version;
-}
-
-function useClock(running: boolean): number {
-  const [now, setNow] = React.useState(Date.now());
-  React.useEffect(() => {
-    if (!running) {
-      return;
-    }
-    const timer = setInterval(() => setNow(Date.now()), 1000);
-    return () => clearInterval(timer);
-  }, [running]);
-  return running ? now : Date.now();
-}
 
 function QueueView({ model, confirm }: { model: QueueModel; confirm: Confirm }): JSX.Element {
   useModel(model);

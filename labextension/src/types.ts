@@ -197,3 +197,9 @@ export interface GroupSummary {
   tasks: Task[];
   task_ids?: string[];
 }
+
+/** `GET tasks?notebook=`: one notebook's tasks by cell id, then status (issue 14's cell marks). */
+export interface CellCounts {
+  cells: Record<string, Record<string, number>>;
+  total: number;
+}

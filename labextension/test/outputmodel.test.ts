@@ -159,6 +159,27 @@ describe('TaskOutputModel', () => {
     expect(server.requests.filter(r => r.endsWith('/display'))).toEqual(['GET tasks/a/display']);
   });
 
+  it('a group reads no result up front; a row opened shows its task\'s result, read once', async () => {
+    const ids = Array.from({ length: 2000 }, (_, i) => `t${i}`);
+    const server = fakeServer(ids.map(id => task(id, 'COMPLETE')), { g0000000000000000000000000000000: ids });
+    const changes = feed();
+    const model = new TaskOutputModel(server.api, changes.source, { version: 1, api: 'taskq/api/', group: 'g0000000000000000000000000000000', count: 2000 });
+    await model.start();
+    expect(model.tasks.length).toBe(50);
+    expect(server.requests.filter(r => r.endsWith('/display'))).toEqual([]);
+    await model.toggleResult('t3');
+    expect(model.expanded.has('t3')).toBe(true);
+    expect(model.resultOf('t3').bundle?.data['text/plain']).toBe('<t3>');
+    expect(model.resultOf('t4').bundle).toBeNull();
+    await model.toggleResult('t3'); // closed
+    expect(model.expanded.has('t3')).toBe(false);
+    await model.toggleResult('t3'); // opened again: already read
+    changes.fire(['t3']);
+    await settle();
+    expect(server.requests.filter(r => r.endsWith('/display'))).toEqual(['GET tasks/t3/display']);
+    model.dispose();
+  });
+
   it('a retried task shows the new task\'s result, not the old one\'s', async () => {
     const server = fakeServer([task('a', 'COMPLETE')]);
     const changes = feed();
