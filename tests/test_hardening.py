@@ -132,6 +132,23 @@ def test_downloads_check_the_origin_like_every_other_endpoint(shared_server, tmp
     assert session.head(url, headers=evil).status_code == 404
 
 
+def test_a_refused_request_never_breaks_the_clients_next_one(shared_server):
+    """A request refused before its body is read (a foreign Origin here; no login and someone else's
+    task alike) ends its connection: the answer says so (Connection: close), so a client that keeps
+    connections open (requests, the kernel's client, a hub user's forwarding server) opens a new one
+    instead of writing into a closing socket and reading a reset."""
+    session = requests.Session()
+    assert session.get(shared_server.url + f"lab?token={TOKEN}").status_code == 200  # login cookie
+    stats = shared_server.url + "taskq/api/stats"
+    evil = {"Origin": "http://evil.example.com"}
+    for _ in range(150):
+        refused = session.get(stats, headers=evil)
+        assert refused.status_code == 404 and refused.headers.get("Connection") == "close"
+        assert session.head(stats, headers=evil).status_code == 404
+        answered = session.get(stats)
+        assert answered.status_code == 200 and answered.headers.get("Connection") != "close", "kept alive"
+
+
 def save_then_swap(folder: str, secret: str, how: str) -> str:
     """A task that registers an honest output, then swaps what it points at for a link to elsewhere."""
     import shutil

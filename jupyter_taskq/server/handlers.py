@@ -125,6 +125,7 @@ class _TaskqAuth:
             return
 
         async def after_body(*args, **kwargs):
+            self._body_in = True
             if self._refusal is not None:
                 raise self._refusal
             if self._body_chunks is not None:
@@ -158,6 +159,17 @@ class _TaskqAuth:
 
     def discard_spools(self) -> None:
         """Remove what this request spooled that no task took over."""
+
+    _body_in = False  # the whole body arrived and the method was called
+
+    def finish(self, chunk=None):
+        """A request answered before its body was read (refused in ``prepare``: no login, a foreign
+        Origin, someone else's task) has its connection closed by tornado once answered, since a
+        streamed body cannot be skipped: say so (``Connection: close``), or a client that reuses
+        the connection writes its next request into a closing socket and reads a reset."""
+        if not self._body_in:
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
 
     def on_finish(self) -> None:
         self.discard_spools()
