@@ -62,6 +62,8 @@ export class QueueModel {
   private listeners = new Set<() => void>();
   private listController: AbortController | null = null;
   private listSeq = 0;
+  private reloading: Promise<void> | null = null;
+  private reloadAgain = false;
   private readonly logTail: LogTail;
   private readonly storage: KeyValueStore | null;
 
@@ -226,10 +228,33 @@ export class QueueModel {
     );
   }
 
+  /**
+   * The page again after a change, never aborting a read in flight for it: on a busy queue changes
+   * come faster than a slow server lists a page, and each restart would leave the panel at
+   * "Loading tasks…". A change during a read asks for one more read once it ends. (The user's own
+   * filter, text and page changes still abort: their answer is the one wanted.)
+   */
+  reloadPage(): Promise<void> {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.reloadAgain = false;
+        await this.loadPage();
+      } while (this.reloadAgain);
+    };
+    this.reloading = run().finally(() => {
+      this.reloading = null;
+    });
+    return this.reloading;
+  }
+
   private async onChanges(changed: string[] | null): Promise<void> {
     const work: Promise<void>[] = [this.loadStats()];
     if (this.visible) {
-      work.push(this.loadPage());
+      work.push(this.reloadPage());
       if (this.detailId && (changed === null || changed.includes(this.detailId))) {
         work.push(this.loadDetail(false));
       }

@@ -97,6 +97,37 @@ describe('QueueModel', () => {
     expect(requests.at(-1)).toBe('GET tasks?status=FAILED&q=t11&limit=25&offset=0');
   });
 
+  it('a change during a slow read never restarts it: the page arrives, then one more read', async () => {
+    const { api } = fakeServer();
+    const plainList = api.list.bind(api);
+    const gates: Array<() => void> = [];
+    let aborted = 0;
+    api.list = (query, signal) => {
+      let answered = false;
+      signal?.addEventListener('abort', () => (answered ? undefined : aborted++)); // a read cut short
+      return new Promise(resolve =>
+        gates.push(() => {
+          answered = true;
+          resolve(plainList(query, signal));
+        })
+      );
+    };
+    const model = new QueueModel(api);
+    const first = model.reloadPage();
+    for (let i = 0; i < 5; i++) {
+      void model.reloadPage(); // changes keep coming while the server is slow
+    }
+    expect(gates.length).toBe(1);
+    gates[0]();
+    await new Promise(resolve => setTimeout(resolve, 0));
+    expect(model.page?.tasks.length).toBe(50); // the first answer is shown
+    expect(gates.length).toBe(2); // one more read for the changes that came meanwhile
+    gates[1]();
+    await first;
+    expect(aborted).toBe(0);
+    expect(model.loading).toBe(false);
+  });
+
   it('keeps the page inside the list when it shrinks', async () => {
     const { api } = fakeServer();
     const model = new QueueModel(api, { pageSize: 50 });
