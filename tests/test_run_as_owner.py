@@ -152,6 +152,30 @@ def test_a_worker_that_is_not_root_refuses_to_run_as_owners(accounts, tmp_path):
         shutil.rmtree(state, ignore_errors=True)
 
 
+def test_the_hub_service_not_running_as_root_refuses_to_start_saying_why(accounts):
+    """Multi-user mode needs root to run each task as its owner: without it the service does not start
+    (rather than run everyone's tasks as one account), and says why and what to do."""
+    from conftest import free_port
+
+    account = accounts[USERS[0]]
+    state = Path(tempfile.mkdtemp(prefix="taskq-hub-notroot-", dir="/tmp"))
+    os.chown(state, account.pw_uid, account.pw_gid)
+    env = dict(os.environ, HOME=str(state), JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{free_port()}",
+               JUPYTERHUB_SERVICE_PREFIX="/services/taskq/", JUPYTERHUB_SERVICE_NAME="taskq",
+               JUPYTERHUB_API_TOKEN="not-checked-before-the-refusal",
+               JUPYTERHUB_API_URL=f"http://127.0.0.1:{free_port()}/hub/api")
+    try:
+        done = subprocess.run(["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups",
+                               sys.executable, "-m", "jupyter_taskq.server.hub", f"--TaskQueue.state_dir={state / 's'}",
+                               "--TaskQueue.gpus=[]", "--TaskQueue.cpu_workers=1"],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=state)
+        said = done.stdout + done.stderr
+        assert done.returncode != 0, said[-2000:]
+        assert "not starting the hub service" in said and "not root" in said and "run_as_owner=False" in said, said[-2000:]
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def pid_and_uid(x=0):
     return os.getpid(), os.getuid(), x
 
