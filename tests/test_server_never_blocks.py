@@ -102,3 +102,19 @@ def test_stats_answer_while_an_upload_to_the_object_store_is_stuck(tmp_path, s3)
     finally:
         proxy.close()
         server.close()
+
+
+@pytest.mark.parametrize("value", [
+    [], [1], list(range(49)), list(range(50)), list(range(51)), list(range(1001)),
+    {"tasks": [{"id": f"t{i}", "status": "PENDING", "outputs": [], "error": None} for i in range(2001)], "done": True},
+    {"tasks": [], "done": False}, {"total": 3}, "text", None,
+])
+def test_a_big_answer_encoded_in_pieces_is_the_same_json(value):
+    """A 20,000-task answer is encoded a slice at a time (server/jsonpieces.py) so the event loop gets
+    the GIL in between; the client must read exactly what json.dumps would have written."""
+    import json
+
+    from jupyter_taskq.server.jsonpieces import dumps_in_pieces
+
+    assert dumps_in_pieces(value) == json.dumps(value).encode()
+    assert json.loads(dumps_in_pieces(value)) == value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PIECE = 200  # items per json.dumps call: about 1 ms of encoding each for task dicts
+PIECE = 50  # items per json.dumps call: well under 1 ms of encoding each for task dicts
 
 
 def dumps_in_pieces(value: Any) -> bytes:
