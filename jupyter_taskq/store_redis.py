@@ -127,6 +127,7 @@ if seq == 1 then  -- a new database: indexed from the start
   redis.call('SET', P .. 'heads_indexed', '1')
   redis.call('SET', P .. 'owners_indexed', '1')
   redis.call('SET', P .. 'notebooks_indexed', '1')
+  redis.call('SET', P .. 'gpu_attempts_indexed', '1')
 end
 set_fields(key, ARGV[3])
 redis.call('HSET', key, 'seq', seq)
@@ -235,23 +236,6 @@ end
 return out
 """
 
-# ARGV: prefix, '' (no task) -- index the waiting tasks of a database written before the per-owner sets, once
-_INDEX_HEADS = _PREAMBLE + """
-if redis.call('EXISTS', P .. 'heads_indexed') == 1 then return 0 end
-local n = 0
-for st, _ in pairs(WAITING) do
-  for _, tid in ipairs(redis.call('ZRANGE', P .. 'status:' .. st, 0, -1)) do
-    local tkey = P .. 'task:' .. tid
-    local seq = tonumber(redis.call('HGET', tkey, 'seq'))
-    if seq then  -- (an index entry without its task is no task to index)
-      index_waiting(tid, tkey, st, seq, field(tkey, 'pool') or '')
-      n = n + 1
-    end
-  end
-end
-redis.call('SET', P .. 'heads_indexed', '1')
-return n
-"""
 
 def _index_once(flag: str, per_task: str) -> str:
     """A script that indexes the tasks of a database written before an index existed, ``limit`` tasks a call
@@ -274,6 +258,29 @@ end
 return tonumber(batch[#batch])
 """.replace("FLAG", flag).replace("PER_TASK", per_task)
 
+
+# Each waiting task in its owner's waiting set (fair share's heads), for a database written before those sets.
+_INDEX_HEADS = _index_once("heads_indexed", """
+  local st = field(tkey, 'status')
+  if st and WAITING[st] then
+    index_waiting(batch[i], tkey, st, tonumber(batch[i + 1]), field(tkey, 'pool') or '')
+  end""")
+
+# Each GPU attempt in 'gpu_attempts' (scored by its end, +inf while it runs; gpu_spans reads it), for a
+# database written before that index: GPU time used before an upgrade still counts for fair share.
+_INDEX_GPU_ATTEMPTS = _index_once("gpu_attempts_indexed", """
+  local gpu = field(tkey, 'gpu')
+  if gpu and gpu ~= 0 and gpu ~= false then
+    local entries = redis.call('HGETALL', P .. 'attempts:' .. batch[i])
+    for j = 1, #entries, 2 do
+      local entry = cjson.decode(entries[j + 1])
+      if entry['started_at'] and entry['started_at'] ~= cjson.null then
+        local score = '+inf'
+        if entry['ended_at'] and entry['ended_at'] ~= cjson.null then score = tostring(entry['ended_at']) end
+        redis.call('ZADD', P .. 'gpu_attempts', score, batch[i] .. ':' .. entries[j])
+      end
+    end
+  end""")
 
 # Each task by owner, for a database written before the per-owner sets.
 _INDEX_OWNERS = _index_once("owners_indexed", """
@@ -395,9 +402,10 @@ class RedisTaskStore(TaskStore):
             ("create", _CREATE), ("transition", _TRANSITION), ("claim", _CLAIM), ("update", _UPDATE),
             ("delete", _DELETE), ("heartbeat", _HEARTBEAT), ("drop_warm", _DROP_WARM), ("heads", _HEADS),
             ("index_heads", _INDEX_HEADS), ("index_owners", _INDEX_OWNERS),
-            ("index_notebooks", _INDEX_NOTEBOOKS))}
+            ("index_notebooks", _INDEX_NOTEBOOKS), ("index_gpu_attempts", _INDEX_GPU_ATTEMPTS))}
         self._heads_indexed = False
         self._owners_indexed = False
+        self._gpu_attempts_indexed = False
         self._notebooks_indexed = False
 
     def close(self) -> None:
@@ -638,7 +646,7 @@ class RedisTaskStore(TaskStore):
     def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
         if not self._heads_indexed:
             self._date_old_retries()
-            self._run("index_heads", "")
+            self._index_once("index_heads")
             self._heads_indexed = True
         now = time.time() if now is None else now
         reply = self._run("heads", "", json.dumps(now), json.dumps(list(pools)),
@@ -670,6 +678,9 @@ class RedisTaskStore(TaskStore):
 
     def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
         """From ``gpu_attempts`` (each GPU attempt, scored by its end, +inf while it runs): O(attempts since)."""
+        if not self._gpu_attempts_indexed:
+            self._index_once("index_gpu_attempts")
+            self._gpu_attempts_indexed = True
         members = [m.decode() for m in self.redis.zrangebyscore(self._key("gpu_attempts"), since, "+inf")]
         pipe = self.redis.pipeline(transaction=False)
         for member in members:

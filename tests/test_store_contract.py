@@ -373,3 +373,29 @@ def test_an_older_redis_database_is_indexed_by_owner_once(redis_server, monkeypa
     assert old.count([S.PENDING], owner="user1") == 4, "another store (process) sees the same"
     old.close()
     store.close()
+
+
+def test_an_older_redis_database_still_counts_the_gpu_time_used_before_the_upgrade(redis_server, monkeypatch):
+    """Fair share reads GPU time from an index of GPU attempts; a database written before that index is
+    indexed once, so a heavy user's earlier GPU time (and an attempt running through the upgrade) still
+    counts, rather than every user starting from zero."""
+    from jupyter_taskq import store_redis
+    from jupyter_taskq.store_redis import RedisTaskStore
+
+    prefix = f"old-{uuid.uuid4().hex[:8]}:"
+    old = RedisTaskStore(redis_server.url, prefix=prefix)
+    old.create_many([new_task(owner="heavy", gpu=1) for _ in range(2)] + [new_task(owner="light", gpu=0)])
+    done, running = (t["id"] for t in old.list(owner="heavy"))
+    for task_id in (done, running):
+        assert old.claim(task_id, "gpu0", "i")
+    assert old.transition(done, S.COMPLETE, [S.RUNNING], attempt=1)
+    old.redis.delete(old._key("gpu_attempts"), old._key("gpu_attempts_indexed"))  # as written before it
+    monkeypatch.setattr(store_redis, "INDEX_STEP", 2)
+    store = RedisTaskStore(redis_server.url, prefix=prefix)
+    spans = store.gpu_spans(0)
+    assert sorted(owner for owner, _started, _ended in spans) == ["heavy", "heavy"]
+    assert sorted(ended is None for _owner, _started, ended in spans) == [False, True], "one ended, one runs"
+    assert store.transition(running, S.COMPLETE, [S.RUNNING], attempt=1)
+    assert all(ended is not None for _owner, _started, ended in store.gpu_spans(0)), "its end is counted too"
+    old.close()
+    store.close()

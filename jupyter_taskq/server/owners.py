@@ -120,6 +120,9 @@ def owner_groups(hub: dict, owner: str) -> tuple[str, ...]:
             admin, groups = bool(full.get("admin")), list(full.get("groups") or [])
         except (OSError, ValueError) as exc:  # (urllib's HTTPError is an OSError)
             log.warning("jupyter-taskq: could not read hub user %s (give the service read:users): %s", owner, exc)
+            # Not cached: the cache also holds the owner's admin flag for their own requests, and a guess
+            # made while the hub did not answer must not take an admin's rights away for a minute.
+            return tuple(groups)
     return tuple(_cache_roles(hub, owner, admin, groups)[1])
 
 
