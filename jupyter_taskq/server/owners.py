@@ -232,8 +232,11 @@ class OwnerView:
         they ask for."""
         if owner is not None and len(owner) > 200:
             raise ServiceError(400, "'owner' must be a user name of at most 200 characters")
-        return self._service.list(statuses, limit, offset, text=text,
-                                  owner=owner if self.me.sees_all else self.me.owner, notebooks=notebooks)
+        if not self.me.sees_all:
+            owner = self.me.owner
+        elif notebooks and owner is None and self.hub is not None:
+            owner = self.me.owner  # a notebook path is the asking user's: others' Untitled.ipynb is not it
+        return self._service.list(statuses, limit, offset, text=text, owner=owner, notebooks=notebooks)
 
     def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
         return [t if t.get("owner", self.me.owner) == self.me.owner or self.me.sees_all else lost(t["id"])
