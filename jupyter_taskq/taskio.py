@@ -9,6 +9,7 @@ kernel, for debugging) both are harmless no-ops.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -19,6 +20,9 @@ PROGRESS_INTERVAL = 0.25  # seconds between progress writes: a tight loop may ca
 MANIFEST = "manifest.jsonl"
 PROGRESS = "progress.json"
 FILES = "files"
+MAX_PROGRESS = 1e15  # done and total: any real count fits; 1e308 or inf would only break readers
+MAX_MESSAGE = 500
+MAX_OUTPUT_NAME = 255  # what a file system takes as one name, and what a URL of the output can carry
 
 _monotonic = time.monotonic
 _last_write = float("-inf")
@@ -36,9 +40,12 @@ def attempt_dir() -> Path | None:
 
 
 def progress(done: float, total: float | None = None, message: str = "") -> None:
-    """Report progress; cheap in a tight loop (it writes at most four times a second)."""
+    """Report progress; cheap in a tight loop (it writes at most four times a second).
+
+    ``done`` and ``total`` must be finite numbers from 0 to 1e15 (a ValueError says so at once, in the task,
+    where the bad value came from, rather than a task list that no browser can parse)."""
     global _last_write, _latest
-    _latest = (done, total, message)
+    _latest = (_progress_number("done", done), _progress_number("total", total, optional=True), message)
     now = _monotonic()
     if now - _last_write >= PROGRESS_INTERVAL:
         _last_write = now
@@ -72,14 +79,48 @@ def flush_progress() -> None:
         _write_progress(_latest)
 
 
+def _progress_number(name: str, value, optional: bool = False) -> float | int | None:
+    """``value`` if it is a finite number within [0, MAX_PROGRESS] (None too where ``optional``), else ValueError."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy scalars, Decimal, Fraction
+        except (TypeError, ValueError):
+            raise ValueError(f"progress(): {name} must be a number, got {value!r}") from None
+    if not ((isinstance(value, int) or math.isfinite(value)) and 0 <= value <= MAX_PROGRESS):  # an int may
+        # be too big for a float (math.isfinite(10**400) raises); the range holds it
+        raise ValueError(f"progress(): {name} must be a finite number from 0 to {MAX_PROGRESS:g}, got {value!r}")
+    return value
+
+
+def clean_progress(record) -> dict | None:
+    """The one check of a progress record, wherever it comes from: the task's progress.json (read by the
+    worker: a task may write it by hand), or the store (a record from before this check). A record with
+    a number that is not finite and in range is refused (None); the fraction is always recomputed."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        done = _progress_number("done", record.get("done"))
+        total = _progress_number("total", record.get("total"), optional=True)
+    except ValueError:
+        return None
+    at = record.get("at")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+        at = None
+    message = record.get("message")
+    return {"done": done, "total": total, "message": (message if isinstance(message, str) else "")[:MAX_MESSAGE],
+            "fraction": (done / total) if total else None, "at": at}
+
+
 def _write_progress(value: tuple) -> None:
     directory = attempt_dir()
     if directory is None:
         return
     done, total, message = value
-    record = {"done": done, "total": total, "message": str(message)[:500],
+    record = {"done": done, "total": total, "message": str(message)[:MAX_MESSAGE],
               "fraction": (done / total) if total else None, "at": time.time()}
-    _write_atomic(directory / PROGRESS, json.dumps(record).encode())
+    _write_atomic(directory / PROGRESS, json.dumps(record, allow_nan=False).encode())
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -108,8 +149,9 @@ class Output:
         base = self.name or self.path.resolve().name or "output"
         if folder and not base.endswith(".zip"):
             base += ".zip"
-        if "/" in base or base in (".", "..") or base.startswith("."):
-            raise ValueError(f"invalid output name {base!r}")
+        problem = output_name_problem(base)
+        if problem:
+            raise ValueError(f"invalid output name {base!r}: {problem}")
         directory = attempt_dir()
         if directory is None:
             return base  # not running on the queue: nothing to register
@@ -196,24 +238,67 @@ def _read_regular(path: Path, limit: int = 16 * 1024 * 1024) -> str:
         return f.read(limit).decode("utf-8", errors="replace")
 
 
-def read_manifest(directory: Path) -> list[dict]:
+def output_name_problem(name) -> str | None:
+    """Why ``name`` cannot name an output (None: it can): one name in the attempt's ``files`` folder, no
+    path. The one check for names, whether :meth:`Output.save` or a task's own manifest line gives them:
+    the server serves ``outputs/<name>`` and advertises its URL, so a ``/`` or ``..`` would point elsewhere."""
+    if not isinstance(name, str) or not name:
+        return "it must be a non-empty string"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_OUTPUT_NAME:
+        return f"it is longer than {MAX_OUTPUT_NAME} bytes"
+    if any(c in name for c in "/\\\0"):
+        return "it must be one name, without '/', '\\' or NUL"
+    if name.startswith("."):
+        return "it must not start with '.' (no '.', '..' or hidden names)"
+    return None
+
+
+def check_manifest_entry(entry) -> tuple[dict | None, str | None]:
+    """One line of the outputs manifest, validated like any input: ``(entry, None)`` or ``(None, why)``."""
+    if not isinstance(entry, dict):
+        return None, "not a JSON object"
+    name, size, kind = entry.get("name"), entry.get("size", 0), entry.get("kind") or "file"
+    problem = output_name_problem(name)
+    if problem:
+        return None, f"name {str(name)[:80]!r}: {problem}"
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2 ** 63:
+        return None, f"output {name!r}: size {str(size)[:80]!r} is not a whole number of bytes"
+    if kind not in ("file", "folder"):
+        return None, f"output {name!r}: kind {str(kind)[:80]!r} is neither 'file' nor 'folder'"
+    return {"name": name, "size": size, "kind": kind}, None
+
+
+def read_manifest_checked(directory: Path) -> tuple[list[dict], list[tuple[int, str]]]:
+    """The valid outputs of the attempt's manifest (a name given twice: its last line) and, for each bad
+    line, ``(line number, why)``: a bad line is skipped, never the attempt's other outputs."""
     try:
         lines = _read_regular(directory / MANIFEST).splitlines()
     except OSError:
-        return []
-    entries = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
+        return [], []
+    entries: dict[str, dict] = {}
+    problems = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            entries.append({"name": entry["name"], "size": int(entry.get("size") or 0), "kind": entry.get("kind")})
-    return entries
+        try:
+            entry, problem = check_manifest_entry(json.loads(line))
+        except (ValueError, RecursionError):
+            entry, problem = None, "not valid JSON"
+        if entry is None:
+            problems.append((number, problem))
+        else:
+            entries.pop(entry["name"], None)
+            entries[entry["name"]] = entry
+    return list(entries.values()), problems
+
+
+def read_manifest(directory: Path) -> list[dict]:
+    return read_manifest_checked(directory)[0]
 
 
 def read_progress(directory: Path) -> dict | None:
+    """The attempt's last progress, checked (:func:`clean_progress`): the task may have written the file itself."""
     try:
-        return json.loads(_read_regular(directory / PROGRESS, 64 * 1024))
-    except (OSError, ValueError):
+        return clean_progress(json.loads(_read_regular(directory / PROGRESS, 64 * 1024)))
+    except (OSError, ValueError, RecursionError):
         return None

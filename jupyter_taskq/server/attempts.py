@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from jupyter_server.auth.decorator import authorized
 
 from .handlers import TaskqHandler
+from .jsonpieces import dumps
 from .service import ServiceError, iso
 
 
@@ -30,7 +29,7 @@ def _log_size(service, task: dict, attempt: int) -> int | None:
 class AttemptsHandler(TaskqHandler):
     @authorized
     async def get(self, task_id):
-        self.finish(json.dumps(await self.blocking(attempts_json, self.settings["taskq_service"], task_id)))
+        self.finish(dumps(await self.blocking(attempts_json, self.settings["taskq_service"], task_id)))
 
 
 def handlers(api: str) -> list[tuple]:

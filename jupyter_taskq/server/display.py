@@ -15,6 +15,7 @@ from jupyter_server.auth.decorator import authorized
 
 from ..status import TaskStatus
 from .handlers import TaskqHandler
+from .jsonpieces import dumps
 from .service import ServiceError, conflict
 
 #: Larger than the worker ever writes (a few capped entries): anything bigger was not written by it.
@@ -71,7 +72,7 @@ def display_json(service, task_id: str) -> dict:
 class DisplayHandler(TaskqHandler):
     @authorized
     async def get(self, task_id):
-        self.finish(json.dumps(await self.blocking(display_json, self.settings["taskq_service"], task_id)))
+        self.finish(dumps(await self.blocking(display_json, self.settings["taskq_service"], task_id)))
 
 
 def handlers(api: str) -> list[tuple]:

@@ -29,6 +29,7 @@ from ..statedir import create_private_file, make_private_dir
 from ..status import FINAL
 from . import owners
 from .handlers import TaskqHandler
+from .jsonpieces import dumps
 from .service import ServiceError, bad_request
 
 GROUP_ID = re.compile(r"[0-9a-f]{32}")
@@ -122,7 +123,7 @@ class GroupsHandler(_GroupHandler):
             self.settings["taskq_groups_swept"] = time.monotonic()
             await self.blocking(self.groups.sweep, self.settings["taskq_service"].store)
         self.set_status(201)
-        self.finish(json.dumps({"id": group_id, "count": len(ids)}))
+        self.finish(dumps({"id": group_id, "count": len(ids)}))
 
 
 class GroupHandler(_GroupHandler):
@@ -143,7 +144,7 @@ class GroupHandler(_GroupHandler):
         answer["id"] = group_id
         if self.get_query_argument("ids", "0") == "1":
             answer["task_ids"] = ids
-        self.finish(json.dumps(answer))
+        self.finish(dumps(answer))
 
 
 def handlers(api: str) -> list[tuple]:

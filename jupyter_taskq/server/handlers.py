@@ -28,7 +28,7 @@ from ..blobs import is_key
 from ..status import FINAL
 from ..storeerrors import is_disk_full
 from . import owners
-from .jsonpieces import dumps_in_pieces
+from .jsonpieces import dumps, dumps_in_pieces
 from .offloop import OffLoop, make_executor, run
 from .service import ServiceError, bad_request
 
@@ -194,7 +194,7 @@ class _TaskqAuth:
             self.clear()
             self.set_status(e.status)
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": str(e), "reason": e.reason}))
+            self.finish(dumps({"message": str(e), "reason": e.reason}))
             return
         super()._handle_request_exception(e)
 
@@ -383,7 +383,7 @@ class TasksHandler(_StreamedBody):
         text = self.get_query_argument("q", "").strip()
         owner = self.get_query_argument("owner", "") or None  # a hub admin's "Mine / Everyone" (owners.py)
         notebooks = self.get_query_arguments("notebook")  # one notebook's tasks counted by cell (celltasks.ts)
-        self.finish(json.dumps(await self.service.list(statuses, limit, offset, text=text, owner=owner,
+        self.finish(dumps(await self.service.list(statuses, limit, offset, text=text, owner=owner,
                                                        notebooks=notebooks)))
 
     @authorized
@@ -406,7 +406,7 @@ class TasksHandler(_StreamedBody):
             raise
         task = await self.service.submit(spooled, options)
         self.set_status(201)
-        self.finish(json.dumps(task))
+        self.finish(dumps(task))
 
 
 def _decode_payload(value, limit: int, what: str = "the payload") -> bytes:
@@ -599,7 +599,7 @@ class BlobHandler(_StreamedBody):
             raise bad_request(f"the body's sha256 is {digest}, not the {key} it was sent as")
         created = await self.service.put_blob(key, spool.close())
         self.set_status(201 if created else 200)
-        self.finish(json.dumps({"blob": key, "size": spool.size, "created": created}))
+        self.finish(dumps({"blob": key, "size": spool.size, "created": created}))
 
 
 class CancelHandler(TaskqHandler):
@@ -608,7 +608,7 @@ class CancelHandler(TaskqHandler):
         body = self.json_body()
         if "task_ids" not in body:
             raise bad_request('body must be {"task_ids": [...]}')
-        self.finish(json.dumps(await self.service.cancel(body["task_ids"])))
+        self.finish(dumps(await self.service.cancel(body["task_ids"])))
 
 
 class WaitHandler(TaskqHandler):
@@ -636,7 +636,7 @@ class TaskHandler(TaskqHandler):
         if wait and task["status"] not in FINAL:
             await self.wait_final([task_id], wait)
             task = await self.service.get(task_id)
-        self.finish(json.dumps(task))
+        self.finish(dumps(task))
 
     @authorized
     async def delete(self, task_id):
@@ -650,7 +650,7 @@ class RetryHandler(TaskqHandler):
     async def post(self, task_id):
         task = await self.service.retry(task_id)
         self.set_status(201)
-        self.finish(json.dumps(task))
+        self.finish(dumps(task))
 
 
 class ResultHandler(TaskqHandler):
@@ -665,7 +665,7 @@ class ResultHandler(TaskqHandler):
             task = await self.service.get_task(task_id)
             if task["status"] not in FINAL:
                 self.set_status(202)
-                self.finish(json.dumps({"status": task["status"],
+                self.finish(dumps({"status": task["status"],
                                         "message": f"task {task_id} is still {task['status']}; ask again"}))
                 return
         await self.send_file(await self.service.result_path(task_id), f"{task_id}.result")
@@ -691,7 +691,7 @@ class LogsHandler(TaskqHandler):
         except ValueError:
             raise bad_request(f"'offset' must be an integer, got {raw!r}") from None
         attempt = self.get_query_argument("attempt", None)
-        self.finish(json.dumps(await self.service.log_chunk(task_id, offset, attempt=attempt)))
+        self.finish(dumps(await self.service.log_chunk(task_id, offset, attempt=attempt)))
 
 
 @web.stream_request_body  # a body sent with a download is held to Jupyter's limit too (_TaskqAuth)
@@ -761,13 +761,13 @@ class ChangesHandler(TaskqHandler):
         answer = await self.changes.changes(since, wait, self.service.fingerprint)
         if answer["changed"]:  # hub service: only this user's tasks (owners.py)
             answer["changed"] = await self.service.visible_ids(answer["changed"])
-        self.finish(json.dumps(answer))
+        self.finish(dumps(answer))
 
 
 class StatsHandler(TaskqHandler):
     @authorized
     async def get(self):
-        self.finish(json.dumps(await self.service.stats()))
+        self.finish(dumps(await self.service.stats()))
 
 
 class WarmHandler(TaskqHandler):
@@ -775,7 +775,7 @@ class WarmHandler(TaskqHandler):
 
     @authorized
     async def delete(self):
-        self.finish(json.dumps(await self.service.drop_warm()))
+        self.finish(dumps(await self.service.drop_warm()))
 
 
 def handlers(base_url: str) -> list[tuple]:

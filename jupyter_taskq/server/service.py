@@ -25,6 +25,7 @@ from ..doorbell import work_bell
 from ..machine import machine_size
 from .. import options as options_module
 from .. import tasklog
+from .. import taskio
 from ..objectstore import ObjectStore
 from ..blobs import blob_of
 from ..payload import PayloadError, read_header
@@ -442,7 +443,8 @@ class TaskService:
             "ended_at": iso(task["ended_at"]), "updated_at": iso(task["updated_at"]),
             "attempt": task["attempt"], "gpu_model": pool_model(task["pool"] or ""),
             "worker": task["worker"], "retry_of": task["retry_of"],
-            "outputs": self._outputs_json(task), "error": task["error"], "progress": task["progress"],
+            "outputs": self._outputs_json(task), "error": task["error"],
+            "progress": taskio.clean_progress(task["progress"]),  # a record stored before the check: no NaN out
             "result": {"available": task["status"] == TaskStatus.COMPLETE and not task["result_expired"],
                        "size": task["result_size"], "expired": bool(task["result_expired"]),
                        "expires_in": self._expires_in(task)},
@@ -468,8 +470,10 @@ class TaskService:
             return []
         expires_in = self._expires_in(task)
         base = self._task_url(task["id"])
-        return [{"name": o["name"], "size": o["size"], "kind": o.get("kind"),
-                 "url": f"{base}/outputs/{quote(o['name'])}", "expires_in": expires_in} for o in task["outputs"]]
+        entries = (taskio.check_manifest_entry(o)[0] for o in task["outputs"])  # stored before the check too
+        return [{"name": o["name"], "size": o["size"], "kind": o["kind"],
+                 "url": f"{base}/outputs/{quote(o['name'], safe='')}", "expires_in": expires_in}
+                for o in entries if o is not None]
 
     # -- actions ----------------------------------------------------------
     def cancel(self, task_ids: Any) -> dict:
@@ -596,7 +600,7 @@ class TaskService:
         and a swap after the check changes nothing, since what is served is what was opened."""
         task = self.get_task(task_id)
         registered = {o["name"] for o in task.get("outputs") or []}
-        if name not in registered or "/" in name or name in (".", "..") or "\0" in name:
+        if name not in registered or taskio.output_name_problem(name):
             raise ServiceError(404, f"task {task_id} has no output named {name!r}", "not found")
         if task["result_expired"]:
             raise ServiceError(410, f"the outputs of task {task_id} have expired (result TTL)", "gone")

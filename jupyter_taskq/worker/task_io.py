@@ -18,7 +18,7 @@ from .. import tasklog
 from ..objectstore import ObjectStore
 from ..statedir import StateDir
 from ..store import TaskStore
-from ..taskio import MANIFEST, PROGRESS, read_manifest, read_progress
+from ..taskio import MANIFEST, PROGRESS, read_manifest_checked, read_progress
 
 
 def _mtime(path) -> int | None:
@@ -44,6 +44,7 @@ class AttemptWatcher:
         self.log_dropped = tasklog.read_dropped(self.log_path)
         self._dropped_recorded = self.log_dropped == (task.get("log_dropped") or 0)
         self._seen: dict[str, int | None] = {PROGRESS: None, MANIFEST: None}
+        self._manifest_noted: set[tuple[int, str]] = set()  # bad manifest lines already said in the log
         self.objects = objects
         self._log_published: tuple[int | None, float] = (None, 0.0)
         if objects is not None:  # one attempt at a time per worker: forget the last one's log
@@ -60,7 +61,8 @@ class AttemptWatcher:
                 if name == PROGRESS:
                     changed["progress"] = read_progress(self.directory)
                 else:
-                    changed["outputs"] = read_manifest(self.directory)
+                    changed["outputs"], problems = read_manifest_checked(self.directory)
+                    self._note_manifest_problems(problems)
         if self._cap_log(store) or not self._dropped_recorded:
             changed["log_dropped"] = self.log_dropped
             self._dropped_recorded = True
@@ -68,6 +70,31 @@ class AttemptWatcher:
             store.update_fields(self.task_id, **changed)
         self._publish_log()
         return bool(changed)
+
+    def _note_manifest_problems(self, problems: list[tuple[int, str]]) -> None:
+        """Say in the attempt's log (where its owner looks) which manifest lines were ignored, once each: the
+        attempt goes on and keeps its valid outputs. Appended only to the log as a regular file with one
+        name (with tasks run as their owners the folder is the owner's while the attempt runs)."""
+        new = [p for p in problems if p not in self._manifest_noted]
+        if not new:
+            return
+        self._manifest_noted.update(new)
+        text = "".join(f"[jupyter-taskq: outputs manifest line {n} ignored: {why}]\n" for n, why in new[:20])
+        if len(new) > 20:
+            text += f"[jupyter-taskq: {len(new) - 20} more bad outputs manifest lines ignored]\n"
+        log.warning("task %s: %d bad outputs manifest line(s) ignored, e.g. line %d: %s",
+                    self.task_id, len(new), *new[0])
+        try:
+            fd = tasklog.open_regular(self.log_path, os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_nlink == 1:
+                os.write(fd, text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def _publish_log(self) -> None:
         """Followers on another machine read the log from the object store: keep it near-live there."""
