@@ -234,6 +234,17 @@ class TaskStore(abc.ABC):
         """Finished tasks with a callback_url whose delivery has not succeeded or given up."""
 
     # Workers
+    # -- task tokens (jupyter_taskq/tasktokens.py): only their sha256, never the token ---------------
+    @abc.abstractmethod
+    def add_task_token(self, digest: str, task_id: str, attempt: int, owner: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def task_token(self, digest: str) -> dict | None:
+        """``{task_id, attempt, owner}`` of a task token's digest, or None."""
+
+    @abc.abstractmethod
+    def delete_task_token(self, digest: str) -> None: ...
+
     @abc.abstractmethod
     def register_worker(self, worker: dict) -> None: ...
 
@@ -337,6 +348,8 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create index if not exists taskq_tasks_status on taskq_tasks (status)")
         self._conn.execute("drop index if exists taskq_tasks_status_pool")  # an interim index of 2026-11-28
         self._conn.execute("create table if not exists taskq_gpu_ledger (owner text, started_at real, ended_at real)")
+        self._conn.execute("create table if not exists taskq_task_tokens (digest text primary key, task_id text not null, "
+                           "attempt integer not null, owner text, created_at real)")
         self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
 
     def _date_old_retries(self) -> None:
@@ -617,6 +630,18 @@ class SqliteTaskStore(TaskStore):
         rows = self._read("select id from taskq_tasks where callback_url is not null and callback_done = 0 "
                           f"and status in ({', '.join('?' * len(final))})", final)
         return [r[0] for r in rows]
+
+    # -- task tokens --------------------------------------------------------
+    def add_task_token(self, digest, task_id, attempt, owner) -> None:
+        self._write("insert or replace into taskq_task_tokens (digest, task_id, attempt, owner, created_at) "
+                    "values (?, ?, ?, ?, ?)", (digest, task_id, attempt, owner, time.time()))
+
+    def task_token(self, digest) -> dict | None:
+        rows = self._read("select task_id, attempt, owner from taskq_task_tokens where digest = ?", (digest,))
+        return dict(rows[0]) if rows else None
+
+    def delete_task_token(self, digest) -> None:
+        self._write("delete from taskq_task_tokens where digest = ?", (digest,))
 
     # -- workers ----------------------------------------------------------
     def register_worker(self, worker: dict) -> None:

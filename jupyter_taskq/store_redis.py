@@ -817,6 +817,20 @@ class RedisTaskStore(TaskStore):
     def callbacks_due(self) -> list[str]:
         return [i.decode() for i in self.redis.zrange(self._key("callbacks"), 0, -1)]
 
+    # -- task tokens (a key each, so one left behind by a lost worker expires by itself) ------------
+    TASK_TOKEN_TTL = 7 * 86400
+
+    def add_task_token(self, digest, task_id, attempt, owner) -> None:
+        self.redis.set(self._key("task_token", digest), json.dumps({"task_id": task_id, "attempt": attempt,
+                                                                    "owner": owner}), ex=self.TASK_TOKEN_TTL)
+
+    def task_token(self, digest) -> dict | None:
+        raw = self.redis.get(self._key("task_token", digest))
+        return json.loads(raw) if raw else None
+
+    def delete_task_token(self, digest) -> None:
+        self.redis.delete(self._key("task_token", digest))
+
     # -- workers ----------------------------------------------------------
     def register_worker(self, worker: dict) -> None:
         self.redis.hset(self._key("workers"), worker["name"], json.dumps(worker))

@@ -462,21 +462,26 @@ class TaskHandle:
 
 
 _default_client: Client | None = None
+_default_found: tuple[str, str] | None = None  # the (url, token) discovery gave it
 
 
 def connect(url: str | None = None, token: str | None = None, reconnect_for: float | None = None) -> Client:
     """The client every handle uses by default. With no ``url``: the server found by
     :func:`jupyter_taskq.notebook.discovery.find_server` (which may start a private one).
     ``reconnect_for``: how long calls ride out an unreachable server (see :class:`Client`)."""
-    global _default_client
+    global _default_client, _default_found
     if url is None:
-        if _default_client is not None:
+        from .discovery import find_server, in_task_credentials
+
+        # In a task, the queue's URL and token are the attempt's own (jupyter_taskq/tasktokens.py): a warm
+        # task process runs many attempts, and the client of an earlier one holds a token that has ended.
+        current = in_task_credentials()
+        if _default_client is not None and (current is None or current == _default_found):
             if reconnect_for is not None:
                 _default_client.reconnect_for = _reconnect_for(reconnect_for)
             return _default_client
-        from .discovery import find_server
-
         url, found_token = find_server()
+        _default_found = (url, found_token)
         token = found_token if token is None else token
     _default_client = Client(url, token, reconnect_for=reconnect_for)
     return _default_client

@@ -1,6 +1,7 @@
 """Finding the taskq server from a kernel, or starting a private one.
 
-In order: ``connect(url, token)``; ``$JUPYTER_TASKQ_URL`` / ``$JUPYTER_TASKQ_TOKEN``
+In a task: the URL and per-attempt token its worker gave it (:func:`in_task_credentials`). Elsewhere,
+in order: ``connect(url, token)``; ``$JUPYTER_TASKQ_URL`` / ``$JUPYTER_TASKQ_TOKEN``
 (the extension puts them in the environment of every kernel it starts); the
 runtime file of the Jupyter server that started this kernel (``JPY_PARENT_PID``);
 a private server already started for this user; and last, a new private server,
@@ -35,6 +36,22 @@ def _runtime_dir() -> Path:
 def from_environment() -> tuple[str, str] | None:
     url = os.environ.get("JUPYTER_TASKQ_URL")
     return (url, os.environ.get("JUPYTER_TASKQ_TOKEN", "")) if url else None
+
+
+def in_task_credentials() -> tuple[str, str] | None:
+    """In a task: the (url, token) its worker gave this attempt (jupyter_taskq/tasktokens.py); None elsewhere.
+
+    A task reaches the queue as its owner with a token of its own, good while this attempt runs. Its
+    worker must know the server's URL (a worker on another machine: ``jupyter taskq worker --server-url``);
+    without it a task cannot reach the queue, and says so rather than start a server of its own."""
+    if os.environ.get("JUPYTER_TASKQ_IN_TASK") != "1":
+        return None
+    found = from_environment()
+    if found is None or not found[1]:
+        raise RuntimeError("this task cannot reach the task queue: its worker does not know the server's URL. "
+                           "Start the worker with `jupyter taskq worker --server-url URL` (the Jupyter server's "
+                           "URL, e.g. http://host:8888/), or pass jupyter_taskq.connect(url, token)")
+    return found
 
 
 def from_parent_server() -> tuple[str, str] | None:
@@ -101,6 +118,9 @@ def start_private_server(timeout: float = 60.0) -> tuple[str, str]:
 
 
 def find_server(start_private: bool = True) -> tuple[str, str]:
+    in_task = in_task_credentials()  # a task: its own credentials, or a clear error; never a private server
+    if in_task is not None:
+        return in_task
     for source in (from_environment, from_parent_server, existing_private_server):
         found = source()
         if found:

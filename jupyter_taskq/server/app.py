@@ -21,6 +21,7 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
 
+from .. import tasktokens
 from ..backend import Backend
 from ..gpus import parse_gpus
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
@@ -245,6 +246,8 @@ class TaskQueue(HubOptions, ExtensionApp):
         if self.runs_tasks_as_owners:
             cmd.append("--run-as-owner")  # hub service: each task runs as its owner's account (issue 15)
         env = dict(os.environ, **self.backend.child_env())
+        # Where tasks reach the queue with their task token (tasktokens.py); the port is bound by now.
+        env[tasktokens.SERVER_URL_ENV] = os.environ.get(tasktokens.SERVER_URL_ENV) or self.serverapp.connection_url
         self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.log.info("jupyter-taskq: worker supervisor started (pid %d)", self._supervisor.pid)
 

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="cap of a task's log; past it the log keeps its tail")
     worker.add_argument("--run-as-owner", action="store_true",
                         help="run each task as its owner's Unix account (the hub service; needs root)")
+    worker.add_argument("--server-url", default=os.environ.get("JUPYTER_TASKQ_SERVER_URL", ""), metavar="URL",
+                        help="the Jupyter server that holds the queue (http://host:8888/): tasks that submit tasks "
+                             "reach it there (default: $JUPYTER_TASKQ_SERVER_URL; a server's own workers get it)")
     worker.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         gpus = parse_gpus(args.gpus)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.server_url:
+        if not args.server_url.startswith(("http://", "https://")):
+            parser.error(f"--server-url must be an http:// or https:// URL, got {args.server_url!r}")
+        os.environ["JUPYTER_TASKQ_SERVER_URL"] = args.server_url  # the workers', and so their tasks'
     if args.workers_per_gpu < 1 or args.cpu_workers < 0:
         parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
     if args.files_dir and not args.redis:

@@ -39,7 +39,7 @@ from typing import Callable, TypeVar
 import dill  # noqa: F401 - imported once here, not in every forked attempt
 from huey.signals import SIGNAL_EXPIRED
 
-from .. import payload
+from .. import payload, tasktokens
 from ..backend import Backend, wait_for_any
 from ..machine import machine_size
 from ..options import retry_for_matches
@@ -99,6 +99,9 @@ class Worker:
         self._strays_until = 0.0  # a keeper died abnormally: orphans of its tree may come to us
         self._failing: str | None = None  # what cannot be written now (logged once per streak)
         self._warm_up: str | None | bool = False  # the warm-up payload's path (False: not written yet)
+        # Where the attempt's tasks reach the queue (tasktokens.py); none: a connect() in a task says so.
+        self.server_url = os.environ.get(tasktokens.SERVER_URL_ENV) or None
+        self._attempt_env: dict[str, str] = {}  # the attempt's task token and that URL (_start_token)
 
     # -- main loop --------------------------------------------------------
     def run(self) -> None:
@@ -250,6 +253,7 @@ class Worker:
                 self._until_written(f"the queue entry of task {task_id}", lambda: self.huey.enqueue(huey_task) or True)
             return  # cancelled, expired or deleted while it waited (or its row cannot be claimed: logged)
         self._changed(task_id)
+        token_digest = self._start_token(task)
         try:
             outcome, error = self._execute_in_child(task)
             if outcome == "failed":
@@ -257,11 +261,39 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - the worker's own failure ends the attempt, never the task
             log.exception("worker error around attempt %d of task %s", task["attempt"], task_id)
             outcome, error = "failed", _worker_error(exc)
+        finally:
+            self._end_token(token_digest)
         try:
             self._publish_files(task)  # before the new status: whoever sees it can fetch them
         except Exception:  # noqa: BLE001
             log.exception("could not publish the files of task %s", task_id)
         self._record_outcome(task, outcome, error)
+
+    def _start_token(self, task: dict) -> str | None:
+        """Mint this attempt's task token (tasktokens.py): the attempt reaches the queue as its owner with
+        it. Not stored (a full disk, the store down): the attempt runs anyway, and a connect() in it says
+        it has no credential. Returns the digest to delete when the attempt ends."""
+        self._attempt_env = tasktokens.attempt_env(None, None)
+        if not self.server_url:
+            return None
+        token, digest = tasktokens.mint()
+        try:
+            self.store.add_task_token(digest, task["id"], task["attempt"], task.get("owner"))
+        except Exception:  # noqa: BLE001
+            log.warning("could not store the task token of task %s; it cannot reach the queue", task["id"],
+                        exc_info=True)
+            return None
+        self._attempt_env = tasktokens.attempt_env(token, self.server_url)
+        return digest
+
+    def _end_token(self, digest: str | None) -> None:
+        self._attempt_env = tasktokens.attempt_env(None, None)
+        if digest is None:
+            return
+        try:
+            self.store.delete_task_token(digest)
+        except Exception:  # noqa: BLE001 - refused anyway once its attempt is not RUNNING (tasktokens.owner_of)
+            log.warning("could not delete a task token (refused anyway once its attempt has ended)", exc_info=True)
 
     def _record_outcome(self, task: dict, outcome: str, error: dict | None) -> None:
         task_id, attempt = task["id"], task["attempt"]
@@ -383,7 +415,8 @@ class Worker:
             warm = self._warm.pop(key, None)
             if warm is not None and reuse and warm.alive():
                 try:
-                    warm.dispatch([str(run / "payload"), *paths[1:]] if who else paths, None, warm=True, owner=who)
+                    warm.dispatch([str(run / "payload"), *paths[1:]] if who else paths, None, warm=True, owner=who,
+                                  env=self._attempt_env)
                     warm.keep_warm = keep_warm
                     return warm
                 except OSError:
@@ -393,13 +426,13 @@ class Worker:
         proc, self._spare = self._spare, None
         if proc is not None:
             try:
-                proc.dispatch(paths, python, warm=key is not None, owner=who)
+                proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env)
             except OSError:  # it died while waiting
                 self._retire(proc)
                 proc = None
         if proc is None:
             proc = self._fork()
-            proc.dispatch(paths, python, warm=key is not None, owner=who)
+            proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env)
         proc.warm_key, proc.keep_warm = key, keep_warm
         proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd")}
         return proc

@@ -28,6 +28,17 @@ EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
 
 
 ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"  # as jupyter_taskq.taskio reads it
+#: The attempt's own entries (its task token, the server's URL: jupyter_taskq/tasktokens.py, which names
+#: them; this file needs only the standard library). The worker sets them in this process's environment
+#: before the attempt, and they outlive _enter_world's switch to the notebook's environment.
+ATTEMPT_ENV = ("JUPYTER_TASKQ_URL", "JUPYTER_TASKQ_TOKEN", "JUPYTER_TASKQ_IN_TASK")
+
+
+def set_attempt_env(env: dict) -> None:
+    """This attempt's entries, and none of a previous attempt's (a warm process runs many)."""
+    for name in ATTEMPT_ENV:
+        os.environ.pop(name, None)
+    os.environ.update({k: v for k, v in env.items() if k in ATTEMPT_ENV})
 
 
 def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str, attempt_dir: str,
@@ -41,12 +52,15 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
     (HOME, USER, LOGNAME) over the notebook's environment."""
     _redirect_output(log_path)
     _reset_progress()
+    own = {k: os.environ[k] for k in ATTEMPT_ENV if k in os.environ}
     try:
         with _open_input(payload_path) as stream:
             header = payload_module.read_header(stream)
             _enter_world(header, cuda_devices, attempt_dir)
             if owner_env:
                 os.environ.update(owner_env)
+            if own:  # the notebook's URL (its server's, maybe on another machine) gives way to the worker's
+                set_attempt_env(own)
             shared = _shared_function(header, payload_path, payload_module, blob_path)  # first: as the kernel made them
             fn, args, kwargs = payload_module.load_body(stream, header)
             if shared is not None:

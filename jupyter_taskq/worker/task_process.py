@@ -127,11 +127,14 @@ class TaskProcess:
         return cls(pid, request_w, done_r)
 
     def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False,
-                 owner: dict | None = None) -> None:
+                 owner: dict | None = None, env: dict[str, str] | None = None) -> None:
         """Start an attempt: ``python`` names another interpreter to run it in (the notebook's env);
         ``warm``: keep the task process afterwards if the attempt returns normally; ``owner``: the
-        account to run it as (:mod:`.owner`; with ``"blob"``, the path of its shared part)."""
-        write_message(self.request, {"paths": paths, "python": python, "warm": warm, "owner": owner})
+        account to run it as (:mod:`.owner`; with ``"blob"``, the path of its shared part); ``env``: this
+        attempt's own environment entries over the notebook's (its task token: tasktokens.py), through a
+        pipe, never a file or a command line."""
+        write_message(self.request, {"paths": paths, "python": python, "warm": warm, "owner": owner,
+                                     "env": env or {}})
         self.attempts += 1
         self.idle_since = None
         self.busy = True
@@ -316,6 +319,7 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
         if message is None:
             return runner.EXIT_OK  # the keeper ended
         paths = message["paths"]
+        runner.set_attempt_env(message.get("env") or {})  # before _exec_runner: the other interpreter inherits it
         as_owner = {}
         if message.get("owner"):
             try:
