@@ -7,6 +7,12 @@ and the batch) is removed by the clean-up after :data:`UNCLAIMED_FOR` seconds; a
 for a blob (``HEAD``) restarts that clock, so one just confirmed is never swept
 before its batch arrives. With an object store, blobs are published there like
 payloads, so workers on other machines fetch them the same way.
+
+A blob belongs to whoever uploaded it, as a payload does (issue 25): the store keeps one record per
+(blob, owner) (``TaskStore.add_blob_owner``), and only an owner may ask for it (``HEAD``) or name it in
+a task. Someone uploading the same bytes again becomes an owner too, sharing the one file. With no
+record there is no access: a blob's bytes carry another user's function and the data it captured,
+and even a yes to ``HEAD`` would tell someone that this content was uploaded.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ class BlobShelf:
         # remove the blob in between (release() counts references under it).
         self.lock = threading.RLock()
 
-    def has(self, key: str) -> bool:
-        """Whether the blob is here; a yes keeps it from the unclaimed sweep for another while."""
+    def has(self, key: str, owner: str) -> bool:
+        """Whether the blob is here as ``owner``'s; a yes keeps it from the unclaimed sweep for another while."""
+        if not self.store.blob_owned(key, owner):
+            return False
         path = self.state.blob(key)
         try:
             os.utime(path)
@@ -46,12 +54,15 @@ class BlobShelf:
             return self.objects.remote and self.objects.fetch(path)  # a server on a new machine
         return True
 
-    def missing(self, keys) -> list[str]:
-        """Those of ``keys`` that are neither here nor in the object store (a server on a new machine)."""
-        return [key for key in dict.fromkeys(keys) if key and not self.objects.fetch(self.state.blob(key))]
+    def missing(self, wanted) -> list[str]:
+        """Of ``wanted`` ((key, owner) pairs), the keys not here as that owner's: not uploaded by them, or
+        neither here nor in the object store (a server on a new machine)."""
+        return list(dict.fromkeys(key for key, owner in dict.fromkeys(wanted) if key and not (
+            owner is not None and self.store.blob_owned(key, owner) and self.objects.fetch(self.state.blob(key)))))
 
-    def put(self, key: str, spooled: Path) -> bool:
-        """Take ownership of an uploaded blob whose sha256 the caller checked; False if it was here already.
+    def put(self, key: str, spooled: Path, owner: str) -> bool:
+        """Keep an uploaded blob whose sha256 the caller checked, as ``owner``'s; False if it was theirs
+        already (the same bytes from someone else: one file, and a record that it is ``owner``'s too).
 
         Raises :class:`~jupyter_taskq.payload.PayloadError` when the bytes are not a payload."""
         assert is_key(key)
@@ -62,8 +73,9 @@ class BlobShelf:
             with self.lock:
                 if path.exists():
                     os.utime(path)
-                    return False
+                    return self.store.add_blob_owner(key, owner)
                 os.replace(spooled, path)
+                self.store.add_blob_owner(key, owner)
             self.objects.publish(path)
             return True
         finally:
@@ -76,6 +88,7 @@ class BlobShelf:
         with self.lock:
             if self.store.blob_refs(key):
                 return False
+            self.store.forget_blob(key)  # first: a file without records is no one's; records without it, nothing
             self._remove(self.state.blob(key))
         return True
 

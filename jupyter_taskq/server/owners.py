@@ -11,6 +11,8 @@ Hub admins and members of ``TaskQueue.hub_admin_group`` see, cancel and delete e
 
 Handlers reach the service through :class:`OwnerView`, which sets the owner on new tasks,
 filters listings and bulk calls, and applies the queued-tasks quota (:mod:`jupyter_taskq.quotas`).
+It fails closed: a service method it neither scopes nor declares safe (:attr:`OwnerView.PASS_THROUGH`)
+is not reachable through it, so a new ``TaskService`` method is never open to every hub user unscoped.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from ..status import TaskStatus
+from ..status import FINAL, TaskStatus
 from .service import ServiceError, lost, not_found
 
 ADMIN_CACHE_SECONDS = 60.0  # how long a user's admin flag and groups, asked of the hub, are reused
@@ -159,8 +161,22 @@ def view(handler) -> "OwnerView":
     return OwnerView(handler.settings["taskq_service"], me, hub_settings(handler))
 
 
+class NotScoped(AttributeError):
+    """A service attribute that :class:`OwnerView` neither scopes nor declares safe for every user."""
+
+
 class OwnerView:
-    """The service as one user sees it; anything not scoped here passes through unchanged."""
+    """The service as one user sees it. Fails closed: only the methods defined here (scoped to the user)
+    and those in :attr:`PASS_THROUGH` are reachable; any other attribute raises :class:`NotScoped`."""
+
+    #: Service methods every user may call as they are. Each acts on the one task whose id the URL names,
+    #: which :func:`guard` answered 404 for before the handler ran if it is someone else's; or touches
+    #: nothing of anyone's (a fresh spool file, the change feed's fingerprint, which only says "something
+    #: changed"). Declare a new method here only if that holds for it; otherwise scope it below.
+    PASS_THROUGH = frozenset({
+        "get", "delete", "result_path", "error_pickle_path", "log_chunk", "open_output",  # the URL's task
+        "open_spool", "spool_bytes", "fingerprint",  # nobody's
+    })
 
     def __init__(self, service, me: Identity, hub: dict | None):
         self._service = service
@@ -168,7 +184,10 @@ class OwnerView:
         self.hub = hub
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._service, name)
+        if name in self.PASS_THROUGH:
+            return getattr(self._service, name)
+        raise NotScoped(f"jupyter-taskq: TaskService.{name} is not reachable through OwnerView: scope it to the "
+                        "asking user there, or declare it in OwnerView.PASS_THROUGH if it is safe for every user")
 
     @property
     def store(self):
@@ -253,6 +272,26 @@ class OwnerView:
                                     if i not in mine]
         return answer
 
+    def finished(self, task_ids) -> set[str]:
+        """As the service's; someone else's task counts as finished, as an unknown id does (nothing to wait
+        for), so waiting on it tells nothing."""
+        if self.me.sees_all or self.hub is None:
+            return self._service.finished(task_ids)
+        task_ids = list(task_ids)
+        statuses = self.store.statuses(task_ids)
+        return {i for i in task_ids if statuses.get(i, TaskStatus.COMPLETE) in FINAL}
+
+    # -- blobs: each is its uploaders' (blobstore.py), in a personal server too -----------------------
+    def has_blob(self, key: str) -> bool:
+        return self._service.has_blob(key, self.me.owner)
+
+    def put_blob(self, key: str, spooled) -> bool:
+        return self._service.put_blob(key, spooled, self.me.owner)
+
+    # -- warm task processes: a user's own (an admin's: everyone's) ----------------------------------
+    def drop_warm(self) -> dict:
+        return self._service.drop_warm(None if self.me.sees_all else self.me.owner)
+
     def stats(self) -> dict:
         from ..quotas import empty_usage, usage_by_owner
 
@@ -267,6 +306,7 @@ class OwnerView:
             for worker in stats["workers"]:  # another user's task: busy, but not whose or what
                 if worker["current_task"] and not self._visible(self._service.store.get(worker["current_task"])):
                     worker.update(current_task=None, current_task_name=None)
+                worker["warm"] = [w for w in worker["warm"] if w.get("owner") == self.me.owner]  # their own
             stats["counts"] = {s.value: 0 for s in TaskStatus} | usage[self.me.owner]["tasks"]  # their own
         stats["users"] = usage
         stats["you"] = {"name": self.me.owner, "sees_all": self.me.sees_all}

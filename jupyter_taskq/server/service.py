@@ -242,8 +242,8 @@ class TaskService:
                 missing = self.blobs.missing(blobs)
                 if missing:
                     raise ServiceError(409, f"the shared part {missing[0]} that the payload names is not on this "
-                                            f"server; upload it (PUT taskq/api/blobs/{missing[0]}) and submit again",
-                                       "blob missing")
+                                            "server as yours (a shared part is its uploader's); upload it "
+                                            f"(PUT taskq/api/blobs/{missing[0]}) and submit again", "blob missing")
                 tasks = []
                 for (spooled, options), blob in zip(items, blobs):
                     task = dict(self._new_task(options, retry_of), blob=blob)
@@ -258,8 +258,9 @@ class TaskService:
         return [self.to_json({**self._blank_row, **task}, stats) for task in tasks]
 
     # -- blobs: parts shared by many payloads (jupyter_taskq/blobs.py) ----
-    def has_blob(self, key: str) -> bool:
-        return self.blobs.has(key)
+    def has_blob(self, key: str, owner: str) -> bool:
+        """Whether ``owner`` uploaded the blob and it is here (someone else's reads as absent)."""
+        return self.blobs.has(key, owner)
 
     def put_blob(self, key: str, spooled: Path) -> bool:
         """Keep an uploaded blob (its sha256 checked by the handler); False if it was here already."""
@@ -430,9 +431,10 @@ class TaskService:
             "disk_usage_bytes": self.disk_usage(),
         }
 
-    def drop_warm(self) -> dict:
-        """Every worker ends its warm task processes (keep_warm_seconds) within a heartbeat (about 1 s)."""
-        return {"workers_asked": self.store.request_drop_warm()}
+    def drop_warm(self, owner: str | None = None) -> dict:
+        """Every worker ends its warm task processes (keep_warm_seconds; ``owner``: only those of that owner's
+        tasks) within a heartbeat (about 1 s)."""
+        return {"workers_asked": self.store.request_drop_warm(owner)}
 
     def to_json(self, task: dict, stats: dict | None = None) -> dict:
         """The task as the API shows it: every declared option by its name, never Infinity or NaN."""

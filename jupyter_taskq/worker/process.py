@@ -219,8 +219,8 @@ class Worker:
                 self._expire_warm(now)
             asked = self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task,
                                          self.warm_processes())
-            if asked:  # DELETE taskq/api/warm
-                self.drop_warm()
+            if asked:  # DELETE taskq/api/warm: every warm process (True), or those of the owners named
+                self.drop_warm(None if asked is True else asked)
         if running_task is None and now >= self._next_schedule:
             self._next_schedule = now + SCHEDULE_INTERVAL
             for huey, bell in zip(self.hueys, self.bells):
@@ -395,7 +395,8 @@ class Worker:
         self._fetch_blob(header)
         python = None if _same_interpreter(header) else header["python"]
         keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None else 0.0
-        key = _warm_key(header) if keep_warm > 0 else None
+        # A warm process serves one owner's tasks only (what on_start loaded is theirs), run as them or not.
+        key = f"{_warm_key(header)}:{task.get('owner')}" if keep_warm > 0 else None
         who = None
         if self.run_as_owner:
             self._owner = owner.lookup(task.get("owner"))
@@ -434,7 +435,8 @@ class Worker:
             proc = self._fork()
             proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env)
         proc.warm_key, proc.keep_warm = key, keep_warm
-        proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd")}
+        # owner: stats show a hub user only their own warm processes, and DELETE warm drops only those
+        proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd"), "owner": task.get("owner")}
         return proc
 
     def _collect_owner_files(self, task: dict) -> None:
@@ -460,7 +462,8 @@ class Worker:
             if now - proc.idle_since >= proc.keep_warm or not proc.alive():
                 self._retire(self._warm.pop(key))
 
-    def drop_warm(self) -> None:
+    def drop_warm(self, owners=None) -> None:
+        """End the warm task processes (``owners``: only those serving these owners' tasks)."""
         for key in list(self._warm):
             self._retire(self._warm.pop(key))
 
