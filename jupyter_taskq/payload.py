@@ -59,7 +59,14 @@ def calling_context() -> dict[str, Any]:
         "sys_path": [p for p in sys.path],
         "env": {k: (_without_credentials(v) if k in ENV_STRIP_CREDENTIALS else v)
                 for k, v in os.environ.items() if k not in ENV_DENYLIST},
+        **_kernel_settings(),  # "logging" and "warnings": the task logs and warns as the kernel would
     }
+
+
+def _kernel_settings() -> dict:
+    from . import kernelstate  # the kernel's side only (the runner never builds a context)
+
+    return kernelstate.capture()
 
 
 def _without_credentials(url: str) -> str:

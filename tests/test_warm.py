@@ -110,3 +110,28 @@ def test_stats_show_warm_processes_and_a_request_drops_them(server):
     assert dropped.status_code == 200 and dropped.json()["workers_asked"] >= 1
     wait_for(lambda: not warm(), 10, message="no warm process left")
     assert run(client, warm_pid)[0] != pid
+
+
+def _draws():
+    namespace = {"__name__": "__main__"}
+    exec("import os\nimport numpy as np\n"  # noqa: S102 - as a notebook has them: np a global of the cell
+         "def draws(_=None):\n"
+         "    return os.getpid(), float(np.random.rand())\n", namespace)
+    return namespace["draws"]
+
+
+def test_a_function_drawing_from_np_random_stays_warm_and_stats_count_its_attempts(server):
+    pytest.importorskip("numpy")
+    draws = _draws()
+    client = server.client()
+    client.submit(flaky).result(timeout=60)  # the keeper has run other attempts before (in fresh processes)
+    results = [run(client, draws) for _ in range(5)]
+    assert len({pid for pid, _ in results}) == 1, results  # the global stream's state is no part of the key
+    assert len({value for _, value in results}) == 5  # each call its own seed: no repeated stream
+
+    def shown():  # stats hear of it with the worker's next heartbeat
+        return [w for worker in client.stats()["workers"] for w in worker["warm"]
+                if w["function"] == "draws" and w["attempts"] == 5]
+
+    warm = wait_for(shown, 10, message="the warm process in stats, with the 5 attempts it served")
+    assert [w["pid"] for w in warm] == [results[0][0]]

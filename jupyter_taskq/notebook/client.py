@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 import requests
 
-from .. import batchstream, blobs
+from .. import batchstream, blobs, seeds
 from ..options import client_options, with_option_keywords
 from .. import pickling
 from ..payload import calling_context, dumps_call, with_on_start
@@ -163,10 +163,11 @@ class Client:
         context = calling_context()
         params = self._rest_options(fn, options, "submit", context)
         shared = blobs.shared_part(fn, context)  # the function pickled alone: a big one is pickled only once
+        own = {**context, "seed": seeds.draw()}  # this task's own: never in the shared part (seeds.py's rule)
         if shared is None:
-            data = dumps_call(fn, tuple(args), kwargs, context=context)
+            data = dumps_call(fn, tuple(args), kwargs, context=own)
         else:
-            data = blobs.dumps_args(shared, tuple(args), kwargs, context)
+            data = blobs.dumps_args(shared, tuple(args), kwargs, own)
         task = self._with_shared(shared, lambda: self._request(
             "POST", "tasks", params=params, data=data, headers={"Content-Type": "application/octet-stream"}))
         return TaskHandle(task["id"], client=self, info=task)
@@ -182,10 +183,10 @@ class Client:
         if not arg_list:
             return []
         shared = blobs.shared_part(fn, context)
-        if shared is None:
-            payloads = [dumps_call(fn, args, None, context=context) for args in arg_list]
+        if shared is None:  # each task its own seed, drawn in order (seeds.py): no two share a stream
+            payloads = [dumps_call(fn, args, None, context={**context, "seed": seeds.draw()}) for args in arg_list]
         else:
-            payloads = [blobs.dumps_args(shared, args, None, context) for args in arg_list]
+            payloads = [blobs.dumps_args(shared, args, None, {**context, "seed": seeds.draw()}) for args in arg_list]
         body = _Stream(batchstream.frames, [(opts, payload) for payload in payloads])
         tasks = self._with_shared(shared, lambda: self._request(
             "POST", "tasks/batch", data=body, headers={"Content-Type": batchstream.CONTENT_TYPE}))["tasks"]

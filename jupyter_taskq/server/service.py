@@ -24,6 +24,7 @@ from ..backend import BellMap
 from ..doorbell import work_bell
 from ..machine import machine_size
 from .. import options as options_module
+from .. import seeds as seeds_module
 from .. import tasklog
 from .. import taskio
 from ..objectstore import ObjectStore
@@ -230,12 +231,14 @@ class TaskService:
         The whole batch is refused before anything is written: a payload that is not one, or
         one naming a blob this server does not have (``409``: upload it, then submit again)."""
         try:
-            blobs = []
+            blobs, seeds = [], []
             for index, (spooled, _options) in enumerate(items):
                 try:
                     with open(spooled, "rb") as stream:
-                        blobs.append(blob_of(read_header(stream)))
-                except PayloadError as exc:
+                        header = read_header(stream)
+                    blobs.append(blob_of(header))
+                    seeds.append(seeds_module.check(header.get("seed")))  # recorded: the task can be re-run exactly
+                except (PayloadError, ValueError) as exc:
                     raise bad_request(f"tasks[{index}]: {exc}" if numbered else str(exc)) from None
             # From the check that its blob is here until its tasks are recorded, no delete may remove that blob.
             with self.blobs.lock if any(blobs) else contextlib.nullcontext():
@@ -245,8 +248,8 @@ class TaskService:
                                             "server as yours (a shared part is its uploader's); upload it "
                                             f"(PUT taskq/api/blobs/{missing[0]}) and submit again", "blob missing")
                 tasks = []
-                for (spooled, options), blob in zip(items, blobs):
-                    task = dict(self._new_task(options, retry_of), blob=blob)
+                for (spooled, options), blob, seed in zip(items, blobs, seeds):
+                    task = dict(self._new_task(options, retry_of), blob=blob, seed=seed)
                     os.replace(spooled, self.state.payload(task["id"]))
                     self.objects.publish(self.state.payload(task["id"]))
                     tasks.append(task)
@@ -452,6 +455,7 @@ class TaskService:
                        "expires_in": self._expires_in(task)},
             "log": {"url": f"{self._task_url(task['id'])}/logs", "dropped": task.get("log_dropped") or 0},
             "callback": task.get("callback"),
+            "seed": task.get("seed"),  # the seeds its random libraries started from (jupyter_taskq/seeds.py)
             "stats": stats if stats is not None else self.task_stats(),
         }
 

@@ -67,7 +67,16 @@ def _display_formatter():
         from IPython.core.formatters import DisplayFormatter
 
         _formatter = DisplayFormatter()
+        # A kernel's inline backend registers this; a bare formatter would show "<Figure size 400x300 ...>".
+        _formatter.formatters["image/png"].for_type_by_name("matplotlib.figure", "Figure", _figure_png)
     return _formatter
+
+
+def _figure_png(figure) -> bytes:
+    """A returned matplotlib figure as the kernel's inline backend shows it (tight bounding box)."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(figure, "png")
 
 
 def _jsonable(item):

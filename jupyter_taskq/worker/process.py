@@ -61,6 +61,7 @@ HEARTBEAT_INTERVAL = 1.0
 SCHEDULE_INTERVAL = 0.5
 POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeout
 MAX_BACKOFF = 5.0  # longest wait between two tries of a write that fails (full disk, store down)
+PER_TASK_HEADER = frozenset({"seed"})  # payload header fields that differ between calls of one function
 MAX_WARM = 4  # warm task processes a worker keeps at most (they hold memory); the oldest idle one goes
 STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its orphans
 
@@ -471,7 +472,7 @@ class Worker:
         """What stats show of this worker's warm processes: which function, idle for how long."""
         now = time.monotonic()
         return [{**p.warm_info, "idle_s": round(now - p.idle_since, 1), "keep_warm_seconds": p.keep_warm,
-                 "attempts": p.attempts} for p in self._warm.values()]
+                 "attempts": p.task_attempts, "pid": p.task_pid} for p in self._warm.values()]
 
     def _fork(self) -> TaskProcess:
         gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
@@ -644,8 +645,10 @@ def _worker_error(exc: BaseException) -> dict:
 
 def _warm_key(header: dict) -> str:
     """What a warm process may serve: attempts of the same function from the same notebook world
-    (interpreter, working directory, sys.path, environment, cell sources), as the payload header says."""
-    return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
+    (interpreter, working directory, sys.path, environment, cell sources), as the payload header says.
+    What is each task's own (its seeds: jupyter_taskq/seeds.py) is no part of it: the function is the same."""
+    defining = {k: v for k, v in header.items() if k not in PER_TASK_HEADER}
+    return hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=64)

@@ -28,6 +28,9 @@ EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
 
 
 ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"  # as jupyter_taskq.taskio reads it
+#: matplotlib backends that ipykernel sets in the kernel's environment, which a worker cannot show: the
+#: task gets Agg instead (a backend the user chose, such as "pdf" or "svg", is kept).
+KERNEL_BACKENDS = ("module://matplotlib_inline", "module://ipykernel")
 #: The attempt's own entries (its task token, the server's URL: jupyter_taskq/tasktokens.py, which names
 #: them; this file needs only the standard library). The worker sets them in this process's environment
 #: before the attempt, and they outlive _enter_world's switch to the notebook's environment.
@@ -77,6 +80,7 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
     try:
         if on_start is not None and not _run_on_start(*on_start, error_path):
             return EXIT_RAISED
+        _as_in_the_kernel(header)
         return _call(fn, args, kwargs, result_path, error_path)
     finally:
         leave_main()
@@ -102,6 +106,19 @@ def _run_on_start(name: str, sha256: str, on_start, error_path: str) -> bool:
         _on_start_done = (sha256, value)
     _taskio_set_on_start(_on_start_done[1])
     return True
+
+
+def _as_in_the_kernel(header: dict) -> None:
+    """Right before the call: the kernel's log level, format and warning filters, the task's seeds (one rule:
+    jupyter_taskq/seeds.py), and the hooks for plt.show() and tqdm (:mod:`.taskhooks`). Best effort: none
+    of these may stop the task."""
+    for apply in (lambda: _root_module("kernelstate").apply(header),
+                  lambda: _root_module("seeds").apply(header.get("seed")),
+                  lambda: _worker_module("taskhooks").install()):
+        try:
+            apply()
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
 
 
 def _taskio_set_on_start(value) -> None:
@@ -191,6 +208,8 @@ def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
     os.environ.update(header["env"])
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
     os.environ[ATTEMPT_DIR_ENV] = attempt_dir
+    if os.environ.get("MPLBACKEND", "").startswith(KERNEL_BACKENDS) or not os.environ.get("MPLBACKEND"):
+        os.environ["MPLBACKEND"] = "Agg"  # no display here: plt.show() saves the figure (see taskhooks.py)
     cwd = header["cwd"]
     try:
         os.chdir(cwd)
@@ -222,6 +241,22 @@ def _worker_module(name: str):
     if module is None:
         module = _load_by_path(f"_jupyter_taskq_{name}", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                        f"{name}.py"))
+    return module
+
+
+def _root_module(name: str):
+    """``jupyter_taskq.<name>`` (a standard-library-only module), or loaded by path as :func:`_worker_module` does."""
+    module = sys.modules.get(f"jupyter_taskq.{name}") or sys.modules.get(f"_jupyter_taskq_{name}")
+    if module is None:
+        try:
+            import importlib
+
+            module = importlib.import_module(f"jupyter_taskq.{name}") if __name__ != "__main__" else None
+        except ImportError:
+            module = None
+    if module is None:
+        module = _load_by_path(f"_jupyter_taskq_{name}",
+                               os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), f"{name}.py"))
     return module
 
 

@@ -99,7 +99,9 @@ class TaskProcess:
         self.warm_info: dict = {}
         self.keep_warm = 0.0  # seconds it may idle, warm, before it is ended
         self.idle_since: float | None = None
-        self.attempts = 0
+        self.attempts = 0  # attempts handed to this keeper, over all its task processes
+        self.task_pid: int | None = None  # the task process that ran the last attempt (its keeper reports it)
+        self.task_attempts = 0  # attempts that task process has run: what a warm one has served
         self.busy = False  # an attempt was handed over and its report not read yet
 
     @classmethod
@@ -149,6 +151,10 @@ class TaskProcess:
         except (OSError, ValueError):
             return None
         self.busy = report is None
+        if report is not None:
+            if report.get("pid") != self.task_pid:  # a fresh task process ran it (the keeper outlives many)
+                self.task_pid, self.task_attempts = report.get("pid"), 0
+            self.task_attempts += 1
         return report
 
     def retire(self) -> None:
