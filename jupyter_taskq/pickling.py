@@ -380,8 +380,9 @@ def enter_notebook_main(*values) -> "types.FunctionType":
         if id(value) in seen or depth > 2:
             return
         seen.add(id(value))
-        if isinstance(value, functools.partial):
-            absorb(value.func, None, depth + 1)
+        if isinstance(value, functools.partial):  # map() of a method or with keywords: self and keywords too
+            for item in (value.func, *value.args, *value.keywords.values()):
+                absorb(item, None, depth + 1)
         elif isinstance(value, (types.FunctionType, type, functools._lru_cache_wrapper)):
             if getattr(value, "__module__", None) != MAIN:
                 return

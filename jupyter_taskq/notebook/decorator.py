@@ -1,8 +1,14 @@
 """``@task_queue``: a notebook function that can also run on the queue.
 
-A plain call runs in the kernel (for debugging); ``.put()`` queues one call and
-``.map()`` many. Task options are fixed by the decorator, so they never collide
-with the function's own keyword arguments.
+A plain call runs in the kernel (for debugging); ``.put()`` queues one call,
+``.map()`` many (one argument per item, or zipped iterables, as Python's ``map``)
+and ``.starmap()`` many with each item unpacked. Task options are fixed by the
+decorator, so they never collide with the function's own keyword arguments.
+
+It works on methods as a function does: a plain call binds ``self`` (or ``cls``)
+as Python does, and ``.put``/``.map`` ship the bound object with the call. A call
+whose arguments cannot bind is refused here, before anything is sent: no retry on
+a worker could make it fit.
 """
 
 from __future__ import annotations
@@ -17,29 +23,90 @@ from .group import TaskGroup
 
 
 class TaskFunction:
+    """``fn`` with ``put``/``map``/``starmap``; ``_bound`` holds what a method binds (``self`` or ``cls``)."""
+
     def __init__(self, fn: Callable, options: dict):
+        self._kind = "function"
+        if isinstance(fn, (classmethod, staticmethod)):  # @task_queue above @classmethod / @staticmethod
+            self._kind = type(fn).__name__
+            fn = fn.__func__
+        refuse_generator(fn)
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.options = options
+        self._bound: tuple = ()
+
+    def __get__(self, instance, owner=None) -> "TaskFunction":
+        """Bind as Python binds a method: ``self`` for an instance, ``cls`` for a classmethod, nothing for a
+        staticmethod or a method read from its class (``Trainer.fit(trainer, 5)`` then works as usual)."""
+        if self._bound or self._kind == "staticmethod":
+            return self
+        if self._kind == "classmethod":
+            return self._bind(owner if owner is not None else type(instance))
+        return self if instance is None else self._bind(instance)
+
+    def _bind(self, obj) -> "TaskFunction":
+        bound = object.__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        bound._bound = (obj,)
+        bound.__self__ = obj
+        return bound
 
     def __call__(self, *args, **kwargs) -> Any:
-        return self.fn(*args, **kwargs)
+        return self.fn(*self._bound, *args, **kwargs)
 
     def put(self, *args, **kwargs) -> TaskHandle:
         """Queue one call; returns its handle (shown as a live widget when it is a cell's value)."""
+        args = (*self._bound, *args)
+        check_binds(self.fn, args, kwargs)
         return connect().submit(self.fn, args, kwargs, **self.options)
 
-    def map(self, inputs: Iterable, **kwargs) -> TaskGroup:
-        """One task per input (a tuple is unpacked into arguments), sent in one request."""
-        if kwargs:
-            fn = functools.partial(self.fn, **kwargs)
-            functools.update_wrapper(fn, self.fn)
-        else:
-            fn = self.fn
-        return TaskGroup(connect().submit_many(fn, list(inputs), **self.options))
+    def map(self, *iterables: Iterable, **kwargs) -> TaskGroup:
+        """One task per item, the item as the one argument, as Python's ``map`` (a tuple stays a tuple);
+        ``map(xs, ys)`` zips, calling ``f(x, y)`` up to the shortest. Keyword arguments go to every call.
+        All are sent in one request; a call that cannot bind is refused first, and then none is sent."""
+        if not iterables:
+            raise TypeError("map() must have at least one iterable (use put() for a single call)")
+        return self._submit(list(zip(*iterables)), kwargs)
+
+    def starmap(self, iterable: Iterable[Iterable], **kwargs) -> TaskGroup:
+        """One task per item, the item unpacked into arguments (``f(*item)``), as ``itertools.starmap``
+        and ``Pool.starmap``. Keyword arguments go to every call."""
+        return self._submit([tuple(args) for args in iterable], kwargs)
+
+    def _submit(self, calls: list[tuple], kwargs: dict) -> TaskGroup:
+        for args in calls:
+            check_binds(self.fn, (*self._bound, *args), kwargs)
+        fn = self.fn
+        if self._bound or kwargs:  # shared by every task: pickled (and, when big, sent) once
+            fn = functools.update_wrapper(functools.partial(self.fn, *self._bound, **kwargs), self.fn)
+        return TaskGroup(connect().submit_many(fn, calls, **self.options))  # each a tuple: f(*call)
 
     def __repr__(self) -> str:
-        return f"<task_queue function {self.fn.__qualname__} {self.options}>"
+        bound = f" bound to {self._bound[0]!r}" if self._bound else ""
+        return f"<task_queue function {self.fn.__qualname__}{bound} {self.options}>"
+
+
+def check_binds(fn: Callable, args: tuple, kwargs: dict) -> None:
+    """The ``TypeError`` a plain call would raise for arguments that do not fit ``fn``, raised here in the
+    kernel (no task is created: on a worker every retry would fail the same way)."""
+    try:  # not through __wrapped__: a decorator may take other arguments than the function it wraps
+        signature = inspect.signature(fn, follow_wrapped=False)
+    except (TypeError, ValueError):  # a callable Python cannot introspect: the worker will tell
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{getattr(fn, '__qualname__', fn)}() {exc}") from None
+
+
+def refuse_generator(fn: Callable) -> None:
+    """A generator's values cannot be sent back as they come (a generator cannot be pickled): say so at
+    decoration, not after every retry failed on a worker."""
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+        raise TypeError(f"@task_queue: {getattr(fn, '__qualname__', fn)} is {kind} function, which a task cannot "
+                        "return; make it return a list (build it, or `return list(...)`)")
 
 
 def task_queue(fn: Callable | None = None, **options):
@@ -47,7 +114,9 @@ def task_queue(fn: Callable | None = None, **options):
 
     ``gpu`` is 0 (no GPU), 1 (any one GPU) or a GPU model name such as ``"A100"`` (a GPU whose
     model name contains it, on any machine that joined the queue). The keywords are the task
-    options of :mod:`jupyter_taskq.options`; a value out of range is refused here, in the kernel."""
+    options of :mod:`jupyter_taskq.options`; a value out of range is refused here, in the kernel.
+    On a method, put ``@task_queue`` above ``@classmethod``/``@staticmethod``; an ``async def`` runs
+    to completion on the worker (``asyncio.run``)."""
     client_options(options, "task_queue")  # unknown keywords and bad values fail at decoration time
     if fn is not None:
         return TaskFunction(fn, options)

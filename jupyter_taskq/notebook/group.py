@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterator
 
-from .client import TaskHandle, connect
+from ..options import MAX_LIMIT
+from .client import TaskHandle, connect, interrupted_message
 
 
 class TaskGroup:
@@ -33,23 +34,31 @@ class TaskGroup:
 
     def wait(self, timeout: float | None = None) -> dict[str, int]:
         """Block until every task has finished; returns the count per status."""
-        infos = connect().wait(self.ids, timeout) if self.handles else []
+        __tracebackhide__ = True  # noqa: F841 - IPython then shows the one line of an interrupt
+        try:
+            infos = connect().wait(self.ids, timeout) if self.handles else []
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(interrupted_message(count=len(self))) from None
         return dict(Counter(info["status"] for info in infos))
 
     def results(self, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
         """Every result, in order. The first failure is re-raised; with ``return_exceptions=True``
         a failed task's exception (its own, or :class:`TaskFailed`) takes its place in the list,
         as in ``asyncio.gather``. A ``timeout`` that passes still raises ``TimeoutError``."""
+        __tracebackhide__ = True  # noqa: F841
         self.wait(timeout)
-        if not return_exceptions:
-            return [h.result(timeout=timeout) for h in self.handles]
-        values = []
-        for handle in self.handles:
-            try:
-                values.append(handle.result(timeout=timeout))
-            except Exception as exc:  # noqa: BLE001 - the task's failure, handed back as asked
-                values.append(exc)
-        return values
+        try:
+            if not return_exceptions:
+                return [h.client.result(h.id, timeout=timeout) for h in self.handles]
+            values = []
+            for handle in self.handles:
+                try:
+                    values.append(handle.client.result(handle.id, timeout=timeout))
+                except Exception as exc:  # noqa: BLE001 - the task's failure, handed back as asked
+                    values.append(exc)
+            return values
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(interrupted_message(count=len(self))) from None
 
     def cancel(self) -> dict:
         return connect().cancel(self.ids)
@@ -64,7 +73,31 @@ class TaskGroup:
         return f"<TaskGroup of {len(self)} tasks: {counts}>"
 
 
-def tasks(status: str | list[str] | None = None, limit: int = 50) -> TaskGroup:
-    """The queue's newest tasks (optionally only some statuses) as a group."""
+def tasks(status: str | list[str] | None = None, limit: int = 50, name: str | None = None) -> TaskGroup:
+    """The queue's newest tasks (optionally only some statuses, only those named ``name``: a function's
+    name, or the ``name=`` a task was given) as a group."""
     client = connect()
-    return TaskGroup([TaskHandle(t["id"], client=client, info=t) for t in client.list(status, limit)["tasks"]])
+    if name is None:
+        found = client.list(status, limit)["tasks"]
+    else:
+        found = _named(client, status, limit, name)
+    return TaskGroup([TaskHandle(t["id"], client=client, info=t) for t in found])
+
+
+def _named(client, status, limit: int, name: str) -> list[dict]:
+    """The newest ``limit`` tasks named exactly ``name``. The server's ``q`` keeps names (and ids) that
+    contain it, in any case, so pages of those are read until enough match exactly."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a task's name (a non-empty string), got {name!r}")
+    found: list[dict] = []
+    offset = 0
+    while len(found) < limit:
+        page = client.list(status, limit=MAX_LIMIT, offset=offset, text=name[:_MAX_Q])
+        found += [t for t in page["tasks"] if t.get("name") == name]
+        offset += len(page["tasks"])
+        if not page["tasks"] or offset >= page["total"]:
+            break
+    return found[:limit]
+
+
+_MAX_Q = 200  # the longest q the server takes (a longer name still matches by its first 200 characters)

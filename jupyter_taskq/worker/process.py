@@ -319,7 +319,8 @@ class Worker:
             else:
                 raised = error.pop("mro", None)  # the exception's class and bases (None: no exception, e.g. a crash)
                 error.pop("peak_mib", None)
-                retry = retry_for_matches(task.get("retry_for"), raised)
+                final = error.pop("final", None)  # runner.py: the call cannot unpickle or bind, on any retry
+                retry = final is None and retry_for_matches(task.get("retry_for"), raised)
 
             def end_attempt():
                 if outcome != "interrupted" and self.store.cancel_requested(task_id):

@@ -18,6 +18,8 @@ Exit status: 0 the call returned (result written), 1 it raised (error written),
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import json
 import os
@@ -64,8 +66,13 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
                 os.environ.update(owner_env)
             if own:  # the notebook's URL (its server's, maybe on another machine) gives way to the worker's
                 set_attempt_env(own)
-            shared = _shared_function(header, payload_path, payload_module, blob_path)  # first: as the kernel made them
-            fn, args, kwargs = payload_module.load_body(stream, header)
+            try:
+                shared = _shared_function(header, payload_path, payload_module, blob_path)  # first: as the kernel made them
+                fn, args, kwargs = payload_module.load_body(stream, header)
+            except BaseException as exc:  # noqa: BLE001 - the same bytes fail the same way on every retry
+                _write_error(error_path, exc, exc.__traceback__, setup=True,
+                             final="the call could not be unpickled on the worker")
+                return EXIT_SETUP
             if shared is not None:
                 fn = shared
             _pickling().install_sources(header.get("sources"))
@@ -136,8 +143,14 @@ def _taskio_set_on_start(value) -> None:
 
 
 def _call(fn, args, kwargs, result_path: str, error_path: str) -> int:
+    problem = _binding_problem(fn, args, kwargs)
+    if problem is not None:
+        _write_error(error_path, problem, None, final="the arguments do not fit the function's signature")
+        return EXIT_RAISED
     try:
         value = fn(*args, **kwargs)
+        if inspect.iscoroutine(value):  # an async def: run it to its end here (the kernel's plain call returns it)
+            value = asyncio.run(value)
     except BaseException as exc:  # noqa: BLE001 - the task's own failure, reported to its owner
         _flush_progress()
         _write_error(error_path, exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
@@ -152,6 +165,21 @@ def _call(fn, args, kwargs, result_path: str, error_path: str) -> int:
     if value is not None:  # None has nothing to show: no work at all on that path
         _display().write(os.path.splitext(result_path)[0] + ".display", value)  # best effort, never raises
     return EXIT_OK
+
+
+def _binding_problem(fn, args, kwargs) -> TypeError | None:
+    """The ``TypeError`` of a call whose arguments cannot bind (the kernel refuses those at submission;
+    a payload from elsewhere may still hold one). Not through ``__wrapped__``: a decorator's wrapper may
+    take other arguments than the function it wraps."""
+    try:
+        signature = inspect.signature(fn, follow_wrapped=False)
+    except (TypeError, ValueError):  # not introspectable: the call itself will tell
+        return None
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        return TypeError(f"{getattr(fn, '__qualname__', None) or repr(fn)}() {exc}")
+    return None
 
 
 def _pickling():
@@ -270,8 +298,12 @@ def _load_by_path(name: str, path: str):
     return module
 
 
-def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False, on_start: str | None = None) -> None:
-    """``on_start``: the name of the on_start function that raised (the message and traceback say so)."""
+def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False, on_start: str | None = None,
+                 final: str | None = None) -> None:
+    """``on_start``: the name of the on_start function that raised (the message and traceback say so).
+    ``final``: why no retry can fix this failure; the worker then fails the task without retrying it."""
+    if final is not None:
+        exc.add_note(f"(not retried: {final})")
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     if on_start is not None:
         text = f"on_start {on_start} failed (run before the task, in a fresh task process):\n{text}"
@@ -288,6 +320,9 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False, o
         error["phase"] = "setup"
     if on_start is not None:
         error["phase"] = "on_start"
+    if final is not None:
+        error["message"] += f" (not retried: {final})"
+        error["final"] = final  # read (and dropped) by the worker: no retry
     try:
         pickled = _pickling().dumps_exception(exc)  # its own class, even if __init__ wants other arguments
         if pickled is not None:
