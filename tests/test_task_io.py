@@ -142,6 +142,31 @@ def test_a_200_mb_file_and_a_folder_round_trip_byte_identical(shared_server, tmp
     assert archive.read("sub/b.bin") == (work / "results" / "sub" / "b.bin").read_bytes()
 
 
+def save_folder(folder):
+    from jupyter_taskq import Output
+
+    return Output(folder).save()
+
+
+def test_a_saved_folder_downloads_by_its_own_name_and_by_its_zip_name(shared_server, tmp_path, monkeypatch):
+    import zipfile
+
+    (tmp_path / "work" / "plots").mkdir(parents=True)
+    (tmp_path / "work" / "plots" / "p.txt").write_text("plot")
+    monkeypatch.chdir(tmp_path / "work")
+    handle = shared_server.client().submit(save_folder, ("plots",))
+    assert handle.result(timeout=60) == "plots.zip"
+    by_name = handle.download("plots", tmp_path / "a")
+    assert by_name == str(tmp_path / "a" / "plots.zip")  # saved under the zip's name
+    assert zipfile.ZipFile(by_name).read("p.txt") == b"plot"
+    assert zipfile.ZipFile(handle.download("plots.zip", tmp_path / "b")).read("p.txt") == b"plot"
+    url = shared_server.url + f"taskq/api/tasks/{handle.id}/outputs/"
+    plain = requests.get(url + "plots", headers=AUTH)
+    assert plain.status_code == 200 and plain.headers["Content-Disposition"].endswith("plots.zip")
+    missing = requests.get(url + "nothing", headers=AUTH)
+    assert missing.status_code == 404 and "plots.zip" in missing.json()["message"]  # what there is
+
+
 def test_a_retried_task_shows_only_the_last_attempts_outputs(shared_server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     handle = shared_server.client().submit(outputs_per_attempt, (str(tmp_path / "marker"),), max_retries=1)

@@ -233,13 +233,10 @@ class Client:
     def get(self, task_id: str, wait: float = 0) -> dict:
         return self._request("GET", f"tasks/{task_id}", params={"wait": wait} if wait else None).json()
 
-    def list(self, status: str | Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             text: str | None = None) -> dict:
-        """A page of tasks, newest first; ``text``: only those whose name or id contains it (any case)."""
+    def list(self, status: str | Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> dict:
         if status is not None and not isinstance(status, str):
             status = ",".join(status)
-        params = {"limit": limit, "offset": offset, **({"status": status} if status else {}),
-                  **({"q": text} if text else {})}
+        params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}
         return self._request("GET", "tasks", params=params).json()
 
     def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
@@ -278,9 +275,9 @@ class Client:
         otherwise (``"out/model.pt"``) it is the file's own path."""
         from urllib.parse import quote
 
-        target = _download_target(os.fspath(dest), name)
-        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
         response = self._request("GET", f"tasks/{task_id}/outputs/{quote(name)}", stream=True)
+        target = _download_target(os.fspath(dest), _served_name(response) or name)  # a folder: its .zip
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
         tmp = f"{target}.part"
         with open(tmp, "wb") as f:
             for chunk in response.iter_content(1024 * 1024):
@@ -354,6 +351,15 @@ def _submit_signature() -> None:
 _submit_signature()
 
 
+def _served_name(response) -> str | None:
+    """The output's own name, as the server's Content-Disposition gives it (``filename*=UTF-8''...``)."""
+    from urllib.parse import unquote
+
+    _, found, quoted = response.headers.get("Content-Disposition", "").partition("filename*=UTF-8''")
+    name = unquote(quoted.strip()) if found else ""
+    return name if name and "/" not in name and name not in (".", "..") else None
+
+
 def _download_target(dest: str, name: str) -> str:
     """Where ``download(name, dest)`` writes: never a file named like the folder the user meant."""
     folder = (os.path.isdir(dest) or dest.endswith((os.sep, "/"))
@@ -377,14 +383,6 @@ class _Stream:
         return self._length
 
 
-def interrupted_message(task_id: str | None = None, count: int = 1) -> str:
-    """What Ctrl-C in ``result()``/``wait()`` says, instead of a traceback through ``requests``: waiting
-    stopped, the task did not."""
-    if task_id is not None:
-        return f"interrupted; the task keeps running: `h.cancel()` stops it (task {task_id})"
-    return f"interrupted; the {count} tasks keep running: `g.cancel()` stops them"
-
-
 class TaskHandle:
     """One submitted task; also made from a bare id in a fresh kernel."""
 
@@ -400,26 +398,11 @@ class TaskHandle:
     def status(self) -> TaskStatus:
         return TaskStatus(self.info()["status"])
 
-    @property
-    def name(self) -> str | None:
-        """The task's name as the server records it: the function's name, unless ``name=`` gave another."""
-        if self._info is None:
-            self.info()
-        return self._info.get("name")
-
     def result(self, timeout: float | None = None) -> Any:
-        __tracebackhide__ = True  # noqa: F841 - IPython then shows the one line of an interrupt
-        try:
-            return self.client.result(self.id, timeout)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(interrupted_message(self.id)) from None
+        return self.client.result(self.id, timeout)
 
     def wait(self, timeout: float | None = None) -> TaskStatus:
-        __tracebackhide__ = True  # noqa: F841
-        try:
-            self._info = self.client.wait([self.id], timeout)[0]
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(interrupted_message(self.id)) from None
+        self._info = self.client.wait([self.id], timeout)[0]
         return TaskStatus(self._info["status"])
 
     def cancel(self) -> bool:

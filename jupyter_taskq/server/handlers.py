@@ -713,7 +713,7 @@ class OutputHandler(_TaskqAuth, JupyterHandler, web.StaticFileHandler):
 
     @authorized
     async def get(self, task_id, name, include_body=True):
-        self._fd = await self.service.open_output(task_id, name)
+        self._fd, name = await self.service.open_output(task_id, name)  # a folder's name: its zip's
         self._stat_result = os.fstat(self._fd)
         self.root = "/"
         self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")

@@ -597,17 +597,22 @@ class TaskService:
         shutil.rmtree(self.state.outputs(task_id), ignore_errors=True)
         self.objects.remove(self.state.outputs(task_id))
 
-    def open_output(self, task_id: str, name: str) -> int:
-        """A read-only fd of a registered output of the task's last attempt; nothing else is ever served.
+    def open_output(self, task_id: str, name: str) -> tuple[int, str]:
+        """A read-only fd of a registered output of the task's last attempt, and the output's name; nothing
+        else is ever served. A saved folder is offered as ``<name>.zip`` and found by its own name too.
 
         The file is reached from the state directory's ``outputs`` folder one step at a time,
         refusing a symbolic link at every step (``O_NOFOLLOW``), and must be a regular file: a
         task that swaps its output folder (or a file) for a link to ``/etc`` gets nothing served,
         and a swap after the check changes nothing, since what is served is what was opened."""
         task = self.get_task(task_id)
-        registered = {o["name"] for o in task.get("outputs") or []}
+        registered = {o["name"]: o for o in task.get("outputs") or []}
+        if name not in registered and (registered.get(f"{name}.zip") or {}).get("kind") == "folder":
+            name = f"{name}.zip"  # Output("results").save() is offered as results.zip
         if name not in registered or taskio.output_name_problem(name):
-            raise ServiceError(404, f"task {task_id} has no output named {name!r}", "not found")
+            offered = ", ".join(sorted(registered)[:20]) or "none"
+            raise ServiceError(404, f"task {task_id} has no output named {name!r} (its outputs: {offered})",
+                               "not found")
         if task["result_expired"]:
             raise ServiceError(410, f"the outputs of task {task_id} have expired (result TTL)", "gone")
         steps = [task_id, str(task["attempt"]), "files", name]
@@ -619,7 +624,7 @@ class TaskService:
         except OSError:  # ELOOP, ENOTDIR: a link or a non-folder on the way
             fd = None
         if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
-            return fd
+            return fd, name
         if fd is not None:
             os.close(fd)
         raise ServiceError(403, f"output {name!r} of task {task_id} is not a regular file in its output folder",
