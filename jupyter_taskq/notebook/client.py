@@ -233,10 +233,13 @@ class Client:
     def get(self, task_id: str, wait: float = 0) -> dict:
         return self._request("GET", f"tasks/{task_id}", params={"wait": wait} if wait else None).json()
 
-    def list(self, status: str | Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> dict:
+    def list(self, status: str | Iterable[str] | None = None, limit: int = 50, offset: int = 0,
+             text: str | None = None) -> dict:
+        """A page of tasks, newest first; ``text``: only those whose name or id contains it (any case)."""
         if status is not None and not isinstance(status, str):
             status = ",".join(status)
-        params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}
+        params = {"limit": limit, "offset": offset, **({"status": status} if status else {}),
+                  **({"q": text} if text else {})}
         return self._request("GET", "tasks", params=params).json()
 
     def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
@@ -383,6 +386,14 @@ class _Stream:
         return self._length
 
 
+def interrupted_message(task_id: str | None = None, count: int = 1) -> str:
+    """What Ctrl-C in ``result()``/``wait()`` says, instead of a traceback through ``requests``: waiting
+    stopped, the task did not."""
+    if task_id is not None:
+        return f"interrupted; the task keeps running: `h.cancel()` stops it (task {task_id})"
+    return f"interrupted; the {count} tasks keep running: `g.cancel()` stops them"
+
+
 class TaskHandle:
     """One submitted task; also made from a bare id in a fresh kernel."""
 
@@ -398,11 +409,26 @@ class TaskHandle:
     def status(self) -> TaskStatus:
         return TaskStatus(self.info()["status"])
 
+    @property
+    def name(self) -> str | None:
+        """The task's name as the server records it: the function's name, unless ``name=`` gave another."""
+        if self._info is None:
+            self.info()
+        return self._info.get("name")
+
     def result(self, timeout: float | None = None) -> Any:
-        return self.client.result(self.id, timeout)
+        __tracebackhide__ = True  # noqa: F841 - IPython then shows the one line of an interrupt
+        try:
+            return self.client.result(self.id, timeout)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(interrupted_message(self.id)) from None
 
     def wait(self, timeout: float | None = None) -> TaskStatus:
-        self._info = self.client.wait([self.id], timeout)[0]
+        __tracebackhide__ = True  # noqa: F841
+        try:
+            self._info = self.client.wait([self.id], timeout)[0]
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(interrupted_message(self.id)) from None
         return TaskStatus(self._info["status"])
 
     def cancel(self) -> bool:
