@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import asyncio
-import inspect
 import io
 import json
 import os
@@ -184,21 +182,6 @@ def _binding_problem(fn, args, kwargs) -> TypeError | None:
     return None
 
 
-def _binding_problem(fn, args, kwargs) -> TypeError | None:
-    """The ``TypeError`` of a call whose arguments cannot bind (the kernel refuses those at submission;
-    a payload from elsewhere may still hold one). Not through ``__wrapped__``: a decorator's wrapper may
-    take other arguments than the function it wraps."""
-    try:
-        signature = inspect.signature(fn, follow_wrapped=False)
-    except (TypeError, ValueError):  # not introspectable: the call itself will tell
-        return None
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        return TypeError(f"{getattr(fn, '__qualname__', None) or repr(fn)}() {exc}")
-    return None
-
-
 def _pickling():
     """:mod:`jupyter_taskq.pickling`: imported with payload.py, or loaded by path (script mode)."""
     return sys.modules.get("jupyter_taskq.pickling") or sys.modules["_jupyter_taskq_pickling"]
@@ -337,9 +320,6 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False, o
         error["phase"] = "setup"
     if on_start is not None:
         error["phase"] = "on_start"
-    if final is not None:
-        error["message"] += f" (not retried: {final})"
-        error["final"] = final  # read (and dropped) by the worker: no retry
     if final is not None:
         error["message"] += f" (not retried: {final})"
         error["final"] = final  # read (and dropped) by the worker: no retry
