@@ -230,6 +230,19 @@ class TaskStore(abc.ABC):
     def blob_refs(self, key: str) -> int:
         """How many tasks whose files are still kept name the blob ``key``: at 0 it can go."""
 
+    # Blobs belong to whoever uploaded them (issue 25): one record per (blob, owner), one file on disk.
+    @abc.abstractmethod
+    def add_blob_owner(self, key: str, owner: str) -> bool:
+        """Record that ``owner`` uploaded the blob ``key``; True if they had not before."""
+
+    @abc.abstractmethod
+    def blob_owned(self, key: str, owner: str) -> bool:
+        """Whether ``owner`` uploaded the blob ``key`` (no record: no access)."""
+
+    @abc.abstractmethod
+    def forget_blob(self, key: str) -> None:
+        """Drop every owner record of the blob ``key`` (its file is being removed)."""
+
     @abc.abstractmethod
     def callbacks_due(self) -> list[str]:
         """Finished tasks with a callback_url whose delivery has not succeeded or given up."""
@@ -251,13 +264,14 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, name: str, instance: str, state: str, current_task: str | None,
-                  warm: list | None = None) -> bool:
-        """Record that the worker lives (and its warm processes); True once after the server asked it to
-        drop its warm processes (:meth:`request_drop_warm`)."""
+                  warm: list | None = None) -> bool | tuple[str, ...]:
+        """Record that the worker lives (and its warm processes); once after the server asked it to drop
+        warm processes (:meth:`request_drop_warm`): True (all of them) or the owners whose to drop; else False."""
 
     @abc.abstractmethod
-    def request_drop_warm(self) -> int:
-        """Ask every worker to end its warm task processes at its next heartbeat; how many were asked."""
+    def request_drop_warm(self, owner: str | None = None) -> int:
+        """Ask every worker to end its warm task processes (``owner``: only that owner's) at its next
+        heartbeat; how many were asked."""
 
     @abc.abstractmethod
     def workers(self) -> list[dict]: ...
@@ -329,7 +343,7 @@ class SqliteTaskStore(TaskStore):
                 self._conn.execute(f"alter table taskq_tasks add column {column} {kind}")
         workers_have = {row[1] for row in self._conn.execute("pragma table_info(taskq_workers)")}
         for column, kind in (("model", "text"), ("cpus", "integer"), ("memory_mib", "integer"), ("warm", "text"),
-                             ("drop_warm", "integer not null default 0")):
+                             ("drop_warm", "integer not null default 0"), ("drop_warm_owners", "text")):
             if column not in workers_have:  # what the worker's machine has (cpu= and memory= are checked against it)
                 self._conn.execute(f"alter table taskq_workers add column {column} {kind}")
         self._conn.execute("create index if not exists taskq_tasks_callbacks on taskq_tasks (callback_done) "
@@ -337,6 +351,8 @@ class SqliteTaskStore(TaskStore):
         # Makes fingerprint() (asked once a second by every open `GET changes` long-poll) an index look-up.
         self._conn.execute("create index if not exists taskq_tasks_updated on taskq_tasks (updated_at)")
         self._conn.execute("create index if not exists taskq_tasks_blob on taskq_tasks (blob) where blob is not null")
+        self._conn.execute("create table if not exists taskq_blob_owners (blob text not null, owner text not null, "
+                           "primary key (blob, owner)) without rowid")
         self._conn.execute("create index if not exists taskq_tasks_owner on taskq_tasks (owner, status)")
         # cell_counts(): one notebook's tasks by cell and status, from the index alone.
         self._conn.execute("create index if not exists taskq_tasks_notebook on taskq_tasks (notebook, cell_id, status) "
@@ -626,6 +642,15 @@ class SqliteTaskStore(TaskStore):
     def blob_refs(self, key) -> int:
         return self._read("select count(*) from taskq_tasks where blob = ? and result_expired = 0", (key,))[0][0]
 
+    def add_blob_owner(self, key, owner) -> bool:
+        return self._write("insert or ignore into taskq_blob_owners (blob, owner) values (?, ?)", (key, owner)) == 1
+
+    def blob_owned(self, key, owner) -> bool:
+        return bool(self._read("select 1 from taskq_blob_owners where blob = ? and owner = ?", (key, owner)))
+
+    def forget_blob(self, key) -> None:
+        self._write("delete from taskq_blob_owners where blob = ?", (key,))
+
     def callbacks_due(self) -> list[str]:
         final = [s.value for s in FINAL]
         rows = self._read("select id from taskq_tasks where callback_url is not null and callback_done = 0 "
@@ -652,19 +677,29 @@ class SqliteTaskStore(TaskStore):
             [worker[c] for c in cols],
         )
 
-    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool:
+    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool | tuple[str, ...]:
         with self._lock:
-            drop = self._conn.execute("update taskq_workers set drop_warm = 0 where name = ? and instance = ? "
-                                      "and drop_warm = 1", (name, instance)).rowcount == 1
+            asked = self._conn.execute("select drop_warm, drop_warm_owners from taskq_workers where name = ? and "
+                                       "instance = ?", (name, instance)).fetchone()
             self._conn.execute(
-                "update taskq_workers set heartbeat_at = ?, state = ?, current_task = ?, warm = ? "
-                "where name = ? and instance = ?",
+                "update taskq_workers set heartbeat_at = ?, state = ?, current_task = ?, warm = ?, drop_warm = 0, "
+                "drop_warm_owners = null where name = ? and instance = ?",
                 (time.time(), state, current_task, json.dumps(warm or []), name, instance),
             )
-        return drop
+        if asked is None:
+            return False
+        return True if asked[0] else tuple(json.loads(asked[1] or "[]")) or False
 
-    def request_drop_warm(self) -> int:
-        return self._write("update taskq_workers set drop_warm = 1")
+    def request_drop_warm(self, owner=None) -> int:
+        if owner is None:
+            return self._write("update taskq_workers set drop_warm = 1")
+        with self._lock:  # add ``owner`` to each worker's list (a few workers: read, then write)
+            rows = self._conn.execute("select name, drop_warm_owners from taskq_workers").fetchall()
+            for name, raw in rows:
+                owners = sorted(set(json.loads(raw or "[]")) | {owner})
+                self._conn.execute("update taskq_workers set drop_warm_owners = ? where name = ?",
+                                   (json.dumps(owners), name))
+        return len(rows)
 
     def workers(self) -> list[dict]:
         return [dict(r) for r in self._read("select * from taskq_workers order by name")]

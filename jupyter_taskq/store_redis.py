@@ -306,20 +306,28 @@ if not raw then return 0 end
 local worker = cjson.decode(raw)
 if worker['instance'] ~= ARGV[3] then return 0 end
 local drop = worker['drop_warm']
+local owners = worker['drop_warm_owners']  -- an object {owner: true}: only their warm processes
 worker['drop_warm'] = nil
+worker['drop_warm_owners'] = nil
 for name, value in pairs(cjson.decode(ARGV[4])) do worker[name] = value end
 redis.call('HSET', ARGV[1] .. 'workers', ARGV[2], cjson.encode(worker))
 if drop then return 2 end
+if owners and next(owners) then return cjson.encode(owners) end
 return 1
 """
 
-# ARGV: prefix -- every worker ends its warm task processes at its next heartbeat
+# ARGV: prefix[, owner] -- every worker ends its warm task processes (only the owner's) at its next heartbeat
 _DROP_WARM = """
 local asked = 0
 local all = redis.call('HGETALL', ARGV[1] .. 'workers')
 for i = 1, #all, 2 do
   local worker = cjson.decode(all[i + 1])
-  worker['drop_warm'] = true
+  if ARGV[2] then
+    if type(worker['drop_warm_owners']) ~= 'table' then worker['drop_warm_owners'] = {} end
+    worker['drop_warm_owners'][ARGV[2]] = true
+  else
+    worker['drop_warm'] = true
+  end
   redis.call('HSET', ARGV[1] .. 'workers', all[i], cjson.encode(worker))
   asked = asked + 1
 end
@@ -814,6 +822,15 @@ class RedisTaskStore(TaskStore):
     def blob_refs(self, key) -> int:
         return self.redis.scard(self._key("blob", key))
 
+    def add_blob_owner(self, key, owner) -> bool:
+        return self.redis.sadd(self._key("blob_owners", key), owner) == 1
+
+    def blob_owned(self, key, owner) -> bool:
+        return bool(self.redis.sismember(self._key("blob_owners", key), owner))
+
+    def forget_blob(self, key) -> None:
+        self.redis.delete(self._key("blob_owners", key))
+
     def callbacks_due(self) -> list[str]:
         return [i.decode() for i in self.redis.zrange(self._key("callbacks"), 0, -1)]
 
@@ -835,12 +852,15 @@ class RedisTaskStore(TaskStore):
     def register_worker(self, worker: dict) -> None:
         self.redis.hset(self._key("workers"), worker["name"], json.dumps(worker))
 
-    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool:
-        return self._scripts["heartbeat"](args=[self.prefix, name, instance, json.dumps(
-            {"heartbeat_at": time.time(), "state": state, "current_task": current_task, "warm": warm or []})]) == 2
+    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool | tuple[str, ...]:
+        answer = self._scripts["heartbeat"](args=[self.prefix, name, instance, json.dumps(
+            {"heartbeat_at": time.time(), "state": state, "current_task": current_task, "warm": warm or []})])
+        if isinstance(answer, bytes):  # the owners whose warm processes to drop
+            return tuple(sorted(json.loads(answer)))
+        return answer == 2
 
-    def request_drop_warm(self) -> int:
-        return int(self._scripts["drop_warm"](args=[self.prefix]))
+    def request_drop_warm(self, owner=None) -> int:
+        return int(self._scripts["drop_warm"](args=[self.prefix] + ([owner] if owner is not None else [])))
 
     def workers(self) -> list[dict]:
         found = [json.loads(v) for v in self.redis.hvals(self._key("workers"))]

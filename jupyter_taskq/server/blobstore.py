@@ -70,7 +70,7 @@ class BlobShelf:
             with open(spooled, "rb") as stream:
                 read_header(stream)  # a blob is a payload of its own: refuse anything else
             path = self.state.blob(key)
-            with self.lock:
+            with self.lock:  # (release() removes the records and the file under it)
                 if path.exists():
                     os.utime(path)
                     return self.store.add_blob_owner(key, owner)

@@ -242,7 +242,8 @@ class TaskService:
                     raise bad_request(f"tasks[{index}]: {exc}" if numbered else str(exc)) from None
             # From the check that its blob is here until its tasks are recorded, no delete may remove that blob.
             with self.blobs.lock if any(blobs) else contextlib.nullcontext():
-                missing = self.blobs.missing(blobs)
+                # A blob is its uploaders' (blobstore.py): a task may name only one its own owner uploaded.
+                missing = self.blobs.missing((blob, options.get("owner")) for (_s, options), blob in zip(items, blobs))
                 if missing:
                     raise ServiceError(409, f"the shared part {missing[0]} that the payload names is not on this "
                                             "server as yours (a shared part is its uploader's); upload it "
@@ -265,10 +266,11 @@ class TaskService:
         """Whether ``owner`` uploaded the blob and it is here (someone else's reads as absent)."""
         return self.blobs.has(key, owner)
 
-    def put_blob(self, key: str, spooled: Path) -> bool:
-        """Keep an uploaded blob (its sha256 checked by the handler); False if it was here already."""
+    def put_blob(self, key: str, spooled: Path, owner: str) -> bool:
+        """Keep an uploaded blob (its sha256 checked by the handler) as ``owner``'s; False if it was theirs
+        already."""
         try:
-            return self.blobs.put(key, spooled)
+            return self.blobs.put(key, spooled, owner)
         except PayloadError as exc:
             raise bad_request(f"a blob must be a jupyter-taskq payload: {exc}") from None
 

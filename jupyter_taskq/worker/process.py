@@ -467,7 +467,8 @@ class Worker:
     def drop_warm(self, owners=None) -> None:
         """End the warm task processes (``owners``: only those serving these owners' tasks)."""
         for key in list(self._warm):
-            self._retire(self._warm.pop(key))
+            if owners is None or self._warm[key].warm_info.get("owner") in owners:
+                self._retire(self._warm.pop(key))
 
     def warm_processes(self) -> list[dict]:
         """What stats show of this worker's warm processes: which function, idle for how long."""
