@@ -9,10 +9,12 @@ without limits, so a reused process never carries one task's limits into another
   worker so that its neighbours get other cores first), and the thread-count variables numeric
   libraries read at import (``OMP_NUM_THREADS``, ...) are set to that number, so numpy does not
   start one thread per core of the machine.
-- ``memory``: a cgroup v2 ``memory.max`` when the worker may create a cgroup under its own (the
-  kernel then kills the attempt at the limit and counts the kill), otherwise ``RLIMIT_DATA``
-  (heap and private mappings: an allocation past it fails, Python raises ``MemoryError``). Either
-  way the worker reports ``exceeded memory=N MiB (peak P MiB)`` (:func:`memory_failure`).
+- ``memory``: where the keeper could put the attempt in a memory cgroup (:mod:`.cgroups`: v2, or
+  v1's memory controller) that cgroup holds the limit for the whole tree; otherwise ``RLIMIT_DATA``
+  (heap and private mappings of this process only: an allocation past it fails, Python raises
+  ``MemoryError``). Either way the worker reports ``exceeded memory=N MiB (peak P MiB)``
+  (:func:`memory_failure`).
+- ``cpu``: the keeper's cpuset cgroup, where there is one, keeps the task from widening its affinity.
 
 Only the standard library: a task in another interpreter loads this file by path.
 """
@@ -70,24 +72,21 @@ def choose_cores(cpu: float, worker_name: str) -> list[int]:
     return [allowed[(start + i) % len(allowed)] for i in range(n)]
 
 
-def memory_failure(task: dict, error: dict | None, pid: int | None) -> dict | None:
-    """The error to report when an attempt of a task with ``memory=`` ran out of it, else None."""
+def memory_failure(task: dict, error: dict | None, cgroup: dict | None) -> dict | None:
+    """The error to report when an attempt of a task with ``memory=`` ran out of it, else None.
+
+    ``cgroup``: the keeper's ``{"oom_kill", "peak_mib"}`` of the attempt's memory cgroup (None without
+    one). Without a cgroup, ``RLIMIT_DATA`` makes an allocation fail: the task raised ``MemoryError``
+    or a subclass of it (numpy's ``_ArrayMemoryError``), which the error's ``mro`` lists."""
     limit = task.get("memory")
     if limit is None:
         return None
-    peak = None
-    if error is not None and error.get("type") == "MemoryError":
+    if cgroup is not None and cgroup.get("oom_kill"):
+        peak = cgroup.get("peak_mib")
+    elif error is not None and "MemoryError" in (error.get("mro") or [error.get("type")]):
         peak = error.get("peak_mib")
-    elif error is not None and error.get("type") == "Crashed" and pid is not None:
-        try:
-            group = os.path.join(_cgroup_of(pid, mine=True), f"{CGROUP_PREFIX}{pid}")
-        except OSError:
-            return None
-        events = _read(os.path.join(group, "memory.events"))
-        if not events or not re.search(r"^oom_kill [1-9]", events, re.MULTILINE):
-            return None
-        peak_bytes = _read(os.path.join(group, "memory.peak"))
-        peak = int(peak_bytes) // MIB if peak_bytes and peak_bytes.strip().isdigit() else None
+        if cgroup is not None and cgroup.get("peak_mib") is not None:
+            peak = cgroup["peak_mib"]
     else:
         return None
     peak_text = f" (peak {peak} MiB)" if peak is not None else ""
@@ -133,7 +132,7 @@ def _apply_memory(memory: int | None) -> None:
     import resource
 
     _reset_peak()
-    if _cgroup_limit(memory):
+    if memory is not None and _in_memory_cgroup():
         resource.setrlimit(resource.RLIMIT_DATA, _original["data"])
         return
     soft, hard = _original["data"]
@@ -162,45 +161,17 @@ def peak_mib() -> int | None:
     return int(match.group(1)) // 1024 if match else None
 
 
-def _cgroup_limit(memory: int | None) -> bool:
-    """Put this process in its own cgroup v2 (``taskq-<pid>``, under its worker's) with
-    ``memory.max``; False when this machine does not let the worker create one (then RLIMIT_DATA)."""
-    if _original.get("cgroup") is False:
-        return False
-    try:
-        mine = _cgroup_of(os.getpid())
-        name = f"{CGROUP_PREFIX}{os.getpid()}"
-        group = mine if os.path.basename(mine) == name else os.path.join(mine, name)
-        if group != mine:
-            controllers = _read(os.path.join(mine, "cgroup.subtree_control")) or ""
-            if "memory" not in controllers.split():
-                with open(os.path.join(mine, "cgroup.subtree_control"), "w") as f:
-                    f.write("+memory")
-            os.makedirs(group, exist_ok=True)
-        with open(os.path.join(group, "memory.max"), "w") as f:
-            f.write("max" if memory is None else str(memory * MIB))
-        try:
-            with open(os.path.join(group, "memory.swap.max"), "w") as f:
-                f.write("0")  # past the limit means killed, not swapped for hours
-        except OSError:
-            pass
-        if group != mine:
-            with open(os.path.join(group, "cgroup.procs"), "w") as f:
-                f.write("0")
-        _original["cgroup"] = True
-        return True
-    except OSError:
-        _original["cgroup"] = False
-        return False
-
-
-def _cgroup_of(pid: int, mine: bool = False) -> str:
-    """The cgroup v2 directory of ``pid`` (with ``mine``: of this process, the worker, whose task it is)."""
-    text = _read(f"/proc/{os.getpid() if mine else pid}/cgroup") or ""
-    match = re.search(r"^0::(/.*)$", text, re.MULTILINE)
-    if not match or not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
-        raise OSError("no cgroup v2 here")
-    return os.path.join(CGROUP_ROOT, match.group(1).lstrip("/"))
+def _in_memory_cgroup() -> bool:
+    """Whether this process's keeper put it in an attempt memory cgroup (:mod:`.cgroups`), which then
+    holds the limit for the whole tree: no ``RLIMIT_DATA`` on top."""
+    for line in (_read("/proc/self/cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and f"/{CGROUP_PREFIX}" in parts[2]:
+            if "memory" in parts[1].split(","):
+                return True
+            if parts[1] == "" and (_read(os.path.join(CGROUP_ROOT, parts[2].lstrip("/"), "memory.max")) or "max").strip() != "max":
+                return True
+    return False
 
 
 def _read(path: str) -> str | None:

@@ -47,7 +47,7 @@ from ..queue import GPU_POOL, model_pool, set_attempt_runner
 from ..statedir import create_private_file, make_private_dir, open_for_owners
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
-from . import display, limits, owner, runner  # noqa: F401 - display, owner: imported once here, not in each attempt
+from . import cgroups, display, limits, owner, runner  # noqa: F401 - display, owner: imported once here, not in each attempt
 from .fair import FairTurns
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
@@ -113,6 +113,8 @@ class Worker:
         for huey in self.hueys:
             huey.signal(SIGNAL_EXPIRED)(self._on_expired)
         become_subreaper()  # a keeper that dies leaves its task's processes to us, not to init
+        self._containment = cgroups.probe().describe()  # once, before any keeper is forked (they inherit it)
+        cgroups.sweep()  # what keepers killed with their worker left behind
         registered = self._until_written("this worker's registration", lambda: self.store.register_worker({
             "name": self.name, "instance": self.instance, "pool": self.pool, "device": self.cuda_devices or None,
             "model": self.model, **machine_size(),  # cpu= and memory= requests are checked against it
@@ -214,6 +216,8 @@ class Worker:
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
+            if cgroups.sweep():  # a keeper killed with its worker (here or on another worker of this machine)
+                log.warning("ended the processes of a task whose keeper and worker were killed together")
             if now < self._strays_until:
                 self._end_strays()
             if self._warm:
@@ -258,7 +262,7 @@ class Worker:
         try:
             outcome, error = self._execute_in_child(task)
             if outcome == "failed":
-                error = limits.memory_failure(task, error, self._attempt_pid) or error  # memory= ran out
+                error = limits.memory_failure(task, error, self._attempt_memory) or error  # memory= ran out
         except Exception as exc:  # noqa: BLE001 - the worker's own failure ends the attempt, never the task
             log.exception("worker error around attempt %d of task %s", task["attempt"], task_id)
             outcome, error = "failed", _worker_error(exc)
@@ -364,6 +368,7 @@ class Worker:
         for stale in (self.state.error(task_id), self.state.error_pickle(task_id), self.state.display(task_id)):
             stale.unlink(missing_ok=True)
         self._attempt_pid = None
+        self._attempt_memory = None  # the keeper's report of the attempt's memory cgroup (cgroups.py)
         try:
             proc = self._start_task_process(task)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
@@ -573,6 +578,7 @@ class Worker:
                 else:
                     code = report["code"]
                     self._attempt_pid = report.get("pid")
+                    self._attempt_memory = report.get("memory")
                     if code == EXIT_STALE:
                         proc.retire()
                         self._exited.append(proc.pid)

@@ -37,10 +37,12 @@ import signal
 import struct
 import sys
 import tempfile
+import threading
 
 from .. import payload
-from . import runner
-from .proctree import become_subreaper, descendants, die_with_parent, end_all_children, signal_all, wait_exit
+from . import cgroups, limits, privateshm, runner
+from .proctree import (become_subreaper, descendants, die_with_parent, end_all_children, has_children, signal_all,
+                       wait_exit)
 
 # Bound now: a task process runs user code that may patch the json module (issue 12 saw its dumps
 # replaced) before it reports to its keeper.
@@ -193,12 +195,20 @@ class _Task:
         self.request = request  # its attempts
         self.report = report  # (code, reusable) per attempt
 
-    def wait(self) -> tuple[int, str]:
+    def wait(self, group: cgroups.AttemptGroup | None = None) -> tuple[int, str]:
         """The attempt's exit code, and what became of the process: "kept" (warm, for the next attempt),
-        "exiting" (it reported and is on its way out) or "gone" (exited or died, and reaped)."""
+        "exiting" (it reported and is on its way out) or "gone" (exited or died, and reaped).
+        ``group``: at the first out-of-memory kill in the attempt's cgroup, the whole attempt is ended."""
         watch = [self.pidfd, self.report]
+        oom_r, oom_x = group.oom_watch() if group is not None else ([], [])
         while True:
-            ready = select.select(watch, [], [])[0]
+            ready, _, exceptional = select.select(watch + oom_r, [], oom_x)
+            if oom_r and oom_r[0] in ready or exceptional:
+                _clear_event(ready and oom_r[0] in ready, (oom_r or oom_x)[0])
+                if group.oom_killed():  # the kernel killed one process of it: end them all (then "gone")
+                    group.kill()
+                    oom_r = oom_x = []
+                continue
             if self.report in ready:
                 report = read_message(self.report)
                 if report is not None:
@@ -220,6 +230,25 @@ class _Task:
         self.pidfd = self.request = self.report = None
 
 
+def _clear_event(eventfd: bool, fd: int) -> None:
+    """Rearm an out-of-memory watch: read the v1 eventfd, or re-read v2's memory.events."""
+    try:
+        os.read(fd, 8) if eventfd else os.pread(fd, 4096, 0)
+    except OSError:
+        pass
+
+
+def _contain(pid: int, message: dict) -> cgroups.AttemptGroup:
+    """The attempt's cgroups (:mod:`.cgroups`), with its ``memory=`` and ``cpu=`` cores, ``pid`` moved in."""
+    spec = {}
+    try:
+        with open(limits.spec_path(message["paths"][4])) as f:
+            spec = _loads(f.read())
+    except (OSError, ValueError, IndexError):
+        pass
+    return cgroups.AttemptGroup.create(pid, spec.get("memory"), spec.get("cores") if spec.get("cpu") else None)
+
+
 def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, parent: int,
             warm_up: str | None = None) -> None:
     def stop(signum, frame):
@@ -235,6 +264,7 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
     die_with_parent(PARENT_DIED)
     task: _Task | None = None  # the task process of the attempt in flight, or the one kept warm
     ready: _Task | None = None  # a fresh task process, forked ahead, waiting for its attempt
+    group: cgroups.AttemptGroup | None = None  # the attempt's cgroups: its whole tree, wherever it went
     try:
         if os.getppid() != parent:
             return  # the worker died before we could ask to hear of it
@@ -258,11 +288,13 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
                 return  # retired by the worker
             if task is None:
                 task, ready = ready, None
+            group = _contain(task.pid, message)
             write_message(task.request, message)
-            code, fate = task.wait()
-            report = {"code": code, "warm": fate == "kept", "pid": task.pid}
+            code, fate = task.wait(group)
+            report = {"code": code, "warm": fate == "kept", "pid": task.pid, "memory": group.memory_report()}
             if fate == "kept":
                 end_all_children(keep=frozenset({task.pid}))  # what the attempt orphaned
+                group.remove(keep_pid=task.pid)  # and whatever else of it is left, wherever it went
                 write_message(done_fd, report)
             elif fate == "exiting":  # done: say so now, then clear up (before taking the next attempt)
                 _kill_group(task.pid)
@@ -270,10 +302,13 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
                 task.reap()
                 task = None
                 end_all_children()
+                group.remove()
             else:
                 task = None
                 end_all_children()
+                group.remove()
                 write_message(done_fd, report)
+            group = None
             # Then the next attempt: in a fresh task process (forked ahead now), or in the one kept warm.
     except _Stop as stop:
         if stop.graceful and task is not None and task.pidfd is not None:
@@ -283,6 +318,8 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(PARENT_DIED, signal.SIG_IGN)
         end_all_children()
+        if group is not None:
+            group.remove()
 
 
 def _kill_group(pgid: int) -> None:
@@ -304,6 +341,7 @@ def _fork_task(cuda_devices: str, keeper_fds: tuple[int, int], warm_up: str | No
                 os.close(fd)
             os.setpgid(0, 0)
             die_with_parent(signal.SIGKILL)
+            privateshm.enter()  # while single-threaded and root: its own /dev/shm (privateshm.py)
             for sig in (signal.SIGTERM, signal.SIGINT, PARENT_DIED):
                 signal.signal(sig, signal.SIG_DFL)
             code = _run_task(cuda_devices, request_r, report_w, warm_up)
@@ -318,6 +356,7 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
     """Attempts, as the keeper passes them: one, or (warm) more of the same function while they return."""
     base_path = list(sys.path)
     guard = _WarmGuard()
+    served = 0
     if warm_up and not select.select([requests], [], [], 0)[0]:  # (an attempt already here: it goes first)
         _warm_up(warm_up, cuda_devices)
     while True:
@@ -338,17 +377,30 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
             _exec_runner(message["python"], paths, cuda_devices, as_owner)
         sys.path[:] = base_path
         warm = bool(message.get("warm"))
+        if served:
+            privateshm.renew()  # the last attempt's /dev/shm files go with it
+        served += 1
+        threads = set(threading.enumerate())
         if warm and guard.modules_changed():
             code = EXIT_STALE
         else:
             code = runner.run_attempt(*paths, cuda_devices, payload, guard.before_call if warm else None, **as_owner)
         _flush_output()
-        reusable = warm and code == runner.EXIT_OK  # never after the task raised or crashed
+        # Never after the task raised or crashed, nor when it left a thread running or a child alive: they
+        # would write into the next attempt's log and outlive their attempt (the keeper ends them with it).
+        reusable = warm and code == runner.EXIT_OK and not _left_behind(threads)
         if reusable:
             guard.remember_modules()
         write_message(reports, {"code": code, "reusable": reusable})
         if not reusable:
             return code
+
+
+def _left_behind(threads_before: set) -> bool:
+    """Whether the attempt left a thread of its own running, or a child process alive."""
+    if any(t.is_alive() for t in threading.enumerate() if t not in threads_before):
+        return True
+    return has_children()
 
 
 def _warm_up(payload_path: str, cuda_devices: str) -> None:
