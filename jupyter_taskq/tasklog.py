@@ -13,6 +13,10 @@ is punched: a reader that sees a count never reads into the hole. A reader that 
 an older count lands in the hole (zeros) and asks again. In an object store the
 log is published compacted: a fixed-width header with ``dropped`` and then the kept
 bytes (:func:`compact`), so no hole travels.
+
+Bytes come back exactly as printed, a progress bar's ``\\r`` frames too: offsets stay exact and a follow
+appends what came next. Drawing ``\\r`` in place is the reader's job, in one place for the Lab's log
+views (``labextension/src/logscreen.ts``); a notebook or terminal that prints ``h.logs()`` draws it itself.
 """
 
 from __future__ import annotations

@@ -3,15 +3,16 @@
  * task output in a notebook (outputmodel.ts) read logs the same way. Each read appends what the log
  * gained since the last one (a long log is read from its tail), keeps the last `tail` characters, and
  * while the task runs reads again `interval` ms later: a log grows without any status change, so the
- * change feed says nothing of it. Imports nothing from JupyterLab.
+ * change feed says nothing of it. The text is kept as shown (logscreen.ts: a progress bar's `\r` frames
+ * in place), the offsets as the server counts them. Imports nothing from JupyterLab.
  */
 
+import { LogScreen } from './logscreen';
 import type { LogChunk } from './types';
 
 export class LogTail {
-  /** The log read so far (its last `tail` characters). */
-  text = '';
   private offset = 0;
+  private readonly screen: LogScreen;
   private timer: ReturnType<typeof setTimeout> | null = null;
 
   /** `changed` is called after each read kept, or failed (with its error). */
@@ -19,7 +20,14 @@ export class LogTail {
     private readonly tail: number,
     private readonly interval: number,
     private readonly changed: (error: Error | null) => void
-  ) {}
+  ) {
+    this.screen = new LogScreen(tail);
+  }
+
+  /** The log read so far as a terminal shows it (its last `tail` characters). */
+  get text(): string {
+    return this.screen.text;
+  }
 
   /** Whether a next read is scheduled (the task ran at the last read). */
   get following(): boolean {
@@ -41,7 +49,10 @@ export class LogTail {
       if (!current()) {
         return;
       }
-      this.text = ((chunk.reset ? '' : this.text) + chunk.data).slice(-this.tail);
+      if (chunk.reset) {
+        this.screen.clear();
+      }
+      this.screen.write(chunk.data);
       this.offset = chunk.next_offset;
       this.stop();
       if (chunk.status === 'RUNNING' && follow()) {
@@ -60,7 +71,7 @@ export class LogTail {
   /** Forgets the log (another task or attempt is shown next). */
   reset(): void {
     this.stop();
-    this.text = '';
+    this.screen.clear();
     this.offset = 0;
   }
 
