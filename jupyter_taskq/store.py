@@ -23,7 +23,7 @@ from .options import MAX_RETRY_WAIT
 from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
-JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback", "retry_for", "seed")
+JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback", "retry_for", "seed", "limits")
 
 TASK_COLUMNS = (
     "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
@@ -34,6 +34,7 @@ TASK_COLUMNS = (
     "blob",  # the sha256 of the shared part its payload names (jupyter_taskq/blobs.py), or None
     "notebook", "cell_id",  # where the task was submitted from (issue 14; jupyter_taskq/options.py)
     "owner",  # who submitted it: the server's authenticated user, never a name the client sends (issue 15)
+    "limits",  # how its worker holds its cpu= and memory= ({"enforced", "memory", "cpu"}: worker/cgroups.py)
     "not_before",  # a task in RETRY: when its retry_delay is over (fair share must not start it sooner)
     "seed",  # the seeds its payload carries, per random library (jupyter_taskq/seeds.py): JSON
 )
@@ -304,7 +305,8 @@ create table if not exists taskq_workers (
 _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
-                  "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real", "seed": "text"}
+                  "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real", "seed": "text",
+                  "limits": "text"}
 
 
 class SqliteTaskStore(TaskStore):

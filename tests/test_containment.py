@@ -128,6 +128,7 @@ def test_a_shared_mapping_past_memory_fails_with_memory_limit_exceeded(one_worke
     client = one_worker.client()
     done = failed(client, client.submit(shared_mapping, (1536,), memory=256, max_retries=0))
     assert_memory_exceeded(done, 256)
+    assert done["limits"] == {"memory": f"cgroup {cgroups.probe().memory[0]}", "enforced": True}
     assert client.submit(shared_mapping, (64,), memory=256).result(timeout=60) == 64  # within it: fine
 
 
@@ -156,8 +157,10 @@ def test_a_tasks_dev_shm_files_go_with_it(one_worker):
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_cpu_1_cannot_widen_its_cpuset(one_worker):
     client = one_worker.client()
-    cores = client.submit(widen_affinity, cpu=1).result(timeout=60)
+    task = client.submit(widen_affinity, cpu=1)
+    cores = task.result(timeout=60)
     assert len(cores) == 1
+    assert client.get(task.id)["limits"] == {"cpu": f"cpuset cgroup {cgroups.probe().cpuset[0]}", "enforced": True}
     assert client.submit(widen_affinity).result(timeout=60) == sorted(os.sched_getaffinity(0))  # no cpu=: all
 
 
@@ -202,3 +205,16 @@ def test_no_attempt_cgroup_is_left_behind(one_worker):
     keepers = {str(p.pid) for p in worker.children()}
     wait_for(lambda: not {g for g in attempt_groups() if g[len(cgroups.PREFIX):].split(".")[0] in keepers}, 10,
              message="no attempt cgroup of this worker's keepers left once its attempts ended")
+
+
+def test_numpys_memory_error_on_the_rlimit_path_is_memory_limit_exceeded():
+    """Without a memory cgroup, RLIMIT_DATA makes numpy raise its own MemoryError subclass."""
+    from jupyter_taskq.worker import limits
+
+    error = {"type": "numpy.core._exceptions._ArrayMemoryError", "message": "Unable to allocate 1.5 GiB",
+             "traceback": "...", "peak_mib": 250,
+             "mro": ["numpy.core._exceptions._ArrayMemoryError", "MemoryError", "Exception", "BaseException"]}
+    failure = limits.memory_failure({"memory": 256}, error, None)
+    assert failure["type"] == "MemoryLimitExceeded" and failure["message"] == "exceeded memory=256 MiB (peak 250 MiB)"
+    assert limits.memory_failure({"memory": None}, error, None) is None
+    assert limits.memory_failure({"memory": 256}, {**error, "mro": ["ValueError", "Exception"]}, None) is None

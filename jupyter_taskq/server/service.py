@@ -452,6 +452,7 @@ class TaskService:
             "worker": task["worker"], "retry_of": task["retry_of"],
             "outputs": self._outputs_json(task), "error": task["error"],
             "progress": taskio.clean_progress(task["progress"]),  # a record stored before the check: no NaN out
+            "limits": task.get("limits"),  # cpu=/memory=: held by the kernel, or advisory (worker/cgroups.py)
             "result": {"available": task["status"] == TaskStatus.COMPLETE and not task["result_expired"],
                        "size": task["result_size"], "expired": bool(task["result_expired"]),
                        "expires_in": self._expires_in(task)},

@@ -120,6 +120,19 @@ def _delegate(directory: str, controller: str) -> bool:
     return _write(control, f"+{controller}")
 
 
+def enforcement(memory: int | None, cpu: float | None) -> dict:
+    """What the task's JSON shows of its limits: how each is held, and ``enforced`` (False: one of them
+    is only advisory here, a task can go past it)."""
+    machine = probe()
+    held = {}
+    if memory is not None:
+        held["memory"] = f"cgroup {machine.memory[0]}" if machine.memory else "RLIMIT_DATA"
+    if cpu is not None:
+        held["cpu"] = f"cpuset cgroup {machine.cpuset[0]}" if machine.cpuset else "affinity"
+    held["enforced"] = (memory is None or machine.memory is not None) and (cpu is None or machine.cpuset is not None)
+    return held
+
+
 # -- one attempt's groups ---------------------------------------------------------------------------------
 _serial = 0
 

@@ -113,7 +113,7 @@ class Worker:
         for huey in self.hueys:
             huey.signal(SIGNAL_EXPIRED)(self._on_expired)
         become_subreaper()  # a keeper that dies leaves its task's processes to us, not to init
-        self._containment = cgroups.probe().describe()  # once, before any keeper is forked (they inherit it)
+        cgroups.probe()  # once, before any keeper is forked (they inherit what it found)
         cgroups.sweep()  # what keepers killed with their worker left behind
         registered = self._until_written("this worker's registration", lambda: self.store.register_worker({
             "name": self.name, "instance": self.instance, "pool": self.pool, "device": self.cuda_devices or None,
@@ -390,7 +390,8 @@ class Worker:
     def _start_task_process(self, task: dict, reuse: bool = True) -> TaskProcess:
         task_id = task["id"]
         attempt_dir = self.state.attempt_dir(task_id, task["attempt"])  # made by the task if it saves anything
-        limits.write_spec(task, attempt_dir, self.name)  # cpu= and memory=, applied by the task process
+        if limits.write_spec(task, attempt_dir, self.name):  # cpu= and memory=, applied by the keeper and task process
+            self._say_enforcement(task)
         if self.objects.remote and not self.objects.fetch(self.state.payload(task_id)):
             raise FileNotFoundError(f"the payload of task {task_id} is not in the object store")
         make_private_dir(attempt_dir)  # holds the attempt's own log from its first byte
@@ -445,6 +446,19 @@ class Worker:
         # owner: stats show a hub user only their own warm processes, and DELETE warm drops only those
         proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd"), "owner": task.get("owner")}
         return proc
+
+    def _say_enforcement(self, task: dict) -> None:
+        """The task's JSON says how its cpu= and memory= are held (``limits``); where the kernel cannot
+        hold them (no writable cgroup), the worker says once that they are advisory."""
+        held = cgroups.enforcement(task.get("memory"), task.get("cpu"))
+        if not held["enforced"] and not getattr(self, "_said_advisory", False):
+            self._said_advisory = True
+            log.warning("cpu= and memory= are advisory on this worker (no writable cpuset or memory cgroup: %s); "
+                        "a task can go past them", cgroups.probe().describe())
+        try:
+            self.store.update_fields(task["id"], limits=held)
+        except Exception:  # noqa: BLE001 - only what the task's JSON shows; the attempt runs anyway
+            log.warning("could not record how task %s's limits are held", task["id"])
 
     def _collect_owner_files(self, task: dict) -> None:
         """Run as its owner, the attempt wrote its result and error into a run folder of theirs: move them

@@ -21,10 +21,16 @@ the keeper's group). Cancel and timeout: the worker sends the keeper SIGTERM;
 the keeper sends SIGTERM to the whole tree and SIGKILL to what is left after the
 grace period.
 
+Where the machine allows, each attempt is also held by cgroups of its own
+(:mod:`.cgroups`): its ``memory=`` and ``cpu=``, and a hold on the whole tree that
+outlives the keeper, so that a worker and keeper killed together still leave
+nothing behind. A fresh task process has a private ``/dev/shm`` (:mod:`.privateshm`).
+
 Warm processes (the task's ``keep_warm_seconds``): after an attempt that returned
-normally the keeper keeps its task process, still ending whatever the attempt
-left behind *outside* it, and passes it the next attempt of the same function
-and world; the worker decides which attempts may go there.
+normally, and left no thread of its own running and no child alive, the keeper
+keeps its task process, still ending whatever the attempt left behind *outside*
+it, and passes it the next attempt of the same function and world; the worker
+decides which attempts may go there.
 """
 
 from __future__ import annotations
