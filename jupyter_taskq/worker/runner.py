@@ -69,6 +69,8 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
             try:
                 shared = _shared_function(header, payload_path, payload_module, blob_path)  # first: as the kernel made them
                 fn, args, kwargs = payload_module.load_body(stream, header)
+            except (OSError, MemoryError):  # a shared part missing here, memory=: another attempt may do better
+                raise
             except BaseException as exc:  # noqa: BLE001 - the same bytes fail the same way on every retry
                 _write_error(error_path, exc, exc.__traceback__, setup=True,
                              final="the call could not be unpickled on the worker")
