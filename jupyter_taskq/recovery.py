@@ -6,6 +6,14 @@ that claimed it. A task is lost when that instance no longer heartbeats (or a ne
 instance of the same worker has registered): it is put back as a new attempt at its
 place in the queue, or FAILED with "worker lost" once its retries are spent. Every step is a conditional
 transition, so the server and the worker supervisor may both run this safely.
+
+At most one copy of a task runs. A silent worker is not always a dead one (stopped, swapping, blocked
+on a lock), so an attempt is requeued only once its old copy cannot go on: a worker of this machine
+whose process still exists is left alone here (its supervisor kills it first: worker/supervisor.py);
+another machine's worker cannot be looked at, and there the attempt number fences it (every write of
+a status, progress or outputs names the attempt, so a late one of a superseded attempt is refused and
+its worker ends it). A cancel is final: a lost attempt whose task was asked to cancel ends CANCELLED,
+never requeued, and a worker that dequeues a task asked to cancel ends it instead of running it.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import logging
 import time
 from typing import Callable, Mapping
 
+from .instances import alive_here
 from .options import stored_problem
 from .queue import enqueue_attempt
 from .status import CANCELLABLE, WAITING, TaskStatus
@@ -24,6 +33,9 @@ log = logging.getLogger("jupyter_taskq.recovery")
 
 
 FORGET_WORKER_AFTER = 600.0  # a worker silent this long (a machine gone for good) leaves the stats
+#: The error of an attempt asked to cancel whose worker stopped answering (and was ended, or is fenced).
+CANCELLED_WHILE_LOST = {"type": "Cancelled", "traceback": None,
+                        "message": "cancelled while running (its worker stopped answering and was ended)"}
 
 
 def fail_bad_task(store: TaskStore, task: dict, reason: str) -> bool:
@@ -100,7 +112,13 @@ def recover_lost_tasks(store: TaskStore, queues: Mapping, stale_after: float,
             and worker["instance"] == task["worker_instance"]
             and (worker["heartbeat_at"] or 0) >= now - stale_after
         )
-        if alive:
+        if alive or alive_here(task["worker_instance"]):
+            continue  # silent but not dead: its supervisor ends it, then the next sweep comes back to it
+        if task.get("cancel_requested"):
+            if store.transition(task["id"], TaskStatus.CANCELLED, [TaskStatus.RUNNING], attempt=task["attempt"],
+                                error=CANCELLED_WHILE_LOST):
+                changed.append(task["id"])
+                on_change(task["id"])
             continue
         error = {
             "type": "WorkerLost",

@@ -49,6 +49,10 @@ TASK_DEFAULTS = {column: None for column in TASK_COLUMNS} | {
 }
 
 
+#: The error of a task asked to cancel that a worker dequeued again (claim ends it instead of running it).
+CANCELLED_AT_CLAIM = {"type": "Cancelled", "message": "cancelled while running; not run again", "traceback": None}
+
+
 def retry_delay_for(task: dict) -> float:
     """Delay before the attempt after ``task['attempt']``, with backoff."""
     backoff = task.get("retry_backoff") or 1
@@ -556,10 +560,14 @@ class SqliteTaskStore(TaskStore):
     def claim(self, task_id, worker, worker_instance) -> dict | None:
         now = time.time()
         with self._lock:
+            # A cancel is final: a task asked to cancel while it ran (and then requeued, or handed back) ends.
+            self._conn.execute("update taskq_tasks set status = 'CANCELLED', ended_at = ?, updated_at = ?, error = ? "
+                               "where id = ? and status in ('PENDING', 'RETRY') and cancel_requested = 1",
+                               (now, now, json.dumps(CANCELLED_AT_CLAIM), task_id))
             row = self._conn.execute(
                 "update taskq_tasks set status = 'RUNNING', attempt = attempt + 1, worker = ?, "
                 "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0, outputs = null, progress = null "
-                "where id = ? and status in ('PENDING', 'RETRY') returning *",
+                "where id = ? and status in ('PENDING', 'RETRY') and cancel_requested = 0 returning *",
                 (worker, worker_instance, now, now, task_id),
             ).fetchall()  # to its end: a RETURNING statement commits only once it is done
             row = row[0] if row else None

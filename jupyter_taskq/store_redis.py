@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from .status import FINAL, WAITING, TaskStatus
 from . import attempts as attempt_log
-from .store import TASK_DEFAULTS, USAGE_KEPT, TaskStore, JSON_COLUMNS, stored_not_before
+from .store import CANCELLED_AT_CLAIM, TASK_DEFAULTS, USAGE_KEPT, TaskStore, JSON_COLUMNS, stored_not_before
 
 # Shared by the task scripts: JSON field access, index upkeep (``reindex``: ``old`` is the task's status
 # before the write) and the task the script is about (ARGV: prefix, id, ...).
@@ -152,9 +152,15 @@ reindex(id, status)
 return 1
 """
 
-# ARGV: prefix, id, worker (JSON), instance (JSON), now (JSON)
+# ARGV: prefix, id, worker (JSON), instance (JSON), now (JSON), error of a task asked to cancel (JSON)
 _CLAIM = _PREAMBLE + """
 if not WAITING[status] then return nil end
+local cancel = field(key, 'cancel_requested')
+if cancel == 1 or cancel == true then  -- a cancel is final: asked while it ran, it never runs again
+  redis.call('HSET', key, 'status', '"CANCELLED"', 'ended_at', ARGV[5], 'updated_at', ARGV[5], 'error', ARGV[6])
+  reindex(id, status)
+  return nil
+end
 redis.call('HSET', key, 'status', '"RUNNING"', 'attempt', tostring((field(key, 'attempt') or 0) + 1),
   'worker', ARGV[3], 'worker_instance', ARGV[4], 'started_at', ARGV[5], 'updated_at', ARGV[5],
   'cancel_requested', '0', 'outputs', 'null', 'progress', 'null')
@@ -752,7 +758,8 @@ class RedisTaskStore(TaskStore):
 
     def claim(self, task_id, worker, worker_instance) -> dict | None:
         now = time.time()
-        reply = self._run("claim", task_id, json.dumps(worker), json.dumps(worker_instance), json.dumps(now))
+        reply = self._run("claim", task_id, json.dumps(worker), json.dumps(worker_instance), json.dumps(now),
+                          _encode("error", CANCELLED_AT_CLAIM))
         if not reply:
             return None
         task = _decode(dict(zip(reply[::2], reply[1::2])))

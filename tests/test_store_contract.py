@@ -72,7 +72,6 @@ def test_transitions_are_conditional(store):
     assert store.claim(task["id"], "cpu1", "inst-2") is None, "a running task cannot be claimed twice"
     assert store.running()[0]["id"] == task["id"]
     assert not store.transition(task["id"], S.FAILED, [S.RUNNING], attempt=2), "wrong attempt"
-    assert store.request_cancel(task["id"]) and store.cancel_requested(task["id"])
     assert store.transition(task["id"], S.RETRY, [S.RUNNING], attempt=1, error={"type": "E", "message": "boom"})
     again = store.claim(task["id"], "cpu1", "inst-2")
     assert again["attempt"] == 2 and again["cancel_requested"] == 0
@@ -85,6 +84,35 @@ def test_transitions_are_conditional(store):
     done = store.get(task["id"])
     assert done["status"] == "COMPLETE" and done["ended_at"] is not None and done["result_size"] == 3
     assert store.running() == [] and store.waiting_by_pool() == {}
+
+
+def test_a_cancel_is_final_and_a_superseded_attempt_is_fenced(store):
+    """Issue 25: a task asked to cancel while it ran never runs again, whoever put it back in the queue
+    (the claim ends it CANCELLED); a late write of an attempt that was superseded (its worker was presumed
+    lost, the task requeued and claimed again) is refused, for the status and for progress alike."""
+    cancelled = new_task()
+    store.create(cancelled)
+    store.claim(cancelled["id"], "cpu0", "inst-1")
+    assert store.request_cancel(cancelled["id"]) and store.cancel_requested(cancelled["id"])
+    assert store.transition(cancelled["id"], S.RETRY, [S.RUNNING], attempt=1, error={"type": "WorkerLost"})
+    assert store.claim(cancelled["id"], "cpu1", "inst-2") is None
+    ended = store.get(cancelled["id"])
+    assert ended["status"] == "CANCELLED" and ended["attempt"] == 1 and ended["ended_at"] is not None
+    assert ended["error"]["type"] == "Cancelled"
+    assert store.counts_by_status()["CANCELLED"] == 1 and store.waiting_by_pool() == {}
+
+    task = new_task()
+    store.create(task)
+    store.claim(task["id"], "cpu0", "inst-1")
+    assert store.transition(task["id"], S.RETRY, [S.RUNNING], attempt=1, error={"type": "WorkerLost"})
+    assert store.claim(task["id"], "cpu1", "inst-2")["attempt"] == 2
+    # the first attempt's worker comes back: its progress and its result are refused
+    assert not store.transition(task["id"], S.RUNNING, [S.RUNNING], attempt=1, progress={"done": 9})
+    assert not store.transition(task["id"], S.COMPLETE, [S.RUNNING], attempt=1, result_size=1)
+    assert store.transition(task["id"], S.RUNNING, [S.RUNNING], attempt=2, progress={"done": 1})
+    current = store.get(task["id"])
+    assert current["status"] == "RUNNING" and current["progress"] == {"done": 1} and current["attempt"] == 2
+    assert [a["ended_at"] is None for a in store.attempts(task["id"])] == [False, True], "progress ends no attempt"
 
 
 def test_racing_claims_have_one_winner(store):

@@ -41,6 +41,7 @@ from huey.signals import SIGNAL_EXPIRED
 
 from .. import payload, tasktokens
 from ..backend import Backend, wait_for_any
+from ..instances import new_instance
 from ..machine import machine_size
 from ..options import retry_for_matches
 from ..queue import GPU_POOL, model_pool, set_attempt_runner
@@ -82,7 +83,7 @@ class Worker:
         self.cuda_devices = device if device is not None else ""
         self.kill_grace = kill_grace
         self.log_max_bytes = log_max_bytes
-        self.instance = f"{name}:{socket.gethostname()}:{os.getpid()}:{time.time():.6f}"
+        self.instance = new_instance(name)  # the attempts it claims name it: see jupyter_taskq/instances.py
         self.store = backend.open_store()
         self.hueys = [backend.open_queue(p) for p in self.pools]
         self.bells = [backend.work_bell(p) for p in self.pools]
@@ -256,6 +257,7 @@ class Worker:
         if not task:
             if task is None and self.stopping:  # stopping before the claim could be written: keep the message
                 self._until_written(f"the queue entry of task {task_id}", lambda: self.huey.enqueue(huey_task) or True)
+            self._changed(task_id)  # a claim may have ended it CANCELLED (a cancel asked while it ran is final)
             return  # cancelled, expired or deleted while it waited (or its row cannot be claimed: logged)
         self._changed(task_id)
         token_digest = self._start_token(task)
@@ -269,7 +271,8 @@ class Worker:
         finally:
             self._end_token(token_digest)
         try:
-            self._publish_files(task)  # before the new status: whoever sees it can fetch them
+            if outcome != "superseded":  # a superseded attempt's files are not the task's
+                self._publish_files(task)  # before the new status: whoever sees it can fetch them
         except Exception:  # noqa: BLE001
             log.exception("could not publish the files of task %s", task_id)
         self._record_outcome(task, outcome, error)
@@ -304,6 +307,10 @@ class Worker:
         task_id, attempt = task["id"], task["attempt"]
         what = f"the end of attempt {attempt} of task {task_id}"
         running = [TaskStatus.RUNNING]
+        if outcome == "superseded":
+            log.warning("ended attempt %d of task %s: the task went on without it (cancelled, or requeued while "
+                        "this worker did not answer); nothing of it is recorded", attempt, task_id)
+            return
         if outcome == "complete":
             try:
                 size = self.state.result(task_id).stat().st_size
@@ -327,7 +334,7 @@ class Worker:
                 retry = final is None and retry_for_matches(task.get("retry_for"), raised)
 
             def end_attempt():
-                if outcome != "interrupted" and self.store.cancel_requested(task_id):
+                if self.store.cancel_requested(task_id):  # a cancel is final, even for an interrupted attempt
                     cancelled = {"type": "Cancelled", "message": "cancelled while running", "traceback": None}
                     moved = self.store.transition(task_id, TaskStatus.CANCELLED, running, attempt=attempt,
                                                   error=cancelled)
@@ -341,6 +348,9 @@ class Worker:
                 self._ring_pool()
         if moved:
             self._changed(task_id)
+        elif not self.stopping:  # the fence: the task is no longer at this attempt (or is no longer RUNNING)
+            log.warning("discarded the end (%s) of attempt %d of task %s: the task went on without it (cancelled, "
+                        "or requeued while this worker did not answer)", outcome, attempt, task_id)
 
     def _ring_pool(self) -> None:
         try:
@@ -583,6 +593,7 @@ class Worker:
         task_id = task["id"]
         deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
         io = AttemptWatcher(self.state, task, self.log_max_bytes, self.objects)
+        next_fence_check = time.monotonic() + HEARTBEAT_INTERVAL
         while True:
             wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
             if select.select([proc.done, proc.pidfd], [], [], wait)[0]:
@@ -620,6 +631,18 @@ class Worker:
             if self.store.cancel_requested(task_id):
                 proc.kill(self.kill_grace)
                 return "cancelled", {"type": "Cancelled", "message": "cancelled while running", "traceback": None}
+            if time.monotonic() >= next_fence_check:
+                next_fence_check = time.monotonic() + HEARTBEAT_INTERVAL
+                if self._superseded(task):
+                    proc.kill(self.kill_grace)
+                    return "superseded", None
+
+    def _superseded(self, task: dict) -> bool:
+        """Whether the task went on without this attempt: recovery took it back while this worker did not
+        answer (stopped, or cut off from the store), so another copy may run now. This one must end."""
+        current = self.store.get(task["id"])
+        return (current is None or current["status"] != TaskStatus.RUNNING or current["attempt"] != task["attempt"]
+                or current.get("worker_instance") != self.instance)
 
     def _keeper_died(self, proc: TaskProcess) -> int:
         try:

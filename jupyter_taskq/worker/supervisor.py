@@ -4,7 +4,9 @@ One process per GPU slot with ``CUDA_VISIBLE_DEVICES`` set before Python starts
 (so a task sees exactly its GPU, as ``cuda:0``), plus CPU workers that see none.
 The supervisor also runs the recovery sweep: tasks of a dead worker go back to
 the queue (or FAIL as "worker lost"), and waiting tasks past their expiry end
-EXPIRED. The Jupyter server starts one supervisor; ``jupyter taskq worker`` runs
+EXPIRED. A worker that misses its heartbeat is not necessarily dead (stopped, or
+blocked on a write): the supervisor kills it, and everything below it, before the
+sweep requeues its attempt, so a task never runs twice at once. The Jupyter server starts one supervisor; ``jupyter taskq worker`` runs
 the same thing on its own.
 """
 
@@ -14,6 +16,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,12 +25,14 @@ from dataclasses import dataclass, field
 from ..backend import Backend
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..storeerrors import keep_reserve
+from .proctree import descendants, signal_all
 
 log = logging.getLogger("jupyter_taskq.supervisor")
 
 CHECK_INTERVAL = 0.2
 SWEEP_INTERVAL = 1.0
 SWEEP_BACKOFF = 5.0  # between sweeps while the store cannot be written
+TREE_GONE_WAIT = 30.0  # longest wait for a killed worker's processes to go (one in a driver call may take a while)
 
 
 @dataclass
@@ -126,10 +131,54 @@ class Supervisor:
 
     def sweep(self) -> None:
         keep_reserve(self.state.root)  # given up by a delete on a full disk: back once there is room
+        self.end_stalled_workers()  # first: the sweep requeues their attempts only once they are gone
         ring = lambda task_id: self.events.ring(task_id.encode() + b"\n")  # noqa: E731
         for task_id in recover_lost_tasks(self.store, self.queues, self.stale_after, ring):
             log.warning("task %s lost its worker; requeued or failed", task_id)
         expire_overdue_tasks(self.store, ring)
+
+    def end_stalled_workers(self) -> None:
+        """Kill each worker of ours that has missed its heartbeat, with its keepers and task processes.
+
+        A worker that is not heartbeating may still be running its attempt (SIGSTOP, a write blocked on a
+        lock, a swap storm); requeueing that attempt would make a second running copy (two GPUs, two
+        writers of the same files). Only a worker that has registered as this very process is judged
+        (one starting up has not heartbeated yet). :func:`jupyter_taskq.recovery.recover_lost_tasks`
+        leaves a worker of this machine alone while its process exists, so it requeues after this."""
+        now, host = time.time(), socket.gethostname()
+        rows = {w["name"]: w for w in self.store.workers()}
+        for running in self.workers:
+            proc, row = running.proc, rows.get(running.spec.name)
+            if proc is None or proc.poll() is not None or row is None or row.get("pid") != proc.pid \
+                    or row.get("host") != host or (row.get("heartbeat_at") or 0) >= now - self.stale_after:
+                continue
+            log.error("worker %s (pid %d) has not heartbeated for %.0f s (stopped or hung%s): killing it and its "
+                      "task processes; its attempt is then requeued", running.spec.name, proc.pid,
+                      now - (row.get("heartbeat_at") or 0),
+                      f", running task {row['current_task']}" if row.get("current_task") else "")
+            self._kill_tree(proc)
+
+    def _kill_tree(self, proc: subprocess.Popen) -> None:
+        """SIGKILL a worker and every process below it, and wait until they are gone.
+
+        The tree is frozen first (SIGSTOP until no new process shows up: a stopped process cannot fork),
+        so nothing started meanwhile escapes; the worker goes last, as the sweep judges by its process."""
+        frozen: set[int] = set()
+        while True:
+            tree = {proc.pid, *descendants(proc.pid)}
+            if tree <= frozen:
+                break
+            signal_all(tree - frozen, signal.SIGSTOP)
+            frozen |= tree
+        below = frozen - {proc.pid}
+        signal_all(below, signal.SIGKILL)
+        deadline = time.monotonic() + TREE_GONE_WAIT
+        while (left := [p for p in below if _exists(p)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left:
+            log.error("processes %s of a killed worker are still there after %g s", left, TREE_GONE_WAIT)
+        proc.kill()
+        proc.wait()
 
     def _keep_alive(self, running: _Running, now: float) -> None:
         proc = running.proc
@@ -174,3 +223,13 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not died yet (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")

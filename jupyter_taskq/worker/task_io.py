@@ -17,6 +17,7 @@ import time
 from .. import tasklog
 from ..objectstore import ObjectStore
 from ..statedir import StateDir
+from ..status import TaskStatus
 from ..store import TaskStore
 from ..taskio import MANIFEST, PROGRESS, read_manifest_checked, read_progress
 
@@ -36,6 +37,8 @@ _cannot_punch_warned = False
 class AttemptWatcher:
     def __init__(self, state: StateDir, task: dict, log_max_bytes: int, objects: ObjectStore | None = None):
         self.task_id = task["id"]
+        self.attempt = task["attempt"]
+        self._fenced = False  # a write was refused: the task went on without this attempt
         self.directory = state.attempt_dir(task["id"], task["attempt"])
         self.log_path = state.attempt_log(task["id"], task["attempt"])
         self.log_max_bytes = log_max_bytes
@@ -67,7 +70,7 @@ class AttemptWatcher:
             changed["log_dropped"] = self.log_dropped
             self._dropped_recorded = True
         if changed:
-            store.update_fields(self.task_id, **changed)
+            self._write(store, **changed)
         self._publish_log()
         return bool(changed)
 
@@ -95,6 +98,16 @@ class AttemptWatcher:
             pass
         finally:
             os.close(fd)
+
+    def _write(self, store: TaskStore, **fields) -> None:
+        """Only while this attempt is the task's RUNNING one: the fence that keeps a superseded attempt (its
+        worker was stopped and the task requeued or cancelled) from writing over its successor's progress,
+        outputs or log count. Its worker sees that within a second and ends it (worker/process.py)."""
+        if not store.transition(self.task_id, TaskStatus.RUNNING, [TaskStatus.RUNNING], attempt=self.attempt,
+                                **fields) and not self._fenced:
+            self._fenced = True
+            log.warning("task %s: attempt %d is no longer the running one; its progress and outputs are discarded",
+                        self.task_id, self.attempt)
 
     def _publish_log(self) -> None:
         """Followers on another machine read the log from the object store: keep it near-live there."""
@@ -125,7 +138,7 @@ class AttemptWatcher:
             tasklog.record_dropped(self.log_path, cut)  # for reading this attempt's log once a later one runs
         except OSError:  # swapped for a link or FIFO meanwhile (tasklog opens only regular files)
             return False
-        store.update_fields(self.task_id, log_dropped=cut)
+        self._write(store, log_dropped=cut)
         self.log_dropped = cut
         if self.objects is not None:
             self.objects.log_dropped[self.log_path] = cut
