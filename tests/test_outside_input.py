@@ -165,3 +165,145 @@ def test_a_bad_manifest_keeps_the_valid_outputs_and_says_why_in_the_log(shared_s
         response = requests.get(api + f"tasks/{handle.id}/outputs/{name}", headers=AUTH)
         assert response.status_code == 404, (name[:20], response.status_code, response.text[:200])
         assert strict(response)["reason"] == "not found"
+
+
+def tiny(x):
+    return x
+
+
+def test_one_change_reaches_a_thousand_long_polls_as_its_ids(tmp_path):
+    """Many open panels: one change is answered to every long poll as the ids that changed, never as
+    "refetch everything" (``changed: null``: only for a cursor older than the feed remembers), and no
+    connection is reset. Before, each poll compared the store's fingerprint on its own, the answers
+    came back out of order, and a fingerprint read before the change looked like a missed ring."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_many_polls import hold_polls, raise_fd_limit
+
+    from conftest import TaskqServer
+
+    polls = 1000
+    assert raise_fd_limit(polls + 1000) >= polls + 500, "this test holds 1,000 connections open at once"
+    server = TaskqServer(tmp_path, gpus=[], cpu_workers=1).start()
+    try:
+        client = server.client()
+        cursor = strict(requests.get(server.url + "taskq/api/changes", headers=AUTH))["cursor"]
+        outcome = asyncio.run(hold_polls(server.url, TOKEN, cursor, polls,
+                                         lambda: client.submit(tiny, (1,), name="many-polls").id, timeout=60))
+        task_id = outcome["changed"]
+        assert outcome["failures"] == [], outcome["failures"][:5]
+        assert len(outcome["answers"]) == polls
+        nulls = [a for a in outcome["answers"] if a["changed"] is None]
+        assert not nulls, f"{len(nulls)} of {polls} polls were told to refetch everything"
+        assert all(task_id in a["changed"] for a in outcome["answers"])
+        assert outcome["last_answer_s"] < 30
+    finally:
+        server.close()
+
+
+LIMIT = 100_000  # the small server's TaskQueue.max_payload_size
+IDLE = 1.0  # its taskq_body_idle_timeout
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    from conftest import TaskqServer
+
+    server = TaskqServer(tmp_path_factory.mktemp("bodies"), gpus=[], cpu_workers=1, max_payload_size=LIMIT,
+                         extra_args=['--ServerApp.tornado_settings={"taskq_body_idle_timeout": %s}' % IDLE]).start()
+    yield server
+    server.close()
+
+
+def raw_request(server, headers: dict, send_body) -> tuple[bytes, float, int]:
+    """One POST tasks on a raw socket: ``send_body(sock)`` sends (in a thread) what it likes until the
+    server stops reading; returns (what the server answered, seconds until it closed, bytes sent)."""
+    import socket
+    import threading
+    import time
+
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    lines = ["POST /taskq/api/tasks HTTP/1.1", f"Host: 127.0.0.1:{server.port}", f"Authorization: token {TOKEN}",
+             "Content-Type: application/octet-stream", *(f"{k}: {v}" for k, v in headers.items())]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    sent = [0]
+
+    def sender():
+        try:
+            sent[0] = send_body(sock)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=sender, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except OSError:  # reset once the server closed with the rest of the body unread
+        pass
+    closed_after = time.monotonic() - started
+    sock.close()
+    thread.join(30)
+    return answer, closed_after, sent[0]
+
+
+def json_answer(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body, parse_constant=pytest.fail)
+
+
+def endless_chunks(sock) -> int:
+    """A chunked body that never ends, as fast as the server reads it."""
+    chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+    sent = 0
+    while sent < 4 * 1024 ** 3:
+        sock.sendall(chunk)
+        sent += len(chunk)
+    return sent
+
+
+def test_a_chunked_body_that_never_ends_is_answered_413_once_over_the_limit(small_server):
+    from jupyter_taskq.server.handlers import LINGER_BYTES
+
+    before = small_server.client().list()["total"]
+    answer, closed_after, _ = raw_request(small_server, {"Transfer-Encoding": "chunked"}, endless_chunks)
+    status, body = json_answer(answer)
+    assert status == 413 and body["reason"] == "payload too large" and f"{LIMIT:,}" in body["message"], body
+    assert closed_after < 15, "the connection was closed, not read for ever"
+    assert b"Connection: close" in answer
+    assert small_server.client().list()["total"] == before
+    wait_for(lambda: not any((small_server.state_dir / "spool").iterdir()), 5, 0.05, "an empty upload spool")
+    assert LINGER_BYTES < 100 * 1024 ** 2
+
+
+def test_a_declared_body_over_the_limit_is_answered_before_it_is_sent(small_server):
+    answer, closed_after, _ = raw_request(small_server, {"Content-Length": str(10 ** 12)}, lambda sock: 0)
+    status, body = json_answer(answer)
+    assert status == 413 and f"{10 ** 12:,}" in body["message"], body
+    assert closed_after < 15
+
+
+@pytest.mark.parametrize("framing", ["declared", "chunked"])
+def test_an_upload_that_sends_nothing_is_closed_after_the_idle_time(small_server, framing):
+    import time
+
+    def a_little_then_nothing(sock) -> int:
+        sock.sendall(b"5\r\nhello\r\n" if framing == "chunked" else b"hello")
+        deadline = time.monotonic() + 20
+        while sock.fileno() != -1 and time.monotonic() < deadline:  # a stalled client: sends nothing more
+            time.sleep(0.05)
+        return 5
+
+    headers = {"Transfer-Encoding": "chunked"} if framing == "chunked" else {"Content-Length": "1000"}
+    answer, closed_after, _ = raw_request(small_server, headers, a_little_then_nothing)
+    status, body = json_answer(answer)
+    assert status == 408 and body["reason"] == "request timeout" and "sent nothing for 1 s" in body["message"]
+    assert IDLE <= closed_after < IDLE + 5
+    wait_for(lambda: not any((small_server.state_dir / "spool").iterdir()), 5, 0.05, "an empty upload spool")
+    # The server still takes what comes whole.
+    assert small_server.client().submit(tiny, (7,)).result(timeout=30) == 7

@@ -16,12 +16,14 @@ import inspect
 import json
 import mimetypes
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
+from tornado.ioloop import IOLoop
 
 from .. import batchstream
 from ..blobs import is_key
@@ -34,7 +36,10 @@ from .service import ServiceError, bad_request
 
 AUTH_RESOURCE = "taskq"
 MAX_WAIT = 300.0
-DRAIN_AT_MOST = 256 * 1024 * 1024  # a refused body read to its end, so its 413 reaches the client
+LINGER_BYTES = 64 * 1024 * 1024  # after an early refusal, read and dropped at most, so the client reads it
+LINGER_SECONDS = 5.0  # ... and for at most this long, then the connection is closed
+BODY_IDLE_TIMEOUT = 60.0  # seconds a request body may send nothing before its connection is closed (a default:
+# ServerApp.tornado_settings={"taskq_body_idle_timeout": s} sets another, from 0.1 s to an hour)
 MAX_JSON_BODY = 64 * 1024 * 1024
 MAX_JSON_BATCH = 256 * 1024 * 1024  # base64 in JSON: Client.submit_many streams its batches instead
 MAX_BATCH = 100_000  # tasks in one batch
@@ -75,6 +80,7 @@ class _TaskqAuth:
         if not self.streams_body():
             self.hold_body()
         self._method_after_body()
+        self._watch_idle_body()
 
     # -- the request body ----------------------------------------------------
     # Every taskq handler streams its body (tornado.web.stream_request_body). Tornado answers a body
@@ -106,7 +112,7 @@ class _TaskqAuth:
         return limit or 100 * 1024 * 1024  # tornado's own default (its max_buffer_size)
 
     def data_received(self, chunk: bytes):
-        if self._body_chunks is None:  # refused, or prepare never got so far (403)
+        if self.answered_early(chunk) or self._body_chunks is None:  # refused, or prepare never got so far (403)
             return None
         self._body_size += len(chunk)
         if self._body_size > self._body_limit:
@@ -126,6 +132,9 @@ class _TaskqAuth:
 
         async def after_body(*args, **kwargs):
             self._body_in = True
+            if self._answered:  # refused while it arrived, and answered then (answer_now)
+                self._end_linger()
+                return None
             if self._refusal is not None:
                 raise self._refusal
             if self._body_chunks is not None:
@@ -138,17 +147,11 @@ class _TaskqAuth:
         setattr(self, name, after_body)
 
     def limit_body(self, limit: int, what: str, option: str = "TaskQueue.max_payload_size") -> None:
-        """Refuse a body that declares a size over ``limit``. Up to ``DRAIN_AT_MOST`` bytes are read and
-        dropped first, so the client, still sending, reads the 413 instead of a reset connection (an
-        answer before the body makes the server close while the client writes); a bigger one is
-        answered at once, as reading gigabytes only to refuse them would cost more than the reset."""
+        """Refuse a body that declares a size over ``limit``: answered at once (:meth:`answer_now`)."""
         self.request.connection.set_max_body_size(1 << 62)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            refusal = too_large(what, int(declared), limit, option)
-            if int(declared) > DRAIN_AT_MOST:
-                raise refusal
-            self.refuse(refusal)
+            self.answer_now(too_large(what, int(declared), limit, option))
 
     def refuse(self, refusal: ServiceError) -> None:
         """Refuse from data_received (raising there would reset the connection): answered after the body."""
@@ -159,6 +162,84 @@ class _TaskqAuth:
 
     def discard_spools(self) -> None:
         """Remove what this request spooled that no task took over."""
+
+    # -- refusing a body while it arrives ------------------------------------------------------------
+    # A body over its limit is answered as soon as it passes it: reading it to its end first (so the
+    # client, still sending, reads the answer rather than a reset) let a chunked body that never ends
+    # be read forever (8.3 GB in 40 s, a core busy). Now the answer goes out at once, complete (it has a
+    # Content-Length), and what the client still sends is read and dropped for a moment (LINGER_BYTES,
+    # LINGER_SECONDS: a client that sends its whole body before reading gets to read it), then the
+    # connection is closed. A body that sends nothing for taskq_body_idle_timeout is closed the same way.
+
+    _answered = False  # the refusal went out before the body ended
+    _lingered = 0
+    _linger_timer = None
+    _idle_timer = None
+    _body_seen_at = 0.0
+
+    def answer_now(self, refusal: ServiceError) -> None:
+        """Send ``refusal``'s JSON now, while the body still arrives, and close once it has been read."""
+        self.refuse(refusal)
+        if self._answered or self._finished:
+            return
+        self._answered = True
+        body = dumps({"message": str(refusal), "reason": refusal.reason}).encode()
+        self.clear()
+        self.set_status(refusal.status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Content-Length", str(len(body)))
+        self.set_header("Connection", "close")
+        self.write(body)
+        self.flush().add_done_callback(lambda f: f.exception())  # a client gone meanwhile: nothing to tell
+        self._linger_timer = IOLoop.current().call_later(LINGER_SECONDS, self._end_linger)
+
+    def answered_early(self, chunk: bytes) -> bool:
+        """Count ``chunk`` of the body; True if it is to be dropped (the answer went out already)."""
+        self._body_seen_at = time.monotonic()
+        if not self._answered:
+            return False
+        self._lingered += len(chunk)
+        if self._lingered > LINGER_BYTES:
+            self._end_linger()
+        return True
+
+    def _end_linger(self) -> None:
+        if not self._finished:
+            try:
+                self.finish()  # the body is not all read: tornado closes the connection once this is sent
+            except Exception:  # noqa: BLE001 - the client went away meanwhile
+                pass
+
+    def body_idle_timeout(self) -> float:
+        """Seconds a body may send nothing: the taskq_body_idle_timeout setting if it is a number from 0.1
+        to 3600, else :data:`BODY_IDLE_TIMEOUT`."""
+        value = self.settings.get("taskq_body_idle_timeout", BODY_IDLE_TIMEOUT)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 3600:
+            return BODY_IDLE_TIMEOUT
+        return float(value)
+
+    def _watch_idle_body(self) -> None:
+        """A request with a body to come is closed (a JSON 408 first) if the body sends nothing for the idle
+        time: one byte every 10 s used to hold a connection, a spool file and its handler for ever."""
+        headers = self.request.headers
+        declared = headers.get("Content-Length", "")
+        if not ("chunked" in headers.get("Transfer-Encoding", "").lower() or (declared.isdigit() and int(declared))):
+            return
+        self._body_seen_at = time.monotonic()
+        self._idle_timer = IOLoop.current().call_later(self.body_idle_timeout(), self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._body_in or self._finished or self._answered:
+            return
+        idle = self.body_idle_timeout()
+        quiet = time.monotonic() - self._body_seen_at
+        if quiet < idle:
+            self._idle_timer = IOLoop.current().call_later(idle - quiet, self._check_idle)
+            return
+        self.answer_now(ServiceError(408, f"the request body sent nothing for {idle:g} s, so the connection is "
+                                          "closed; send the body without pauses", "request timeout"))
+        self._end_linger()
 
     _body_in = False  # the whole body arrived and the method was called
 
@@ -173,6 +254,9 @@ class _TaskqAuth:
 
     def on_finish(self) -> None:
         self.discard_spools()
+        for timer in (self._idle_timer, self._linger_timer):
+            if timer is not None:
+                IOLoop.current().remove_timeout(timer)
         super().on_finish()
 
     def on_connection_close(self) -> None:
@@ -272,7 +356,11 @@ class _StreamedBody(TaskqHandler):
         if not self.streams_body():
             super().data_received(chunk)
             return
+        if self.answered_early(chunk):
+            return
         await self.blocking(self.consume, chunk)
+        if self._refusal is not None:  # over its limit (or malformed): answered as soon as it is known
+            self.answer_now(self._refusal)
 
     def consume(self, chunk: bytes) -> None:
         raise NotImplementedError
