@@ -11,6 +11,7 @@ a Redis store is one more class with the same methods.
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import math
 import sqlite3
@@ -94,6 +95,12 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def get(self, task_id: str) -> dict | None: ...
+
+    @contextlib.contextmanager
+    def batch(self):
+        """The writes made inside commit together, or (on an error) none of them. Here each as it is made;
+        SQLite makes them one transaction."""
+        yield
 
     @abc.abstractmethod
     def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
@@ -426,6 +433,19 @@ class SqliteTaskStore(TaskStore):
     def _write(self, sql: str, params: Iterable = ()) -> int:
         with self._lock:
             return self._conn.execute(sql, tuple(params)).rowcount
+
+    @contextlib.contextmanager
+    def batch(self):
+        """One transaction (each page written once: what a cancel on a full disk needs, service.cancel)."""
+        with self._lock:
+            self._conn.execute("begin immediate")
+            try:
+                yield
+                self._conn.execute("commit")
+            except BaseException:
+                if self._conn.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                    self._conn.execute("rollback")
+                raise
 
     # -- tasks ------------------------------------------------------------
     def create(self, task: dict) -> None:

@@ -100,3 +100,28 @@ def test_a_full_state_directory_is_reported_freed_through_the_api_and_recovered_
         assert server.log_path.read_text().count("Traceback") - tracebacks < 10
     finally:
         server.close()
+
+
+def test_waiting_tasks_cancel_on_a_full_state_directory(small_state_dir):
+    """A flood of waiting tasks can be stopped before anything is deleted: a cancel is a small status write,
+    which the server makes even on a full disk (never 507)."""
+    server = TaskqServer(small_state_dir, gpus=[], cpu_workers=1, start_workers=False).start()  # all wait
+    try:
+        client = server.client()
+        flood = client.submit_many(double, [(i,) for i in range(2000)])
+        first = client.submit(double, (1,))
+        fill(server.state_dir)
+        assert post_task(server, double, 2).status_code == 507  # the disk is full indeed
+
+        one = requests.post(server.url + "taskq/api/tasks/cancel", headers=AUTH, timeout=60,
+                            json={"task_ids": [first.id]})
+        assert one.status_code == 200, one.text
+        assert one.json() == {"cancelled": [first.id], "not_cancelled": []}
+        every = requests.post(server.url + "taskq/api/tasks/cancel", headers=AUTH, timeout=120,
+                              json={"task_ids": [h.id for h in flood]})
+        assert every.status_code == 200, every.text
+        assert len(every.json()["cancelled"]) == 2000 and every.json()["not_cancelled"] == []
+        assert client.list(status=["PENDING", "RETRY"])["total"] == 0
+        assert client.list(status=["CANCELLED"])["total"] == 2001
+    finally:
+        server.close()

@@ -25,6 +25,7 @@ from .. import tasktokens
 from ..backend import Backend
 from ..gpus import parse_gpus
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
+from ..storeerrors import keep_reserve
 from ..status import CANCELLABLE as ACTIVE
 from ..statedir import default_state_dir
 from .changes import ChangeFeed
@@ -266,6 +267,9 @@ class TaskQueue(HubOptions, ExtensionApp):
             if self.start_workers and self._supervisor is not None and self._supervisor.poll() is not None:
                 self.log.warning("jupyter-taskq: worker supervisor exited (%s); restarting", self._supervisor.returncode)
                 self._start_supervisor()
+            # The space a cancel or delete may use on a full disk (storeerrors.py): kept here too, for a server
+            # whose workers run elsewhere (start_workers=False), where no supervisor of ours keeps it.
+            keep_reserve(self.state.root)
             recover_lost_tasks(self.store, self.queues, self.heartbeat_timeout, self.changes.notify)
             expire_overdue_tasks(self.store, self.changes.notify)
             if self.store.count(ACTIVE):

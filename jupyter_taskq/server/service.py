@@ -40,6 +40,7 @@ from ..storeerrors import with_reserve
 from .blobstore import BlobShelf
 
 log = logging.getLogger("jupyter_taskq.service")
+CANCEL_CHUNK = 1000  # tasks cancelled per transaction (the store's writer is held that long)
 
 
 class ServiceError(Exception):
@@ -489,14 +490,23 @@ class TaskService:
         if not isinstance(task_ids, list) or not all(isinstance(i, str) for i in task_ids):
             raise bad_request('"task_ids" must be a list of task id strings')
         cancelled, not_cancelled = [], []
-        for task_id in dict.fromkeys(task_ids):
-            outcome = self._cancel_one(task_id)
-            if outcome is None:
-                cancelled.append(task_id)
-                self.on_change(task_id)
-            else:
-                not_cancelled.append({"id": task_id, "reason": outcome})
+        ids = list(dict.fromkeys(task_ids))
+        for start in range(0, len(ids), CANCEL_CHUNK):
+            outcomes = with_reserve(self.state.root, lambda: self._cancel_chunk(ids[start:start + CANCEL_CHUNK]))
+            for task_id, outcome in outcomes.items():
+                if outcome is None:
+                    cancelled.append(task_id)
+                    self.on_change(task_id)
+                else:
+                    not_cancelled.append({"id": task_id, "reason": outcome})
         return {"cancelled": cancelled, "not_cancelled": not_cancelled}
+
+    def _cancel_chunk(self, ids: list[str]) -> dict[str, str | None]:
+        """Cancel ``ids`` as one write. A cancel stops work, so it must work on a full state disk (the user
+        stopping a flood before deleting anything): one transaction writes each page once (a status write
+        per task would need room for each), and the caller runs it with the reserve, as a delete."""
+        with self.store.batch():
+            return {task_id: self._cancel_one(task_id) for task_id in ids}
 
     def _cancel_one(self, task_id: str) -> str | None:
         """None when cancelled (or being killed); otherwise why not."""
