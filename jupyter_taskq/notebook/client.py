@@ -61,6 +61,18 @@ class RemoteTraceback(Exception):
 RECONNECT_FOR_ENV = "JUPYTER_TASKQ_RECONNECT_FOR"
 DEFAULT_RECONNECT_FOR = 60.0
 _GATEWAY_DOWN = (502, 503, 504)  # a proxy in front of a restarting server
+#: The reason of the server's 503 when its queue failed to start (server/notstarted.py): no outage to wait
+#: out, so the call raises at once with the server's message (a bad option, a database it will not open).
+_NOT_STARTED = "jupyter-taskq not started"
+
+
+def _not_started(response: requests.Response) -> bool:
+    if response.status_code != 503 or not response.headers.get("Content-Type", "").startswith("application/json"):
+        return False
+    try:
+        return response.json().get("reason") == _NOT_STARTED
+    except ValueError:
+        return False
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
@@ -128,7 +140,7 @@ class Client:
                     raise
                 failure: BaseException | requests.Response = exc
             else:
-                if not (repeatable and response.status_code in _GATEWAY_DOWN):
+                if not (repeatable and response.status_code in _GATEWAY_DOWN) or _not_started(response):
                     self._outage_said = False
                     return response
                 failure = response  # a proxy in front of a restarting server

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 
 from .. import tasktokens
 from ..backend import Backend
@@ -27,12 +26,15 @@ from ..gpus import parse_gpus
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..storeerrors import keep_reserve
 from ..status import CANCELLABLE as ACTIVE
+from ..statecheck import check_sqlite_state
 from ..statedir import default_state_dir
 from .changes import ChangeFeed
 from .handlers import handlers
 from .hub import HubOptions
+from .notstarted import failure_reason, not_started_handlers, not_started_message
 from .offloop import favour_the_loop, freeze_startup_objects, make_executor, run
 from .service import TaskService
+from .traits import ListOption, TextOrListOption
 from .webhooks import CallbackGuard, WebhookSender, load_or_create_secret
 
 SWEEP_MS = 1000
@@ -48,7 +50,7 @@ class TaskQueue(HubOptions, ExtensionApp):
         help="Directory for the queue database, payloads, results and logs (created 0700). "
              "Default: <jupyter data dir>/taskq.",
     )
-    gpus = Union(
+    gpus = TextOrListOption(
         [Unicode(), List(Int())], default_value="auto", config=True,
         help='GPUs to run workers on: "auto" (detect with NVML or nvidia-smi), a list such as [0, 1], '
              'or [] for none. Each GPU gets workers_per_gpu workers pinned with CUDA_VISIBLE_DEVICES.',
@@ -98,7 +100,7 @@ class TaskQueue(HubOptions, ExtensionApp):
         help="Start even when the Redis server of redis_url has neither AOF nor RDB persistence (a restart of "
              "Redis then loses every task). Default: refuse to start, saying why.",
     )
-    webhook_allowed_networks = List(
+    webhook_allowed_networks = ListOption(
         Unicode(), default_value=[], config=True,
         help="Networks (CIDR, e.g. [\"10.0.0.0/8\", \"127.0.0.1/32\"]) that callback_url may reach although they "
              "are loopback, link-local, private or otherwise not public. Default: public addresses only.",
@@ -121,9 +123,7 @@ class TaskQueue(HubOptions, ExtensionApp):
 
         from traitlets import TraitError
 
-        networks = []
-        for item in proposal["value"]:  # on the command line a JSON list arrives as one item
-            networks += json.loads(item) if item.strip().startswith("[") else [item]
+        networks = proposal["value"]  # every list form is read by ListOption (traits.py)
         for network in networks:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -133,9 +133,7 @@ class TaskQueue(HubOptions, ExtensionApp):
 
     @validate("gpus")
     def _validate_gpus(self, proposal):
-        value = proposal["value"]
-        if isinstance(value, str) and value.strip().startswith("["):
-            value = json.loads(value)
+        value = proposal["value"]  # a literal list given as text is read by TextOrListOption (traits.py)
         if value == "auto":
             return value
         try:
@@ -146,11 +144,38 @@ class TaskQueue(HubOptions, ExtensionApp):
             raise TraitError(f"TaskQueue.gpus: {exc}") from None
 
     # -- set-up -----------------------------------------------------------
+    #: Why the queue did not start (None: it did). Set by _not_starting; see notstarted.py.
+    _failure: str | None = None
+
+    def _not_starting(self, exc: BaseException) -> None:
+        """Any failure while the extension links, loads or starts: one CRITICAL line, then 503s."""
+        reason = failure_reason(exc, sorted(self.class_trait_names(config=True)))
+        self.log.critical("jupyter-taskq: not starting: %s", reason)
+        self._failure = not_started_message(reason)
+
+    def _link_jupyter_server_extension(self, serverapp):
+        try:
+            super()._link_jupyter_server_extension(serverapp)
+        except Exception as exc:  # a bad option value: the server runs on, saying so (not a 404 page)
+            self.serverapp = serverapp
+            self._not_starting(exc)
+
     def initialize_settings(self):
+        if self._failure is None:
+            try:
+                self._initialize_queue()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, say it where users look
+                self._not_starting(exc)
+        if self._failure is not None:
+            self.settings["taskq_failure"] = self._failure
+
+    def _initialize_queue(self):
         if self.forwards_to_hub:  # a user's server under JupyterHub: the hub service holds the queue (hub.py)
             return
         if self.redis_url:
             self._check_redis_persistence()
+        else:
+            check_sqlite_state(self.state_dir)  # before Backend.open, which would create an empty database
         self.backend = Backend.open(self.state_dir, self.redis_url, self.files_dir or None,
                                     files_options=self.files_options or None)
         self.state = self.backend.state
@@ -193,15 +218,31 @@ class TaskQueue(HubOptions, ExtensionApp):
                              "a restart of Redis loses every task")
 
     def initialize_handlers(self):
+        if self._failure is not None:
+            self.handlers.extend(not_started_handlers(self._failure))
+            return
         if self.forwards_to_hub:
             self.handlers.extend(self.forwarding_handlers(self.serverapp.base_url))
             return
         self.handlers.extend(handlers("/"))  # ExtensionApp puts base_url in front of each pattern itself
 
     async def _start_jupyter_server_extension(self, serverapp):
+        if self._failure is not None:  # no timers, sweeps or workers; kernels still find it (and its 503)
+            self._export_to_kernels(serverapp)
+            return
         if self.forwards_to_hub:
             self._export_to_kernels(serverapp)
             return
+        try:
+            self._start_queue()
+        except Exception as exc:  # noqa: BLE001 - e.g. no process could be started: say so, stop what started
+            self._not_starting(exc)
+            serverapp.web_app.settings["taskq_failure"] = self._failure  # the API answers 503 (handlers.py)
+            await self.stop_extension()
+        self._export_to_kernels(serverapp)
+        IOLoop.current().add_callback(freeze_startup_objects)  # once every extension has loaded
+
+    def _start_queue(self) -> None:
         self.changes.start()
         try:
             requeued = self.service.reconcile()
@@ -215,8 +256,6 @@ class TaskQueue(HubOptions, ExtensionApp):
         self._next_cleanup = 0.0
         self._sweeper = PeriodicCallback(self._sweep, SWEEP_MS)
         self._sweeper.start()
-        self._export_to_kernels(serverapp)
-        IOLoop.current().add_callback(freeze_startup_objects)  # once every extension has loaded
 
     def _export_to_kernels(self, serverapp) -> None:
         """Kernels this server starts find the queue with no setup: URL and token in their env.
@@ -284,14 +323,18 @@ class TaskQueue(HubOptions, ExtensionApp):
         return self.store.callbacks_due()
 
     async def stop_extension(self):
-        if self.forwards_to_hub:
+        """Stops what started; after a failed or partial start, only that (a server must always stop)."""
+        if self._failure is None and self.forwards_to_hub:
             return
-        if self._sweeper is not None:
+        if getattr(self, "_sweeper", None) is not None:
             self._sweeper.stop()
-        await self.webhooks.close()
-        self.changes.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        proc = self._supervisor
+        if getattr(self, "webhooks", None) is not None:
+            await self.webhooks.close()
+        if getattr(self, "changes", None) is not None:
+            self.changes.stop()
+        if getattr(self, "executor", None) is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        proc = getattr(self, "_supervisor", None)
         if proc is not None and proc.poll() is None:
             proc.terminate()
             loop = asyncio.get_running_loop()

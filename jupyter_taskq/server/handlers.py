@@ -31,6 +31,7 @@ from ..status import FINAL
 from ..storeerrors import is_disk_full
 from . import owners
 from .jsonpieces import dumps, dumps_in_pieces
+from .notstarted import refuse_if_not_started
 from .offloop import OffLoop, make_executor, run
 from .service import ServiceError, bad_request
 
@@ -73,6 +74,7 @@ class _TaskqAuth:
         # Refuse before any body is read or stored: streamed uploads come before the method runs.
         if self.current_user is None:
             raise web.HTTPError(403, "authentication required (a Jupyter token or login cookie)")
+        refuse_if_not_started(self)
         action = _METHOD_ACTION.get(self.request.method, "write")
         if not self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE):
             raise web.HTTPError(403, f"not authorized to {action} {AUTH_RESOURCE}")
