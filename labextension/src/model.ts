@@ -44,6 +44,8 @@ export class QueueModel {
   error: string | null = null;
   /** A connection problem of the change feed (shown apart from action errors). */
   feedError: string | null = null;
+  /** Why the server's queue did not start (its 503 message): the panel shows it instead of the table. */
+  unavailable: string | null = null;
   loading = false;
   selected = new Set<string>();
   detailId: string | null = null;
@@ -185,12 +187,14 @@ export class QueueModel {
       const onPage = new Set(page.tasks.map(t => t.id));
       this.selected = new Set([...this.selected].filter(id => onPage.has(id)));
       this.error = null;
+      this.unavailable = null;
       this.lastLoadMs = Date.now() - started;
     } catch (error) {
       if ((error as Error).name === 'AbortError' || seq !== this.listSeq) {
         return;
       }
       this.error = (error as Error).message;
+      this.noteUnavailable(error);
     } finally {
       if (seq === this.listSeq) {
         this.loading = false;
@@ -212,13 +216,22 @@ export class QueueModel {
   async loadStats(): Promise<void> {
     try {
       this.stats = await this.api.stats();
+      this.unavailable = null;
       if (this.seenFailures === null || (this.visible && failureCount(this.stats) !== this.seenFailures)) {
         this.markFailuresSeen(); // first look, or the panel is open: nothing is unseen
       }
     } catch (error) {
       this.error = (error as Error).message;
+      this.noteUnavailable(error);
     }
     this.emit();
+  }
+
+  /** A 503 says the queue did not start (a bad option, a database it will not open): nothing to list. */
+  private noteUnavailable(error: unknown): void {
+    if (error instanceof ApiError && error.status === 503) {
+      this.unavailable = error.message;
+    }
   }
 
   /** Everything again (the Refresh command). */

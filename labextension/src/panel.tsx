@@ -29,14 +29,14 @@ function QueueView({ model, confirm }: { model: QueueModel; confirm: Confirm }):
         onDropWarm={() => void model.dropWarm()}
       />
       <ErrorBanner
-        message={model.error}
+        message={model.unavailable ?? model.error}
         onDismiss={() => {
           model.error = null;
           model.refresh();
         }}
       />
-      <ErrorBanner message={model.feedError ? `Live updates paused: ${model.feedError}` : null} />
-      {model.detailId ? (
+      <ErrorBanner message={model.feedError && !model.unavailable ? `Live updates paused: ${model.feedError}` : null} />
+      {model.unavailable ? null : model.detailId ? (
         <DetailView {...props} />
       ) : (
         <>

@@ -148,6 +148,15 @@ describe('QueueModel', () => {
     expect(model.page?.tasks.length).toBe(50);
   });
 
+  it('shows why the queue did not start (its 503) instead of an empty list', async () => {
+    const message = 'jupyter-taskq did not start: the queue database /s/taskq.db cannot be opened';
+    const api = new TaskqApi(async () => new Response(JSON.stringify({ message, reason: 'jupyter-taskq not started' }), { status: 503 }));
+    const model = new QueueModel(api);
+    await Promise.all([model.loadPage(), model.loadStats()]);
+    expect(model.page).toBeNull();
+    expect(model.unavailable).toContain(message);
+  });
+
   it('counts failures since the panel was last looked at', async () => {
     const { api, tasks } = fakeServer();
     const storage = memory();
