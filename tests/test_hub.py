@@ -579,6 +579,35 @@ def test_each_task_runs_as_its_owners_account(hub, users, accounts):
         assert seen["gid"] == account.pw_gid and seen["home"] == account.pw_dir and seen["user"] == name
 
 
+FAN_OUT_CODE = """\
+import json, os
+from jupyter_taskq import task_queue
+from jupyter_taskq.notebook.client import Client
+c = Client(os.environ['JUPYTER_TASKQ_URL'], os.environ['JUPYTER_TASKQ_TOKEN'])
+@task_queue()
+def square(x):
+    return x * x
+def fan_out(values):
+    handles = [square.put(v) for v in values]  # in the task: no arguments, as its owner (issue 19)
+    return [h.result(timeout=120) for h in handles], [h.id for h in handles]
+h = c.submit(fan_out, ([5, 6],), gpu=1)  # on a GPU worker: the one CPU worker runs the subtasks
+results, ids = h.result(timeout=180)
+print(json.dumps({"results": results, "ids": ids, "owners": [c.get(i)["owner"] for i in ids]}))
+"""
+
+
+def test_a_task_submits_tasks_as_its_hub_user(hub, users):
+    out = run_in_kernel(hub, ALICE, hub.token(ALICE), FAN_OUT_CODE, timeout=240)
+    try:
+        seen = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        pytest.fail(f"the kernel printed no answer:\n{out}")
+    assert seen["results"] == [25, 36] and seen["owners"] == [ALICE, ALICE], out
+    with pytest.raises(TaskqError) as not_bobs:
+        users[BOB].get(seen["ids"][0])
+    assert not_bobs.value.status_code == 404
+
+
 def test_a_task_from_a_folder_its_owner_cannot_enter_fails_saying_so(hub, users, tmp_path, monkeypatch):
     closed = tmp_path / "roots-only"  # under pytest's tmp_path: root's, mode 0700
     closed.mkdir()
