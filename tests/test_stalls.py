@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import psutil
 import pytest
 
-from conftest import wait_for
+from conftest import TaskqServer, start_worker_machine, stop_processes, wait_for
 
 BACKENDS = ["sqlite", "redis"]
 HEARTBEAT_TIMEOUT = 4  # seconds: short, yet not missed by a live worker on two busy cores
@@ -165,3 +167,53 @@ def test_a_worker_whose_store_writes_block_does_not_make_a_second_copy(make_serv
     wait_for(lambda: client.get(handle.id)["status"] == "COMPLETE", 60, message="COMPLETE")
     assert no_overlap(ledger), f"two copies ran at once: {ledger.read_text()}"
     assert len(lines(ledger, "finished")) == 1, ledger.read_text()
+
+
+@pytest.mark.slow
+def test_another_machines_stopped_worker_is_fenced(tmp_path, backend):
+    """A worker on another machine (its own hostname: ``unshare -u``) cannot be killed from the server. When
+    it stops answering, its attempt is requeued on a machine that answers, and the attempt number fences the
+    stopped one: once continued, its worker finds the task went on without it and ends its copy, which
+    never records anything; the task stays COMPLETE from the second attempt."""
+    if backend == "sqlite":
+        pytest.skip("machines share a queue through Redis")
+    files = tmp_path / "shared-files"
+    server = TaskqServer(tmp_path, gpus=[], cpu_workers=0, backend="redis", start_workers=False,
+                         heartbeat_timeout=HEARTBEAT_TIMEOUT, files_dir=str(files))
+    server.start(wait_workers=False)
+    machines = []
+    try:
+        home = tmp_path / "far"
+        home.mkdir()
+        worker_cmd = (f"hostname far-machine && exec {sys.executable} -m jupyter_taskq.worker --files-dir {files} "
+                      f"--state-dir {home / 'state'} --name far --cpu-workers 1 --heartbeat-timeout {HEARTBEAT_TIMEOUT}")
+        machines.append(subprocess.Popen(
+            ["unshare", "-u", "sh", "-c", worker_cmd], cwd=home, stdout=open(home / "worker.log", "ab"),
+            stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, JUPYTER_TASKQ_REDIS_URL=server.redis.url)))
+        client = server.client()
+        wait_for(lambda: any(w["alive"] for w in client.stats()["workers"]), 60, 0.1, "the far machine's worker")
+        ledger, gate = tmp_path / "ledger", tmp_path / "gate"
+        handle = client.submit(runs_once, (str(ledger), str(gate)), max_retries=1)
+        tree = attempt_tree(client, handle.id, ledger)
+        os.killpg(machines[0].pid, signal.SIGSTOP)  # its supervisor and worker; the keeper's group runs on
+        machines.append(start_worker_machine(tmp_path, "near", server.redis.url, files, "--cpu-workers", "1",
+                                             "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT)))
+        wait_for(lambda: len(lines(ledger, "start")) == 2, 60, message="the second attempt started on near")
+        os.kill(tree["worker"], signal.SIGCONT)  # the worker alone: its supervisor cannot kill it meanwhile
+        wait_for(lambda: gone(tree["task"]), 10, message="the far worker ended its superseded copy")
+        assert "the task went on without it" in (home / "worker.log").read_text()
+        gate.touch()
+        assert handle.result(timeout=30) == "done"
+        os.killpg(machines[0].pid, signal.SIGCONT)
+        stays(lambda: client.get(handle.id)["status"] == "COMPLETE" and client.get(handle.id)["attempt"] == 2,
+              2, "the superseded attempt changed the task")
+        assert len(lines(ledger, "finished")) == 1, ledger.read_text()
+        assert [a["reason"] for a in client.attempts(handle.id)] == ["worker lost", "complete"]
+    finally:
+        for proc in machines:
+            try:
+                os.killpg(proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        stop_processes(machines)
+        server.close()

@@ -361,6 +361,14 @@ class Worker:
     def _publish_files(self, task: dict) -> None:
         if not self.objects.remote:
             return
+        try:
+            superseded = self._superseded(task)
+        except Exception:  # noqa: BLE001 - the store cannot say now: publish (the outcome's write is fenced)
+            superseded = False
+        if superseded:  # it ran on while this worker was stopped: its files must not replace its successor's
+            log.warning("not publishing the files of attempt %d of task %s: the task went on without it",
+                        task["attempt"], task["id"])
+            return
         task_id = task["id"]
         for path in (self.state.result(task_id), self.state.display(task_id), self.state.error(task_id),
                      self.state.error_pickle(task_id), self.state.attempt_dir(task_id, task["attempt"])):
