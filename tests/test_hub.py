@@ -649,3 +649,86 @@ def test_outputs_download_through_the_users_server_and_only_for_the_owner(hub, u
     with pytest.raises(TaskqError) as refused:
         bob.download(handle.id, "report.txt", tmp_path / "theirs")
     assert refused.value.status_code == 404
+
+
+def shared_secret_call(client, shared, arg):
+    """A batch of one task whose payload names the blob ``shared`` for its function (as map() sends)."""
+    from jupyter_taskq import batchstream, blobs
+    from jupyter_taskq.payload import calling_context
+
+    frames = batchstream.frames([({"name": "shared"}, blobs.dumps_args(shared, (arg,), None, calling_context()))])
+    return client.session.post(client.api + "tasks/batch", data=b"".join(frames),
+                               headers={"Content-Type": batchstream.CONTENT_TYPE}, timeout=60)
+
+
+def test_a_blob_is_its_uploaders_alone(hub, users):
+    """Issue 25: bob can neither learn that alice uploaded a blob nor run her function, with the data it
+    captured, in his task; uploading the same bytes himself makes them his too, in the one file."""
+    import functools
+    import operator
+
+    from jupyter_taskq import blobs
+    from jupyter_taskq.payload import calling_context
+
+    alice, bob = users[ALICE], users[BOB]
+    secret = functools.partial(operator.add, "alice's secret, read by ")
+    shared = blobs.shared_part(secret, calling_context(), share_at=0)
+
+    def head(client) -> int:
+        return client.session.head(client.api + f"blobs/{shared.key}", timeout=30).status_code
+
+    def put(client) -> int:
+        return client.session.put(client.api + f"blobs/{shared.key}", data=shared.data, timeout=60,
+                                  headers={"Content-Type": "application/octet-stream"}).status_code
+
+    def files() -> list[Path]:
+        return list((hub.state / "blobs").glob("*.blob"))
+
+    assert put(alice) == 201 and head(alice) == 200
+    assert head(bob) == 404, "someone else's blob reads as absent"
+    assert head(hub.service_client(CAROL)) == 404, "an admin's blobs are what they uploaded too"
+    before = bob.list()["total"]
+    refused = shared_secret_call(bob, shared, "bob")
+    assert refused.status_code == 409 and f"blobs/{shared.key}" in refused.json()["message"], refused.text
+    assert bob.list()["total"] == before, "nothing was created"
+
+    alices = shared_secret_call(alice, shared, "alice").json()["tasks"][0]["id"]
+    assert alice.get(alices, wait=120)["status"] == "COMPLETE"
+    assert alice.result(alices) == "alice's secret, read by alice"
+    assert put(bob) == 201, "new to bob: he learns nothing of alice's upload"
+    assert head(bob) == 200 and [p.name for p in files()] == [f"{shared.key}.blob"], "one file on disk"
+    bobs = shared_secret_call(bob, shared, "bob").json()["tasks"][0]["id"]
+    assert bob.get(bobs, wait=120)["status"] == "COMPLETE"
+
+    alice.delete(alices)
+    assert head(bob) == 200 and head(alice) == 200, "bob's task still names it; alice uploaded it"
+    bob.delete(bobs)
+    assert not files() and head(alice) == 404 and head(bob) == 404, "gone with the last task naming it"
+
+
+def warm_pid():
+    import os
+
+    return os.getpid()
+
+
+def test_warm_processes_are_their_owners_in_stats_and_drop(hub, users):
+    """Issue 25: stats show each user their own warm processes (an admin all), and a user's DELETE warm
+    ends only theirs."""
+    alice, bob, carol = users[ALICE], users[BOB], hub.service_client(CAROL)
+
+    def warm(client) -> list[dict]:
+        return [w for worker in client.stats()["workers"] for w in worker["warm"]]
+
+    alices_pid = alice.submit(warm_pid, keep_warm_seconds=300).result(timeout=120)
+    bob.submit(warm_pid, keep_warm_seconds=300).result(timeout=120)
+    wait_for(lambda: {w["owner"] for w in warm(carol)} == {ALICE, BOB}, 30, 0.2, "both warm processes in stats")
+    assert {w["owner"] for w in warm(alice)} == {ALICE} and {w["owner"] for w in warm(bob)} == {BOB}
+
+    dropped = bob.session.delete(bob.api + "warm", timeout=30)
+    assert dropped.status_code == 200 and dropped.json()["workers_asked"] >= 1
+    wait_for(lambda: not warm(bob), 30, 0.2, "bob's warm process to end")
+    assert {w["owner"] for w in warm(carol)} == {ALICE}, "alice's stays"
+    assert alice.submit(warm_pid, keep_warm_seconds=300).result(timeout=120) == alices_pid, "and serves her again"
+    assert carol.session.delete(carol.api + "warm", timeout=30).status_code == 200
+    wait_for(lambda: not warm(carol), 30, 0.2, "an admin's drop to end everyone's")
