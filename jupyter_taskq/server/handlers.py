@@ -29,7 +29,7 @@ from .. import batchstream
 from ..blobs import is_key
 from ..status import FINAL
 from ..storeerrors import is_disk_full
-from . import owners
+from . import owners, taskauth
 from .jsonpieces import dumps, dumps_in_pieces
 from .notstarted import refuse_if_not_started
 from .offloop import OffLoop, make_executor, run
@@ -65,6 +65,12 @@ class _TaskqAuth:
     def service(self) -> OffLoop:
         return OffLoop(owners.view(self), self.executor)  # the service as this user sees it (issue 15)
 
+    @property
+    def identity_provider(self):
+        """Jupyter's, which also takes the task tokens of running tasks (:mod:`.taskauth`): these
+        handlers only, so a task token opens the taskq API and nothing else of Jupyter."""
+        return taskauth.provider_for(self.settings, super().identity_provider)
+
     async def blocking(self, fn, *args, **kwargs):
         """Run a blocking function (parsing a large body, a file copy) on the service's thread pool."""
         return await run(self.executor, fn, *args, **kwargs)
@@ -76,7 +82,8 @@ class _TaskqAuth:
             raise web.HTTPError(403, "authentication required (a Jupyter token or login cookie)")
         refuse_if_not_started(self)
         action = _METHOD_ACTION.get(self.request.method, "write")
-        if not self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE):
+        if not taskauth.by_task_token(self) and \
+                not self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE):
             raise web.HTTPError(403, f"not authorized to {action} {AUTH_RESOURCE}")
         await owners.guard(self)  # hub service: someone else's task id answers 404
         if not self.streams_body():
@@ -269,7 +276,7 @@ class _TaskqAuth:
         """Not before authentication (Tornado asks before ``prepare``): jupyter_server checks again once the
         user is known, when a token needs none. Ours, because JupyterHub's service auth (the hub service,
         server/hub.py) replaces jupyter_server's version with one that has no such wait."""
-        if not hasattr(self, "_jupyter_current_user"):
+        if not hasattr(self, "_jupyter_current_user") or taskauth.by_task_token(self):  # a header, not a cookie
             return None
         return super().check_xsrf_cookie()
 
