@@ -215,6 +215,10 @@ def test_numpys_memory_error_on_the_rlimit_path_is_memory_limit_exceeded():
              "traceback": "...", "peak_mib": 250,
              "mro": ["numpy.core._exceptions._ArrayMemoryError", "MemoryError", "Exception", "BaseException"]}
     failure = limits.memory_failure({"memory": 256}, error, None)
-    assert failure["type"] == "MemoryLimitExceeded" and failure["message"] == "exceeded memory=256 MiB (peak 250 MiB)"
+    assert failure["type"] == "MemoryLimitExceeded"
+    assert failure["message"].startswith("exceeded memory=256 MiB (peak 250 MiB)")
+    assert failure["final"], "the same call needs the same memory: not retried unless asked"
+    asked = limits.memory_failure({"memory": 256, "retry_for": ["MemoryLimitExceeded"]}, error, None)
+    assert "final" not in asked and asked["message"] == "exceeded memory=256 MiB (peak 250 MiB)"
     assert limits.memory_failure({"memory": None}, error, None) is None
     assert limits.memory_failure({"memory": 256}, {**error, "mro": ["ValueError", "Exception"]}, None) is None

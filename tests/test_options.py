@@ -155,13 +155,17 @@ def allocate(mib: int) -> int:
     return len(block) // (1024 * 1024)
 
 
-def test_memory_limit_ends_the_attempt_with_a_clear_error_and_is_retried(shared_server):
+def test_memory_limit_ends_the_attempt_with_a_clear_error_not_retried_unless_asked(shared_server):
     client = shared_server.client()
     task = client.submit(allocate, (1500,), memory=400, max_retries=1)
     [done] = client.wait([task.id], timeout=60)
-    assert done["status"] == "FAILED" and done["attempt"] == 2, done  # retried like any failure
-    assert re.fullmatch(r"exceeded memory=400 MiB \(peak \d+ MiB\)", done["error"]["message"]), done["error"]
+    assert done["status"] == "FAILED" and done["attempt"] == 1, done  # the same call would run out again
+    assert re.match(r"exceeded memory=400 MiB \(peak \d+ MiB\) \(not retried", done["error"]["message"]), done["error"]
     assert done["error"]["type"] == "MemoryLimitExceeded"
+    asked = client.submit(allocate, (1500,), memory=400, max_retries=1, retry_for=["MemoryLimitExceeded"])
+    [done] = client.wait([asked.id], timeout=60)
+    assert done["status"] == "FAILED" and done["attempt"] == 2, done  # retried, as asked
+    assert re.fullmatch(r"exceeded memory=400 MiB \(peak \d+ MiB\)", done["error"]["message"]), done["error"]
     # Within the limit it runs; and the workers are fine afterwards, with no limit left behind.
     assert client.submit(allocate, (100,), memory=400).result(timeout=30) == 100
     assert client.submit(allocate, (600,)).result(timeout=30) == 600

@@ -90,8 +90,14 @@ def memory_failure(task: dict, error: dict | None, cgroup: dict | None) -> dict 
     else:
         return None
     peak_text = f" (peak {peak} MiB)" if peak is not None else ""
-    return {"type": "MemoryLimitExceeded", "message": f"exceeded memory={limit} MiB{peak_text}",
-            "traceback": (error or {}).get("traceback")}
+    failure = {"type": "MemoryLimitExceeded", "message": f"exceeded memory={limit} MiB{peak_text}",
+               "traceback": (error or {}).get("traceback"), "mro": ["MemoryLimitExceeded"]}
+    # The same call with the same data needs the same memory: a retry would only run out again, so it is
+    # not retried unless the task asked for it (retry_for=["MemoryLimitExceeded"]).
+    if "MemoryLimitExceeded" not in (task.get("retry_for") or []):
+        failure["message"] += " (not retried: add MemoryLimitExceeded to retry_for to retry it)"
+        failure["final"] = "memory limit"
+    return failure
 
 
 # -- the task process's side ----------------------------------------------------------------------------------
