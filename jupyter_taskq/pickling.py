@@ -71,7 +71,7 @@ def _library_roots() -> tuple[str, ...]:
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         try:
             roots.add(sysconfig.get_paths()[key])
-        except KeyError:
+        except (KeyError, ImportError):  # ImportError: sysconfig's data module unreadable to this user
             pass
     try:
         import site
@@ -92,6 +92,13 @@ def _installed_top_levels() -> frozenset:
         return frozenset(packages_distributions())
     except Exception:  # noqa: BLE001 - a broken metadata file must not stop a submission
         return frozenset()
+
+
+def warm_caches() -> None:
+    """Learn where the installed libraries are now: a process about to give up root (a task run as its
+    owner) may not be allowed to read the interpreter's own files afterwards."""
+    _library_roots()
+    _installed_top_levels()
 
 
 def is_local_module(module: types.ModuleType) -> bool:

@@ -510,6 +510,9 @@ def _as_owner(paths: list[str], who: dict) -> tuple[list[str], dict]:
                                            f"{key}.blob"), os.O_RDONLY)
             os.set_inheritable(blob_fd, True)
             blob = f"fd:{blob_fd}"
+    # What the warm guard asks after the attempt (pickling.is_local_module) reads the interpreter's own
+    # files (sysconfig's data module), which the owner may not be allowed to read: learn it while root.
+    payload.pickling.warm_caches()
     env = owner.become(who)
     die_with_parent(signal.SIGKILL)  # a change of credentials clears the parent-death signal
     return paths, {"owner_env": env, "blob_path": blob}
