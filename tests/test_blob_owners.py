@@ -148,6 +148,11 @@ def test_owner_view_fails_closed(service):
     with pytest.raises(NotScoped):
         admin.everyones_secrets()  # closed for admins too: undeclared is undeclared
     assert bob.fingerprint() is not None and bob.list()["total"] == 0, "declared and scoped ones work"
+    # The store a hub user's view hands out (task groups' counts, attempts) is closed the same way.
+    for name in ("list", "delete", "blob_refs", "set_status"):
+        with pytest.raises(NotScoped):
+            getattr(bob.store, name)
+    assert bob.store.statuses([]) == {}
 
 
 def test_warm_processes_are_dropped_and_shown_per_owner(service):

@@ -323,7 +323,12 @@ class _OwnStore:
         self._owner = owner
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        """Fails closed, as :class:`OwnerView` does: a store method not scoped here is refused to hub users."""
+        raise NotScoped(f"TaskStore.{name} is not scoped to the asking user: scope it in owners._OwnStore")
+
+    def attempts(self, task_id: str) -> list[dict]:
+        """One task's attempts: its id came in the URL, which :func:`guard` checked is this user's."""
+        return self._store.attempts(task_id)
 
     def statuses(self, ids) -> dict[str, str]:
         ids, found = list(ids), {}
