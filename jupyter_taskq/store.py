@@ -220,6 +220,12 @@ class TaskStore(abc.ABC):
         """Every counted attempt of the task, oldest first (see :mod:`jupyter_taskq.attempts`)."""
         return []
 
+    def attempt_events(self, kind: str, since: float, limit: int) -> list[dict]:
+        """Attempts that ``kind`` ("started" or "ended") at or after ``since``, oldest first, at most ``limit``
+        (:data:`attempts.EVENT_FIELDS` each): an indexed read of what happened since, never a walk of every
+        task, for the metrics endpoint (server/metrics.py)."""
+        return []
+
     @abc.abstractmethod
     def running(self) -> list[dict]: ...
 
@@ -636,6 +642,14 @@ class SqliteTaskStore(TaskStore):
     def attempts(self, task_id) -> list[dict]:
         rows = self._read("select * from taskq_attempts where task_id = ? order by attempt", (task_id,))
         return [dict(r, error=json.loads(r["error"]) if r["error"] else None) for r in rows]
+
+    def attempt_events(self, kind, since, limit) -> list[dict]:
+        column = {"started": "a.started_at", "ended": "a.ended_at"}[kind]
+        rows = self._read(
+            "select a.task_id, a.attempt, a.device, a.started_at, a.ended_at, a.status, a.reason, t.pool, t.owner, "
+            f"t.created_at, t.gpu from taskq_attempts a join taskq_tasks t on t.id = a.task_id where {column} >= ? "
+            f"order by {column} limit ?", (since, limit))
+        return [dict(r) for r in rows]
 
     def running(self) -> list[dict]:
         return self._rows("select * from taskq_tasks where status = 'RUNNING'")

@@ -731,6 +731,7 @@ class RedisTaskStore(TaskStore):
         entry = attempt_log.record(task["id"], task["attempt"], worker, device, now)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self._key("attempts", task["id"]), str(task["attempt"]), json.dumps(entry))
+        self._index_event(pipe, "started", f"{task['id']}:{task['attempt']}", now)
         if task["gpu"]:  # its GPU time (gpu_spans), open while it runs
             pipe.zadd(self._key("gpu_attempts"), {f"{task['id']}:{task['attempt']}": float("inf")})
         pipe.execute()
@@ -750,7 +751,34 @@ class RedisTaskStore(TaskStore):
                 pipe.hset(key, str(attempt), json.dumps(entry))
                 pipe.zadd(spans, {f"{task_id}:{attempt}": now}, xx=True)  # only a GPU attempt is there
                 pipe.zremrangebyscore(spans, "-inf", f"({now - USAGE_KEPT}")
+                self._index_event(pipe, "ended", f"{task_id}:{attempt}", now)
                 pipe.execute()
+
+    def _index_event(self, pipe, kind: str, member: str, at: float) -> None:
+        """Each attempt by its start and by its end (attempt_events reads them), kept as long as GPU spans."""
+        key = self._key("attempt_events", kind)
+        pipe.zadd(key, {member: at})
+        pipe.zremrangebyscore(key, "-inf", f"({at - USAGE_KEPT}")
+
+    def attempt_events(self, kind, since, limit) -> list[dict]:
+        members = [m.decode() for m in self.redis.zrangebyscore(
+            self._key("attempt_events", {"started": "started", "ended": "ended"}[kind]), since, "+inf", 0, limit)]
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            task_id, _, attempt = member.rpartition(":")
+            pipe.hget(self._key("attempts", task_id), attempt)
+            pipe.hmget(self._key("task", task_id), "pool", "owner", "created_at", "gpu")
+        replies = pipe.execute() if members else []
+        events = []
+        for entry, fields in zip(replies[::2], replies[1::2]):
+            if entry is None or fields[0] is None:
+                continue  # deleted meanwhile
+            entry = json.loads(entry)
+            pool, owner, created_at, gpu = (json.loads(f) if f is not None else None for f in fields)
+            events.append({**{k: entry.get(k) for k in ("task_id", "attempt", "device", "started_at", "ended_at",
+                                                        "status", "reason")},
+                           "pool": pool, "owner": owner, "created_at": created_at, "gpu": gpu})
+        return events
 
     def attempts(self, task_id) -> list[dict]:
         entries = [json.loads(v) for v in self.redis.hvals(self._key("attempts", task_id))]
@@ -773,6 +801,7 @@ class RedisTaskStore(TaskStore):
         if released:  # handed back uncounted: no attempt happened
             self.redis.hdel(self._key("attempts", task_id), str(attempt))
             self.redis.zrem(self._key("gpu_attempts"), f"{task_id}:{attempt}")
+            self.redis.zrem(self._key("attempt_events", "started"), f"{task_id}:{attempt}")
         return released
 
     def request_cancel(self, task_id) -> bool:
@@ -797,7 +826,10 @@ class RedisTaskStore(TaskStore):
             self.redis.zremrangebyscore(self._key("gpu_ledger"), "-inf", f"({now - USAGE_KEPT}")
         attempts = self.redis.hkeys(self._key("attempts", task_id))
         if attempts:
-            self.redis.zrem(self._key("gpu_attempts"), *(f"{task_id}:{a.decode()}" for a in attempts))
+            members = [f"{task_id}:{a.decode()}" for a in attempts]
+            self.redis.zrem(self._key("gpu_attempts"), *members)
+            for kind in ("started", "ended"):
+                self.redis.zrem(self._key("attempt_events", kind), *members)
         self.redis.delete(self._key("attempts", task_id))
         return self._run("delete", task_id) == 1
 

@@ -252,14 +252,14 @@ class _TaskqAuth:
 
     _body_in = False  # the whole body arrived and the method was called
 
-    def finish(self, chunk=None):
+    def finish(self, chunk=None, **kwargs):
         """A request answered before its body was read (refused in ``prepare``: no login, a foreign
         Origin, someone else's task) has its connection closed by tornado once answered, since a
         streamed body cannot be skipped: say so (``Connection: close``), or a client that reuses
         the connection writes its next request into a closing socket and reads a reset."""
         if not self._body_in:
             self.set_header("Connection", "close")
-        return super().finish(chunk)
+        return super().finish(chunk, **kwargs)  # APIHandler's set_content_type (the metrics' text format)
 
     def on_finish(self) -> None:
         self.discard_spools()
@@ -867,6 +867,17 @@ class StatsHandler(TaskqHandler):
         self.finish(dumps(await self.service.stats()))
 
 
+class MetricsHandler(TaskqHandler):
+    """The queue's Prometheus metrics, in the text format (server/metrics.py; scrape with a token:
+    ``Authorization: token ...``, Prometheus's ``authorization: {type: token, credentials: ...}``)."""
+
+    @authorized
+    async def get(self):
+        from .metrics import CONTENT_TYPE
+
+        self.finish(await self.service.metrics(), set_content_type=CONTENT_TYPE)
+
+
 class WarmHandler(TaskqHandler):
     """DELETE: every worker ends its warm task processes (they show in ``GET stats``, per worker)."""
 
@@ -895,6 +906,7 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/tasks/{task}/logs", LogsHandler),
         (f"{api}/tasks/{task}/outputs/(?P<name>[^/]+)", OutputHandler, {"path": "/nonexistent"}),
         (f"{api}/stats", StatsHandler),
+        (f"{api}/metrics", MetricsHandler),
         (f"{api}/warm", WarmHandler),
         (f"{api}/changes", ChangesHandler),
         *group_handlers(api),

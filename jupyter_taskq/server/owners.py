@@ -292,6 +292,18 @@ class OwnerView:
     def drop_warm(self) -> dict:
         return self._service.drop_warm(None if self.me.sees_all else self.me.owner)
 
+    def metrics(self) -> bytes:
+        """The Prometheus metrics (server/metrics.py). On the hub service they are the whole queue's and every
+        user's, so only a hub admin (or a member of ``hub_admin_group``) may read them: anyone else gets 403,
+        never a subset that would still tell them about others' work."""
+        if self.hub is None:
+            return self._service.metrics(per_user=False)
+        if not self.me.sees_all:
+            raise ServiceError(403, "the task queue's metrics are the whole hub's: only a hub admin (or a member of "
+                                    "TaskQueue.hub_admin_group) may read them; scrape with an admin's API token",
+                               "forbidden")
+        return self._service.metrics(per_user=True)
+
     def stats(self) -> dict:
         from ..quotas import empty_usage, usage_by_owner
 

@@ -38,6 +38,7 @@ from ..status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ..store import TASK_COLUMNS, TaskStore
 from ..storeerrors import with_reserve
 from .blobstore import BlobShelf
+from .metrics import QueueMetrics
 
 log = logging.getLogger("jupyter_taskq.service")
 CANCEL_CHUNK = 1000  # tasks cancelled per transaction (the store's writer is held that long)
@@ -130,10 +131,12 @@ class TaskService:
         self.on_changes = on_changes or (lambda task_ids: [on_change(task_id) for task_id in task_ids])
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._disk_usage: int | None = None
+        self._blob_usage = 0
         self._bells = work_bells if work_bells is not None else BellMap(lambda pool: work_bell(state.bells, pool))
         self._blank_row = {column: None for column in TASK_COLUMNS} | {"result_expired": 0}
         self._task_stats: tuple[float, dict | None] = (0.0, None)
         self.blobs = BlobShelf(state, store, self.objects)
+        self.queue_metrics = QueueMetrics(self)  # counts from now on (server/metrics.py)
 
     # -- submission -------------------------------------------------------
     def _resolve_gpu_model(self, wanted: str) -> str:
@@ -702,13 +705,27 @@ class TaskService:
     def disk_usage(self) -> int:
         """Bytes of task files and state (computed at most once per clean-up interval)."""
         if self._disk_usage is None:
-            total = 0
+            total = blobs = 0
+            blob_folder = str(self.blobs.folder)
             for top in {self.state.root, self.state.files}:
                 for root, _dirs, files in os.walk(top):
                     for name in files:
                         try:
-                            total += os.lstat(os.path.join(root, name)).st_blocks * 512  # a capped log is sparse
+                            size = os.lstat(os.path.join(root, name)).st_blocks * 512  # a capped log is sparse
                         except FileNotFoundError:
-                            pass
-            self._disk_usage = total
+                            continue
+                        total += size
+                        if root == blob_folder:
+                            blobs += size
+            self._disk_usage, self._blob_usage = total, blobs
         return self._disk_usage
+
+    def blob_usage(self) -> int:
+        """Bytes of the shared payload parts (blobs): measured by the same walk as :meth:`disk_usage`."""
+        self.disk_usage()
+        return self._blob_usage
+
+    def metrics(self, per_user: bool = False) -> bytes:
+        """The Prometheus exposition text of this queue (server/metrics.py); ``per_user``: the hub service's
+        per-user series too."""
+        return self.queue_metrics.text(per_user)
