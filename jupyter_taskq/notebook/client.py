@@ -246,12 +246,13 @@ class Client:
         return self._request("GET", f"tasks/{task_id}", params={"wait": wait} if wait else None).json()
 
     def list(self, status: str | Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             text: str | None = None) -> dict:
-        """A page of tasks, newest first; ``text``: only those whose name or id contains it (any case)."""
+             text: str | None = None, owner: str | None = None) -> dict:
+        """A page of tasks, newest first; ``text``: only those whose name or id contains it (any case);
+        ``owner``: only that user's (on a hub, an admin's choice; a user sees only their own anyway)."""
         if status is not None and not isinstance(status, str):
             status = ",".join(status)
         params = {"limit": limit, "offset": offset, **({"status": status} if status else {}),
-                  **({"q": text} if text else {})}
+                  **({"q": text} if text else {}), **({"owner": owner} if owner else {})}
         return self._request("GET", "tasks", params=params).json()
 
     def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
