@@ -83,7 +83,7 @@ class QueueMetrics:
         self._lock = threading.Lock()
         self._answer: tuple[float, bool, bytes] | None = None  # (monotonic time, per_user, text)
         started = clock()
-        self._since = {kind: started for kind in EVENT_KINDS}  # read from here (less LOOKBACK) next
+        self._since = {kind: started for kind in EVENT_KINDS}  # the next read's start
         self._seen: dict[str, dict[tuple[str, int], float]] = {kind: {} for kind in EVENT_KINDS}
         self._backlog = {kind: False for kind in EVENT_KINDS}
         self._refresh_seconds = 0.0
@@ -137,25 +137,26 @@ class QueueMetrics:
                 "by_owner": store.counts_by_owner() if per_user else {}}
 
     def _read_events(self, kind: str, per_user: bool) -> None:
-        """Observe the attempts that ``kind`` since the last read, each once (``_seen`` remembers those read
-        within the look-back window, which each read covers again)."""
+        """Observe the attempts that ``kind`` since the last read, each once. A read that catches up goes back
+        :data:`LOOKBACK` seconds next time (an attempt recorded late); ``_seen`` holds what lies in the next
+        read's window, so it is skipped, and the read's limit makes room for it: at most
+        :data:`EVENTS_PER_REFRESH` new attempts per read, and a full read goes on from its last one."""
         column = "started_at" if kind == "started" else "ended_at"
         seen = self._seen[kind]
-        events = self.service.store.attempt_events(kind, self._since[kind] - LOOKBACK, EVENTS_PER_REFRESH)
+        limit = EVENTS_PER_REFRESH + len(seen)
+        events = self.service.store.attempt_events(kind, self._since[kind], limit)
         for event in events:
             key = (event["task_id"], event["attempt"])
             if key in seen or event[column] is None:
                 continue
             seen[key] = event[column]
             self._observe(kind, event, per_user)
-        full = len(events) >= EVENTS_PER_REFRESH
+        full = len(events) >= limit
         self._backlog[kind] = full
         if events:
             newest = events[-1][column]
-            # A full read goes on from its last event; one that caught up looks back again next time.
-            self._since[kind] = max(self._since[kind], newest + (LOOKBACK if full else 0.0))
-        horizon = self._since[kind] - 2 * LOOKBACK
-        for key in [k for k, at in seen.items() if at < horizon]:
+            self._since[kind] = newest if full else max(self._since[kind], newest - LOOKBACK)
+        for key in [k for k, at in seen.items() if at < self._since[kind]]:
             del seen[key]
 
     def _observe(self, kind: str, event: dict, per_user: bool) -> None:
