@@ -135,3 +135,23 @@ def test_the_scrape_cost_guard(service, monkeypatch):
 def test_label_values_are_bounded():
     bounded = metrics_module._Bounded(2)
     assert [bounded(v) for v in ("a", "b", "c", "a", "d")] == ["a", "b", "other", "a", "other"]
+
+
+def test_the_grafana_dashboard_asks_only_for_exported_series(service):
+    """docs/grafana-dashboard.json names only series the endpoint exports (with their _bucket/_sum/_total)."""
+    import json
+    import re
+    from pathlib import Path
+
+    store = service.store
+    store.register_worker({"name": "gpu0", "instance": "gpu0-instance", "pool": "gpu", "device": "0", "model": "A100",
+                           "host": "h", "pid": 1, "started_at": time.time(), "heartbeat_at": time.time()})
+    task = new_task(pool="gpu", gpu=1, owner="ada")
+    store.create(task)
+    run_attempt(store, task["id"], "gpu0", S.RETRY, {"type": "ValueError", "message": "x", "traceback": None})
+    exported = set(parse(as_user(service, "root", admin=True).metrics()))
+    names = {name for name, _labels in exported} | {"taskq_failures_total"}  # declared; no failure happened here
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"taskq_[a-z_]+", target["expr"])}
+    assert asked and asked <= names, asked - names
