@@ -125,27 +125,38 @@ def uv_env(directory: Path, no_build: bool) -> dict[str, str]:
 
 
 # -- interpreters ----------------------------------------------------------------------------------------------
-def interpreters() -> dict[str, str]:
-    """``{"3.11": path}``: the Python interpreters on this machine that run (a pyenv shim of a version
-    that is not selected fails when called, and is skipped). The worker's own comes first."""
-    candidates = [sys.executable, getattr(sys, "_base_executable", None)]
+def _candidates():
+    """Interpreters to try, the worker's own first; pyenv's shims are skipped (one for a version that is
+    not selected fails when called, slowly): pyenv's versions folder is read instead."""
+    yield sys.executable
+    yield getattr(sys, "_base_executable", None)
     for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidates += sorted(glob.glob(os.path.join(folder, "python3.[0-9]*")))
-    candidates += sorted(glob.glob("/usr/bin/python3.[0-9]*")) + sorted(glob.glob("/usr/local/bin/python3.[0-9]*"))
+        if "/shims" not in folder:
+            yield from sorted(glob.glob(os.path.join(folder, "python3.[0-9]*")))
+    yield from sorted(glob.glob("/usr/bin/python3.[0-9]*")) + sorted(glob.glob("/usr/local/bin/python3.[0-9]*"))
     root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    candidates += sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3")))
+    yield from sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3")))
+
+
+def interpreters(wanted: str | None = None) -> dict[str, str]:
+    """``{"3.11": path}``: the Python interpreters on this machine that run; with ``wanted``, the search
+    stops at the first of that minor version."""
     found: dict[str, str] = {}
-    for path in candidates:
+    for path in _candidates():
         if not path or path.endswith("-config") or not os.access(path, os.X_OK):
             continue
         version = image_spec.interpreter_version(path)
         if version:
             found.setdefault(".".join(version.split(".")[:2]), path)
+            if wanted in found:
+                break
     return found
 
 
 def find_interpreter(version: str) -> str:
-    there = interpreters()
+    if version == image_spec.kernel_minor():
+        return sys.executable  # the worker's own, as a kernel of that version most likely is
+    there = interpreters(version)
     if version in there:
         return there[version]
     listed = ", ".join(f"{v} ({p})" for v, p in sorted(there.items(), key=lambda i: tuple(map(int, i[0].split("."))))) or "none"
