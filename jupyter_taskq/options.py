@@ -13,6 +13,7 @@ can never store a value that stops the queue.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class OptionError(ValueError):
 @dataclass(frozen=True)
 class TaskOption:
     name: str
-    kind: str  # int | seconds | number | text | url | gpu | memory | names | callable
+    kind: str  # int | seconds | number | text | url | gpu | memory | names | callable | image
     help: str
     default: Any = None  # what the decorator and client send by default (None: nothing, the server decides)
     server_default: str | None = None  # the TaskQueue traitlet that supplies the default
@@ -114,6 +115,12 @@ OPTIONS: tuple[TaskOption, ...] = (
                "task reads its return value with jupyter_taskq.on_start_value(). The magic flag names a notebook "
                "function. Travels in the payload, not over REST.", flag="--on-start", rest=False,
                default_text="none", annotation="Callable | None"),
+    TaskOption("image", "image", "The Python environment the task runs in: jupyter_taskq.Image(python_packages=[...], "
+               "python_version=, commands=[...], env_vars={...}) is built with uv once per machine (or per cluster with "
+               "a shared c.TaskQueue.image_dir) and cached; Image(kernel=\"name\") or Image(python=\"/path\") use an "
+               "environment that exists. Over REST a JSON spec; the magic flag takes a requirements file or a "
+               "kernelspec name.", flag="--image", default_text="the kernel's own interpreter",
+               annotation="Image | dict | None"),
 )
 
 BY_NAME: dict[str, TaskOption] = {o.name: o for o in OPTIONS}
@@ -236,6 +243,26 @@ def check_url(name: str, value: Any) -> str:
     return value
 
 
+MAX_IMAGE_TEXT = 256 * 1024
+
+
+def check_image(value: Any) -> dict:
+    """``image``: an Image, its spec, or the spec as JSON text (a query parameter); see jupyter_taskq/image.py."""
+    from . import image
+
+    if isinstance(value, str):
+        if len(value) > MAX_IMAGE_TEXT:
+            raise OptionError(f"option 'image' must be a JSON spec of at most {MAX_IMAGE_TEXT} characters")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise OptionError("option 'image' must be a JSON object (an image spec), got text that is not JSON") from None
+    try:
+        return image.check_spec(value)
+    except image.ImageError as exc:
+        raise OptionError(str(exc)) from None
+
+
 def check(option: TaskOption, value: Any) -> Any:
     """One option's value from a request, checked and normalised (None: not given)."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "null") and option.kind != "text"):
@@ -267,6 +294,8 @@ def check(option: TaskOption, value: Any) -> Any:
             raise OptionError(f"a task can ask for at most 1 GPU (asked for {gpu}): each GPU worker is pinned "
                               "to exactly one device; option 'gpu' must be 0, 1 or a GPU model name")
         return gpu
+    if option.kind == "image":
+        return check_image(value)
     if option.kind == "callable":
         if not callable(value):
             raise OptionError(f"option {name!r} must be a function")
@@ -352,6 +381,13 @@ def client_options(given: Mapping[str, Any], caller: str) -> tuple[dict, dict]:
             raise ValueError(str(exc)) from None
         if option.kind == "names":
             value = ",".join(value)
+        if option.kind == "image":  # the kernel's own check too: python_version (pickles do not cross minors)
+            from . import image
+
+            try:
+                value = json.dumps(image.for_kernel(value), sort_keys=True)
+            except image.ImageError as exc:
+                raise ValueError(str(exc)) from None
         (rest if option.rest else payload)[option.name] = value
     return rest, payload
 
@@ -390,6 +426,10 @@ def from_magic_args(args: Any, namespace: Mapping[str, Any]) -> dict:
                 if value not in namespace or not callable(namespace[value]):
                     raise ValueError(f"{option.flag} {value}: no function named {value!r} in the notebook")
                 value = namespace[value]
+            if option.kind == "image":
+                from . import image
+
+                value = image.from_magic(value)
             given[option.name] = value
     return given
 

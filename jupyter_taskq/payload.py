@@ -54,6 +54,7 @@ def calling_context() -> dict[str, Any]:
     return {
         "python": sys.executable,
         "prefix": sys.prefix,
+        "base_prefix": sys.base_prefix,  # whose standard library the kernel's sys.path holds (runner.py, images)
         "python_version": "%d.%d.%d" % sys.version_info[:3],
         "cwd": os.getcwd(),
         "sys_path": [p for p in sys.path],

@@ -24,7 +24,8 @@ from .options import MAX_RETRY_WAIT
 from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
-JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback", "retry_for", "seed", "limits")
+JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback", "retry_for", "seed", "limits", "image",
+                                "environment")
 
 TASK_COLUMNS = (
     "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
@@ -38,6 +39,8 @@ TASK_COLUMNS = (
     "limits",  # how its worker holds its cpu= and memory= ({"enforced", "memory", "cpu"}: worker/cgroups.py)
     "not_before",  # a task in RETRY: when its retry_delay is over (fair share must not start it sooner)
     "seed",  # the seeds its payload carries, per random library (jupyter_taskq/seeds.py): JSON
+    "image",  # the image spec it asked for (jupyter_taskq/image.py): JSON
+    "environment",  # what its image resolved to: {"hash", "packages", "python"} (worker/images.py): JSON
 )
 
 #: Seconds the GPU time of a deleted task still counts (fair share, "this week" in stats).
@@ -323,7 +326,7 @@ _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0"
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
                   "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real", "seed": "text",
-                  "limits": "text"}
+                  "limits": "text", "image": "text", "environment": "text"}
 
 
 class SqliteTaskStore(TaskStore):

@@ -323,6 +323,10 @@ class Client:
             response = self._request("GET", f"tasks/{task_id}/result", expect=(200, 202, 409),
                                      params={"wait": chunk}, stream=True)
             if response.status_code == 200:
+                if response.headers.get("X-Taskq-Image"):  # ran in an image: compare its packages with ours
+                    from .imagecheck import load_checked
+
+                    return load_checked(response.content, self.get(task_id).get("environment"), pickling.loads)
                 return pickling.load(response.raw)  # straight from the socket: no copy of a large result
             if response.status_code == 202:  # still running after the wait: not an error
                 status = response.json().get("status")
@@ -453,6 +457,17 @@ class TaskHandle:
 
     def download(self, name: str, dest: str | os.PathLike = ".") -> str:
         return self.client.download(self.id, name, dest)
+
+    def environment(self) -> dict | None:
+        """What the task ran in, for reproducibility: ``{"spec", "hash", "packages", "python"}`` where
+        ``spec`` is its ``image=`` spec, ``hash`` the image's, ``packages`` the resolved ``name==version``
+        list (``uv pip freeze``). None for a task without an image, or before its image is ready."""
+        info = self.info()
+        env = info.get("environment")
+        if not info.get("image") or not env:
+            return None
+        return {"spec": info["image"], "hash": env.get("hash"), "packages": env.get("packages") or [],
+                "python": env.get("python")}
 
     def progress(self) -> dict | None:
         """``{done, total, fraction, message}`` as last reported by ``progress()`` in the task."""

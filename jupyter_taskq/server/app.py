@@ -20,6 +20,7 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 
+from ..imagecache import image_dir
 from .. import tasktokens
 from ..backend import Backend
 from ..gpus import parse_gpus
@@ -112,6 +113,28 @@ class TaskQueue(HubOptions, ExtensionApp):
              "0 keeps records forever.",
     )
     max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
+    image_dir = Unicode(
+        "", config=True,
+        help="Where task images (image=) are built and cached, by the hash of their spec. On a filesystem that "
+             "several machines mount, one machine builds each image (under a file lock) and the others use it. "
+             "Default: <state_dir>/images.",
+    )
+    image_cache_bytes = Int(
+        20 * 1024 ** 3, config=True,
+        help="Size limit of the image cache in bytes; past it the least recently used images not in use are "
+             "removed (a later task rebuilds). Default 20 GiB.",
+    )
+
+    @validate("image_cache_bytes")
+    def _validate_image_cache_bytes(self, proposal):
+        from traitlets import TraitError
+
+        from ..imagecache import check_cache_bytes
+
+        try:
+            return check_cache_bytes(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
 
     @default("state_dir")
     def _default_state_dir(self):
@@ -193,6 +216,7 @@ class TaskQueue(HubOptions, ExtensionApp):
         secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
         guard = CallbackGuard(self.webhook_allowed_networks)
         self.service.callback_guard = guard  # callback_url to a refused address: 400 at submission
+        self.service.image_dir = image_dir(self.state.root, self.image_dir)  # GET stats lists its images
         self.webhooks = WebhookSender(self.service, secret, guard=guard)
         self.executor = make_executor()  # the service's blocking work, off the event loop
         favour_the_loop()  # the loop takes the GIL back within 1 ms, not 5 ms, while the pool works
@@ -280,7 +304,8 @@ class TaskQueue(HubOptions, ExtensionApp):
         cmd = [sys.executable, "-m", "jupyter_taskq.worker", *self.backend.child_args(), "--name", "",
                "--gpus", ",".join(map(str, self.device_list)), *model, "--workers-per-gpu", str(self.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
-               "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
+               "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent",
+               "--image-dir", str(self.service.image_dir), "--image-cache-bytes", str(self.image_cache_bytes)]
         if self.redis_url and self.redis_allow_volatile:
             cmd.append("--redis-allow-volatile")  # the server took a Redis without persistence; so do they
         if self.runs_tasks_as_owners:

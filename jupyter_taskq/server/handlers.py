@@ -757,7 +757,7 @@ class ResultHandler(TaskqHandler):
     @authorized
     async def get(self, task_id):
         wait = self.wait_seconds()
-        await self.service.get_task(task_id)  # 404 before waiting
+        task = await self.service.get_task(task_id)  # 404 before waiting
         if wait and not await self.wait_final([task_id], wait):
             task = await self.service.get_task(task_id)
             if task["status"] not in FINAL:
@@ -765,7 +765,11 @@ class ResultHandler(TaskqHandler):
                 self.finish(dumps({"status": task["status"],
                                         "message": f"task {task_id} is still {task['status']}; ask again"}))
                 return
-        await self.send_file(await self.service.result_path(task_id), f"{task_id}.result")
+        path = await self.service.result_path(task_id)
+        task = await self.service.get_task(task_id)
+        if (task.get("environment") or {}).get("hash"):  # ran in an image: the kernel compares its packages
+            self.set_header("X-Taskq-Image", task["environment"]["hash"])
+        await self.send_file(path, f"{task_id}.result")
 
 
 class ExceptionHandler(TaskqHandler):

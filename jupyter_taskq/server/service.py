@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterable, Mapping
 from ..backend import BellMap
 from ..doorbell import work_bell
 from ..machine import machine_size
+from .. import image as image_module
+from .. import imagecache
 from .. import options as options_module
 from .. import seeds as seeds_module
 from .. import tasklog
@@ -119,6 +121,7 @@ class TaskService:
                  work_bells: Mapping | None = None, objects: ObjectStore | None = None):
         self.state = state
         self.store = store
+        self.image_dir = imagecache.image_dir(state.root)  # the app sets c.TaskQueue.image_dir's
         self.objects = objects or ObjectStore(state.files)
         self.queues = queues
         self.gpus = list(gpus)
@@ -242,6 +245,7 @@ class TaskService:
                         header = read_header(stream)
                     blobs.append(blob_of(header))
                     seeds.append(seeds_module.check(header.get("seed")))  # recorded: the task can be re-run exactly
+                    _check_image_version(_options.get("image"), header)
                 except (PayloadError, ValueError) as exc:
                     raise bad_request(f"tasks[{index}]: {exc}" if numbered else str(exc)) from None
             # From the check that its blob is here until its tasks are recorded, no delete may remove that blob.
@@ -438,6 +442,7 @@ class TaskService:
             "counts": self.store.counts_by_status(),
             "gpus": self.gpus,
             "disk_usage_bytes": self.disk_usage(),
+            "images": imagecache.list_images(self.image_dir),  # image=: this machine's (or the shared) cache
         }
 
     def drop_warm(self, owner: str | None = None) -> dict:
@@ -463,6 +468,7 @@ class TaskService:
             "log": {"url": f"{self._task_url(task['id'])}/logs", "dropped": task.get("log_dropped") or 0},
             "callback": task.get("callback"),
             "seed": task.get("seed"),  # the seeds its random libraries started from (jupyter_taskq/seeds.py)
+            "environment": task.get("environment"),  # its image's hash and resolved packages (worker/images.py)
             "stats": stats if stats is not None else self.task_stats(),
         }
 
@@ -729,3 +735,13 @@ class TaskService:
         """The Prometheus exposition text of this queue (server/metrics.py); ``per_user``: the hub service's
         per-user series too."""
         return self.queue_metrics.text(per_user)
+
+def _check_image_version(spec: dict | None, header: dict) -> None:
+    """A payload pickled under one Python minor version is refused for a built image of another (the kernel
+    checks first; this holds for any REST client). Existing environments are checked by the worker."""
+    if not spec or not image_module.is_built(spec) or not spec.get("python_version"):
+        return
+    problem = image_module.version_problem(str(header.get("python_version") or ""), spec["python_version"],
+                                           "the image's python_version")
+    if problem and header.get("python_version"):
+        raise ValueError(problem)

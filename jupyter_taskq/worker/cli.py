@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--server-url", default=os.environ.get("JUPYTER_TASKQ_SERVER_URL", ""), metavar="URL",
                         help="the Jupyter server that holds the queue (http://host:8888/): tasks that submit tasks "
                              "reach it there (default: $JUPYTER_TASKQ_SERVER_URL; a server's own workers get it)")
+    worker.add_argument("--image-dir", default=os.environ.get("JUPYTER_TASKQ_IMAGE_DIR", ""), metavar="DIR",
+                        help="where task images (image=) are built and cached; a directory the machines share "
+                             "builds each image once for all of them (default: STATE_DIR/images)")
+    worker.add_argument("--image-cache-bytes", default=os.environ.get("JUPYTER_TASKQ_IMAGE_CACHE_BYTES", ""),
+                        metavar="N", help="size limit of the image cache (default 20 GiB); least recently used "
+                                          "images go first")
     worker.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -74,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.server_url.startswith(("http://", "https://")):
             parser.error(f"--server-url must be an http:// or https:// URL, got {args.server_url!r}")
         os.environ["JUPYTER_TASKQ_SERVER_URL"] = args.server_url  # the workers', and so their tasks'
+    from ..imagecache import CACHE_BYTES_ENV, IMAGE_DIR_ENV, check_cache_bytes
+
+    if args.image_cache_bytes:
+        try:
+            os.environ[CACHE_BYTES_ENV] = str(check_cache_bytes(args.image_cache_bytes))  # the workers read it
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.image_dir:
+        os.environ[IMAGE_DIR_ENV] = os.path.abspath(args.image_dir)
     if args.workers_per_gpu < 1 or args.cpu_workers < 0:
         parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
     if args.files_dir and not args.redis:

@@ -52,6 +52,7 @@ from . import cgroups, display, limits, owner, runner  # noqa: F401 - display, o
 from .fair import FairTurns
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
+from .imagestep import ImageStep, run_env as image_run_env
 from .task_io import AttemptWatcher
 from .task_process import EXIT_STALE, TaskProcess
 
@@ -387,8 +388,20 @@ class Worker:
             stale.unlink(missing_ok=True)
         self._attempt_pid = None
         self._attempt_memory = None  # the keeper's report of the attempt's memory cgroup (cgroups.py)
+        lease = None
+        if task.get("image"):  # image=: built (or waited for) first, its log and progress the task's own
+            lease, ended = ImageStep(self, task).run()
+            if ended is not None:
+                return ended
         try:
-            proc = self._start_task_process(task)
+            return self._run_in_process(task, lease)
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _run_in_process(self, task: dict, lease) -> tuple[str, dict | None]:
+        try:
+            proc = self._start_task_process(task, image=lease)
         except Exception as exc:  # noqa: BLE001 - e.g. unreadable payload: fail the attempt
             return "failed", {"type": type(exc).__name__, "message": f"could not start the task: {exc}", "traceback": None}
         while True:
@@ -403,9 +416,9 @@ class Worker:
             if outcome[0] != "stale":
                 return outcome
             # A warm process found its code stale (an edited function or local module): start afresh.
-            proc = self._start_task_process(task, reuse=False)
+            proc = self._start_task_process(task, reuse=False, image=lease)
 
-    def _start_task_process(self, task: dict, reuse: bool = True) -> TaskProcess:
+    def _start_task_process(self, task: dict, reuse: bool = True, image=None) -> TaskProcess:
         task_id = task["id"]
         attempt_dir = self.state.attempt_dir(task_id, task["attempt"])  # made by the task if it saves anything
         if limits.write_spec(task, attempt_dir, self.name):  # cpu= and memory=, applied by the keeper and task process
@@ -420,6 +433,9 @@ class Worker:
             header = payload.read_header(stream)
         self._fetch_blob(header)
         python = None if _same_interpreter(header) else header["python"]
+        attempt_env = self._attempt_env
+        if image is not None:  # the image's interpreter runs runner.py (a fresh process per attempt)
+            python, attempt_env = image.python, {**self._attempt_env, **image_run_env(image)}
         keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None else 0.0
         # A warm process serves one owner's tasks only (what on_start loaded is theirs), run as them or not.
         key = f"{_warm_key(header)}:{task.get('owner')}" if keep_warm > 0 else None
@@ -443,7 +459,7 @@ class Worker:
             if warm is not None and reuse and warm.alive():
                 try:
                     warm.dispatch([str(run / "payload"), *paths[1:]] if who else paths, None, warm=True, owner=who,
-                                  env=self._attempt_env)
+                                  env=attempt_env)
                     warm.keep_warm = keep_warm
                     return warm
                 except OSError:
@@ -453,13 +469,13 @@ class Worker:
         proc, self._spare = self._spare, None
         if proc is not None:
             try:
-                proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env)
+                proc.dispatch(paths, python, warm=key is not None, owner=who, env=attempt_env)
             except OSError:  # it died while waiting
                 self._retire(proc)
                 proc = None
         if proc is None:
             proc = self._fork()
-            proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env)
+            proc.dispatch(paths, python, warm=key is not None, owner=who, env=attempt_env)
         proc.warm_key, proc.keep_warm = key, keep_warm
         # owner: stats show a hub user only their own warm processes, and DELETE warm drops only those
         proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd"), "owner": task.get("owner")}

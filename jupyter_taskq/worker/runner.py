@@ -36,7 +36,9 @@ KERNEL_BACKENDS = ("module://matplotlib_inline", "module://ipykernel")
 #: The attempt's own entries (its task token, the server's URL: jupyter_taskq/tasktokens.py, which names
 #: them; this file needs only the standard library). The worker sets them in this process's environment
 #: before the attempt, and they outlive _enter_world's switch to the notebook's environment.
-ATTEMPT_ENV = ("JUPYTER_TASKQ_URL", "JUPYTER_TASKQ_TOKEN", "JUPYTER_TASKQ_IN_TASK")
+ATTEMPT_ENV = ("JUPYTER_TASKQ_URL", "JUPYTER_TASKQ_TOKEN", "JUPYTER_TASKQ_IN_TASK", "JUPYTER_TASKQ_IMAGE")
+#: The attempt's image (worker/images.py ``Lease.run_env``, as JSON): its prefix, variables, runner libraries.
+IMAGE_ENV = "JUPYTER_TASKQ_IMAGE"
 
 
 def set_attempt_env(env: dict) -> None:
@@ -61,7 +63,8 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
     try:
         with _open_input(payload_path) as stream:
             header = payload_module.read_header(stream)
-            _enter_world(header, cuda_devices, attempt_dir)
+            image = json.loads(own.pop(IMAGE_ENV)) if own.get(IMAGE_ENV) else None
+            _enter_world(header, cuda_devices, attempt_dir, image)
             if owner_env:
                 os.environ.update(owner_env)
             if own:  # the notebook's URL (its server's, maybe on another machine) gives way to the worker's
@@ -232,8 +235,10 @@ class _NoStdin(io.TextIOBase):
     readline = read
 
 
-def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
-    """The notebook's environment, working directory and sys.path; the worker's GPU."""
+def _enter_world(header: dict, cuda_devices: str, attempt_dir: str, image: dict | None = None) -> None:
+    """The notebook's environment, working directory and sys.path; the worker's GPU. In an image (``image``),
+    the notebook's own folders stay on sys.path but not its installed packages (site-packages, the standard
+    library): the image's packages are found by reference, not the kernel's."""
     os.environ.clear()
     os.environ.update(header["env"])
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
@@ -250,8 +255,32 @@ def _enter_world(header: dict, cuda_devices: str, attempt_dir: str) -> None:
         raise FileNotFoundError(f"the notebook's working directory {cwd!r} does not exist on this worker") from None
     present = set(sys.path)
     extra = [("" if p == "" else p) for p in header["sys_path"] if p not in present]
+    if image is not None:
+        extra = [p for p in extra if not _installed_folder(p, header)]
+        _enter_image(image)
     sys.path[:0] = extra
     _limits().apply_for_attempt(attempt_dir)  # cpu= and memory= (or undo a previous attempt's)
+
+
+def _installed_folder(path: str, header: dict) -> bool:
+    """A folder of the kernel's installation (its site-packages, standard library, .pth additions)."""
+    if "site-packages" in path or "dist-packages" in path:
+        return True
+    prefixes = [p for p in (header.get("prefix"), header.get("base_prefix")) if p]
+    real = os.path.realpath(path) if path else path
+    return any(path.startswith(p.rstrip("/") + "/lib") or real.startswith(os.path.realpath(p) + "/lib")
+               for p in prefixes)
+
+
+def _enter_image(image: dict) -> None:
+    """The image's variables, and its environment activated for the task's subprocesses (VIRTUAL_ENV, PATH)."""
+    os.environ.update(image.get("env_vars") or {})
+    prefix = image.get("prefix")
+    if prefix:
+        os.environ["VIRTUAL_ENV"] = prefix
+        os.environ["PATH"] = os.path.join(prefix, "bin") + os.pathsep + os.environ.get("PATH", "")
+    else:
+        os.environ.pop("VIRTUAL_ENV", None)
 
 
 def _display():
@@ -395,6 +424,10 @@ def _load_payload_module():
 
 
 if __name__ == "__main__":
+    if os.environ.get(IMAGE_ENV):  # an existing interpreter without the runner's libraries: after its own
+        _runner_path = json.loads(os.environ[IMAGE_ENV]).get("runner_path")
+        if _runner_path:
+            sys.path.append(_runner_path)
     # python runner.py PAYLOAD RESULT ERROR LOG ATTEMPT_DIR CUDA_DEVICES [AS_OWNER_JSON]
     sys.path.pop(0)  # this file's folder is not the notebook's
     as_owner = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}

@@ -13,6 +13,7 @@ import {
   formatBytes,
   formatCreated,
   formatDuration,
+  imageLabel,
   progressFraction,
   taskDuration,
   usageRows,
@@ -398,6 +399,33 @@ function Field({ label, children }: { label: string; children: React.ReactNode }
 }
 
 /** One task in full: fields, progress, error traceback, outputs, live log tail. */
+/** image=: the spec a task asked for, and once its worker has it, the image's hash and resolved packages. */
+export function ImageSection({ task }: { task: Task }): JSX.Element | null {
+  const spec = task.image;
+  if (!spec) {
+    return null;
+  }
+  const env = task.environment;
+  const asked = imageLabel(spec);
+  return (
+    <div className="jtqp-image">
+      <div className="jtqp-section">Image</div>
+      <dl className="jtqp-fields">
+        <Field label="spec">{asked}</Field>
+        {spec.commands.length > 0 && <Field label="commands">{spec.commands.join(' && ')}</Field>}
+        <Field label="hash">{env ? <code title={env.hash}>{env.hash.slice(0, 12)}</code> : 'not built yet'}</Field>
+        <Field label="Python">{env?.python ?? null}</Field>
+      </dl>
+      {env && env.packages.length > 0 && (
+        <details className="jtqp-image-packages">
+          <summary>{env.packages.length} packages</summary>
+          <pre>{env.packages.join('\n')}</pre>
+        </details>
+      )}
+    </div>
+  );
+}
+
 export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
   const task = model.detail;
   const back = (
@@ -466,6 +494,7 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
         </div>
       )}
       <AttemptList model={model} />
+      <ImageSection task={task} />
       {task.outputs.length > 0 && (
         <div className="jtqp-outputs">
           <div className="jtqp-section">Outputs</div>

@@ -189,3 +189,20 @@ export function usageRows(stats: Pick<Stats, 'users' | 'you'> | null): UsageRow[
     };
   });
 }
+
+/** An image spec in one line for the detail view: a kernel, an interpreter, or packages and Python version. */
+export function imageLabel(spec: {
+  python_packages: string[];
+  python_version: string | null;
+  kernel: string | null;
+  python: string | null;
+}): string {
+  if (spec.kernel) {
+    return `kernel ${spec.kernel}`;
+  }
+  if (spec.python) {
+    return spec.python;
+  }
+  const parts = [...spec.python_packages, ...(spec.python_version ? [`Python ${spec.python_version}`] : [])];
+  return parts.length ? parts.join(', ') : '(no packages)';
+}

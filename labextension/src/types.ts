@@ -75,6 +75,8 @@ export interface Task {
   notebook?: string | null; // where the task was submitted from (none from a script)
   cell_id?: string | null;
   owner?: string | null; // who submitted it (issue 15; a hub admin sees everyone's)
+  image?: ImageSpec | null; // image=: the environment it asked for (jupyter_taskq/image.py)
+  environment?: TaskEnvironment | null; // what that image resolved to (worker/images.py)
   retry_of: string | null;
   outputs: TaskOutput[];
   error: TaskError | null;
@@ -82,6 +84,23 @@ export interface Task {
   result: { available: boolean; size: number | null; expired: boolean; expires_in: number | null };
   log: { url: string; dropped: number };
   [key: string]: unknown;
+}
+
+/** An image spec as the API returns it (jupyter_taskq/image.py check_spec). */
+export interface ImageSpec {
+  python_packages: string[];
+  python_version: string | null;
+  commands: string[];
+  env_vars: Record<string, string>;
+  kernel: string | null;
+  python: string | null;
+}
+
+/** A task's image as built: its hash, Python version and resolved packages (uv pip freeze). */
+export interface TaskEnvironment {
+  hash: string;
+  packages: string[];
+  python: string | null;
 }
 
 export interface TaskPage {

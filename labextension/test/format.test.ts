@@ -3,6 +3,7 @@ import {
   attemptLabel,
   deviceLabel,
   formatBytes,
+  imageLabel,
   serverPath,
   formatCreated,
   formatDuration,
@@ -98,5 +99,17 @@ describe('serverPath', () => {
     expect(serverPath('C:\\Users\\ada\\a.ipynb', 'C:\\Users\\ada')).toBe('a.ipynb');
     expect(serverPath('/home/ada/workshop/a.ipynb', '/home/ada/work')).toBe('/home/ada/workshop/a.ipynb');
     expect(serverPath('nb/a.ipynb', '/home/ada/work')).toBe('nb/a.ipynb');
+  });
+});
+
+describe('imageLabel', () => {
+  it('names a kernel, an interpreter, or the packages and Python of a built image', () => {
+    const spec = { python_packages: [], python_version: null, kernel: null, python: null };
+    expect(imageLabel({ ...spec, kernel: 'py312' })).toBe('kernel py312');
+    expect(imageLabel({ ...spec, python: '/usr/bin/python3' })).toBe('/usr/bin/python3');
+    expect(imageLabel({ ...spec, python_packages: ['packaging==21.0', 'six'], python_version: '3.11' })).toBe(
+      'packaging==21.0, six, Python 3.11'
+    );
+    expect(imageLabel(spec)).toBe('(no packages)');
   });
 });
