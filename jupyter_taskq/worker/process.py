@@ -50,6 +50,8 @@ from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
 from . import cgroups, display, limits, owner, runner  # noqa: F401 - display, owner: imported once here, not in each attempt
 from .fair import FairTurns
+from .gangturns import GangTurns
+from .gpulocks import MachineGpus
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
 from .task_io import AttemptWatcher
@@ -69,7 +71,8 @@ STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its o
 
 class Worker:
     def __init__(self, backend: Backend, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
-                 log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None, run_as_owner: bool = False):
+                 log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None, run_as_owner: bool = False,
+                 machine_gpus: dict[int, str | None] | None = None):
         self.state = backend.state
         # Hub service (issue 15): each attempt runs as its owner's Unix account (worker/owner.py).
         self.run_as_owner = run_as_owner
@@ -88,6 +91,15 @@ class Worker:
         self.hueys = [backend.open_queue(p) for p in self.pools]
         self.bells = [backend.work_bell(p) for p in self.pools]
         self.fair = FairTurns(self.store, self.state.root) if pool == GPU_POOL else None  # hub service (issue 15)
+        # A GPU worker takes tasks through the machine's GPU allocator: gangs, reservation, backfill (issue 26).
+        self.gangs: GangTurns | None = None
+        if pool == GPU_POOL and device is not None and device.isdigit():
+            machine = dict(machine_gpus or {}) or {int(device): self.model}
+            machine.setdefault(int(device), self.model)
+            gpus = MachineGpus(self.state.root / "gpus", machine, int(device), name)
+            self.gangs = GangTurns(self.store, self.fair, gpus, self.pools, self.hueys)
+        self._lent: dict | None = None  # the gang (of another worker) that holds this worker's GPU
+        self._attempt_devices = self.cuda_devices  # the GPUs of the attempt in flight ("2,3" for a gang)
         self.huey = self.hueys[0]  # the queue of the attempt being run (set as each is dequeued)
         self.events = backend.events_ringer()
         self.stopping = False
@@ -136,7 +148,11 @@ class Worker:
                         self._drop_fetched_blobs()
                         wait_for_any(self.bells, SCHEDULE_INTERVAL)
                     else:
-                        self.huey.execute(task)
+                        try:
+                            self.huey.execute(task)
+                        finally:  # ended, expired or not run: the GPUs taken for it are free again
+                            if self.gangs is not None:
+                                self.gangs.release()
                     backoff = self._recovered("the queue")
                 except Exception as exc:  # noqa: BLE001 - full disk, store down: wait, never crash-loop
                     backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
@@ -156,12 +172,30 @@ class Worker:
 
     def _next_message(self):
         """The next message of the first of this worker's pools that has one (its model's first)."""
+        if self.gangs is not None:
+            return self._next_gpu_message()
         for huey in self.hueys:
             task = huey.dequeue()
             if task is not None and self.fair is not None:
                 task = self.fair.choose(huey, task, self.pools[self.hueys.index(huey)])
             if task is not None:
                 self.huey = huey
+                return task
+        return None
+
+    def _next_gpu_message(self):
+        """A GPU worker: nothing while another worker's gang holds its GPU; else the task the machine's
+        plan starts on it (:mod:`.gangturns`), with its GPUs taken."""
+        self._lent = self.gangs.gpus.lent_to()
+        if self._lent is not None:
+            return None
+        for huey in self.hueys:
+            task = huey.dequeue()
+            if task is not None:
+                chosen = self.gangs.choose(huey, task)
+                if chosen is None:
+                    return None
+                self.huey, task = chosen
                 return task
         return None
 
@@ -223,8 +257,12 @@ class Worker:
                 self._end_strays()
             if self._warm:
                 self._expire_warm(now)
-            asked = self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task,
-                                         self.warm_processes())
+            state, task, gpus = "busy" if running_task else "idle", running_task, None
+            if running_task and self.gangs is not None and self.gangs.gpus.held:
+                gpus = ",".join(map(str, self.gangs.gpus.held))
+            elif running_task is None and self._lent is not None:  # its GPU is in another worker's gang
+                state, task, gpus = "lent", self._lent.get("task"), ",".join(map(str, self._lent.get("devices") or []))
+            asked = self.store.heartbeat(self.name, self.instance, state, task, self.warm_processes(), gpus)
             if asked:  # DELETE taskq/api/warm: every warm process (True), or those of the owners named
                 self.drop_warm(None if asked is True else asked)
         if running_task is None and now >= self._next_schedule:
@@ -252,6 +290,15 @@ class Worker:
         and leave the task RUNNING. Whatever goes wrong, the attempt ends in a final or retry status
         (the worker waits, taking no work, until it can record it); retries are scheduled here, from
         the store's counts, not by Huey."""
+        self._attempt_devices = self.cuda_devices
+        if self.gangs is not None:
+            devices = self.gangs.devices_for(task_id)
+            if devices is None:  # no GPUs taken for it: never run; a waiting task keeps its message (a turn)
+                if self.store.statuses([task_id]).get(task_id) in {s.value for s in WAITING}:
+                    self._until_written(f"the queue entry of task {task_id}",
+                                        lambda: self.huey.enqueue(huey_task) or True)
+                return  # (a message of a task no longer waiting is dropped, as a claim would find nothing)
+            self._attempt_devices = ",".join(map(str, devices))
         task = self._until_written(f"the start of task {task_id}",
                                    lambda: self.store.claim(task_id, self.name, self.instance) or {})
         if not task:
@@ -422,7 +469,8 @@ class Worker:
         python = None if _same_interpreter(header) else header["python"]
         keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None else 0.0
         # A warm process serves one owner's tasks only (what on_start loaded is theirs), run as them or not.
-        key = f"{_warm_key(header)}:{task.get('owner')}" if keep_warm > 0 else None
+        # ... and one GPU set: a process that touched CUDA sees only the devices it started with.
+        key = f"{_warm_key(header)}:{task.get('owner')}:{self._attempt_devices}" if keep_warm > 0 else None
         who = None
         if self.run_as_owner:
             self._owner = owner.lookup(task.get("owner"))
@@ -443,7 +491,7 @@ class Worker:
             if warm is not None and reuse and warm.alive():
                 try:
                     warm.dispatch([str(run / "payload"), *paths[1:]] if who else paths, None, warm=True, owner=who,
-                                  env=self._attempt_env)
+                                  env=self._attempt_env, devices=self._attempt_devices)
                     warm.keep_warm = keep_warm
                     return warm
                 except OSError:
@@ -453,13 +501,15 @@ class Worker:
         proc, self._spare = self._spare, None
         if proc is not None:
             try:
-                proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env)
+                proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env,
+                              devices=self._attempt_devices)
             except OSError:  # it died while waiting
                 self._retire(proc)
                 proc = None
         if proc is None:
             proc = self._fork()
-            proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env)
+            proc.dispatch(paths, python, warm=key is not None, owner=who, env=self._attempt_env,
+                              devices=self._attempt_devices)
         proc.warm_key, proc.keep_warm = key, keep_warm
         # owner: stats show a hub user only their own warm processes, and DELETE warm drops only those
         proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd"), "owner": task.get("owner")}
@@ -726,6 +776,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, choices=["cpu", "gpu"])
     parser.add_argument("--device", default=None, help="the GPU index this worker is pinned to")
     parser.add_argument("--model", default=None, help="the model name of that GPU (tasks may ask for it)")
+    parser.add_argument("--machine-gpus", default=None, metavar="JSON",
+                        help='every GPU of this machine and its model, {"0": "A100", "1": null}: a gpu=N task takes '
+                             "N of them (default: only --device)")
     parser.add_argument("--kill-grace", type=float, default=2.0)
     parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024)
     parser.add_argument("--die-with-parent", action="store_true")
@@ -738,8 +791,9 @@ def main(argv: list[str] | None = None) -> None:
     backend = Backend.open(Path(args.state_dir), args.redis, args.files_dir)
     if args.run_as_owner:
         check_can_run_as_owners(backend.state)
+    machine = {int(d): m for d, m in json.loads(args.machine_gpus).items()} if args.machine_gpus else None
     Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes, args.model,
-           args.run_as_owner).run()
+           args.run_as_owner, machine).run()
 
 
 if __name__ == "__main__":
