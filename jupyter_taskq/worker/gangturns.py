@@ -38,6 +38,25 @@ class GangTurns:
         self._notes: dict[str, dict | None] = {}  # waiting_for last written per task (written when it changes)
         self.machine = socket.gethostname()
 
+    def _wants(self, now: float) -> list[Want]:
+        candidates = self.store.waiting_gpu_tasks(self.pools, now=now)
+        rank = {pool: i for i, pool in enumerate(self.pools)}  # this GPU's model's pool first, as ever
+        candidates.sort(key=lambda t: rank.get(t["pool"], len(rank)))
+        ordered = self.fair.order(candidates, now)
+        return [Want(t["id"], int(t["gpu"] or 1), pool_model(t["pool"]), t.get("timeout"), t["pool"])
+                for t in (candidates if ordered is None else ordered)]
+
+    def observe(self) -> None:
+        """While this GPU is busy or lent: say what the head of the queue waits for (nothing is taken)."""
+        now = time.time()
+        wants = self._wants(now)
+        if not any(w.count > 1 for w in wants):
+            return
+        with self.gpus.planning():
+            chosen = plan(self.gpus.snapshot(), wants, self.gpus.mine, now)
+        if chosen.run is None:
+            self._note(chosen)
+
     def choose(self, huey, message):
         """``(huey, message)`` to execute now (``message`` itself or one for another task), or None: the
         message went back and nothing may start on this GPU now."""
@@ -45,12 +64,7 @@ class GangTurns:
         if task_id is None or self.store.statuses([task_id]).get(task_id) not in WAITING_VALUES:
             return huey, message  # its task ran, or was cancelled or deleted: claiming it finds nothing to do
         now = time.time()
-        candidates = self.store.waiting_gpu_tasks(self.pools, now=now)
-        rank = {pool: i for i, pool in enumerate(self.pools)}  # this GPU's model's pool first, as ever
-        candidates.sort(key=lambda t: rank.get(t["pool"], len(rank)))
-        ordered = self.fair.order(candidates, now)
-        wants = [Want(t["id"], int(t["gpu"] or 1), pool_model(t["pool"]), t.get("timeout"), t["pool"])
-                 for t in (candidates if ordered is None else ordered)]
+        wants = self._wants(now)
         with self.gpus.planning():
             chosen = plan(self.gpus.snapshot(), wants, self.gpus.mine, now)
             taken = chosen.run is not None and self.gpus.take(chosen.devices, chosen.run.task_id, chosen.run.timeout)

@@ -66,6 +66,7 @@ POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeou
 MAX_BACKOFF = 5.0  # longest wait between two tries of a write that fails (full disk, store down)
 PER_TASK_HEADER = frozenset({"seed"})  # payload header fields that differ between calls of one function
 MAX_WARM = 4  # warm task processes a worker keeps at most (they hold memory); the oldest idle one goes
+OBSERVE_INTERVAL = 2.0  # how often a busy or lent GPU worker says what a waiting gang waits for
 STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its orphans
 
 
@@ -105,6 +106,7 @@ class Worker:
         self.stopping = False
         self._next_heartbeat = 0.0
         self._next_schedule = 0.0
+        self._next_observe = 0.0
         self._spare: TaskProcess | None = None
         self._current: TaskProcess | None = None  # the keeper of the attempt being run
         self._warm: dict[str, TaskProcess] = {}  # keep_warm_seconds: idle task processes by what they serve
@@ -257,6 +259,12 @@ class Worker:
                 self._end_strays()
             if self._warm:
                 self._expire_warm(now)
+            if self.gangs is not None and now >= self._next_observe and (running_task or self._lent):
+                self._next_observe = now + OBSERVE_INTERVAL
+                try:
+                    self.gangs.observe()  # what a waiting gpu=N task waits for, while this GPU is taken
+                except Exception:  # noqa: BLE001 - only what a waiting task's JSON says
+                    log.warning("could not say what waiting GPU tasks wait for", exc_info=True)
             state, task, gpus = "busy" if running_task else "idle", running_task, None
             if running_task and self.gangs is not None and self.gangs.gpus.held:
                 gpus = ",".join(map(str, self.gangs.gpus.held))
@@ -307,6 +315,8 @@ class Worker:
             self._changed(task_id)  # a claim may have ended it CANCELLED (a cancel asked while it ran is final)
             return  # cancelled, expired or deleted while it waited (or its row cannot be claimed: logged)
         self._changed(task_id)
+        if self.gangs is not None:
+            self._next_heartbeat = 0.0  # stats show which task holds which GPUs now, not in a second
         token_digest = self._start_token(task)
         try:
             outcome, error = self._execute_in_child(task)
