@@ -63,7 +63,7 @@ def test_pairs_run_at_once_on_disjoint_gpus_a_third_waits_and_too_many_is_refuse
     assert client.get(third.id)["status"] == "PENDING"
     assert client.get(second.id)["gpu"] == 2 and client.get(second.id)["gpu_model"] == "FakeGPU X1"
 
-    wait_for(lambda: sorted(gpu_tasks(client).values()) == sorted([first.id, first.id, second.id, second.id]), 10,
+    wait_for(lambda: sorted(gpu_tasks(client).values(), key=str) == sorted([first.id, first.id, second.id, second.id]), 10,
              message="stats: each GPU held by its task")
     workers = client.stats()["workers"]
     for handle in (first, second):
@@ -139,7 +139,7 @@ def test_killing_the_worker_of_a_gang_frees_all_its_gpus_and_requeues_it_once(ma
     seen.mkdir()
     gang = client.submit(hold_gpus, (str(seen), str(gate)), gpu=4, max_retries=3)
     wait_for(lambda: len(started(seen)) == 1, 30, message="the gang running")
-    wait_for(lambda: sorted(gpu_tasks(client).values()) == [gang.id] * 4, 10, message="stats: its four GPUs")
+    wait_for(lambda: sorted(gpu_tasks(client).values(), key=str) == [gang.id] * 4, 10, message="stats: its four GPUs")
     runner = next(w for w in client.stats()["workers"] if w["gpu_task"] == gang.id and not w["lent"])
     os.kill(runner["pid"], signal.SIGKILL)
     wait_for(lambda: len(started(seen)) == 2, 60, message="the task requeued and running again")
