@@ -9,10 +9,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .status import TaskStatus  # noqa: E402
-from .taskio import Output, on_start_value, progress  # noqa: E402  (used inside tasks; stdlib only)
+from .taskio import Output, gpus, on_start_value, progress  # noqa: E402  (used inside tasks; stdlib only)
 from .image import Image  # noqa: E402  (image=: stdlib only)
 
-__all__ = ["TaskStatus", "Image", "Output", "progress", "on_start_value", "task_queue", "tasks", "connect", "Client", "TaskHandle", "TaskGroup", "TaskFailed",
+__all__ = ["TaskStatus", "Image", "Output", "progress", "on_start_value", "gpus", "task_queue", "tasks", "connect", "Client", "TaskHandle", "TaskGroup", "TaskFailed",
            "__version__"]
 
 _LAZY = {

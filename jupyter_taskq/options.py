@@ -28,6 +28,7 @@ MAX_URL = 2000
 MAX_CPU = 4096.0
 MAX_MEMORY_MIB = 64 * 1024 * 1024  # 64 TiB
 MAX_RETRY_FOR = 100
+MAX_GPUS = 64  # GPUs one task may ask for (the most any one machine has; checked against live machines too)
 #: Pagination of ``GET tasks`` (and log offsets): integers JavaScript and SQLite both hold exactly.
 MAX_LIMIT = 1000
 MAX_OFFSET = 2 ** 53 - 1
@@ -69,7 +70,10 @@ OPTIONS: tuple[TaskOption, ...] = (
     TaskOption("name", "text", "A name shown in the panel and lists (the function's name by default). With the magic, "
                "also the notebook variable the handle is bound to.", flag="--name", default_text="the function's name",
                annotation="str | None"),
-    TaskOption("gpu", "gpu", "0: no GPU; 1: any one GPU; a model name such as \"A100\": a GPU of that model.",
+    TaskOption("gpu", "gpu", "0: no GPU; N: N GPUs of any model on one machine; a model name such as \"A100\": one "
+               "GPU of that model; \"A100:4\": four of that model on one machine. A task asking for N GPUs starts "
+               "when all N are free on one machine and sees exactly them (CUDA_VISIBLE_DEVICES, "
+               "jupyter_taskq.gpus()).",
                default=0, flag="--gpu", annotation="int | str"),
     TaskOption("cpu", "number", "CPU cores the task may use (fractional allowed): its process is pinned to "
                "ceil(cpu) cores and the thread-count variables (OMP_NUM_THREADS, ...) are set to match.",
@@ -185,6 +189,45 @@ def parse_memory(name: str, value: Any) -> int:
     return value
 
 
+_GPU_TEXT = "option 'gpu' must be 0, a number of GPUs up to %d, a GPU model name (\"A100\") or \"MODEL:N\" (\"A100:4\")" % MAX_GPUS
+
+
+def check_gpu(value: Any) -> int | str:
+    """``gpu=``: a count of any GPUs (0..MAX_GPUS), ``"MODEL"`` (one of that model) or ``"MODEL:N"``.
+
+    Canonical forms come back: an int, ``"MODEL"`` for one GPU of a model, ``"MODEL:N"`` for N > 1 (so
+    ``"A100:1"`` is ``"A100"``, ``"2"`` is ``2``). :func:`gpu_request` splits any of them."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("+-").isdigit():
+            value = text
+        else:
+            model, colon, count = text.rpartition(":")
+            if not colon:
+                model, count = text, "1"
+            model = model.strip()
+            if not model or len(model) > MAX_NAME or not count.strip().isdigit():
+                raise OptionError(f"{_GPU_TEXT}, got {value!r}")
+            n = int(count.strip()) if len(count.strip()) < 10 else 0
+            if not 1 <= n <= MAX_GPUS:
+                raise OptionError(f"{_GPU_TEXT}, got {value!r}")
+            return model if n == 1 else f"{model}:{n}"
+    try:
+        return check_int("gpu", value, 0, MAX_GPUS)
+    except OptionError:
+        raise OptionError(f"{_GPU_TEXT}, got {value!r}") from None
+
+
+def gpu_request(value: Any) -> tuple[str | None, int]:
+    """``(model or None, count)`` of a checked ``gpu=`` value (``0`` -> ``(None, 0)``)."""
+    if isinstance(value, str):
+        model, colon, count = value.rpartition(":")
+        if colon and count.isdigit():
+            return model, int(count)
+        return value, 1
+    return None, int(value or 0)
+
+
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -285,15 +328,7 @@ def check(option: TaskOption, value: Any) -> Any:
             raise OptionError(f"option {name!r} must be a string of at most {MAX_NAME} characters")
         return value or None
     if option.kind == "gpu":
-        if isinstance(value, str) and value.strip() and not value.strip().lstrip("+-").isdigit():
-            if len(value) > MAX_NAME:
-                raise OptionError(f"option 'gpu' must be 0, 1 or a GPU model name of at most {MAX_NAME} characters")
-            return value.strip()
-        gpu = check_int(name, value, 0, 1_000_000)
-        if gpu > 1:
-            raise OptionError(f"a task can ask for at most 1 GPU (asked for {gpu}): each GPU worker is pinned "
-                              "to exactly one device; option 'gpu' must be 0, 1 or a GPU model name")
-        return gpu
+        return check_gpu(value)
     if option.kind == "image":
         return check_image(value)
     if option.kind == "callable":

@@ -25,7 +25,7 @@ from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
 JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback", "retry_for", "seed", "limits", "image",
-                                "environment")
+                                "environment", "waiting_for")
 
 TASK_COLUMNS = (
     "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
@@ -41,6 +41,7 @@ TASK_COLUMNS = (
     "seed",  # the seeds its payload carries, per random library (jupyter_taskq/seeds.py): JSON
     "image",  # the image spec it asked for (jupyter_taskq/image.py): JSON
     "environment",  # what its image resolved to: {"hash", "packages", "python"} (worker/images.py): JSON
+    "waiting_for",  # a waiting gpu=N task: what its machine's GPUs are busy with (jupyter_taskq/gangplan.py): JSON
 )
 
 #: Seconds the GPU time of a deleted task still counts (fair share, "this week" in stats).
@@ -136,23 +137,33 @@ class TaskStore(abc.ABC):
                                             "created_at": task["created_at"]}
         return list(heads.values())
 
+    def waiting_gpu_tasks(self, pools: Iterable[str], now: float | None = None, limit: int = 200) -> list[dict]:
+        """The first ``limit`` waiting tasks of ``pools`` that may start now, highest priority then oldest:
+        ``{id, owner, priority, created_at, pool, gpu, timeout}`` (the gang planner's candidates)."""
+        pools, now = set(pools), time.time() if now is None else now
+        found = [t for t in reversed(self._all([str(s) for s in WAITING])) if t["pool"] in pools and may_start(t, now)]
+        found.sort(key=lambda t: -(t["priority"] or 0))  # stable: oldest first within a priority
+        return [{k: t[k] for k in ("id", "owner", "priority", "created_at", "pool", "gpu", "timeout")}
+                for t in found[:limit]]
+
     def running_gpus_by_owner(self) -> dict[str | None, int]:
-        """GPUs each owner's running tasks hold now (a GPU task holds one)."""
+        """GPUs each owner's running tasks hold now (a gpu=N task holds N)."""
         held: dict[str | None, int] = {}
         for task in self.running():
             if task["gpu"]:
-                held[task["owner"]] = held.get(task["owner"], 0) + 1
+                held[task["owner"]] = held.get(task["owner"], 0) + int(task["gpu"])
         return held
 
     def gpu_spans(self, since: float) -> list[tuple[str | None, float, float | None]]:
         """``(owner, started_at, ended_at or None while running)`` of each GPU attempt that ran after ``since``,
-        deleted tasks' too (for ``USAGE_KEPT``): deleting finished tasks must not reset a user's fair share."""
+        deleted tasks' too (for ``USAGE_KEPT``): deleting finished tasks must not reset a user's fair share.
+        An attempt of a gpu=N task is there N times: each of its GPU-seconds counts."""
         spans = self._deleted_spans(since)
         for task in self._all(None):
             if task["gpu"] and (task["ended_at"] is None or task["ended_at"] >= since):  # not final: maybe a retry's
                 for attempt in self.attempts(task["id"]) or [task]:
                     if attempt.get("started_at") and (attempt.get("ended_at") is None or attempt["ended_at"] >= since):
-                        spans.append((task["owner"], attempt["started_at"], attempt.get("ended_at")))
+                        spans += [(task["owner"], attempt["started_at"], attempt.get("ended_at"))] * int(task["gpu"])
         return spans
 
     def _deleted_spans(self, since: float) -> list[tuple[str | None, float, float | None]]:
@@ -285,8 +296,9 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, name: str, instance: str, state: str, current_task: str | None,
-                  warm: list | None = None) -> bool | tuple[str, ...]:
-        """Record that the worker lives (and its warm processes); once after the server asked it to drop
+                  warm: list | None = None, gpus: str | None = None) -> bool | tuple[str, ...]:
+        """Record that the worker lives (and its warm processes; ``gpus``: the devices that its attempt holds,
+        or, with state "lent", the devices of the gang that holds its own, as "2,3"); once after the server asked it to drop
         warm processes (:meth:`request_drop_warm`): True (all of them) or the owners whose to drop; else False."""
 
     @abc.abstractmethod
@@ -326,7 +338,7 @@ _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0"
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
                   "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real", "seed": "text",
-                  "limits": "text", "image": "text", "environment": "text"}
+                  "limits": "text", "image": "text", "environment": "text", "waiting_for": "text"}
 
 
 class SqliteTaskStore(TaskStore):
@@ -365,7 +377,8 @@ class SqliteTaskStore(TaskStore):
                 self._conn.execute(f"alter table taskq_tasks add column {column} {kind}")
         workers_have = {row[1] for row in self._conn.execute("pragma table_info(taskq_workers)")}
         for column, kind in (("model", "text"), ("cpus", "integer"), ("memory_mib", "integer"), ("warm", "text"),
-                             ("drop_warm", "integer not null default 0"), ("drop_warm_owners", "text")):
+                             ("drop_warm", "integer not null default 0"), ("drop_warm_owners", "text"),
+                             ("gpus", "text")):  # gpus: the devices its attempt holds ("2,3"), or that hold it
             if column not in workers_have:  # what the worker's machine has (cpu= and memory= are checked against it)
                 self._conn.execute(f"alter table taskq_workers add column {column} {kind}")
         self._conn.execute("create index if not exists taskq_tasks_callbacks on taskq_tasks (callback_done) "
@@ -390,6 +403,8 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create table if not exists taskq_task_tokens (digest text primary key, task_id text not null, "
                            "attempt integer not null, owner text, created_at real)")
         self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
+        if "gpus" not in {row[1] for row in self._conn.execute("pragma table_info(taskq_gpu_ledger)")}:
+            self._conn.execute("alter table taskq_gpu_ledger add column gpus integer")  # a gpu=N task's N
 
     def _date_old_retries(self) -> None:
         """A RETRY written before ``not_before`` existed would start at once under fair share: it gets the end
@@ -536,17 +551,26 @@ class SqliteTaskStore(TaskStore):
             [*waiting, *pools, time.time() if now is None else now])
         return [dict(r) for r in rows]
 
+    def waiting_gpu_tasks(self, pools, now=None, limit=200) -> list[dict]:
+        pools, waiting = list(pools), [str(s) for s in WAITING]
+        rows = self._read(
+            "select id, owner, priority, created_at, pool, gpu, timeout from taskq_tasks "
+            f"where status in ({', '.join('?' * len(waiting))}) and pool in ({', '.join('?' * len(pools))}) "
+            "and (status != 'RETRY' or coalesce(not_before, 0) <= ?) order by priority desc, seq limit ?",
+            [*waiting, *pools, time.time() if now is None else now, limit])
+        return [dict(r) for r in rows]
+
     def running_gpus_by_owner(self) -> dict[str | None, int]:
-        rows = self._read("select owner, count(*) from taskq_tasks where status = 'RUNNING' and gpu group by owner")
-        return {owner: n for owner, n in rows}
+        rows = self._read("select owner, sum(gpu) from taskq_tasks where status = 'RUNNING' and gpu group by owner")
+        return {owner: int(n) for owner, n in rows}
 
     def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
         rows = self._read(
-            "select t.owner, a.started_at, a.ended_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id "
-            "where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?) "
-            "union all select owner, started_at, ended_at from taskq_gpu_ledger where ended_at >= ?",
+            "select t.owner, a.started_at, a.ended_at, t.gpu from taskq_attempts a join taskq_tasks t "
+            "on t.id = a.task_id where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?) "
+            "union all select owner, started_at, ended_at, coalesce(gpus, 1) from taskq_gpu_ledger where ended_at >= ?",
             (since, since))
-        return [tuple(r) for r in rows]
+        return [(owner, started, ended) for owner, started, ended, n in rows for _ in range(int(n or 1))]
 
     def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
         rows = self._read("select owner, status, count(*) from taskq_tasks group by owner, status")
@@ -635,7 +659,8 @@ class SqliteTaskStore(TaskStore):
         now = time.time()
         with self._lock:
             self._write(  # its GPU time still counts a while (fair share)
-                "insert into taskq_gpu_ledger select t.owner, a.started_at, coalesce(a.ended_at, ?) from taskq_attempts a "
+                "insert into taskq_gpu_ledger (owner, started_at, ended_at, gpus) "
+                "select t.owner, a.started_at, coalesce(a.ended_at, ?), t.gpu from taskq_attempts a "
                 "join taskq_tasks t on t.id = a.task_id where a.task_id = ? and t.gpu and a.started_at is not null "
                 "and coalesce(a.ended_at, ?) >= ?", (now, task_id, now, now - USAGE_KEPT))
             self._write("delete from taskq_gpu_ledger where ended_at < ?", (now - USAGE_KEPT,))
@@ -724,14 +749,14 @@ class SqliteTaskStore(TaskStore):
             [worker[c] for c in cols],
         )
 
-    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool | tuple[str, ...]:
+    def heartbeat(self, name, instance, state, current_task, warm=None, gpus=None) -> bool | tuple[str, ...]:
         with self._lock:
             asked = self._conn.execute("select drop_warm, drop_warm_owners from taskq_workers where name = ? and "
                                        "instance = ?", (name, instance)).fetchone()
             self._conn.execute(
-                "update taskq_workers set heartbeat_at = ?, state = ?, current_task = ?, warm = ?, drop_warm = 0, "
-                "drop_warm_owners = null where name = ? and instance = ?",
-                (time.time(), state, current_task, json.dumps(warm or []), name, instance),
+                "update taskq_workers set heartbeat_at = ?, state = ?, current_task = ?, warm = ?, gpus = ?, "
+                "drop_warm = 0, drop_warm_owners = null where name = ? and instance = ?",
+                (time.time(), state, current_task, json.dumps(warm or []), gpus, name, instance),
             )
         if asked is None:
             return False

@@ -199,7 +199,7 @@ for _, index in ipairs({'expiring', 'ended', 'callbacks'}) do redis.call('ZREM',
 return 1
 """
 
-# ARGV: prefix, '' (no task), now, pools (JSON list), statuses (JSON list). Each owner's first task in each
+# ARGV: prefix, '' (no task), now, pools (JSON list), statuses (JSON list)[, n]. Each owner's first (n) task(s) in each
 # of those pools and statuses: a flat list of owner (raw JSON), member, score. First the retries whose delay
 # is over join their owners' sets. O(owners + retries come due), however many tasks wait.
 _HEADS = _PREAMBLE + """
@@ -216,6 +216,7 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry_due', '-inf', now))
   end
 end
 local wanted = {}
+local per_set = tonumber(ARGV[6] or '1')
 for _, st in ipairs(cjson.decode(ARGV[5])) do wanted[st] = true end
 local out = {}
 for _, pool in ipairs(cjson.decode(ARGV[4])) do
@@ -225,12 +226,12 @@ for _, pool in ipairs(cjson.decode(ARGV[4])) do
     for st, _ in pairs(WAITING) do
       local hk = heads_key(pool, st, owner_raw)
       if wanted[st] then
-        local top = redis.call('ZRANGE', hk, 0, 0, 'WITHSCORES')
-        if top[1] then
+        local top = redis.call('ZRANGE', hk, 0, per_set - 1, 'WITHSCORES')
+        for k = 1, #top, 2 do
           any = true
           out[#out + 1] = owner_raw
-          out[#out + 1] = top[1]
-          out[#out + 1] = top[2]
+          out[#out + 1] = top[k]
+          out[#out + 1] = top[k + 1]
         end
       elseif redis.call('ZCARD', hk) > 0 then
         any = true
@@ -687,8 +688,21 @@ class RedisTaskStore(TaskStore):
         for owner, gpu in pipe.execute():
             if gpu is not None and json.loads(gpu):
                 owner = json.loads(owner) if owner is not None else None
-                held[owner] = held.get(owner, 0) + 1
+                held[owner] = held.get(owner, 0) + int(json.loads(gpu))  # a gpu=N task holds N
         return held
+
+    def waiting_gpu_tasks(self, pools, now=None, limit=200) -> list[dict]:
+        if not self._heads_indexed:
+            self._date_old_retries()
+            self._index_once("index_heads")
+            self._heads_indexed = True
+        now = time.time() if now is None else now
+        reply = self._run("heads", "", json.dumps(now), json.dumps(list(pools)),
+                          json.dumps([str(s) for s in WAITING]), str(limit))
+        entries = sorted((float(reply[i + 2]), reply[i + 1]) for i in range(0, len(reply), 3))[:limit]
+        ids = [member.decode().partition(":")[2] for _score, member in entries]
+        return [{k: t[k] for k in ("id", "owner", "priority", "created_at", "pool", "gpu", "timeout")}
+                for t in self._fetch(ids)]
 
     def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
         """From ``gpu_attempts`` (each GPU attempt, scored by its end, +inf while it runs): O(attempts since)."""
@@ -700,15 +714,15 @@ class RedisTaskStore(TaskStore):
         for member in members:
             task_id, _, attempt = member.rpartition(":")
             pipe.hget(self._key("attempts", task_id), attempt)
-            pipe.hget(self._key("task", task_id), "owner")
+            pipe.hmget(self._key("task", task_id), "owner", "gpu")
         replies = pipe.execute() if members else []
         spans = self._deleted_spans(since)
-        for entry, owner in zip(replies[::2], replies[1::2]):
+        for entry, (owner, gpu) in zip(replies[::2], replies[1::2]):
             if entry is None or owner is None:
                 continue  # deleted meanwhile: the ledger has it
             entry = json.loads(entry)
-            if entry.get("started_at"):
-                spans.append((json.loads(owner), entry["started_at"], entry.get("ended_at")))
+            if entry.get("started_at"):  # a gpu=N task's attempt counts N times
+                spans += [(json.loads(owner), entry["started_at"], entry.get("ended_at"))] * int(json.loads(gpu or "1") or 1)
         return spans
 
     def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
@@ -819,7 +833,8 @@ class RedisTaskStore(TaskStore):
     def delete(self, task_id) -> bool:
         task, now = self.get(task_id), time.time()
         if task and task["gpu"]:  # its GPU time still counts a while (fair share)
-            ledger = {json.dumps([task["owner"], a["started_at"], a.get("ended_at") or now, task_id, a["attempt"]]):
+            ledger = {json.dumps([task["owner"], a["started_at"], a.get("ended_at") or now, task_id, a["attempt"],
+                                  int(task["gpu"])]):
                       a.get("ended_at") or now for a in self.attempts(task_id) if a.get("started_at")}
             if ledger:
                 self.redis.zadd(self._key("gpu_ledger"), ledger)
@@ -834,7 +849,11 @@ class RedisTaskStore(TaskStore):
         return self._run("delete", task_id) == 1
 
     def _deleted_spans(self, since) -> list[tuple[str | None, float, float | None]]:
-        return [tuple(json.loads(m)[:3]) for m in self.redis.zrangebyscore(self._key("gpu_ledger"), since, "+inf")]
+        spans = []
+        for m in self.redis.zrangebyscore(self._key("gpu_ledger"), since, "+inf"):
+            entry = json.loads(m)
+            spans += [tuple(entry[:3])] * (int(entry[5]) if len(entry) > 5 else 1)  # a gpu=N task's N
+        return spans
 
     def running(self) -> list[dict]:
         return self._fetch(self.redis.zrange(self._key("status", "RUNNING"), 0, -1))
@@ -891,9 +910,10 @@ class RedisTaskStore(TaskStore):
     def register_worker(self, worker: dict) -> None:
         self.redis.hset(self._key("workers"), worker["name"], json.dumps(worker))
 
-    def heartbeat(self, name, instance, state, current_task, warm=None) -> bool | tuple[str, ...]:
+    def heartbeat(self, name, instance, state, current_task, warm=None, gpus=None) -> bool | tuple[str, ...]:
         answer = self._scripts["heartbeat"](args=[self.prefix, name, instance, json.dumps(
-            {"heartbeat_at": time.time(), "state": state, "current_task": current_task, "warm": warm or []})])
+            {"heartbeat_at": time.time(), "state": state, "current_task": current_task, "warm": warm or [],
+             "gpus": gpus or False})])
         if isinstance(answer, bytes):  # the owners whose warm processes to drop
             return tuple(sorted(json.loads(answer)))
         return answer == 2

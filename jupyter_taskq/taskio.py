@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"
+GPUS_ENV = "JUPYTER_TASKQ_GPUS"
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes: a tight loop may call it a million times
 MANIFEST = "manifest.jsonl"
 PROGRESS = "progress.json"
@@ -53,6 +54,14 @@ def progress(done: float, total: float | None = None, message: str = "") -> None
 
 
 _on_start_value = None
+
+
+def gpus() -> list[int]:
+    """Inside a task: the physical ids of the GPUs it holds, in order (``[2, 3]`` for a gpu=2 task on GPUs
+    2 and 3); ``CUDA_VISIBLE_DEVICES`` lists the same, so the task sees them as ``cuda:0``, ``cuda:1``, and
+    ``len(gpus())`` is the ``WORLD_SIZE`` of a one-process-per-GPU launch. ``[]`` outside a task or for a
+    CPU task."""
+    return [int(g) for g in os.environ.get(GPUS_ENV, "").split(",") if g.strip().isdigit()]
 
 
 def on_start_value():

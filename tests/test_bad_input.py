@@ -34,7 +34,9 @@ def post_payload(shared_server, data, **params):
         ({"max_retries": "-1"}, "'max_retries' must be between 0 and 100"),
         ({"priority": "high"}, "'priority' must be an integer"),
         ({"colour": "red"}, "unknown option(s) 'colour'"),
-        ({"gpu": "3"}, "at most 1 GPU"),
+        ({"gpu": "3"}, "no live machine has 3 GPUs for one task"),  # the shared server has gpus=[0, 1]
+        ({"gpu": "65"}, "option 'gpu' must be 0, a number of GPUs up to 64"),
+        ({"gpu": "A100:0"}, "\"MODEL:N\""),
         ({"callback_url": "ftp://x"}, "'callback_url' must be an http"),
         ({"retry_backoff": "0.5"}, "'retry_backoff' must be a number between 1 and 100"),
         # Issue 12: no number that is not finite, nor one a date or a sleep cannot hold.

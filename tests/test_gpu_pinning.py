@@ -54,8 +54,10 @@ def test_cpu_tasks_never_run_on_gpu_workers(client):
 
 
 def test_gpu_request_the_server_cannot_meet_is_refused(make_server, client):
-    with pytest.raises(ValueError, match="at most 1 GPU"):  # refused in the kernel, before sending
-        client.submit(visible_devices, gpu=2)
+    with pytest.raises(ValueError, match="option 'gpu' must be"):  # refused in the kernel, before sending
+        client.submit(visible_devices, gpu=-1)
+    with pytest.raises(TaskqError, match="no live machine has 3 GPUs"):  # the server knows its machines
+        client.submit(visible_devices, gpu=3)
     cpu_only = make_server(gpus=[], cpu_workers=1).client()
     with pytest.raises(TaskqError, match="no GPU workers") as info:
         cpu_only.submit(visible_devices, gpu=1)

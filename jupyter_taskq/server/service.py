@@ -111,6 +111,23 @@ def _warm_list(value) -> list:
     return value if isinstance(value, list) else []
 
 
+def _gpu_holding(worker: dict, running: dict | None) -> dict:
+    """Which task holds this GPU worker's GPU, and with which others (a gang): its own attempt's, or
+    ("lent") another worker's gang's. ``gpus``: the devices of that attempt, in order."""
+    if worker.get("pool") != GPU_POOL:
+        return {}
+    devices = [int(d) for d in str(worker.get("gpus") or "").split(",") if d.strip().isdigit()]
+    if running is not None:
+        return {"gpu_task": running["id"], "gpu_task_name": running.get("name"), "lent": False,
+                "gpus": devices or ([int(worker["device"])] if str(worker.get("device") or "").isdigit() else [])}
+    if worker.get("state") == "lent":
+        return {"gpu_task": worker.get("current_task"), "gpu_task_name": None, "lent": True, "gpus": devices}
+    return {"gpu_task": None, "gpu_task_name": None, "lent": False, "gpus": []}
+
+
+WAITING_VALUES = frozenset(s.value for s in WAITING)
+
+
 class TaskService:
     callback_guard = None  # set by the extension: where callback_url may point (server/webhooks.py)
 
@@ -170,11 +187,9 @@ class TaskService:
             opts = options_module.validate(raw, self.defaults)
         except options_module.OptionError as exc:
             raise bad_request(str(exc)) from None
-        gpu = opts["gpu"]
-        opts["gpu_model"] = None
-        if isinstance(gpu, str):
-            opts["gpu_model"] = self._resolve_gpu_model(gpu)
-            opts["gpu"] = 1
+        model, count = options_module.gpu_request(opts["gpu"])
+        opts["gpu_model"] = self._resolve_gpu_model(model) if model else None
+        opts["gpu"] = count  # stored: the number of GPUs (the model is the pool's)
         if opts["gpu"] and self.gpu_slots == 0 and not self._live_worker_in(GPU_POOL):
             raise bad_request("this server has no GPU workers (TaskQueue.gpus is empty or no GPU was detected) "
                               "and no live GPU worker has joined the queue; submit with gpu=0 or configure "
@@ -184,6 +199,8 @@ class TaskService:
                               "has joined the queue; submit with gpu=1")
         if opts["cpu"] is not None or opts["memory"] is not None:
             self._check_machine_size(opts)
+        if opts["gpu"] > 1:
+            self._check_gpu_count(opts["gpu"], opts["gpu_model"])
         if opts["callback_url"] and self.callback_guard is not None:
             try:
                 self.callback_guard.check_url(opts["callback_url"])
@@ -215,6 +232,31 @@ class TaskService:
                               for k in ("cpu", "memory") if opts[k] is not None)
             there = "; ".join(f"{m['where']}: {m['cpus']} cores, {m['memory_mib']} MiB" for m in machines)
             raise bad_request(f"no live worker's machine can meet {asked}; the machines there are: {there}")
+
+    def gpu_machines(self, model: str | None = None) -> dict[str, list[tuple[str, str | None]]]:
+        """Each machine's GPUs as live GPU workers report them: ``{host: [(device, model), ...]}`` (only
+        ``model``'s when given). Before this server's own workers have registered, its ``gpus``."""
+        machines: dict[str, dict[str, str | None]] = {}
+        for w in self.alive_workers():
+            if w["pool"] == GPU_POOL and w.get("device") is not None:
+                if model is None or w.get("model") == model:
+                    machines.setdefault(w.get("host") or "?", {})[str(w["device"])] = w.get("model")
+        if not machines and self.gpus and model is None:
+            machines["this machine"] = {str(g): None for g in self.gpus}
+        return {host: sorted(devices.items(), key=lambda d: (len(d[0]), d[0])) for host, devices in machines.items()}
+
+    def _check_gpu_count(self, count: int, model: str | None) -> None:
+        """``gpu=N`` more than any one live machine has (of that model) is refused now, naming them: a gang
+        never spans machines, so it could never start."""
+        machines = self.gpu_machines(model)
+        if any(len(devices) >= count for devices in machines.values()):
+            return
+        what = f"{count} GPUs of model {model!r}" if model else f"{count} GPUs"
+        there = "; ".join(f"{host}: {len(devices)} GPU{'s' if len(devices) != 1 else ''} ("
+                          + ", ".join(f"{d}" + (f" {m}" if m else "") for d, m in devices) + ")"
+                          for host, devices in sorted(machines.items())) or "none"
+        raise bad_request(f"no live machine has {what} for one task (a task's GPUs are all on one machine); "
+                          f"the machines there are: {there}")
 
     def open_spool(self) -> tuple[Path, int]:
         """A private file for an upload in progress (payloads are code)."""
@@ -433,9 +475,14 @@ class TaskService:
              "busy_since": iso(running[w["instance"]]["started_at"]) if w["instance"] in running else None,
              "current_task_name": running[w["instance"]]["name"] if w["instance"] in running else None,
              "last_heartbeat": iso(w["heartbeat_at"]), "alive": (w["heartbeat_at"] or 0) >= now - LIVE_WORKER_WINDOW,
-             "started_at": iso(w["started_at"]), "warm": _warm_list(w.get("warm"))}
+             "started_at": iso(w["started_at"]), "warm": _warm_list(w.get("warm")),
+             **_gpu_holding(w, running.get(w["instance"]))}
             for w in self.store.workers()
         ]
+        names = {t["id"]: t["name"] for t in running.values()}
+        for worker in workers:  # a GPU lent to another worker's gang: that task's name too
+            if worker.get("lent") and worker.get("gpu_task") in names:
+                worker["gpu_task_name"] = names[worker["gpu_task"]]
         return {
             "queue_depth": {pool: waiting.get(pool, 0) for pool in sorted(set(POOLS) | set(waiting))},
             "workers": workers,
@@ -469,6 +516,8 @@ class TaskService:
             "callback": task.get("callback"),
             "seed": task.get("seed"),  # the seeds its random libraries started from (jupyter_taskq/seeds.py)
             "environment": task.get("environment"),  # its image's hash and resolved packages (worker/images.py)
+            # a waiting gpu=N task: what it waits for ("waiting for 4 GPUs on one machine: 3 busy until ...")
+            "waiting_for": task.get("waiting_for") if task["status"] in WAITING_VALUES else None,
             "stats": stats if stats is not None else self.task_stats(),
         }
 

@@ -60,7 +60,7 @@ class FairTurns:
         usage = usage_from_spans(self.store.gpu_spans(now - HORIZON_HALF_LIVES * quotas.half_life), now,
                                  quotas.half_life)
 
-        def at_cap(owner) -> bool:
+        def at_cap(owner) -> bool:  # (a gpu=N task is held to the quota in GangTurns: see order())
             cap = quotas.limit("max_gpus", owner, groups_of.get(owner, ()))
             return bool(cap) and held.get(owner, 0) >= cap
 
@@ -72,3 +72,27 @@ class FairTurns:
             return None
         log.debug("fair share: %s's task %s before %s", pick.owner, pick.task_id, task_id)
         return huey.attempt.s(pick.task_id)
+
+
+    def order(self, candidates: list[dict], now: float) -> list[dict] | None:
+        """Waiting tasks (``store.waiting_gpu_tasks``) in fair-share order: users by least recent GPU time
+        (each GPU of a gpu=N task counts: N GPU-seconds a second), each user's own in their order; a task
+        that would take its user past their GPU quota (GPUs, not tasks) is left out. None: no policy."""
+        policy = self.policy.current()
+        if policy is None:
+            return None
+        quotas, groups_of = policy
+        held = self.store.running_gpus_by_owner()
+        usage = usage_from_spans(self.store.gpu_spans(now - HORIZON_HALF_LIVES * quotas.half_life), now,
+                                 quotas.half_life)
+        first_seen: dict = {}
+        for rank, task in enumerate(candidates):
+            first_seen.setdefault(task["owner"], rank)
+
+        def allowed(task) -> bool:
+            cap = quotas.limit("max_gpus", task["owner"], groups_of.get(task["owner"], ()))
+            return not cap or held.get(task["owner"], 0) + int(task["gpu"] or 1) <= cap
+
+        ranked = sorted(enumerate(candidates), key=lambda rt: (usage.get(rt[1]["owner"], 0.0),
+                                                               first_seen[rt[1]["owner"]], rt[0]))
+        return [task for _rank, task in ranked if allowed(task)]

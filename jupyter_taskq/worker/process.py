@@ -50,6 +50,8 @@ from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
 from . import cgroups, display, limits, owner, runner  # noqa: F401 - display, owner: imported once here, not in each attempt
 from .fair import FairTurns
+from .gangturns import GangTurns
+from .gpulocks import MachineGpus
 from ..recovery import requeue_attempt, retry_or_fail
 from .proctree import become_subreaper, children, die_with_parent, signal_all
 from .imagestep import ImageStep, run_env as image_run_env
@@ -65,12 +67,14 @@ POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeou
 MAX_BACKOFF = 5.0  # longest wait between two tries of a write that fails (full disk, store down)
 PER_TASK_HEADER = frozenset({"seed"})  # payload header fields that differ between calls of one function
 MAX_WARM = 4  # warm task processes a worker keeps at most (they hold memory); the oldest idle one goes
+OBSERVE_INTERVAL = 2.0  # how often a busy or lent GPU worker says what a waiting gang waits for
 STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its orphans
 
 
 class Worker:
     def __init__(self, backend: Backend, name: str, pool: str, device: str | None = None, kill_grace: float = 2.0,
-                 log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None, run_as_owner: bool = False):
+                 log_max_bytes: int = 10 * 1024 * 1024, model: str | None = None, run_as_owner: bool = False,
+                 machine_gpus: dict[int, str | None] | None = None):
         self.state = backend.state
         # Hub service (issue 15): each attempt runs as its owner's Unix account (worker/owner.py).
         self.run_as_owner = run_as_owner
@@ -89,11 +93,21 @@ class Worker:
         self.hueys = [backend.open_queue(p) for p in self.pools]
         self.bells = [backend.work_bell(p) for p in self.pools]
         self.fair = FairTurns(self.store, self.state.root) if pool == GPU_POOL else None  # hub service (issue 15)
+        # A GPU worker takes tasks through the machine's GPU allocator: gangs, reservation, backfill (issue 26).
+        self.gangs: GangTurns | None = None
+        if pool == GPU_POOL and device is not None and device.isdigit():
+            machine = dict(machine_gpus or {}) or {int(device): self.model}
+            machine.setdefault(int(device), self.model)
+            gpus = MachineGpus(self.state.root / "gpus", machine, int(device), name)
+            self.gangs = GangTurns(self.store, self.fair, gpus, self.pools, self.hueys)
+        self._lent: dict | None = None  # the gang (of another worker) that holds this worker's GPU
+        self._attempt_devices = self.cuda_devices  # the GPUs of the attempt in flight ("2,3" for a gang)
         self.huey = self.hueys[0]  # the queue of the attempt being run (set as each is dequeued)
         self.events = backend.events_ringer()
         self.stopping = False
         self._next_heartbeat = 0.0
         self._next_schedule = 0.0
+        self._next_observe = 0.0
         self._spare: TaskProcess | None = None
         self._current: TaskProcess | None = None  # the keeper of the attempt being run
         self._warm: dict[str, TaskProcess] = {}  # keep_warm_seconds: idle task processes by what they serve
@@ -137,7 +151,11 @@ class Worker:
                         self._drop_fetched_blobs()
                         wait_for_any(self.bells, SCHEDULE_INTERVAL)
                     else:
-                        self.huey.execute(task)
+                        try:
+                            self.huey.execute(task)
+                        finally:  # ended, expired or not run: the GPUs taken for it are free again
+                            if self.gangs is not None:
+                                self.gangs.release()
                     backoff = self._recovered("the queue")
                 except Exception as exc:  # noqa: BLE001 - full disk, store down: wait, never crash-loop
                     backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
@@ -157,12 +175,30 @@ class Worker:
 
     def _next_message(self):
         """The next message of the first of this worker's pools that has one (its model's first)."""
+        if self.gangs is not None:
+            return self._next_gpu_message()
         for huey in self.hueys:
             task = huey.dequeue()
             if task is not None and self.fair is not None:
                 task = self.fair.choose(huey, task, self.pools[self.hueys.index(huey)])
             if task is not None:
                 self.huey = huey
+                return task
+        return None
+
+    def _next_gpu_message(self):
+        """A GPU worker: nothing while another worker's gang holds its GPU; else the task the machine's
+        plan starts on it (:mod:`.gangturns`), with its GPUs taken."""
+        self._lent = self.gangs.gpus.lent_to()
+        if self._lent is not None:
+            return None
+        for huey in self.hueys:
+            task = huey.dequeue()
+            if task is not None:
+                chosen = self.gangs.choose(huey, task)
+                if chosen is None:
+                    return None
+                self.huey, task = chosen
                 return task
         return None
 
@@ -224,8 +260,18 @@ class Worker:
                 self._end_strays()
             if self._warm:
                 self._expire_warm(now)
-            asked = self.store.heartbeat(self.name, self.instance, "busy" if running_task else "idle", running_task,
-                                         self.warm_processes())
+            if self.gangs is not None and now >= self._next_observe and (running_task or self._lent):
+                self._next_observe = now + OBSERVE_INTERVAL
+                try:
+                    self.gangs.observe()  # what a waiting gpu=N task waits for, while this GPU is taken
+                except Exception:  # noqa: BLE001 - only what a waiting task's JSON says
+                    log.warning("could not say what waiting GPU tasks wait for", exc_info=True)
+            state, task, gpus = "busy" if running_task else "idle", running_task, None
+            if running_task and self.gangs is not None and self.gangs.gpus.held:
+                gpus = ",".join(map(str, self.gangs.gpus.held))
+            elif running_task is None and self._lent is not None:  # its GPU is in another worker's gang
+                state, task, gpus = "lent", self._lent.get("task"), ",".join(map(str, self._lent.get("devices") or []))
+            asked = self.store.heartbeat(self.name, self.instance, state, task, self.warm_processes(), gpus)
             if asked:  # DELETE taskq/api/warm: every warm process (True), or those of the owners named
                 self.drop_warm(None if asked is True else asked)
         if running_task is None and now >= self._next_schedule:
@@ -253,6 +299,15 @@ class Worker:
         and leave the task RUNNING. Whatever goes wrong, the attempt ends in a final or retry status
         (the worker waits, taking no work, until it can record it); retries are scheduled here, from
         the store's counts, not by Huey."""
+        self._attempt_devices = self.cuda_devices
+        if self.gangs is not None:
+            devices = self.gangs.devices_for(task_id)
+            if devices is None:  # no GPUs taken for it: never run; a waiting task keeps its message (a turn)
+                if self.store.statuses([task_id]).get(task_id) in {s.value for s in WAITING}:
+                    self._until_written(f"the queue entry of task {task_id}",
+                                        lambda: self.huey.enqueue(huey_task) or True)
+                return  # (a message of a task no longer waiting is dropped, as a claim would find nothing)
+            self._attempt_devices = ",".join(map(str, devices))
         task = self._until_written(f"the start of task {task_id}",
                                    lambda: self.store.claim(task_id, self.name, self.instance) or {})
         if not task:
@@ -261,6 +316,8 @@ class Worker:
             self._changed(task_id)  # a claim may have ended it CANCELLED (a cancel asked while it ran is final)
             return  # cancelled, expired or deleted while it waited (or its row cannot be claimed: logged)
         self._changed(task_id)
+        if self.gangs is not None:
+            self._next_heartbeat = 0.0  # stats show which task holds which GPUs now, not in a second
         token_digest = self._start_token(task)
         try:
             outcome, error = self._execute_in_child(task)
@@ -438,7 +495,8 @@ class Worker:
             python, attempt_env = image.python, {**self._attempt_env, **image_run_env(image)}
         keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None else 0.0
         # A warm process serves one owner's tasks only (what on_start loaded is theirs), run as them or not.
-        key = f"{_warm_key(header)}:{task.get('owner')}" if keep_warm > 0 else None
+        # ... and one GPU set: a process that touched CUDA sees only the devices it started with.
+        key = f"{_warm_key(header)}:{task.get('owner')}:{self._attempt_devices}" if keep_warm > 0 else None
         who = None
         if self.run_as_owner:
             self._owner = owner.lookup(task.get("owner"))
@@ -459,7 +517,7 @@ class Worker:
             if warm is not None and reuse and warm.alive():
                 try:
                     warm.dispatch([str(run / "payload"), *paths[1:]] if who else paths, None, warm=True, owner=who,
-                                  env=attempt_env)
+                                  env=attempt_env, devices=self._attempt_devices)
                     warm.keep_warm = keep_warm
                     return warm
                 except OSError:
@@ -469,13 +527,15 @@ class Worker:
         proc, self._spare = self._spare, None
         if proc is not None:
             try:
-                proc.dispatch(paths, python, warm=key is not None, owner=who, env=attempt_env)
+                proc.dispatch(paths, python, warm=key is not None, owner=who, env=attempt_env,
+                          devices=self._attempt_devices)
             except OSError:  # it died while waiting
                 self._retire(proc)
                 proc = None
         if proc is None:
             proc = self._fork()
-            proc.dispatch(paths, python, warm=key is not None, owner=who, env=attempt_env)
+            proc.dispatch(paths, python, warm=key is not None, owner=who, env=attempt_env,
+                          devices=self._attempt_devices)
         proc.warm_key, proc.keep_warm = key, keep_warm
         # owner: stats show a hub user only their own warm processes, and DELETE warm drops only those
         proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd"), "owner": task.get("owner")}
@@ -742,6 +802,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, choices=["cpu", "gpu"])
     parser.add_argument("--device", default=None, help="the GPU index this worker is pinned to")
     parser.add_argument("--model", default=None, help="the model name of that GPU (tasks may ask for it)")
+    parser.add_argument("--machine-gpus", default=None, metavar="JSON",
+                        help='every GPU of this machine and its model, {"0": "A100", "1": null}: a gpu=N task takes '
+                             "N of them (default: only --device)")
     parser.add_argument("--kill-grace", type=float, default=2.0)
     parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024)
     parser.add_argument("--die-with-parent", action="store_true")
@@ -754,8 +817,9 @@ def main(argv: list[str] | None = None) -> None:
     backend = Backend.open(Path(args.state_dir), args.redis, args.files_dir)
     if args.run_as_owner:
         check_can_run_as_owners(backend.state)
+    machine = {int(d): m for d, m in json.loads(args.machine_gpus).items()} if args.machine_gpus else None
     Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes, args.model,
-           args.run_as_owner).run()
+           args.run_as_owner, machine).run()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
 
 
 ATTEMPT_DIR_ENV = "JUPYTER_TASKQ_ATTEMPT_DIR"  # as jupyter_taskq.taskio reads it
+GPUS_ENV = "JUPYTER_TASKQ_GPUS"  # the attempt's GPUs, as jupyter_taskq.gpus() reads them
 #: matplotlib backends that ipykernel sets in the kernel's environment, which a worker cannot show: the
 #: task gets Agg instead (a backend the user chose, such as "pdf" or "svg", is kept).
 KERNEL_BACKENDS = ("module://matplotlib_inline", "module://ipykernel")
@@ -241,7 +242,8 @@ def _enter_world(header: dict, cuda_devices: str, attempt_dir: str, image: dict 
     library): the image's packages are found by reference, not the kernel's."""
     os.environ.clear()
     os.environ.update(header["env"])
-    os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
+    os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices  # exactly the attempt's GPUs, in order ("2,3")
+    os.environ[GPUS_ENV] = cuda_devices  # jupyter_taskq.gpus(): their physical ids
     os.environ[ATTEMPT_DIR_ENV] = attempt_dir
     if os.environ.get("MPLBACKEND", "").startswith(KERNEL_BACKENDS) or not os.environ.get("MPLBACKEND"):
         os.environ["MPLBACKEND"] = "Agg"  # no display here: plt.show() saves the figure (see taskhooks.py)

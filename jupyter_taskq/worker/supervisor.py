@@ -13,6 +13,7 @@ the same thing on its own.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -74,6 +75,8 @@ class Supervisor:
         self.run_as_owner = run_as_owner  # hub service: each attempt runs as its owner (worker/owner.py)
         self.state = backend.state
         self.workers = [_Running(spec) for spec in specs]
+        # Every GPU of the machine and its model: each GPU worker may take siblings for a gang (gpulocks.py).
+        self.machine_gpus = {s.device: s.model for s in specs if s.device is not None}
         self.stale_after = stale_after
         self.kill_grace = kill_grace
         self.log_max_bytes = log_max_bytes
@@ -202,7 +205,7 @@ class Supervisor:
                "--name", spec.name, "--pool", spec.pool, "--kill-grace", str(self.kill_grace),
                "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
         if spec.device is not None:
-            cmd += ["--device", spec.device]
+            cmd += ["--device", spec.device, "--machine-gpus", json.dumps(self.machine_gpus)]
         if spec.model:
             cmd += ["--model", spec.model]
         if self.run_as_owner:

@@ -137,14 +137,15 @@ class TaskProcess:
         return cls(pid, request_w, done_r)
 
     def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False,
-                 owner: dict | None = None, env: dict[str, str] | None = None) -> None:
+                 owner: dict | None = None, env: dict[str, str] | None = None, devices: str | None = None) -> None:
         """Start an attempt: ``python`` names another interpreter to run it in (the notebook's env);
         ``warm``: keep the task process afterwards if the attempt returns normally; ``owner``: the
         account to run it as (:mod:`.owner`; with ``"blob"``, the path of its shared part); ``env``: this
         attempt's own environment entries over the notebook's (its task token: tasktokens.py), through a
-        pipe, never a file or a command line."""
+        pipe, never a file or a command line; ``devices``: the attempt's GPUs ("2,3" for a gang), over the
+        keeper's own."""
         write_message(self.request, {"paths": paths, "python": python, "warm": warm, "owner": owner,
-                                     "env": env or {}})
+                                     "env": env or {}, "devices": devices})
         self.attempts += 1
         self.idle_since = None
         self.busy = True
@@ -370,6 +371,8 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
         if message is None:
             return runner.EXIT_OK  # the keeper ended
         paths = message["paths"]
+        devices = message.get("devices")
+        devices = cuda_devices if devices is None else devices  # a gang's GPUs: this attempt's own
         runner.set_attempt_env(message.get("env") or {})  # before _exec_runner: the other interpreter inherits it
         as_owner = {}
         if message.get("owner"):
@@ -380,7 +383,7 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
                 write_message(reports, {"code": runner.EXIT_SETUP, "reusable": False})
                 return runner.EXIT_SETUP
         if message.get("python"):
-            _exec_runner(message["python"], paths, cuda_devices, as_owner)
+            _exec_runner(message["python"], paths, devices, as_owner)
         sys.path[:] = base_path
         warm = bool(message.get("warm"))
         if served:
@@ -390,7 +393,7 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
         if warm and guard.modules_changed():
             code = EXIT_STALE
         else:
-            code = runner.run_attempt(*paths, cuda_devices, payload, guard.before_call if warm else None, **as_owner)
+            code = runner.run_attempt(*paths, devices, payload, guard.before_call if warm else None, **as_owner)
         _flush_output()
         # Never after the task raised or crashed, nor when it left a thread running or a child alive: they
         # would write into the next attempt's log and outlive their attempt (the keeper ends them with it).

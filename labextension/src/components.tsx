@@ -10,6 +10,9 @@ import * as React from 'react';
 import {
   attemptLabel,
   deviceLabel,
+  gpuHoldingLabel,
+  gpuRequestLabel,
+  waitingForText,
   formatBytes,
   formatCreated,
   formatDuration,
@@ -92,7 +95,13 @@ export function QueueHeader({
             title={`${w.name} · pid ${w.pid ?? '?'}${w.host ? ` · ${w.host}` : ''}`}
           >
             <div className="jtqp-worker-device">{deviceLabel(w)}</div>
-            <div className="jtqp-worker-state">{w.busy ? 'busy' : 'idle'}</div>
+            <div className="jtqp-worker-state">{w.busy ? 'busy' : w.lent ? 'lent' : 'idle'}</div>
+            {gpuHoldingLabel(w) && <div className="jtqp-worker-gang jtqp-muted">{gpuHoldingLabel(w)}</div>}
+            {!w.busy && w.lent && w.gpu_task && (
+              <button className="jtqp-link jtqp-worker-task" onClick={() => onOpen(w.gpu_task!)}>
+                {w.gpu_task_name || w.gpu_task.slice(0, 8)}
+              </button>
+            )}
             {w.busy && w.current_task && (
               <button className="jtqp-link jtqp-worker-task" onClick={() => onOpen(w.current_task!)}>
                 {w.current_task_name || w.current_task.slice(0, 8)}
@@ -335,7 +344,9 @@ export function TaskTable({ model, confirm, now }: PanelProps): JSX.Element {
                 <StatusChip status={task.status} />
               </td>
               <td className="jtqp-owner">{task.owner ?? ''}</td>
-              <td className="jtqp-worker-cell">{workerLabel(task)}</td>
+              <td className="jtqp-worker-cell" title={waitingForText(task) || undefined}>
+                {workerLabel(task)}
+              </td>
               <td className="jtqp-attempt">{attemptLabel(task)}</td>
               <td className="jtqp-created" title={task.created_at}>
                 {formatCreated(task.created_at, now)}
@@ -457,7 +468,8 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
         <Field label="status">{task.status}</Field>
         <Field label="attempt">{attemptLabel(task)}</Field>
         <Field label="worker">{workerLabel(task)}</Field>
-        <Field label="GPU">{task.gpu_model ?? (task.gpu ? 'any' : 'no')}</Field>
+        <Field label="GPU">{gpuRequestLabel(task)}</Field>
+        <Field label="waiting for">{waitingForText(task) || null}</Field>
         <Field label="created">{iso(task.created_at)}</Field>
         <Field label="started">{iso(task.started_at)}</Field>
         <Field label="ended">{iso(task.ended_at)}</Field>

@@ -62,7 +62,7 @@ export function workerLabel(task: Pick<Task, 'worker' | 'gpu'>): string {
   if (task.worker) {
     return task.worker;
   }
-  return task.gpu ? 'any GPU' : 'any CPU';
+  return task.gpu > 1 ? `${task.gpu} GPUs on one machine` : task.gpu ? 'any GPU' : 'any CPU';
 }
 
 /** 0..1 for the progress bar, or null when the task reports no fraction. */
@@ -81,6 +81,43 @@ export function deviceLabel(worker: Pick<WorkerInfo, 'pool' | 'device' | 'model'
   }
   const label = `GPU ${worker.device ?? '?'}`;
   return worker.model ? `${label} · ${worker.model}` : label;
+}
+
+/** What a task asks for: "no", "any", "2 (any model)", "A100", "4 × A100". */
+export function gpuRequestLabel(task: Pick<Task, 'gpu' | 'gpu_model'>): string {
+  const n = task.gpu || 0;
+  if (!n) {
+    return 'no';
+  }
+  if (task.gpu_model) {
+    return n > 1 ? `${n} × ${task.gpu_model}` : task.gpu_model;
+  }
+  return n > 1 ? `${n} (any model)` : 'any';
+}
+
+/** A GPU tile's holder: "" when free; "GPUs 2,3" for a gang; lent tiles say whose gang holds them. */
+export function gpuHoldingLabel(worker: Pick<WorkerInfo, 'pool' | 'gpus' | 'lent' | 'gpu_task'>): string {
+  if (worker.pool !== 'gpu' || !worker.gpu_task) {
+    return '';
+  }
+  const gpus = worker.gpus ?? [];
+  const gang = gpus.length > 1 ? `GPUs ${gpus.join(',')}` : '';
+  return worker.lent ? `in a gang${gang ? ` (${gang})` : ''}` : gang;
+}
+
+/** "waiting for 4 GPUs on one machine: 3 busy until about 14:20", the time in the browser's zone. */
+export function waitingForText(task: Pick<Task, 'waiting_for'>): string {
+  const w = task.waiting_for;
+  if (!w) {
+    return '';
+  }
+  const what = `waiting for ${w.gpus} GPU${w.gpus === 1 ? '' : 's'} on one machine`;
+  if (typeof w.until === 'number' && isFinite(w.until)) {
+    const at = new Date(w.until * 1000);
+    const hhmm = `${String(at.getHours()).padStart(2, '0')}:${String(at.getMinutes()).padStart(2, '0')}`;
+    return `${what}: ${w.busy} busy until about ${hhmm}`;
+  }
+  return w.message || `${what}: ${w.busy} busy`;
 }
 
 export function failureCount(stats: Pick<Stats, 'counts'> | null): number {

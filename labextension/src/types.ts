@@ -57,8 +57,9 @@ export interface Task {
   updated_at: string;
   attempt: number;
   max_retries: number;
-  gpu: number;
+  gpu: number; // how many GPUs (0: a CPU task)
   gpu_model?: string | null;
+  waiting_for?: WaitingFor | null; // a waiting gpu=N task: what its machine's GPUs are busy with
   worker: string | null;
   timeout: number | null;
   expires: number | null;
@@ -133,6 +134,12 @@ export interface WorkerInfo {
   last_heartbeat: string | null;
   alive: boolean;
   started_at: string | null;
+  // The task that holds this worker's GPU (issue 26): its own attempt's, or (lent) another worker's gang's;
+  // gpus: the devices of that attempt, in order.
+  gpu_task?: string | null;
+  gpu_task_name?: string | null;
+  gpus?: number[];
+  lent?: boolean;
   cpus?: number | null; // the worker machine's cores and memory (MiB)
   memory_mib?: number | null;
   warm?: WarmProcess[];
@@ -221,4 +228,15 @@ export interface GroupSummary {
 export interface CellCounts {
   cells: Record<string, Record<string, number>>;
   total: number;
+}
+
+/** What a waiting gpu=N task waits for (issue 26): its reservation on a machine. */
+export interface WaitingFor {
+  gpus: number;
+  busy: number;
+  machine?: string;
+  until: number | null; // epoch seconds: when the last reserved GPU frees up at the latest (null: unknown)
+  reserved?: number[];
+  held_by?: string[];
+  message: string;
 }

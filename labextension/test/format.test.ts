@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import {
   attemptLabel,
   deviceLabel,
+  gpuHoldingLabel,
+  gpuRequestLabel,
+  waitingForText,
   formatBytes,
   imageLabel,
   serverPath,
@@ -111,5 +114,35 @@ describe('imageLabel', () => {
       'packaging==21.0, six, Python 3.11'
     );
     expect(imageLabel(spec)).toBe('(no packages)');
+  });
+});
+
+describe('multi-GPU tasks (issue 26)', () => {
+  it('says what a task asks for and where it waits', () => {
+    expect(gpuRequestLabel({ gpu: 0 })).toBe('no');
+    expect(gpuRequestLabel({ gpu: 1 })).toBe('any');
+    expect(gpuRequestLabel({ gpu: 2 })).toBe('2 (any model)');
+    expect(gpuRequestLabel({ gpu: 1, gpu_model: 'A100' })).toBe('A100');
+    expect(gpuRequestLabel({ gpu: 4, gpu_model: 'A100' })).toBe('4 × A100');
+    expect(workerLabel({ worker: null, gpu: 4 })).toBe('4 GPUs on one machine');
+  });
+
+  it('shows which task holds which GPUs on the tiles', () => {
+    expect(gpuHoldingLabel({ pool: 'gpu', gpu_task: null, gpus: [] })).toBe('');
+    expect(gpuHoldingLabel({ pool: 'gpu', gpu_task: 't', gpus: [1] })).toBe('');
+    expect(gpuHoldingLabel({ pool: 'gpu', gpu_task: 't', gpus: [2, 3] })).toBe('GPUs 2,3');
+    expect(gpuHoldingLabel({ pool: 'gpu', gpu_task: 't', gpus: [2, 3], lent: true })).toBe('in a gang (GPUs 2,3)');
+    expect(gpuHoldingLabel({ pool: 'cpu', gpu_task: 't', gpus: [] })).toBe('');
+  });
+
+  it('says what a waiting gang waits for, in local time', () => {
+    const until = new Date(2030, 0, 1, 14, 20).getTime() / 1000;
+    expect(waitingForText({ waiting_for: null })).toBe('');
+    expect(waitingForText({ waiting_for: { gpus: 4, busy: 3, until, message: 'x' } })).toBe(
+      'waiting for 4 GPUs on one machine: 3 busy until about 14:20'
+    );
+    expect(waitingForText({ waiting_for: { gpus: 4, busy: 1, until: null, message: 'no known end' } })).toBe(
+      'no known end'
+    );
   });
 });
