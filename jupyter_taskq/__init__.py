@@ -12,12 +12,13 @@ from .status import TaskStatus  # noqa: E402
 from .taskio import Output, on_start_value, progress  # noqa: E402  (used inside tasks; stdlib only)
 
 __all__ = ["TaskStatus", "Output", "progress", "on_start_value", "task_queue", "tasks", "connect", "Client", "TaskHandle", "TaskGroup", "TaskFailed",
-           "__version__"]
+           "schedules", "Schedule", "__version__"]
 
 _LAZY = {
     "connect": "client", "Client": "client", "TaskHandle": "client", "TaskFailed": "client",
     "RemoteTraceback": "client", "TaskqError": "client",
     "task_queue": "decorator", "TaskGroup": "group", "tasks": "group",
+    "schedules": "schedules", "Schedule": "schedules",
 }
 
 
