@@ -81,7 +81,31 @@ export interface Task {
   progress: TaskProgress | null;
   result: { available: boolean; size: number | null; expired: boolean; expires_in: number | null };
   log: { url: string; dropped: number };
+  // Issue 24: what a PENDING task waits for (its dependencies left, its start time) and its schedule.
+  after?: string[];
+  after_any_outcome?: boolean;
+  waiting_for?: string[];
+  start_at?: string | null;
+  schedule_id?: string | null;
   [key: string]: unknown;
+}
+
+/** A schedule (`GET schedules`): a function run on a cron expression or every interval. */
+export interface Schedule {
+  id: string;
+  name: string | null;
+  function: string | null;
+  owner: string | null;
+  cron: string | null;
+  every: number | null;
+  catch_up: string;
+  paused: boolean;
+  created_at: string | null;
+  next_run_at: string | null;
+  last_run_at: string | null;
+  runs: number;
+  skipped: number;
+  last_task: string | null;
 }
 
 export interface TaskPage {
