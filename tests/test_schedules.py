@@ -13,7 +13,7 @@ from jupyter_taskq.notebook.client import TaskqError
 
 from conftest import TOKEN, wait_for
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "redis"]
 
 
 def _completed(schedule) -> list[dict]:
