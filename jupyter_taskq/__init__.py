@@ -13,12 +13,13 @@ from .taskio import Output, gpus, on_start_value, progress  # noqa: E402  (used 
 from .image import Image  # noqa: E402  (image=: stdlib only)
 
 __all__ = ["TaskStatus", "Image", "Output", "progress", "on_start_value", "gpus", "task_queue", "tasks", "connect", "Client", "TaskHandle", "TaskGroup", "TaskFailed",
-           "__version__"]
+           "schedules", "Schedule", "__version__"]
 
 _LAZY = {
     "connect": "client", "Client": "client", "TaskHandle": "client", "TaskFailed": "client",
     "RemoteTraceback": "client", "TaskqError": "client",
     "task_queue": "decorator", "TaskGroup": "group", "tasks": "group",
+    "schedules": "schedules", "Schedule": "schedules",
 }
 
 

@@ -111,7 +111,7 @@ def plan(devices: list[Device], candidates: list[Want], mine: int, now: float | 
 
 def waiting_note(plan: Plan, machine: str, now: float | None = None) -> dict | None:
     """What the head of a plan that could not start waits for, as its task's JSON says it
-    (``waiting_for``): "waiting for 4 GPUs on one machine: 3 busy until about 14:20"."""
+    (``waiting_for_gpus``): "waiting for 4 GPUs on one machine: 3 busy until about 14:20"."""
     if plan.head is None or plan.run is not None and plan.run.task_id == plan.head.task_id:
         return None
     count, busy = plan.head.count, len(plan.busy)

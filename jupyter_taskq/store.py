@@ -25,7 +25,7 @@ from .status import FINAL, WAITING, TaskStatus
 
 #: Columns holding JSON text.
 JSON_COLUMNS = _JSON_COLUMNS = ("error", "progress", "outputs", "callback", "retry_for", "seed", "limits", "image",
-                                "environment", "waiting_for")
+                                "environment", "waiting_for_gpus", "depends_on", "waiting_for")
 
 TASK_COLUMNS = (
     "id", "name", "status", "pool", "gpu", "created_at", "started_at", "ended_at", "updated_at",
@@ -41,7 +41,11 @@ TASK_COLUMNS = (
     "seed",  # the seeds its payload carries, per random library (jupyter_taskq/seeds.py): JSON
     "image",  # the image spec it asked for (jupyter_taskq/image.py): JSON
     "environment",  # what its image resolved to: {"hash", "packages", "python"} (worker/images.py): JSON
-    "waiting_for",  # a waiting gpu=N task: what its machine's GPUs are busy with (jupyter_taskq/gangplan.py): JSON
+    "waiting_for_gpus",  # a waiting gpu=N task: what its machine's GPUs are busy with (jupyter_taskq/gangplan.py): JSON
+    # issue 24 (jupyter_taskq/conditions.py): a held task is PENDING with no queue message until the
+    # tasks it depends on are COMPLETE and its start time has come; the server's sweep releases it.
+    "held", "depends_on", "waiting_for", "after_any_outcome", "start_at",
+    "schedule_id",  # the schedule whose run it is (jupyter_taskq/server/schedules.py), or None
 )
 
 #: Seconds the GPU time of a deleted task still counts (fair share, "this week" in stats).
@@ -50,7 +54,8 @@ USAGE_KEPT = 8 * 86400.0
 #: What a task reads as for a field never written (the SQLite schema's defaults).
 TASK_DEFAULTS = {column: None for column in TASK_COLUMNS} | {
     "gpu": 0, "attempt": 0, "max_retries": 3, "retry_delay": 0, "retry_backoff": 1, "priority": 0,
-    "cancel_requested": 0, "result_expired": 0, "log_dropped": 0, "callback_done": 0,
+    "cancel_requested": 0, "result_expired": 0, "log_dropped": 0, "callback_done": 0, "held": 0,
+    "after_any_outcome": 0,
 }
 
 
@@ -81,6 +86,8 @@ def stored_not_before(task: dict) -> float | None:
 
 def may_start(task: dict, now: float) -> bool:
     """A waiting task may start now: PENDING, or RETRY with its retry delay over."""
+    if task.get("held"):
+        return False  # waiting for its dependencies or its start time (jupyter_taskq/conditions.py)
     return task["status"] != TaskStatus.RETRY.value or (task.get("not_before") or 0) <= now
 
 
@@ -244,6 +251,10 @@ class TaskStore(abc.ABC):
     def running(self) -> list[dict]: ...
 
     @abc.abstractmethod
+    def held(self, limit: int = 5000) -> list[dict]:
+        """PENDING tasks held for their dependencies or start time (issue 24), oldest first."""
+
+    @abc.abstractmethod
     def overdue_waiting(self, now: float) -> list[str]:
         """Waiting tasks whose ``expires_at`` has passed."""
 
@@ -338,7 +349,10 @@ _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0"
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
                   "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real", "seed": "text",
-                  "limits": "text", "image": "text", "environment": "text", "waiting_for": "text"}
+                  "limits": "text", "image": "text", "environment": "text", "waiting_for_gpus": "text",
+                  "held": "integer not null default 0", "depends_on": "text",
+                  "waiting_for": "text", "after_any_outcome": "integer not null default 0", "start_at": "real",
+                  "schedule_id": "text"}
 
 
 class SqliteTaskStore(TaskStore):
@@ -405,6 +419,8 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
         if "gpus" not in {row[1] for row in self._conn.execute("pragma table_info(taskq_gpu_ledger)")}:
             self._conn.execute("alter table taskq_gpu_ledger add column gpus integer")  # a gpu=N task's N
+        # The server's sweep reads the held tasks alone (issue 24): a partial index, free for every other task.
+        self._conn.execute("create index if not exists taskq_tasks_held on taskq_tasks (seq) where held = 1")
 
     def _date_old_retries(self) -> None:
         """A RETRY written before ``not_before`` existed would start at once under fair share: it gets the end
@@ -547,7 +563,7 @@ class SqliteTaskStore(TaskStore):
             "select id, owner, priority, created_at from (select id, owner, priority, created_at, row_number() "
             "over (partition by owner order by priority desc, seq) as n from taskq_tasks "
             f"where status in ({', '.join('?' * len(waiting))}) and pool in ({', '.join('?' * len(pools))}) "
-            "and (status != 'RETRY' or coalesce(not_before, 0) <= ?)) where n = 1",
+            "and held = 0 and (status != 'RETRY' or coalesce(not_before, 0) <= ?)) where n = 1",
             [*waiting, *pools, time.time() if now is None else now])
         return [dict(r) for r in rows]
 
@@ -620,7 +636,7 @@ class SqliteTaskStore(TaskStore):
             row = self._conn.execute(
                 "update taskq_tasks set status = 'RUNNING', attempt = attempt + 1, worker = ?, "
                 "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0, outputs = null, progress = null "
-                "where id = ? and status in ('PENDING', 'RETRY') and cancel_requested = 0 returning *",
+                "where id = ? and status in ('PENDING', 'RETRY') and cancel_requested = 0 and held = 0 returning *",
                 (worker, worker_instance, now, now, task_id),
             ).fetchall()  # to its end: a RETURNING statement commits only once it is done
             row = row[0] if row else None
@@ -681,6 +697,10 @@ class SqliteTaskStore(TaskStore):
 
     def running(self) -> list[dict]:
         return self._rows("select * from taskq_tasks where status = 'RUNNING'")
+
+    def held(self, limit: int = 5000) -> list[dict]:
+        return self._rows("select * from taskq_tasks where held = 1 and status = 'PENDING' order by seq limit ?",
+                          (limit,))
 
     def overdue_waiting(self, now) -> list[str]:
         rows = self._read("select id from taskq_tasks where status in ('PENDING', 'RETRY') and expires_at is not null "

@@ -47,9 +47,15 @@ local function index_waiting(id, key, status, seq, pool)
   local owner_raw = redis.call('HGET', key, 'owner') or 'null'
   local member = head_member(seq, id)
   local delayed = status == 'RETRY' and field(key, 'not_before')
+  local held = (field(key, 'held') or 0) == 1  -- waiting for dependencies or a start time (issue 24)
+  if status == 'PENDING' and held then
+    redis.call('ZADD', P .. 'held', seq, id)
+  else
+    redis.call('ZREM', P .. 'held', id)
+  end
   for st, _ in pairs(WAITING) do
     local hk = heads_key(pool, st, owner_raw)
-    if st == status and not delayed then
+    if st == status and not delayed and not held then
       redis.call('ZADD', hk, -(field(key, 'priority') or 0), member)
       redis.call('SADD', P .. 'head_owners:' .. pool, owner_raw)
     else
@@ -155,6 +161,7 @@ return 1
 # ARGV: prefix, id, worker (JSON), instance (JSON), now (JSON), error of a task asked to cancel (JSON)
 _CLAIM = _PREAMBLE + """
 if not WAITING[status] then return nil end
+if (field(key, 'held') or 0) == 1 then return nil end  -- held: the server queues it when it may start
 local cancel = field(key, 'cancel_requested')
 if cancel == 1 or cancel == true then  -- a cancel is final: asked while it ran, it never runs again
   redis.call('HSET', key, 'status', '"CANCELLED"', 'ended_at', ARGV[5], 'updated_at', ARGV[5], 'error', ARGV[6])
@@ -186,6 +193,7 @@ local owner_raw = redis.call('HGET', key, 'owner') or 'null'
 local member = head_member(tonumber(redis.call('HGET', key, 'seq')), id)
 for st, _ in pairs(WAITING) do redis.call('ZREM', heads_key(pool, st, owner_raw), member) end
 redis.call('ZREM', P .. 'retry_due', id)
+redis.call('ZREM', P .. 'held', id)
 redis.call('ZREM', owned_key(status, owner_raw), id)
 local notebook_raw = redis.call('HGET', key, 'notebook')
 if notebook_raw and notebook_raw ~= 'null' then redis.call('ZREM', P .. 'notebook:' .. notebook_raw, id) end
@@ -857,6 +865,10 @@ class RedisTaskStore(TaskStore):
 
     def running(self) -> list[dict]:
         return self._fetch(self.redis.zrange(self._key("status", "RUNNING"), 0, -1))
+
+    def held(self, limit: int = 5000) -> list[dict]:
+        return [t for t in self._fetch(self.redis.zrange(self._key("held"), 0, limit - 1))
+                if t["status"] == TaskStatus.PENDING.value and t.get("held")]
 
     def overdue_waiting(self, now) -> list[str]:
         ids = [i.decode() for i in self.redis.zrangebyscore(self._key("expiring"), "-inf", f"({now}")]

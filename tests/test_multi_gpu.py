@@ -71,9 +71,9 @@ def test_pairs_run_at_once_on_disjoint_gpus_a_third_waits_and_too_many_is_refuse
         runner = [w for w in held if not w["lent"]]
         assert len(held) == 2 and len(runner) == 1 and len(runner[0]["gpus"]) == 2
         assert all(w["gpus"] == runner[0]["gpus"] for w in held), "the lent GPU names its gang"
-    wait_for(lambda: (client.get(third.id).get("waiting_for") or {}).get("busy") == 2, 10,
+    wait_for(lambda: (client.get(third.id).get("waiting_for_gpus") or {}).get("busy") == 2, 10,
              message="the third says what it waits for")
-    assert client.get(third.id)["waiting_for"]["message"].startswith("waiting for 2 GPUs on one machine: 2 busy")
+    assert client.get(third.id)["waiting_for_gpus"]["message"].startswith("waiting for 2 GPUs on one machine: 2 busy")
 
     # More GPUs than any machine has: 400 from REST naming the machines, and the client raises, queueing nothing.
     total = client.list()["total"]
@@ -113,9 +113,9 @@ def test_a_gpu4_task_starts_before_gpu1_tasks_submitted_after_it(make_server, tm
              message="three GPUs free")
     wait_for(lambda: client.get(short.id)["status"] == "RUNNING", 30,
              message="the task whose timeout ends before the reserved start backfills a free GPU")
-    wait_for(lambda: (client.get(big.id).get("waiting_for") or {}).get("busy") == 2, 10,
+    wait_for(lambda: (client.get(big.id).get("waiting_for_gpus") or {}).get("busy") == 2, 10,
              message="the gpu=4 task waiting on the two busy GPUs")
-    note = client.get(big.id)["waiting_for"]
+    note = client.get(big.id)["waiting_for_gpus"]
     assert note["message"].startswith("waiting for 4 GPUs on one machine: 2 busy until about ")
     assert sorted(note["held_by"]) == sorted([blockers[3].id, short.id])
     assert [client.get(t.id)["status"] for t in later] == ["PENDING"] * 3, "two GPUs idle: kept for the gpu=4 task"
@@ -123,7 +123,7 @@ def test_a_gpu4_task_starts_before_gpu1_tasks_submitted_after_it(make_server, tm
     gates[3].touch()
     wait_for(lambda: client.get(big.id)["status"] == "RUNNING", 30, message="the gpu=4 task to start")
     assert [client.get(t.id)["status"] for t in later] == ["PENDING"] * 3
-    assert client.get(big.id)["waiting_for"] is None
+    assert client.get(big.id)["waiting_for_gpus"] is None
     (tmp_path / "big-gate").touch()
     (tmp_path / "later-gate").touch()
     assert big.result(timeout=30) == "0,1,2,3"

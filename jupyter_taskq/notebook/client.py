@@ -24,6 +24,7 @@ from ..status import FINAL, TaskStatus
 from .origin import submitted_from
 
 LONG_POLL = 30.0
+QUERY_AFTER = 50  # dependencies sent in a query string; more go in a batch frame's JSON
 
 
 class TaskqError(RuntimeError):
@@ -167,13 +168,20 @@ class Client:
         print(f"jupyter-taskq: server unreachable, retrying for up to {self.reconnect_for:g} s", file=sys.stderr)
 
     # -- submitting -------------------------------------------------------
-    def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, **options) -> "TaskHandle":
+    def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, *, conditions: dict | None = None,
+               **options) -> "TaskHandle":
         """Queue ``fn(*args, **kwargs)``; task options never mix with the function's own arguments.
+        ``conditions``: when it may start (``after``, ``after_any_outcome``, ``start_at``, ``delay``:
+        jupyter_taskq/conditions.py), as :func:`wire_conditions` makes them.
 
         A function that captures a lot of data (``blobs.SHARE_AT``) is sent once as a shared part
         and only named by the payload, so ``put()`` in a loop stores that data once."""
+        if conditions and len(conditions.get("after") or ()) > QUERY_AFTER:  # too long for a URL: a batch of one
+            return self.submit_many(fn, [tuple(args)], kwargs=kwargs, conditions=[conditions], **options)[0]
         context = calling_context()
         params = self._rest_options(fn, options, "submit", context)
+        if conditions:
+            params.update({k: ",".join(v) if k == "after" else v for k, v in conditions.items()})
         shared = blobs.shared_part(fn, context)  # the function pickled alone: a big one is pickled only once
         own = {**context, "seed": seeds.draw()}  # this task's own: never in the shared part (seeds.py's rule)
         if shared is None:
@@ -184,8 +192,10 @@ class Client:
             "POST", "tasks", params=params, data=data, headers={"Content-Type": "application/octet-stream"}))
         return TaskHandle(task["id"], client=self, info=task)
 
-    def submit_many(self, fn: Callable, arg_list: Iterable, **options) -> list["TaskHandle"]:
-        """One task per item of ``arg_list`` (a tuple is unpacked), sent in one streamed request.
+    def submit_many(self, fn: Callable, arg_list: Iterable, *, kwargs: dict | None = None,
+                    conditions: list[dict] | None = None, **options) -> list["TaskHandle"]:
+        """One task per item of ``arg_list`` (a tuple is unpacked), sent in one streamed request;
+        ``conditions``: each task's own (see :meth:`submit`), in order.
 
         The function, with whatever it captures, is serialised once: when that is big it is sent
         once as a shared part (only if the server lacks it) and each task carries its arguments."""
@@ -196,10 +206,11 @@ class Client:
             return []
         shared = blobs.shared_part(fn, context)
         if shared is None:  # each task its own seed, drawn in order (seeds.py): no two share a stream
-            payloads = [dumps_call(fn, args, None, context={**context, "seed": seeds.draw()}) for args in arg_list]
+            payloads = [dumps_call(fn, args, kwargs, context={**context, "seed": seeds.draw()}) for args in arg_list]
         else:
-            payloads = [blobs.dumps_args(shared, args, None, {**context, "seed": seeds.draw()}) for args in arg_list]
-        body = _Stream(batchstream.frames, [(opts, payload) for payload in payloads])
+            payloads = [blobs.dumps_args(shared, args, kwargs, {**context, "seed": seeds.draw()}) for args in arg_list]
+        per_task = conditions or [{}] * len(payloads)
+        body = _Stream(batchstream.frames, [({**opts, **own}, payload) for own, payload in zip(per_task, payloads)])
         tasks = self._with_shared(shared, lambda: self._request(
             "POST", "tasks/batch", data=body, headers={"Content-Type": batchstream.CONTENT_TYPE}))["tasks"]
         return [TaskHandle(t["id"], client=self, info=t) for t in tasks]

@@ -18,8 +18,41 @@ import inspect
 from typing import Any, Callable, Iterable
 
 from ..options import client_options, with_option_keywords
+from ..depresults import mark
 from .client import TaskHandle, connect
 from .group import TaskGroup
+
+
+def wire_conditions(after, after_any_outcome: bool, start_at, delay, uses: list[str]) -> dict:
+    """The conditions of one call as the server takes them (jupyter_taskq/conditions.py): ``after`` as ids
+    (handles, a TaskGroup, ids; plus ``uses``, the tasks whose results are arguments), ``start_at`` as an
+    absolute ISO time (a datetime or ``"HH:MM"`` in this kernel's time zone)."""
+    from ..conditions import to_iso
+
+    ids: list[str] = []
+    items = [after] if isinstance(after, (str, TaskHandle, TaskGroup)) else list(after or [])
+    for item in items:
+        if isinstance(item, TaskGroup):
+            ids += item.ids
+        elif isinstance(item, TaskHandle):
+            ids.append(item.id)
+        elif isinstance(item, str):
+            ids.append(item)
+        else:
+            raise TypeError(f"after= takes task handles, task ids or a TaskGroup, not {type(item).__name__}")
+    ids = list(dict.fromkeys(ids + list(uses)))
+    if start_at is not None and delay is not None:
+        raise TypeError("give start_at= or delay=, not both")
+    conditions: dict = {}
+    if ids:
+        conditions["after"] = ids
+        if after_any_outcome:
+            conditions["after_any_outcome"] = True
+    if start_at is not None:
+        conditions["start_at"] = to_iso(start_at)
+    if delay is not None:
+        conditions["delay"] = float(delay)
+    return conditions
 
 
 class TaskFunction:
@@ -55,32 +88,72 @@ class TaskFunction:
     def __call__(self, *args, **kwargs) -> Any:
         return self.fn(*self._bound, *args, **kwargs)
 
-    def put(self, *args, **kwargs) -> TaskHandle:
-        """Queue one call; returns its handle (shown as a live widget when it is a cell's value)."""
+    def put(self, *args, after=None, after_any_outcome: bool = False, start_at=None, delay=None,
+            **kwargs) -> TaskHandle:
+        """Queue one call; returns its handle (shown as a live widget when it is a cell's value).
+
+        ``after``: handles, ids or a TaskGroup it waits for (PENDING until they are all COMPLETE; if one
+        ends otherwise, this one ends CANCELLED, unless ``after_any_outcome=True``). A handle or group
+        among the arguments is passed as its result (fetched on the worker) and waited for too.
+        ``start_at``: a datetime, an ISO time or ``"HH:MM"`` (next such time); ``delay``: seconds from now.
+        These four keywords belong to ``put``/``map``/``starmap``, never to the function."""
         args = (*self._bound, *args)
         check_binds(self.fn, args, kwargs)
-        return connect().submit(self.fn, args, kwargs, **self.options)
+        args, kwargs, uses = mark(args, kwargs)
+        conditions = wire_conditions(after, after_any_outcome, start_at, delay, uses)
+        return connect().submit(self.fn, args, kwargs, conditions=conditions, **self.options)
 
-    def map(self, *iterables: Iterable, **kwargs) -> TaskGroup:
+    def map(self, *iterables: Iterable, after=None, after_any_outcome: bool = False, start_at=None, delay=None,
+            **kwargs) -> TaskGroup:
         """One task per item, the item as the one argument, as Python's ``map`` (a tuple stays a tuple);
         ``map(xs, ys)`` zips, calling ``f(x, y)`` up to the shortest. Keyword arguments go to every call.
-        All are sent in one request; a call that cannot bind is refused first, and then none is sent."""
+        All are sent in one request; a call that cannot bind is refused first, and then none is sent.
+        ``after``/``start_at``/``delay`` as in :meth:`put`, for every task."""
         if not iterables:
             raise TypeError("map() must have at least one iterable (use put() for a single call)")
-        return self._submit(list(zip(*iterables)), kwargs)
+        return self._submit(list(zip(*iterables)), kwargs, (after, after_any_outcome, start_at, delay))
 
-    def starmap(self, iterable: Iterable[Iterable], **kwargs) -> TaskGroup:
+    def starmap(self, iterable: Iterable[Iterable], after=None, after_any_outcome: bool = False, start_at=None,
+                delay=None, **kwargs) -> TaskGroup:
         """One task per item, the item unpacked into arguments (``f(*item)``), as ``itertools.starmap``
         and ``Pool.starmap``. Keyword arguments go to every call."""
-        return self._submit([tuple(args) for args in iterable], kwargs)
+        return self._submit([tuple(args) for args in iterable], kwargs, (after, after_any_outcome, start_at, delay))
 
-    def _submit(self, calls: list[tuple], kwargs: dict) -> TaskGroup:
+    def _submit(self, calls: list[tuple], kwargs: dict, when: tuple = (None, False, None, None)) -> TaskGroup:
         for args in calls:
             check_binds(self.fn, (*self._bound, *args), kwargs)
+        _, kwargs, shared_uses = mark((), kwargs)
+        marked = [mark(args, None) for args in calls]
+        calls = [args for args, _kw, _uses in marked]
+        conditions = [wire_conditions(*when, shared_uses + uses) for _a, _kw, uses in marked]
         fn = self.fn
         if self._bound or kwargs:  # shared by every task: pickled (and, when big, sent) once
             fn = functools.update_wrapper(functools.partial(self.fn, *self._bound, **kwargs), self.fn)
-        return TaskGroup(connect().submit_many(fn, calls, **self.options))  # each a tuple: f(*call)
+        any_condition = any(conditions)
+        return TaskGroup(connect().submit_many(fn, calls, conditions=conditions if any_condition else None,
+                                               **self.options))  # each a tuple: f(*call)
+
+    def schedule(self, cron: str | None = None, *, every=None, args: tuple = (), kwargs: dict | None = None,
+                 name: str | None = None, catch_up: str = "once", paused: bool = False) -> "Schedule":
+        """Run ``f(*args, **kwargs)`` on a cron expression (``"0 2 * * *"``: 02:00 daily, the server's
+        local time) or ``every`` interval, as a normal task each time, until the schedule is deleted. The
+        function and what it captures are kept with the schedule: it runs with this kernel gone.
+        ``catch_up``: a run missed while the server was down runs once at its start ("once") or not ("skip")."""
+        from .schedules import create_schedule
+
+        args = (*self._bound, *tuple(args))
+        check_binds(self.fn, args, kwargs or {})
+        spec = {"cron": cron} if cron is not None else {"every": every}
+        if (cron is None) == (every is None):
+            raise TypeError("schedule() needs exactly one of cron= and every=")
+        return create_schedule(self.fn, args, kwargs, spec, name=name, catch_up=catch_up, paused=paused,
+                               options=self.options)
+
+    def every(self, interval, *, args: tuple = (), kwargs: dict | None = None, name: str | None = None,
+              catch_up: str = "once", paused: bool = False) -> "Schedule":
+        """Run ``f(*args, **kwargs)`` every ``interval`` (seconds, or ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"``);
+        the first run one interval from now. See :meth:`schedule`."""
+        return self.schedule(every=interval, args=args, kwargs=kwargs, name=name, catch_up=catch_up, paused=paused)
 
     def __repr__(self) -> str:
         bound = f" bound to {self._bound[0]!r}" if self._bound else ""

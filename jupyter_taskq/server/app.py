@@ -34,6 +34,8 @@ from .handlers import handlers
 from .hub import HubOptions
 from .notstarted import failure_reason, not_started_handlers, not_started_message
 from .offloop import favour_the_loop, freeze_startup_objects, make_executor, run
+from .pipelines import release_held
+from .schedules import ScheduleService
 from .service import TaskService
 from .traits import ListOption, TextOrListOption
 from .webhooks import CallbackGuard, WebhookSender, load_or_create_secret
@@ -213,6 +215,7 @@ class TaskQueue(HubOptions, ExtensionApp):
             on_change=self.changes.notify, on_changes=self.changes.notify_many,
             work_bells=self.backend.work_bells(), objects=self.backend.objects,
         )
+        self.schedules = ScheduleService(self.service, self.backend)
         secret = self.webhook_secret or load_or_create_secret(self.state.root / "webhook_secret")
         guard = CallbackGuard(self.webhook_allowed_networks)
         self.service.callback_guard = guard  # callback_url to a refused address: 400 at submission
@@ -221,7 +224,8 @@ class TaskQueue(HubOptions, ExtensionApp):
         self.executor = make_executor()  # the service's blocking work, off the event loop
         favour_the_loop()  # the loop takes the GIL back within 1 ms, not 5 ms, while the pool works
         self.settings.update(taskq_service=self.service, taskq_changes=self.changes,
-                             taskq_max_payload=self.max_payload_size, taskq_executor=self.executor)
+                             taskq_max_payload=self.max_payload_size, taskq_executor=self.executor,
+                             taskq_schedules=self.schedules)
         self.setup_hub_service()  # the hub-wide queue only: owners, quotas, fair share (hub.py)
         self._supervisor: subprocess.Popen | None = None
         self._sweeper: PeriodicCallback | None = None
@@ -336,6 +340,8 @@ class TaskQueue(HubOptions, ExtensionApp):
             keep_reserve(self.state.root)
             recover_lost_tasks(self.store, self.queues, self.heartbeat_timeout, self.changes.notify)
             expire_overdue_tasks(self.store, self.changes.notify)
+            release_held(self.service)  # dependencies met, start times come (issue 24)
+            self.schedules.fire_due()  # periodic tasks (issue 24)
             if self.store.count(ACTIVE):
                 # Work in flight counts as activity, so an idle-shutdown server never cuts it short.
                 self.serverapp.web_app.settings["api_last_activity"] = datetime.datetime.now(datetime.timezone.utc)

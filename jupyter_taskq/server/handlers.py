@@ -45,7 +45,7 @@ MAX_JSON_BODY = 64 * 1024 * 1024
 MAX_JSON_BATCH = 256 * 1024 * 1024  # base64 in JSON: Client.submit_many streams its batches instead
 MAX_BATCH = 100_000  # tasks in one batch
 CHUNK = 1024 * 1024
-_METHOD_ACTION = {"GET": "read", "HEAD": "read", "POST": "write", "DELETE": "write"}
+_METHOD_ACTION = {"GET": "read", "HEAD": "read", "POST": "write", "PATCH": "write", "DELETE": "write"}
 
 
 class _TaskqAuth:
@@ -894,6 +894,7 @@ def handlers(base_url: str) -> list[tuple]:
     from .attempts import handlers as attempt_handlers  # these modules build on this one's handlers
     from .display import handlers as display_handlers
     from .groups import handlers as group_handlers
+    from .schedules import handlers as schedule_handlers
 
     api = base_url.rstrip("/") + "/taskq/api"
     task = r"(?P<task_id>[^/]+)"
@@ -914,6 +915,7 @@ def handlers(base_url: str) -> list[tuple]:
         (f"{api}/warm", WarmHandler),
         (f"{api}/changes", ChangesHandler),
         *group_handlers(api),
+        *schedule_handlers(api),
         *attempt_handlers(api),
         *display_handlers(api),
     ]

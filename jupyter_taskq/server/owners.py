@@ -205,7 +205,14 @@ class OwnerView:
 
     # -- submission: the owner is who is asking; the queued-tasks quota holds -----------------------
     def validate_options(self, raw) -> dict:
-        return dict(self._service.validate_options(raw), owner=self.me.owner)
+        options = dict(self._service.validate_options(raw), owner=self.me.owner)
+        after = (options.get("conditions") or {}).get("after") or []
+        if after and not self.me.sees_all:  # someone else's task reads as unknown, as everywhere (fails closed)
+            mine = self.store.statuses(after)
+            unknown = [d for d in after if d not in mine]
+            if unknown:
+                raise ServiceError(400, f"'after' names {unknown[0]!r}, which is not a task of this queue")
+        return options
 
     def submit(self, spooled, options: dict, retry_of: str | None = None) -> dict:
         self._check_queued(1, spooled=[spooled])

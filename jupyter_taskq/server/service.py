@@ -25,6 +25,7 @@ from ..doorbell import work_bell
 from ..machine import machine_size
 from .. import image as image_module
 from .. import imagecache
+from .. import conditions
 from .. import options as options_module
 from .. import seeds as seeds_module
 from .. import tasklog
@@ -183,9 +184,11 @@ class TaskService:
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
         """Every option checked to a finite, sane range (declared in :mod:`jupyter_taskq.options`), then
         what only this server knows: which GPUs and machines there are."""
+        raw, wanted = conditions.split(raw)
         try:
             opts = options_module.validate(raw, self.defaults)
-        except options_module.OptionError as exc:
+            opts["conditions"] = conditions.check(wanted, time.time())
+        except (options_module.OptionError, conditions.ConditionError) as exc:
             raise bad_request(str(exc)) from None
         model, count = options_module.gpu_request(opts["gpu"])
         opts["gpu_model"] = self._resolve_gpu_model(model) if model else None
@@ -298,6 +301,7 @@ class TaskService:
                     raise ServiceError(409, f"the shared part {missing[0]} that the payload names is not on this "
                                             "server as yours (a shared part is its uploader's); upload it "
                                             f"(PUT taskq/api/blobs/{missing[0]}) and submit again", "blob missing")
+                self._check_dependencies(items, numbered)
                 tasks = []
                 for (spooled, options), blob, seed in zip(items, blobs, seeds):
                     task = dict(self._new_task(options, retry_of), blob=blob, seed=seed)
@@ -324,19 +328,48 @@ class TaskService:
         except PayloadError as exc:
             raise bad_request(f"a blob must be a jupyter-taskq payload: {exc}") from None
 
+    def _check_dependencies(self, items: list[tuple[Path, dict]], numbered: bool) -> None:
+        """Every task named in ``after`` must exist (an unknown id is refused: nothing would ever release
+        the task). A new task's id is made here, after its dependencies exist, so no dependency can name
+        it or anything after it: a cycle cannot be submitted, by construction."""
+        wanted = {dep for _s, options in items for dep in (options.get("conditions") or {}).get("after", ())}
+        if not wanted:
+            return
+        ids = list(wanted)
+        found: set[str] = set()
+        for start in range(0, len(ids), 5000):
+            found.update(self.store.statuses(ids[start:start + 5000]))
+        for index, (_s, options) in enumerate(items):
+            unknown = [d for d in (options.get("conditions") or {}).get("after", ()) if d not in found]
+            if unknown:
+                where = f"tasks[{index}]: " if numbered else ""
+                raise bad_request(f"{where}'after' names {unknown[0]!r}, which is not a task of this queue "
+                                  f"({len(unknown)} unknown id(s))")
+
     def _new_task(self, options: dict, retry_of: str | None = None) -> dict:
         now = time.time()
         options = dict(options)
         model = options.pop("gpu_model", None)
+        cond = options.pop("conditions", None) or {}
+        task_id = options.pop("task_id", None) or str(uuid.uuid4())  # a schedule's run has its own (schedules.py)
         pool = model_pool(model) if model else GPU_POOL if options["gpu"] else CPU_POOL
-        return dict(options, id=str(uuid.uuid4()), status=TaskStatus.PENDING,
+        after = cond.get("after") or []
+        held = bool(after) or cond.get("start_at") is not None
+        return dict(options, id=task_id, status=TaskStatus.PENDING,
                     pool=pool, created_at=now, updated_at=now, attempt=0,
-                    expires_at=now + options["expires"] if options["expires"] else None, retry_of=retry_of)
+                    expires_at=now + options["expires"] if options["expires"] else None, retry_of=retry_of,
+                    held=int(held), depends_on=after or None, waiting_for=after or None,
+                    after_any_outcome=int(bool(cond.get("after_any_outcome"))), start_at=cond.get("start_at"),
+                    schedule_id=options.pop("schedule_id", None))
 
     def _queue(self, tasks: list[dict]) -> None:
-        """Record, then queue: a crash in between leaves waiting tasks that reconcile() re-queues."""
+        """Record, then queue: a crash in between leaves waiting tasks that reconcile() re-queues. A held
+        task (dependencies, a start time) gets no queue message: :meth:`release_held` queues it."""
         self.store.create_many(tasks)
         self.on_changes([task["id"] for task in tasks])  # the Lab panel's change feed hears of them at once
+        self._enqueue([t for t in tasks if not t.get("held")])
+
+    def _enqueue(self, tasks: list[dict]) -> None:
         for pool in {t["pool"] for t in tasks}:
             specs = [AttemptSpec(t["id"], retries=t["max_retries"], retry_delay=t["retry_delay"],
                                  retry_backoff=t["retry_backoff"], priority=t["priority"], expires_at=t["expires_at"])
@@ -376,7 +409,7 @@ class TaskService:
                         self.on_change(task["id"])
                         offset -= 1  # no longer waiting: the next page starts one earlier
                     continue
-                if task["id"] in queued:
+                if task["id"] in queued or task.get("held"):  # held: release_held queues it when it may start
                     continue
                 try:
                     enqueue_attempt(self.queues[task["pool"]], task["id"],
@@ -517,7 +550,11 @@ class TaskService:
             "seed": task.get("seed"),  # the seeds its random libraries started from (jupyter_taskq/seeds.py)
             "environment": task.get("environment"),  # its image's hash and resolved packages (worker/images.py)
             # a waiting gpu=N task: what it waits for ("waiting for 4 GPUs on one machine: 3 busy until ...")
-            "waiting_for": task.get("waiting_for") if task["status"] in WAITING_VALUES else None,
+            "waiting_for_gpus": task.get("waiting_for_gpus") if task["status"] in WAITING_VALUES else None,
+            # issue 24: what a PENDING task waits for (conditions.py), and the schedule that made it
+            "after": task.get("depends_on") or [], "after_any_outcome": bool(task.get("after_any_outcome")),
+            "waiting_for": (task.get("waiting_for") or []) if task.get("held") else [],
+            "start_at": iso(task.get("start_at")), "schedule_id": task.get("schedule_id"),
             "stats": stats if stats is not None else self.task_stats(),
         }
 

@@ -35,7 +35,7 @@ class GangTurns:
         self.pools = pools
         self.hueys = hueys
         self.planned: tuple[str, tuple[int, ...]] | None = None  # (task id, devices) this worker holds GPUs for
-        self._notes: dict[str, dict | None] = {}  # waiting_for last written per task (written when it changes)
+        self._notes: dict[str, dict | None] = {}  # waiting_for_gpus last written per task (written when it changes)
         self.machine = socket.gethostname()
 
     def _wants(self, now: float) -> list[Want]:
@@ -92,7 +92,7 @@ class GangTurns:
         self.gpus.release()
 
     def _note(self, chosen) -> None:
-        """The head's ``waiting_for`` (what it waits for), written when it changes; cleared when it runs."""
+        """The head's ``waiting_for_gpus`` (what it waits for), written when it changes; cleared when it runs."""
         if chosen.head is not None:
             note = waiting_note(chosen, self.machine)
             self._write_note(chosen.head.task_id, note)
@@ -103,7 +103,7 @@ class GangTurns:
         if self._notes.get(task_id) == note:
             return
         try:
-            self.store.update_fields(task_id, waiting_for=note)
+            self.store.update_fields(task_id, waiting_for_gpus=note)
             self._notes[task_id] = note
         except Exception:  # noqa: BLE001 - only what the task's JSON shows
             log.warning("could not record what task %s waits for", task_id)

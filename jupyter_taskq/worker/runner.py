@@ -149,6 +149,12 @@ def _taskio_set_on_start(value) -> None:
 
 
 def _call(fn, args, kwargs, result_path: str, error_path: str) -> int:
+    try:  # a dependency's result passed as an argument (jupyter_taskq/depresults.py), fetched here
+        args, kwargs = _root_module("depresults").resolve(args, kwargs)
+    except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure, as the task's own would be
+        exc.add_note("(raised while fetching the result of a task passed as an argument)")
+        _write_error(error_path, exc, exc.__traceback__)
+        return EXIT_RAISED
     problem = _binding_problem(fn, args, kwargs)
     if problem is not None:
         _write_error(error_path, problem, None, final="the arguments do not fit the function's signature")

@@ -4,7 +4,7 @@
  * XSRF right under JupyterHub too) and the unit tests wire in a fake.
  */
 
-import type { Attempt, CancelAnswer, CellCounts, Changes, DisplayBundle, GroupSummary, LogChunk, Stats, Task, TaskPage } from './types';
+import type { Attempt, CancelAnswer, CellCounts, Changes, DisplayBundle, GroupSummary, LogChunk, Schedule, Stats, Task, TaskPage } from './types';
 
 /** Makes one request to a path relative to `taskq/api/`. */
 export type Fetcher = (path: string, init?: RequestInit) => Promise<Response>;
@@ -193,6 +193,26 @@ export class TaskqApi {
    */
   display(taskId: string): Promise<DisplayBundle> {
     return this.call('Reading the result display', `tasks/${encodeURIComponent(taskId)}/display`);
+  }
+
+  /** Every schedule the caller may see (a hub user: their own). */
+  async schedules(): Promise<Schedule[]> {
+    const answer = await this.call<{ schedules: Schedule[] }>('Listing schedules', 'schedules');
+    return answer.schedules;
+  }
+
+  /** Pause (`{paused: true}`), resume or edit a schedule while it runs. */
+  updateSchedule(scheduleId: string, changes: Partial<Pick<Schedule, 'paused' | 'cron' | 'every' | 'name' | 'catch_up'>>): Promise<Schedule> {
+    return this.call('Changing the schedule', `schedules/${encodeURIComponent(scheduleId)}`, {
+      method: 'PATCH',
+      body: JSON.stringify(changes),
+      headers: { 'Content-Type': 'application/json' }
+    });
+  }
+
+  /** No more runs; those made stay as tasks. */
+  deleteSchedule(scheduleId: string): Promise<void> {
+    return this.call('Deleting the schedule', `schedules/${encodeURIComponent(scheduleId)}`, { method: 'DELETE' });
   }
 
   /**

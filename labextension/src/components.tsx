@@ -25,7 +25,7 @@ import {
 } from './format';
 import type { QueueModel } from './model';
 import { STATUS_FILTERS, canCancel, canDelete, canRetry, pageCount, rangeLabel } from './query';
-import type { Stats, Task } from './types';
+import type { Schedule, Stats, Task } from './types';
 
 export type Confirm = (title: string, body: string, action: string) => Promise<boolean>;
 
@@ -488,6 +488,8 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
         <Field label="result">
           {task.result.available ? `available (${formatBytes(task.result.size)})` : task.result.expired ? 'expired' : null}
         </Field>
+        <Field label="starts at">{task.status === 'PENDING' ? iso(task.start_at ?? null) : null}</Field>
+        <Field label="schedule">{task.schedule_id ?? null}</Field>
         <Field label="webhook">{task.callback_url}</Field>
         <Field label="notebook">
           {task.notebook ? (
@@ -505,6 +507,7 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
           {task.error.traceback && <pre className="jtqp-traceback">{task.error.traceback}</pre>}
         </div>
       )}
+      <Upstream model={model} task={task} />
       <AttemptList model={model} />
       <ImageSection task={task} />
       {task.outputs.length > 0 && (
@@ -539,6 +542,114 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
       <pre className="jtqp-log" tabIndex={0} aria-label="Log tail">
         {model.log || '(empty)'}
       </pre>
+    </div>
+  );
+}
+
+/**
+ * The open task's dependency graph one level up: each task it runs after, with its status now, a
+ * click away (whose own detail shows its dependencies in turn). A plain list, not a drawn graph.
+ */
+function Upstream({ model, task }: { model: QueueModel; task: Task }): JSX.Element | null {
+  const after = task.after ?? [];
+  if (!after.length) {
+    return null;
+  }
+  const waiting = new Set(task.waiting_for ?? []);
+  const known = new Map(model.upstream.map(t => [t.id, t]));
+  return (
+    <div className="jtqp-upstream">
+      <div className="jtqp-section">
+        Runs after {after.length} task{after.length === 1 ? '' : 's'}
+        {waiting.size ? <span className="jtqp-muted"> · waiting for {waiting.size}</span> : null}
+        {task.after_any_outcome ? <span className="jtqp-muted"> · whatever their outcome</span> : null}
+      </div>
+      <ul className="jtqp-upstream-list">
+        {after.slice(0, 200).map(id => {
+          const dep = known.get(id);
+          return (
+            <li key={id} data-upstream-id={id}>
+              <StatusChip status={dep?.status ?? 'LOST'} />{' '}
+              <button className="jtqp-link" onClick={() => void model.openDetail(id)}>
+                {dep?.name || id}
+              </button>
+            </li>
+          );
+        })}
+      </ul>
+    </div>
+  );
+}
+
+function scheduleWhen(s: Schedule): string {
+  return s.cron ? `cron ${s.cron}` : `every ${formatDuration(s.every ?? 0)}`;
+}
+
+/** The schedules: when each runs, its last and next run, pause/resume and delete. */
+export function SchedulesView({ model, confirm }: PanelProps): JSX.Element {
+  const iso = (v: string | null) => (v ? new Date(v).toLocaleString() : '—');
+  return (
+    <div className="jtqp-schedules">
+      <div className="jtqp-detail-head">
+        <button className="jtqp-button jtqp-back" onClick={() => void model.toggleSchedules(false)} autoFocus>
+          ← All tasks
+        </button>
+        <span className="jtqp-detail-name">Schedules</span>
+        <button className="jtqp-button" onClick={() => void model.loadSchedules()} title="Read the schedules again">
+          Refresh
+        </button>
+      </div>
+      {model.schedules.length === 0 ? (
+        <div className="jtqp-muted">No schedules. Make one in a notebook: f.every("1h") or f.schedule(cron="0 2 * * *").</div>
+      ) : (
+        <table className="jtqp-table">
+          <thead>
+            <tr>
+              <th>name</th>
+              <th>when</th>
+              <th>next run</th>
+              <th>runs</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {model.schedules.map(s => (
+              <tr key={s.id} data-schedule-id={s.id} className={s.paused ? 'jtqp-paused' : ''}>
+                <td title={s.id}>{s.name || s.function || s.id}</td>
+                <td>{scheduleWhen(s)}</td>
+                <td>{s.paused ? 'paused' : iso(s.next_run_at)}</td>
+                <td>
+                  {s.last_task ? (
+                    <button className="jtqp-link" title="Open its last run" onClick={() => {
+                      void model.toggleSchedules(false);
+                      void model.openDetail(s.last_task!);
+                    }}>
+                      {s.runs}
+                    </button>
+                  ) : (
+                    s.runs
+                  )}
+                </td>
+                <td>
+                  <button className="jtqp-button" onClick={() => void model.setSchedulePaused(s.id, !s.paused)}>
+                    {s.paused ? 'Resume' : 'Pause'}
+                  </button>{' '}
+                  <button
+                    className="jtqp-button"
+                    onClick={async () => {
+                      if (await confirm('Delete schedule', `No more runs of ${s.name || s.function || s.id}; its runs so far stay.`, 'Delete')) {
+                        void model.deleteSchedule(s.id);
+                      }
+                    }}
+                  >
+                    Delete
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </div>
   );
 }

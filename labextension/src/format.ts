@@ -106,8 +106,8 @@ export function gpuHoldingLabel(worker: Pick<WorkerInfo, 'pool' | 'gpus' | 'lent
 }
 
 /** "waiting for 4 GPUs on one machine: 3 busy until about 14:20", the time in the browser's zone. */
-export function waitingForText(task: Pick<Task, 'waiting_for'>): string {
-  const w = task.waiting_for;
+export function waitingForText(task: Pick<Task, 'waiting_for_gpus'>): string {
+  const w = task.waiting_for_gpus;
   if (!w) {
     return '';
   }

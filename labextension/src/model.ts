@@ -10,7 +10,7 @@ import { failureCount } from './format';
 import { LogTail } from './logtail';
 import { ChangePoller, type PollerOptions } from './poller';
 import { cancellableSelection, clampPage, showsOwnerSwitch, statusFilter } from './query';
-import type { Attempt, Stats, Task, TaskPage } from './types';
+import type { Attempt, Schedule, Stats, Task, TaskPage } from './types';
 
 export interface KeyValueStore {
   getItem(key: string): string | null;
@@ -52,6 +52,11 @@ export class QueueModel {
   detail: Task | null = null;
   /** The open task's attempt history (read with its detail). */
   attempts: Attempt[] = [];
+  /** The open task's dependencies (its `after`), each with its status now: its graph, one level up. */
+  upstream: Task[] = [];
+  /** The schedules view: shown instead of the task table; its list. */
+  showSchedules = false;
+  schedules: Schedule[] = [];
   /** The attempt whose own log is shown (null: the latest attempt's, followed while it runs). */
   logAttempt: number | null = null;
   seenFailures: number | null = null;
@@ -374,6 +379,47 @@ export class QueueModel {
     }
   }
 
+  // -- schedules --------------------------------------------------------
+  /** Shows (or leaves) the schedules view, reading the schedules. */
+  toggleSchedules(show: boolean): Promise<void> {
+    this.showSchedules = show;
+    this.emit();
+    return show ? this.loadSchedules() : Promise.resolve();
+  }
+
+  async loadSchedules(): Promise<void> {
+    try {
+      this.schedules = await this.api.schedules();
+      this.error = null;
+    } catch (error) {
+      this.error = (error as Error).message;
+    }
+    this.emit();
+  }
+
+  /** Pause or resume one schedule (it runs at its next due time after a resume). */
+  async setSchedulePaused(scheduleId: string, paused: boolean): Promise<void> {
+    try {
+      const changed = await this.api.updateSchedule(scheduleId, { paused });
+      this.schedules = this.schedules.map(s => (s.id === scheduleId ? changed : s));
+      this.error = null;
+    } catch (error) {
+      this.error = (error as Error).message;
+    }
+    this.emit();
+  }
+
+  async deleteSchedule(scheduleId: string): Promise<void> {
+    try {
+      await this.api.deleteSchedule(scheduleId);
+      this.schedules = this.schedules.filter(s => s.id !== scheduleId);
+      this.error = null;
+    } catch (error) {
+      this.error = (error as Error).message;
+    }
+    this.emit();
+  }
+
   // -- detail view ------------------------------------------------------
   openDetail(taskId: string): Promise<void> {
     this.detailId = taskId;
@@ -403,6 +449,7 @@ export class QueueModel {
     this.detailId = null;
     this.detail = null;
     this.attempts = [];
+    this.upstream = [];
     this.logTail.reset();
     this.logAttempt = null;
     this.emit();
@@ -420,6 +467,8 @@ export class QueueModel {
       }
       this.detail = task;
       this.attempts = attempts ?? this.attempts; // an older server has no attempt history: none shown
+      const after = task.after ?? [];
+      this.upstream = after.length ? await this.api.tasksById(after.slice(0, 200)).catch(() => this.upstream) : [];
       this.error = null;
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {

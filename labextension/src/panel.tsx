@@ -8,7 +8,7 @@ import { ReactWidget } from '@jupyterlab/apputils';
 import type { Message } from '@lumino/messaging';
 import * as React from 'react';
 
-import { type Confirm, DetailView, ErrorBanner, QueueHeader, TaskTable, Toolbar } from './components';
+import { type Confirm, DetailView, ErrorBanner, QueueHeader, SchedulesView, TaskTable, Toolbar } from './components';
 import { useClock, useModel } from './hooks';
 import type { QueueModel } from './model';
 
@@ -38,9 +38,14 @@ function QueueView({ model, confirm }: { model: QueueModel; confirm: Confirm }):
       <ErrorBanner message={model.feedError && !model.unavailable ? `Live updates paused: ${model.feedError}` : null} />
       {model.unavailable ? null : model.detailId ? (
         <DetailView {...props} />
+      ) : model.showSchedules ? (
+        <SchedulesView {...props} />
       ) : (
         <>
           <Toolbar {...props} />
+          <button className="jtqp-button jtqp-schedules-button" onClick={() => void model.toggleSchedules(true)}>
+            Schedules…
+          </button>
           <TaskTable {...props} />
         </>
       )}

@@ -59,7 +59,7 @@ export interface Task {
   max_retries: number;
   gpu: number; // how many GPUs (0: a CPU task)
   gpu_model?: string | null;
-  waiting_for?: WaitingFor | null; // a waiting gpu=N task: what its machine's GPUs are busy with
+  waiting_for_gpus?: WaitingFor | null; // a waiting gpu=N task: what its machine's GPUs are busy with
   worker: string | null;
   timeout: number | null;
   expires: number | null;
@@ -84,6 +84,12 @@ export interface Task {
   progress: TaskProgress | null;
   result: { available: boolean; size: number | null; expired: boolean; expires_in: number | null };
   log: { url: string; dropped: number };
+  // Issue 24: what a PENDING task waits for (its dependencies left, its start time) and its schedule.
+  after?: string[];
+  after_any_outcome?: boolean;
+  waiting_for?: string[];
+  start_at?: string | null;
+  schedule_id?: string | null;
   [key: string]: unknown;
 }
 
@@ -102,6 +108,24 @@ export interface TaskEnvironment {
   hash: string;
   packages: string[];
   python: string | null;
+}
+
+/** A schedule (`GET schedules`): a function run on a cron expression or every interval. */
+export interface Schedule {
+  id: string;
+  name: string | null;
+  function: string | null;
+  owner: string | null;
+  cron: string | null;
+  every: number | null;
+  catch_up: string;
+  paused: boolean;
+  created_at: string | null;
+  next_run_at: string | null;
+  last_run_at: string | null;
+  runs: number;
+  skipped: number;
+  last_task: string | null;
 }
 
 export interface TaskPage {

@@ -137,11 +137,11 @@ describe('multi-GPU tasks (issue 26)', () => {
 
   it('says what a waiting gang waits for, in local time', () => {
     const until = new Date(2030, 0, 1, 14, 20).getTime() / 1000;
-    expect(waitingForText({ waiting_for: null })).toBe('');
-    expect(waitingForText({ waiting_for: { gpus: 4, busy: 3, until, message: 'x' } })).toBe(
+    expect(waitingForText({ waiting_for_gpus: null })).toBe('');
+    expect(waitingForText({ waiting_for_gpus: { gpus: 4, busy: 3, until, message: 'x' } })).toBe(
       'waiting for 4 GPUs on one machine: 3 busy until about 14:20'
     );
-    expect(waitingForText({ waiting_for: { gpus: 4, busy: 1, until: null, message: 'no known end' } })).toBe(
+    expect(waitingForText({ waiting_for_gpus: { gpus: 4, busy: 1, until: null, message: 'no known end' } })).toBe(
       'no known end'
     );
   });
