@@ -65,7 +65,7 @@ def task_bundle(handle) -> dict:
     if _kernel_can_show_widgets():
         from .widgets import TaskWidget
 
-        widget = TaskWidget(handle.client, task_id=handle.id, snapshot=info)
+        widget = TaskWidget(handle.client, task_id=handle.id, text=task_text(info))
         data.update(_widget_data(widget))
         data["text/plain"] = task_text(info)
     return data
@@ -86,7 +86,7 @@ def group_bundle(group) -> dict:
         from .widgets import GroupWidget
         from .client import connect
 
-        widget = GroupWidget(connect(), task_ids=group.ids, snapshot=infos, group_id=(ref or {}).get("group", ""))
+        widget = GroupWidget(connect(), task_ids=group.ids, group_id=(ref or {}).get("group", ""), text=group_text(infos))
         data.update(_widget_data(widget))
         data["text/plain"] = group_text(infos)
     return data

@@ -246,6 +246,9 @@ class TaskQueue(HubOptions, ExtensionApp):
                              "a restart of Redis loses every task")
 
     def initialize_handlers(self):
+        from .widgetjs import handlers as widget_bundle_handlers
+
+        self.handlers.extend(widget_bundle_handlers())  # the notebook widget's code, whatever the mode
         if self._failure is not None:
             self.handlers.extend(not_started_handlers(self._failure))
             return

@@ -12,7 +12,7 @@ export interface StatusFilter {
 export const STATUS_FILTERS: StatusFilter[] = [
   { id: 'all', label: 'All statuses', statuses: [] },
   { id: 'active', label: 'Active (pending, running, retry)', statuses: [...CANCELLABLE] },
-  { id: 'ended', label: 'Ended', statuses: [...FINAL] },
+  { id: 'ended', label: 'Ended', statuses: FINAL.filter(s => STATUSES.includes(s)) }, // LOST is never stored
   { id: 'failures', label: 'Failed or timed out', statuses: ['FAILED', 'TIMEOUT'] },
   ...STATUSES.map(s => ({ id: s, label: s.charAt(0) + s.slice(1).toLowerCase(), statuses: [s] }))
 ];

@@ -1,16 +1,11 @@
 /** The REST API's JSON shapes (see README, "REST API"): one place, so every module agrees. */
 
-export type TaskStatus =
-  | 'PENDING'
-  | 'RUNNING'
-  | 'COMPLETE'
-  | 'RETRY'
-  | 'CANCELLED'
-  | 'TIMEOUT'
-  | 'EXPIRED'
-  | 'FAILED'
-  | 'LOST'; // never stored: tasks/wait's answer for an id the queue does not know (deleted or lost)
+import { CANCELLABLE, FINAL, STORED_STATUSES, WAITING, type TaskOptions, type TaskStatus } from './generated';
 
+// The statuses and their sets come from jupyter_taskq/status.py (generated.ts): one source for the queue and the UI.
+export { CANCELLABLE, FINAL, STORED_STATUSES, WAITING, type TaskOptions, type TaskStatus };
+
+/** The statuses in the order the panel's filter lists them (the stored ones, each once: test/generated.test.ts). */
 export const STATUSES: TaskStatus[] = [
   'PENDING',
   'RUNNING',
@@ -21,9 +16,6 @@ export const STATUSES: TaskStatus[] = [
   'CANCELLED',
   'EXPIRED'
 ];
-export const WAITING: TaskStatus[] = ['PENDING', 'RETRY'];
-export const CANCELLABLE: TaskStatus[] = ['PENDING', 'RETRY', 'RUNNING'];
-export const FINAL: TaskStatus[] = ['COMPLETE', 'CANCELLED', 'TIMEOUT', 'EXPIRED', 'FAILED'];
 export const FAILURES: TaskStatus[] = ['FAILED', 'TIMEOUT'];
 
 export interface TaskOutput {
@@ -47,7 +39,8 @@ export interface TaskProgress {
   message: string | null;
 }
 
-export interface Task {
+/** A task as the REST API returns it; its option fields are declared in options.py (generated.ts). */
+export interface Task extends TaskOptions {
   id: string;
   name: string | null;
   status: TaskStatus;
@@ -65,16 +58,6 @@ export interface Task {
   expires: number | null;
   priority: number;
   callback_url: string | null;
-  // Task options declared in jupyter_taskq/options.py (every REST option is a field of the task).
-  retry_delay?: number | null;
-  retry_backoff?: number | null;
-  retry_for?: string[] | null;
-  result_ttl?: number | null;
-  cpu?: number | null;
-  memory?: number | null; // MiB
-  keep_warm_seconds?: number | null;
-  notebook?: string | null; // where the task was submitted from (none from a script)
-  cell_id?: string | null;
   owner?: string | null; // who submitted it (issue 15; a hub admin sees everyone's)
   image?: ImageSpec | null; // image=: the environment it asked for (jupyter_taskq/image.py)
   environment?: TaskEnvironment | null; // what that image resolved to (worker/images.py)

@@ -1,3 +1,9 @@
+/**
+ * The notebook widget's CSS, carried inside its bundle (widget.ts puts it in the page once): the widget
+ * shows where JupyterLab's stylesheets are absent (VS Code, Notebook without our extension), and none of
+ * it travels in the notebook's saved widget state.
+ */
+export const WIDGET_CSS = `
 .jtq-widget { font-family: var(--jp-ui-font-family, sans-serif); font-size: var(--jp-ui-font-size1, 13px);
   color: var(--jp-ui-font-color1, #222); border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px;
   padding: 6px 10px; max-width: 720px; }
@@ -23,3 +29,6 @@
 .jtq-download { color: var(--jp-content-link-color, #1a73e8); margin-right: 2px; }
 .jtq-log-text { font-family: var(--jp-code-font-family, monospace); font-size: 12px; max-height: 200px; overflow: auto;
   white-space: pre-wrap; background: var(--jp-layout-color2, #f6f8fa); padding: 4px; margin: 2px 0; }
+.jtq-gone { color: var(--jp-ui-font-color2, #666); font-style: italic; }
+.jtq-error-line { color: #cf222e; }
+`;
