@@ -43,15 +43,32 @@ def browser():
             _shared.pop("playwright").stop()
 
 
+#: This checkout's build of the Lab extension (`cd labextension && npm run build`), which Lab is made to serve.
+TREE_LABEXTENSION = Path(__file__).resolve().parents[1] / "jupyter_taskq" / "labextension"
+
+
+def this_trees_labextension(root: Path) -> list[str]:
+    """Lab serves the extension built in this checkout, ahead of any copy installed in the environment (which
+    may be another checkout's): a folder of its own holding a link to the build, searched first."""
+    if not (TREE_LABEXTENSION / "package.json").exists():
+        return []  # not built here: whatever the environment has
+    folder = root / "labextensions"
+    folder.mkdir(exist_ok=True)
+    (folder / "jupyter-taskq-labextension").symlink_to(TREE_LABEXTENSION, target_is_directory=True)
+    return [f"--LabApp.extra_labextensions_path={folder}"]
+
+
 def make_lab(root: Path, cpu_workers: int = 1, **kwargs) -> TaskqServer:
-    """A JupyterLab TaskqServer (not started) with its own settings and workspaces, no news pop-up."""
+    """A JupyterLab TaskqServer (not started) with its own settings and workspaces, no news pop-up, serving
+    this checkout's Lab extension."""
     settings = root / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no news pop-up
     return TaskqServer(root, gpus=[], cpu_workers=cpu_workers, app="jupyterlab",
                        extra_args=["--LabApp.expose_app_in_browser=True",
                                    f"--LabApp.workspaces_dir={root / 'workspaces'}",
-                                   f"--LabApp.user_settings_dir={root / 'settings'}"], **kwargs)
+                                   f"--LabApp.user_settings_dir={root / 'settings'}",
+                                   *this_trees_labextension(root)], **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -109,3 +109,34 @@ def test_download_link_returns_the_output_file(page, lab):
     assert download.suggested_filename == "report.txt"
     with open(download.path(), encoding="utf-8") as f:
         assert f.read() == text
+
+
+def test_the_notebook_widget_runs_the_bundle_built_from_the_lab_source(page, lab):
+    """The ipywidget itself (what VS Code or Notebook without our extension draw), shown alone so Lab draws it
+    rather than its output renderer: its loader imports taskq/static/taskq-widget.js from this server, and it
+    follows its tasks over REST from the page, or relayed by the kernel where the page cannot reach the queue."""
+    session = lab.client().session
+    assert session.get(lab.url + "lab/extensions/jupyter-taskq-labextension/static/taskq-widget.js").ok, \
+        "Lab serves another checkout's build"
+    bundle = session.get(lab.url + "taskq/static/taskq-widget.js")
+    assert bundle.ok and "javascript" in bundle.headers["Content-Type"]
+    name = write_notebook(lab.root, "widget.ipynb", [
+        SETUP,
+        "from jupyter_taskq.notebook.client import connect\n"
+        "from jupyter_taskq.notebook.widgets import GroupWidget, TaskWidget\n"
+        "hs = [nap.put(0.5) for _ in range(3)]\n"
+        "GroupWidget(connect(), task_ids=[h.id for h in hs])",
+        "import os\nos.environ.pop('JUPYTER_TASKQ_SAME_ORIGIN')   # as in VS Code: the kernel relays\n"
+        "w = TaskWidget(connect(), task_id=nap.put(0.5).id)\nw",
+    ])
+    open_notebook(page, lab, name)
+    for index in range(3):
+        run_cell(page, index)
+    group = cell(page, 1).locator(".jtq-widget.jtq-group")
+    expect(group.locator(".jtq-head")).to_contain_text("3 tasks", timeout=30_000)
+    expect(group.locator(".jtq-head")).to_contain_text("3 COMPLETE", timeout=30_000)
+    expect(group.locator(".jtq-row")).to_have_count(3)
+    relayed = cell(page, 2).locator(".jtq-widget")
+    expect(relayed.locator(".jtq-head .jtq-chip")).to_have_text("COMPLETE", timeout=30_000)
+    expect(relayed.locator(".jtq-retry")).to_be_visible()
+    screenshot(page, "widget-from-the-bundle")
