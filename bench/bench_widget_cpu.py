@@ -3,8 +3,8 @@
     python bench/bench_widget_cpu.py [--tasks 2000] [--widgets 0,1,3]
 
 A widget shown where the page cannot reach the queue itself (nbval, a terminal, another
-server) follows its tasks from a kernel thread: a ``GroupWidget`` asks for all its tasks twice
-a second until they have all ended. This starts a real server (SQLite, 2 CPU workers), and for
+server) follows its tasks from a kernel thread: a ``GroupWidget``'s follower long-polls the change
+feed and, on a change to its tasks, asks for the group's state until they have all ended. This starts a real server (SQLite, 2 CPU workers), and for
 each count of widgets maps a trivial function over ``--tasks`` items, shows that many
 ``GroupWidget``s of the group (the real class, its real thread), waits for the map, and reports
 the CPU seconds the server process (not its workers) used from the submission to the end.
@@ -60,7 +60,7 @@ def main() -> int:
             before, start = cpu_seconds(server.proc.pid), time.monotonic()
             handles = client.submit_many(tiny, range(args.tasks))
             ids = [h.id for h in handles]
-            widgets = [GroupWidget(client, task_ids=ids, snapshot=[]) for _ in range(count)]
+            widgets = [GroupWidget(client, task_ids=ids) for _ in range(count)]
             client.wait(ids)
             took = time.monotonic() - start
             results.append({"widgets": count, "tasks": args.tasks, "server_cpu_s": round(cpu_seconds(
@@ -83,13 +83,19 @@ def per_poll(tasks: int, polls: int = 40) -> int:
     try:
         client = server.client()
         ids = [h.id for h in client.submit_many(tiny, range(tasks))]
-        widget = GroupWidget(client, task_ids=ids, snapshot=[])
-        fresh = GroupWidget._refresh
-        widget._refresh = lambda: True  # its own thread stops at its next look; we poll by hand
+        group_id = client._request("POST", "groups", json={"task_ids": ids}).json()["id"]
+        widget = GroupWidget(client, task_ids=ids, group_id=group_id)
+        widget._finished = lambda: True  # its own thread stops at its next look; we poll by hand
         widget._thread.join(5)
+        cursor = client._request("GET", "changes", params={"since": "", "wait": 0}).json()["cursor"]
+
+        def follower_round():  # what the kernel's follower asks per change: the feed, then the group's state
+            client._request("GET", "changes", params={"since": cursor, "wait": 0})
+            GroupWidget._finished(widget)
+
         results = {}
         for label, poll in (("every task (before)", lambda: client.tasks_by_id(ids)),
-                            ("change feed (after)", lambda: fresh(widget))):
+                            ("change feed (after)", follower_round)):
             poll()  # the first look fetches everything either way
             before = cpu_seconds(server.proc.pid)
             for _ in range(polls):

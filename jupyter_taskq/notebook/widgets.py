@@ -35,6 +35,8 @@ from .mime import API_PATH, INLINE_IDS
 
 #: Seconds the kernel's follower lets one long-poll of the change feed wait.
 FEED_WAIT = 10.0
+#: Seconds between two change messages: a busy map costs the server a few follower rounds a second at most.
+MIN_INTERVAL = 0.2
 #: Reads the follower answers ahead with each change (the widget's latest distinct reads).
 REPLAYS = 4
 #: What a relayed request may name: a path under the queue's API, nothing else.
@@ -123,6 +125,7 @@ class _TaskqWidget(anywidget.AnyWidget):
                 ours = None if changed is None else [i for i in changed if i in self._ids()]
                 if ours is None or ours:
                     self._send_changes(ours)
+                    stop.wait(MIN_INTERVAL)
             except TaskqError as exc:
                 if exc.status_code == 404:  # deleted: nothing more will ever change
                     self._send_changes(None)
