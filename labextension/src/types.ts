@@ -59,7 +59,6 @@ export interface Task extends TaskOptions {
   priority: number;
   callback_url: string | null;
   owner?: string | null; // who submitted it (issue 15; a hub admin sees everyone's)
-  image?: ImageSpec | null; // image=: the environment it asked for (jupyter_taskq/image.py)
   environment?: TaskEnvironment | null; // what that image resolved to (worker/images.py)
   retry_of: string | null;
   outputs: TaskOutput[];
