@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import image as image_spec
+from . import taskside
 from ..imagecache import cache_bytes, image_dir, last_used, list_images  # noqa: F401
 from ..imagecache import read_json as _read_json
 
@@ -275,13 +276,15 @@ def _lease(fd: int, directory: Path, digest: str, spec: dict) -> Lease:
         os.utime(directory / f"{digest}.json")  # last use (a read-only image_dir: the builder's time stays)
     prefix = directory / digest
     environment = {"hash": digest, "packages": record.get("packages", []), "python": record.get("python_version")}
-    return Lease(fd, str(prefix / "bin" / "python"), environment, _run_env(spec, str(prefix)))
+    return Lease(fd, str(prefix / "bin" / "python"), environment, _run_env(spec, str(prefix), directory))
 
 
-def _run_env(spec: dict, prefix: str | None, runner_path: str | None = None) -> dict:
+def _run_env(spec: dict, prefix: str | None, directory: Path, runner_path: str | None = None) -> dict:
     """What the task's environment gets over the notebook's (runner.py applies it): the image's variables,
-    its prefix (VIRTUAL_ENV, PATH), and for an existing interpreter a folder with the runner's libraries."""
-    return {"env_vars": spec.get("env_vars") or {}, "prefix": prefix, "runner_path": runner_path}
+    its prefix (VIRTUAL_ENV, PATH), for an existing interpreter a folder with the runner's libraries, and
+    the folder with the task-side ``jupyter_taskq`` (:mod:`.taskside`)."""
+    return {"env_vars": spec.get("env_vars") or {}, "prefix": prefix, "runner_path": runner_path,
+            "taskside_path": taskside.task_side_path(directory)}
 
 
 def runner_libraries(directory: Path) -> str | None:
@@ -423,4 +426,4 @@ def _existing(spec: dict, directory: Path) -> Lease:
     digest = hashlib.sha256(json.dumps({"spec": spec, "python": os.path.realpath(python), "packages": packages},
                                        sort_keys=True).encode()).hexdigest()
     return Lease(None, python, {"hash": digest, "packages": packages, "python": version},
-                 _run_env(spec, None, runner_libraries(directory)))
+                 _run_env(spec, None, directory, runner_libraries(directory)))
