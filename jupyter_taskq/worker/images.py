@@ -139,12 +139,31 @@ def _candidates():
     yield from sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3")))
 
 
-def interpreters(wanted: str | None = None) -> dict[str, str]:
+def reachable_by_all(path: str) -> bool:
+    """Whether any account can run ``path`` (it and every folder above it: o+x). On a hub an image's
+    interpreter runs as the task's owner: one under root's home (a pyenv in /root) cannot."""
+    real = os.path.realpath(path)
+    try:
+        if not os.stat(real).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(real)
+        while parent != "/":
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+    return True
+
+
+def interpreters(wanted: str | None = None, for_all: bool = False) -> dict[str, str]:
     """``{"3.11": path}``: the Python interpreters on this machine that run; with ``wanted``, the search
-    stops at the first of that minor version."""
+    stops at the first of that minor version; ``for_all``: only those every account can run (a hub)."""
     found: dict[str, str] = {}
     for path in _candidates():
         if not path or path.endswith("-config") or not os.access(path, os.X_OK):
+            continue
+        if for_all and not reachable_by_all(path):
             continue
         version = image_spec.interpreter_version(path)
         if version:
@@ -154,10 +173,10 @@ def interpreters(wanted: str | None = None) -> dict[str, str]:
     return found
 
 
-def find_interpreter(version: str) -> str:
-    if version == image_spec.kernel_minor():
+def find_interpreter(version: str, for_all: bool = False) -> str:
+    if version == image_spec.kernel_minor() and (not for_all or reachable_by_all(sys.executable)):
         return sys.executable  # the worker's own, as a kernel of that version most likely is
-    there = interpreters(version)
+    there = interpreters(version, for_all)
     if version in there:
         return there[version]
     listed = ", ".join(f"{v} ({p})" for v, p in sorted(there.items(), key=lambda i: tuple(map(int, i[0].split("."))))) or "none"
@@ -329,7 +348,7 @@ def _build(spec: dict, directory: Path, digest: str, no_build: bool) -> None:
             if spec["commands"] and no_build:
                 raise ImageBuildError("image commands are not run by a hub-wide queue (they would run as the "
                                       "worker's account, not yours); install packages only")
-            python = find_interpreter(spec["python_version"] or image_spec.kernel_minor())
+            python = find_interpreter(spec["python_version"] or image_spec.kernel_minor(), for_all=no_build)
             shutil.rmtree(prefix, ignore_errors=True)  # a build interrupted before its record was written
             env = uv_env(directory, no_build)
             uv = uv_bin()
