@@ -38,6 +38,32 @@ make_version = notebook_function(
     "    return packaging.version.Version(text)\n")
 
 
+warm_in_image = notebook_function(
+    "def warm_in_image(_=None):\n"
+    "    import os, sys\n"
+    "    already = 'colorsys' in sys.modules\n"
+    "    import colorsys, packaging\n"
+    "    return os.getpid(), sys.executable, packaging.__version__, already\n")
+task_side_api = notebook_function(
+    "def task_side_api(name):\n"
+    "    import jupyter_taskq\n"
+    "    from jupyter_taskq import Output, on_start_value, progress\n"
+    "    import packaging\n"
+    "    progress(2, 4, 'half way in the image')\n"
+    "    with open(name, 'w') as f:\n"
+    "        f.write('made in an image')\n"
+    "    saved = Output(name).save()\n"
+    "    try:\n"
+    "        jupyter_taskq.task_queue\n"
+    "        rest = 'importable'\n"
+    "    except AttributeError as exc:\n"
+    "        rest = str(exc)\n"
+    "    return saved, packaging.__version__, jupyter_taskq.__file__, on_start_value(), rest\n")
+loaded = notebook_function(
+    "def loaded():\n"
+    "    return 'model loaded'\n")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
@@ -166,3 +192,50 @@ def test_eviction_frees_space_and_a_later_task_rebuilds(tmp_path):
         assert "building image" in again.logs()
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def one_worker(server, tmp_path_factory):
+    """One worker (warm processes are each worker's own), on the same image_dir: images built once."""
+    one = TaskqServer(tmp_path_factory.mktemp("images-warm"), gpus=[], cpu_workers=1,
+                      image_dir=str(server.root / "images")).start()
+    yield one
+    one.close()
+
+
+def test_a_warm_image_task_serves_three_calls_in_one_process_and_another_image_gets_its_own(one_worker):
+    client = one_worker.client()
+    old, new = Image(python_packages=["packaging==21.0"]), Image(python_packages=["packaging==24.0"])
+    handles = []
+    for _ in range(3):  # one after another: each finds the process the last one left warm
+        handles.append(client.submit(warm_in_image, image=old, keep_warm_seconds=60))
+        handles[-1].result(timeout=240)
+    results = [h.result() for h in handles]
+    pid, python, version, imported = results[0]
+    assert (version, imported) == ("21.0", False) and python != sys.executable
+    assert [r[0] for r in results] == [pid] * 3  # one process of the image's interpreter served all three
+    assert [r[3] for r in results[1:]] == [True, True]  # with what it imported
+    other_pid, other_python, other_version, _ = client.submit(warm_in_image, image=new, keep_warm_seconds=60).result(
+        timeout=240)
+    assert other_version == "24.0" and other_pid != pid and other_python != python
+    warm = wait_for(lambda: [w for worker in client.stats()["workers"] for w in worker["warm"]
+                             if w.get("image") == handles[0].environment()["hash"]], 10, message="the warm image process")
+    assert warm[0]["pid"] == pid and warm[0]["attempts"] == 3
+    # the same function without image= never lands in an image's warm process
+    assert client.submit(warm_in_image, keep_warm_seconds=60).result(timeout=60)[1] == sys.executable
+
+
+def test_a_task_in_an_image_uses_progress_output_and_on_start_value(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    client = server.client()
+    handle = client.submit(task_side_api, ("made.txt",), image=Image(python_packages=["packaging==21.0"]),
+                           on_start=loaded)
+    saved, version, module, value, rest = handle.result(timeout=240)
+    assert (saved, version, value) == ("made.txt", "21.0", "model loaded")
+    assert ".taskside-" in module  # the worker's task-side copy, not an installed jupyter_taskq
+    assert "not available inside an image=" in rest
+    progress = handle.progress()
+    assert (progress["done"], progress["total"], progress["message"]) == (2, 4, "half way in the image")
+    assert [o["name"] for o in handle.outputs()] == ["made.txt"]
+    assert open(handle.download("made.txt", tmp_path / "down")).read() == "made in an image"
+    assert not any(p.startswith("jupyter") for p in handle.environment()["packages"])  # nothing installed for it

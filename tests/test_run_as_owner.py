@@ -62,6 +62,26 @@ def try_to_read(paths):
     return found
 
 
+def _image_dir() -> Path:
+    """Images for all owners' tasks, built once (module-wide), where the owners can reach them (not under
+    pytest's 0700 folders): as a hub's shared image_dir."""
+    global _IMAGES
+    if _IMAGES is None:
+        _IMAGES = Path(tempfile.mkdtemp(prefix="taskq-owner-images-", dir="/tmp"))
+        os.chmod(_IMAGES, 0o755)
+    return _IMAGES
+
+
+_IMAGES: Path | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_images():
+    yield
+    if _IMAGES is not None:
+        shutil.rmtree(_IMAGES, ignore_errors=True)
+
+
 @pytest.fixture
 def queue(accounts, tmp_path, monkeypatch):
     files = Path(tempfile.mkdtemp(prefix="taskq-owners-", dir="/tmp"))  # not under /root or pytest's 0700 folder
@@ -76,7 +96,7 @@ def queue(accounts, tmp_path, monkeypatch):
             servers[name] = server.start(wait_workers=False)
         monkeypatch.delenv("JUPYTERHUB_USER")
         worker = start_worker_machine(tmp_path, "owners", servers[USERS[0]].redis.url, files, "--gpus", "",
-                                      "--cpu-workers", "1", "--run-as-owner")
+                                      "--cpu-workers", "1", "--run-as-owner", "--image-dir", str(_image_dir()))
         client = servers[USERS[0]].client()
         wait_for(lambda: sum(w["alive"] for w in client.stats()["workers"]) >= 1, 60, 0.1, "the owners' worker")
         yield servers, files, worker
@@ -245,3 +265,43 @@ def test_what_a_task_plants_in_its_attempt_folder_is_removed_before_root_reads_i
     assert folder.stat().st_uid == 0 and (folder / "files").stat().st_uid == 0, "taken back: nothing swapped in"
     assert (folder / "files" / "kept.txt").stat().st_uid == accounts[name].pw_uid
     assert "done" in client.logs(handle.id)["data"]
+
+
+def in_image(_=None):
+    import jupyter_taskq
+    import packaging
+
+    jupyter_taskq.progress(1, 2, "in the image, as its owner")
+    return os.getpid(), os.getuid(), packaging.__version__, jupyter_taskq.__file__
+
+
+def test_images_on_a_hub_run_as_their_owner_warm_per_owner_and_refuse_commands(accounts, queue, monkeypatch):
+    """A hub-wide queue builds images as root: wheels only (UV_NO_BUILD) and no image commands; the task
+    runs in the image as its owner, warm processes stay each owner's, and the task-side API works there."""
+    from jupyter_taskq import Image
+    from jupyter_taskq.notebook.client import TaskFailed
+
+    servers, _, _ = queue
+    a, b = (servers[name].client() for name in USERS)
+    image = Image(python_packages=["packaging==21.0"])
+    marker = Path(tempfile.gettempdir()) / f"taskq-hub-image-command-{os.getpid()}"
+    monkeypatch.chdir(accounts[USERS[1]].pw_dir)
+    refused = b.submit(in_image, image=image.add_commands([f"touch {marker}"]))
+    with pytest.raises(TaskFailed) as failed:
+        refused.result(timeout=300)
+    assert "not run by a hub-wide queue" in str(failed.value) and not marker.exists()
+    assert b.get(refused.id)["attempt"] == 1  # final: no retry can change it
+    # (this machine's own Python is under /root, 0700: the hub's build picks one every account can run)
+    monkeypatch.chdir(accounts[USERS[0]].pw_dir)
+    handles = []
+    for _ in range(2):
+        handles.append(a.submit(in_image, image=image, keep_warm_seconds=60))
+        handles[-1].result(timeout=300)
+    (pid, uid, version, module), again = handles[0].result(), handles[1].result()
+    assert (uid, version) == (accounts[USERS[0]].pw_uid, "21.0") and ".taskside-" in module
+    assert again[:2] == (pid, uid), "the owner's next attempt ran in their warm image process"
+    assert handles[1].progress()["message"] == "in the image, as its owner"
+    monkeypatch.chdir(accounts[USERS[1]].pw_dir)
+    theirs = b.submit(in_image, image=image, keep_warm_seconds=60).result(timeout=120)
+    assert theirs[1] == accounts[USERS[1]].pw_uid and theirs[0] != pid  # never the other owner's process
+

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import image as image_spec
+from . import taskside
 from ..imagecache import cache_bytes, image_dir, last_used, list_images  # noqa: F401
 from ..imagecache import read_json as _read_json
 
@@ -138,12 +139,31 @@ def _candidates():
     yield from sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3")))
 
 
-def interpreters(wanted: str | None = None) -> dict[str, str]:
+def reachable_by_all(path: str) -> bool:
+    """Whether any account can run ``path`` (it and every folder above it: o+x). On a hub an image's
+    interpreter runs as the task's owner: one under root's home (a pyenv in /root) cannot."""
+    real = os.path.realpath(path)
+    try:
+        if not os.stat(real).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(real)
+        while parent != "/":
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+    return True
+
+
+def interpreters(wanted: str | None = None, for_all: bool = False) -> dict[str, str]:
     """``{"3.11": path}``: the Python interpreters on this machine that run; with ``wanted``, the search
-    stops at the first of that minor version."""
+    stops at the first of that minor version; ``for_all``: only those every account can run (a hub)."""
     found: dict[str, str] = {}
     for path in _candidates():
         if not path or path.endswith("-config") or not os.access(path, os.X_OK):
+            continue
+        if for_all and not reachable_by_all(path):
             continue
         version = image_spec.interpreter_version(path)
         if version:
@@ -153,10 +173,10 @@ def interpreters(wanted: str | None = None) -> dict[str, str]:
     return found
 
 
-def find_interpreter(version: str) -> str:
-    if version == image_spec.kernel_minor():
+def find_interpreter(version: str, for_all: bool = False) -> str:
+    if version == image_spec.kernel_minor() and (not for_all or reachable_by_all(sys.executable)):
         return sys.executable  # the worker's own, as a kernel of that version most likely is
-    there = interpreters(version)
+    there = interpreters(version, for_all)
     if version in there:
         return there[version]
     listed = ", ".join(f"{v} ({p})" for v, p in sorted(there.items(), key=lambda i: tuple(map(int, i[0].split("."))))) or "none"
@@ -275,13 +295,15 @@ def _lease(fd: int, directory: Path, digest: str, spec: dict) -> Lease:
         os.utime(directory / f"{digest}.json")  # last use (a read-only image_dir: the builder's time stays)
     prefix = directory / digest
     environment = {"hash": digest, "packages": record.get("packages", []), "python": record.get("python_version")}
-    return Lease(fd, str(prefix / "bin" / "python"), environment, _run_env(spec, str(prefix)))
+    return Lease(fd, str(prefix / "bin" / "python"), environment, _run_env(spec, str(prefix), directory))
 
 
-def _run_env(spec: dict, prefix: str | None, runner_path: str | None = None) -> dict:
+def _run_env(spec: dict, prefix: str | None, directory: Path, runner_path: str | None = None) -> dict:
     """What the task's environment gets over the notebook's (runner.py applies it): the image's variables,
-    its prefix (VIRTUAL_ENV, PATH), and for an existing interpreter a folder with the runner's libraries."""
-    return {"env_vars": spec.get("env_vars") or {}, "prefix": prefix, "runner_path": runner_path}
+    its prefix (VIRTUAL_ENV, PATH), for an existing interpreter a folder with the runner's libraries, and
+    the folder with the task-side ``jupyter_taskq`` (:mod:`.taskside`)."""
+    return {"env_vars": spec.get("env_vars") or {}, "prefix": prefix, "runner_path": runner_path,
+            "taskside_path": taskside.task_side_path(directory)}
 
 
 def runner_libraries(directory: Path) -> str | None:
@@ -326,7 +348,7 @@ def _build(spec: dict, directory: Path, digest: str, no_build: bool) -> None:
             if spec["commands"] and no_build:
                 raise ImageBuildError("image commands are not run by a hub-wide queue (they would run as the "
                                       "worker's account, not yours); install packages only")
-            python = find_interpreter(spec["python_version"] or image_spec.kernel_minor())
+            python = find_interpreter(spec["python_version"] or image_spec.kernel_minor(), for_all=no_build)
             shutil.rmtree(prefix, ignore_errors=True)  # a build interrupted before its record was written
             env = uv_env(directory, no_build)
             uv = uv_bin()
@@ -423,4 +445,4 @@ def _existing(spec: dict, directory: Path) -> Lease:
     digest = hashlib.sha256(json.dumps({"spec": spec, "python": os.path.realpath(python), "packages": packages},
                                        sort_keys=True).encode()).hexdigest()
     return Lease(None, python, {"hash": digest, "packages": packages, "python": version},
-                 _run_env(spec, None, runner_libraries(directory)))
+                 _run_env(spec, None, directory, runner_libraries(directory)))

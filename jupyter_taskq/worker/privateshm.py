@@ -44,6 +44,11 @@ def enter() -> bool:
     return _state["private"]
 
 
+def is_private() -> bool:
+    """Whether this process has its own /dev/shm (an image's interpreter, exec'ed, is told so: warmserve.py)."""
+    return _state["private"]
+
+
 def renew() -> None:
     """A warm process's next attempt: a new empty /dev/shm, the last attempt's files dropped with the old."""
     if not _state["private"]:

@@ -491,12 +491,15 @@ class Worker:
         self._fetch_blob(header)
         python = None if _same_interpreter(header) else header["python"]
         attempt_env = self._attempt_env
-        if image is not None:  # the image's interpreter runs runner.py (a fresh process per attempt)
+        if image is not None:  # the image's interpreter runs runner.py (warm there too: warmserve.py)
             python, attempt_env = image.python, {**self._attempt_env, **image_run_env(image)}
-        keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None else 0.0
-        # A warm process serves one owner's tasks only (what on_start loaded is theirs), run as them or not.
+        keep_warm = float(task.get("keep_warm_seconds") or 0) if python is None or image is not None else 0.0
+        # A warm process serves one owner's tasks only (what on_start loaded is theirs), run as them or not,
+        # and one image (its interpreter and packages are the process's for good);
         # ... and one GPU set: a process that touched CUDA sees only the devices it started with.
         key = f"{_warm_key(header)}:{task.get('owner')}:{self._attempt_devices}" if keep_warm > 0 else None
+        if key is not None and image is not None:
+            key = f"{key}:image:{image.environment.get('hash')}"
         who = None
         if self.run_as_owner:
             self._owner = owner.lookup(task.get("owner"))
@@ -537,8 +540,12 @@ class Worker:
             proc.dispatch(paths, python, warm=key is not None, owner=who, env=attempt_env,
                           devices=self._attempt_devices)
         proc.warm_key, proc.keep_warm = key, keep_warm
+        if key is not None and image is not None:
+            proc.hold_image(image)
         # owner: stats show a hub user only their own warm processes, and DELETE warm drops only those
         proc.warm_info = {"function": header.get("function"), "cwd": header.get("cwd"), "owner": task.get("owner")}
+        if image is not None:
+            proc.warm_info["image"] = image.environment.get("hash")
         return proc
 
     def _say_enforcement(self, task: dict) -> None:
@@ -696,6 +703,7 @@ class Worker:
                         self._keep_warm(proc)
                     elif not report.get("warm") and self._spare is None and not self.stopping:
                         proc.warm_key = None
+                        proc.release_image()  # its next task process is a fresh one, of whatever image
                         self._spare = proc  # the keeper serves the next attempt (in a fresh task process)
                     else:
                         self._retire(proc)

@@ -432,11 +432,14 @@ def _load_payload_module():
 
 
 if __name__ == "__main__":
-    if os.environ.get(IMAGE_ENV):  # an existing interpreter without the runner's libraries: after its own
-        _runner_path = json.loads(os.environ[IMAGE_ENV]).get("runner_path")
-        if _runner_path:
-            sys.path.append(_runner_path)
-    # python runner.py PAYLOAD RESULT ERROR LOG ATTEMPT_DIR CUDA_DEVICES [AS_OWNER_JSON]
+    if os.environ.get(IMAGE_ENV):  # after the interpreter's own packages: the runner's libraries (an existing
+        _image = json.loads(os.environ[IMAGE_ENV])  # interpreter) and the task-side jupyter_taskq (taskside.py)
+        sys.path.extend(p for p in (_image.get("runner_path"), _image.get("taskside_path")) if p)
+    # python runner.py PAYLOAD RESULT ERROR LOG ATTEMPT_DIR CUDA_DEVICES [AS_OWNER_JSON [PIPES_JSON]]
     sys.path.pop(0)  # this file's folder is not the notebook's
     as_owner = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
-    sys.exit(run_attempt(*sys.argv[1:7], _load_payload_module(), **as_owner))
+    _payload_module = _load_payload_module()
+    if len(sys.argv) > 8:  # warm: this process serves the next attempts of the function too
+        sys.exit(_worker_module("warmserve").serve(sys.modules[__name__], _payload_module, sys.argv[1:6],
+                                                   sys.argv[6], as_owner, json.loads(sys.argv[8])))
+    sys.exit(run_attempt(*sys.argv[1:7], _payload_module, **as_owner))

@@ -35,12 +35,10 @@ decides which attempts may go there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import select
 import shutil
 import signal
-import struct
 import sys
 import tempfile
 import threading
@@ -50,14 +48,11 @@ from . import cgroups, limits, privateshm, runner
 from .proctree import (become_subreaper, descendants, die_with_parent, end_all_children, has_children, signal_all,
                        wait_exit)
 
-# Bound now: a task process runs user code that may patch the json module (issue 12 saw its dumps
-# replaced) before it reports to its keeper.
-from json import dumps as _dumps, loads as _loads  # noqa: E402
+from .warmserve import EXIT_STALE, WarmGuard as _WarmGuard, _dumps, _loads, flush_output, left_behind as _left_behind
+from .warmserve import read_message, write_message  # noqa: F401 - the keeper's framing, here since before
 
-_LEN = struct.Struct(">I")
 PARENT_DIED = signal.SIGHUP  # the keeper's parent-death signal: end the whole tree at once
 KEEPER_CRASH = 3  # exit status of a keeper (or task process) that failed outside the task's code
-EXIT_STALE = 4  # a warm process holding other code than the attempt's: the worker runs it in a fresh one
 SCRATCH = "/dev/shm"  # tmpfs on Linux: where the warm-up writes its throwaway result
 
 
@@ -67,32 +62,6 @@ class _Stop(Exception):
     def __init__(self, graceful: bool):
         super().__init__("stop")
         self.graceful = graceful
-
-
-def write_message(fd: int, message: dict) -> None:
-    data = _dumps(message).encode()
-    data = _LEN.pack(len(data)) + data
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def read_message(fd: int) -> dict | None:
-    """The next message on ``fd``; None at end of file (the writer is gone)."""
-    prefix = _read_exact(fd, _LEN.size)
-    if prefix is None:
-        return None
-    body = _read_exact(fd, _LEN.unpack(prefix)[0])
-    return None if body is None else _loads(body)
-
-
-def _read_exact(fd: int, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
 
 
 class TaskProcess:
@@ -111,6 +80,7 @@ class TaskProcess:
         self.task_pid: int | None = None  # the task process that ran the last attempt (its keeper reports it)
         self.task_attempts = 0  # attempts that task process has run: what a warm one has served
         self.busy = False  # an attempt was handed over and its report not read yet
+        self.image_fd: int | None = None  # a shared flock on the image a warm process runs in (images.Lease)
 
     @classmethod
     def fork(cls, cuda_devices: str, kill_grace: float, warm_up: str | None = None) -> "TaskProcess":
@@ -166,8 +136,20 @@ class TaskProcess:
             self.task_attempts += 1
         return report
 
+    def hold_image(self, lease) -> None:
+        """Keep the image of a warm process in use while the process lives, between attempts too: the
+        image cache never evicts an environment an idle warm interpreter runs from (images._evict)."""
+        if self.image_fd is None and lease.fd is not None:
+            self.image_fd = os.dup(lease.fd)  # the same open file: the same shared flock
+
+    def release_image(self) -> None:
+        if self.image_fd is not None:
+            os.close(self.image_fd)
+            self.image_fd = None
+
     def retire(self) -> None:
         """Close our ends: an idle keeper reads EOF, ends its tree and exits (reap its pid afterwards)."""
+        self.release_image()
         for name in ("request", "done", "pidfd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -382,10 +364,10 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
                 runner._write_error(paths[2], exc, exc.__traceback__, setup=True)
                 write_message(reports, {"code": runner.EXIT_SETUP, "reusable": False})
                 return runner.EXIT_SETUP
-        if message.get("python"):
-            _exec_runner(message["python"], paths, devices, as_owner)
-        sys.path[:] = base_path
         warm = bool(message.get("warm"))
+        if message.get("python"):  # another interpreter (an image): warm, it serves the next attempts there too
+            _exec_runner(message["python"], paths, devices, as_owner, (requests, reports) if warm else None)
+        sys.path[:] = base_path
         if served:
             privateshm.renew()  # the last attempt's /dev/shm files go with it
         served += 1
@@ -394,22 +376,15 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
             code = EXIT_STALE
         else:
             code = runner.run_attempt(*paths, devices, payload, guard.before_call if warm else None, **as_owner)
-        _flush_output()
+        flush_output()
         # Never after the task raised or crashed, nor when it left a thread running or a child alive: they
         # would write into the next attempt's log and outlive their attempt (the keeper ends them with it).
-        reusable = warm and code == runner.EXIT_OK and not _left_behind(threads)
+        reusable = warm and code == runner.EXIT_OK and not _left_behind(threads, has_children)
         if reusable:
             guard.remember_modules()
         write_message(reports, {"code": code, "reusable": reusable})
         if not reusable:
             return code
-
-
-def _left_behind(threads_before: set) -> bool:
-    """Whether the attempt left a thread of its own running, or a child process alive."""
-    if any(t.is_alive() for t in threading.enumerate() if t not in threads_before):
-        return True
-    return has_children()
 
 
 def _warm_up(payload_path: str, cuda_devices: str) -> None:
@@ -441,58 +416,6 @@ def _scratch_dir(fallback: str) -> str:
         return tempfile.mkdtemp(prefix="warmup-", dir=fallback)
 
 
-class _WarmGuard:
-    """In a warm task process: never run an attempt with stale code. The process serves one function
-    (the fingerprint of its pickle, taken in this process) and must not have imported a local module
-    (a file of the notebook's own) that has changed on disk since."""
-
-    def __init__(self):
-        self.served = False  # an attempt has returned normally in this process
-        self.fingerprint: str | None = None
-        self.stable: str | None = None  # the same, blind to which equal strings are one object
-        self.modules: dict[str, int] = {}
-
-    def before_call(self, fn) -> int | None:
-        try:  # plain cloudpickle: the code, defaults, closure and globals, not the local modules it imported
-            import cloudpickle
-
-            data = cloudpickle.dumps(fn)
-        except Exception:  # noqa: BLE001 - cannot tell: never reuse
-            return None if not self.served else EXIT_STALE
-        fingerprint = hashlib.sha256(data).hexdigest()
-        if not self.served:
-            self.fingerprint = fingerprint  # the function this process will serve
-            self.stable = payload.pickling.identity_free_digest(data)
-            return None
-        if fingerprint == self.fingerprint:
-            return None
-        # The same code can pickle to other bytes once a name in it was interned by something the process
-        # imported since (a library with a method "predict": an on_start that loads a model, say).
-        return None if payload.pickling.identity_free_digest(data) == self.stable else EXIT_STALE
-
-    def remember_modules(self) -> None:
-        pickling = sys.modules.get("jupyter_taskq.pickling")
-        modules = {}
-        for module in list(sys.modules.values()):
-            path = getattr(module, "__file__", None)
-            if isinstance(path, str) and pickling is not None and pickling.is_local_module(module):
-                try:
-                    modules[path] = os.stat(path).st_mtime_ns
-                except OSError:
-                    modules[path] = -1
-        self.modules = modules
-        self.served = True
-
-    def modules_changed(self) -> bool:
-        for path, mtime in self.modules.items():
-            try:
-                if os.stat(path).st_mtime_ns != mtime:
-                    return True
-            except OSError:
-                return True
-        return False
-
-
 def _as_owner(paths: list[str], who: dict) -> tuple[list[str], dict]:
     """Become the attempt's owner before anything of the payload but its JSON header is read (unpickling
     runs the owner's code). A fresh process, still root, first opens the payload and its shared part: the
@@ -521,18 +444,24 @@ def _as_owner(paths: list[str], who: dict) -> tuple[list[str], dict]:
     return paths, {"owner_env": env, "blob_path": blob}
 
 
-def _exec_runner(python: str, paths: list[str], cuda_devices: str, as_owner: dict | None = None) -> None:
-    """Become the notebook's own interpreter running ``runner.py`` (its packages, our runner)."""
+def _exec_runner(python: str, paths: list[str], cuda_devices: str, as_owner: dict | None = None,
+                 pipes: tuple[int, int] | None = None) -> None:
+    """Become the notebook's own interpreter (or an image's) running ``runner.py`` (its packages, our
+    runner). ``pipes``: this process's request and report pipes, kept open across the exec so that, warm,
+    the runner serves the next attempts (:func:`.warmserve.serve`). An image's interpreter does not get
+    the worker's ``PYTHONPATH``/``PYTHONHOME``: its packages are the image's (the notebook's own folders
+    come from the payload)."""
+    env = dict(os.environ)
+    if env.get(runner.IMAGE_ENV):
+        env.pop("PYTHONPATH", None)
+        env.pop("PYTHONHOME", None)
+    serve = []
+    if pipes is not None:
+        for fd in pipes:
+            os.set_inheritable(fd, True)
+        serve = [_dumps({"requests": pipes[0], "reports": pipes[1], "private_shm": privateshm.is_private()})]
     try:
-        os.execv(python, [python, runner.__file__, *paths, cuda_devices, *([_dumps(as_owner)] if as_owner else [])])
+        os.execve(python, [python, runner.__file__, *paths, cuda_devices, _dumps(as_owner or {}), *serve], env)
     except OSError as exc:
         runner._write_error(paths[2], exc, exc.__traceback__, setup=True)
         os._exit(runner.EXIT_SETUP)
-
-
-def _flush_output() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - the task may have closed or replaced them
-            pass
