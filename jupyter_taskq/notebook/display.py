@@ -89,6 +89,9 @@ def group_bundle(group) -> dict:
         widget = GroupWidget(connect(), task_ids=group.ids, group_id=(ref or {}).get("group", ""), text=group_text(infos))
         data.update(_widget_data(widget))
         data["text/plain"] = group_text(infos)
+        # Beside a live widget the HTML is only what a viewer without widgets shows (GitHub, nbviewer): the
+        # counts line, not a list of tasks, so a saved group stays under 2 KB however many it has (issue 19).
+        data["text/html"] = f"<div><b>{html.escape(group_text(infos))}</b></div>"
     return data
 
 
