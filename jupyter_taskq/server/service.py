@@ -523,6 +523,7 @@ class TaskService:
             "gpus": self.gpus,
             "disk_usage_bytes": self.disk_usage(),
             "images": imagecache.list_images(self.image_dir),  # image=: this machine's (or the shared) cache
+            "launcher": self.launcher.describe() if getattr(self, "launcher", None) is not None else None,
         }
 
     def drop_warm(self, owner: str | None = None) -> dict:
@@ -556,7 +557,16 @@ class TaskService:
             "waiting_for": (task.get("waiting_for") or []) if task.get("held") else [],
             "start_at": iso(task.get("start_at")), "schedule_id": task.get("schedule_id"),
             "stats": stats if stats is not None else self.task_stats(),
+            "waiting_for": self._waiting_for(task),
         }
+
+    def _waiting_for(self, task: dict) -> str | None:
+        """What a waiting task waits for, in the launcher's words ("waiting for Slurm job 1234, PENDING:
+        Resources"); None when it is not waiting or the launcher has nothing to say."""
+        launcher = getattr(self, "launcher", None)
+        if launcher is None or str(task["status"]) not in {str(s) for s in WAITING}:
+            return None
+        return launcher.waiting_note(task.get("pool") or "cpu")
 
     def _task_url(self, task_id: str) -> str:
         return f"{self.base_url}taskq/api/tasks/{task_id}"

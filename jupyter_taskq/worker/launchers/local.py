@@ -30,7 +30,8 @@ class LocalLauncher(Launcher):
         cmd = [sys.executable, "-m", "jupyter_taskq.worker", *app.backend.child_args(), "--name", "",
                "--gpus", ",".join(map(str, self.gpus)), *model, "--workers-per-gpu", str(app.workers_per_gpu),
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(app.heartbeat_timeout),
-               "--kill-grace", str(app.kill_grace), "--log-max-bytes", str(app.log_max_bytes), "--die-with-parent"]
+               "--kill-grace", str(app.kill_grace), "--log-max-bytes", str(app.log_max_bytes), "--die-with-parent",
+               "--image-dir", str(app.service.image_dir), "--image-cache-bytes", str(app.image_cache_bytes)]
         if app.redis_url and app.redis_allow_volatile:
             cmd.append("--redis-allow-volatile")  # the server took a Redis without persistence; so do they
         if app.runs_tasks_as_owners:
