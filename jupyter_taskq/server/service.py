@@ -164,7 +164,8 @@ class TaskService:
         """The model name, as live workers report it, that ``gpu="<wanted>"`` means."""
         if len(wanted) > 200:
             raise bad_request("option 'gpu' must be 0, 1 or a GPU model name of at most 200 characters")
-        models = sorted({w["model"] for w in self.alive_workers() if w["pool"] == GPU_POOL and w.get("model")})
+        models = sorted({w["model"] for w in self.alive_workers() if w["pool"] == GPU_POOL and w.get("model")}
+                        | set(self.launcher.gpu_models() if getattr(self, "launcher", None) else ()))
         matches = [m for m in models if wanted.lower() in m.lower()]
         exact = [m for m in matches if m.lower() == wanted.lower()]
         if exact:
@@ -178,8 +179,10 @@ class TaskService:
         return matches[0]
 
     def _live_worker_in(self, pool: str) -> bool:
-        """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``."""
-        return any(w["pool"] == pool for w in self.alive_workers())
+        """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``, or the
+        launcher starts such workers on demand (a Slurm job)."""
+        launcher = getattr(self, "launcher", None)
+        return (launcher is not None and launcher.starts_pool(pool)) or any(w["pool"] == pool for w in self.alive_workers())
 
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
         """Every option checked to a finite, sane range (declared in :mod:`jupyter_taskq.options`), then

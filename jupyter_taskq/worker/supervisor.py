@@ -98,6 +98,7 @@ class Supervisor:
         if not self._own_state_dir():
             return
         log.info("supervising %d workers in %s", len(self.workers), self.state.root)
+        self._idle_since = time.monotonic()  # idle from now: not while waiting for the state directory
         next_sweep = 0.0
         sweep_failing = False
         try:

@@ -48,6 +48,14 @@ class Launcher(LoggingConfigurable):
         """What it runs now, one dict per unit (a process, a batch job, a pod): at least ``id`` and ``state``."""
         return []
 
+    def starts_pool(self, pool: str) -> bool:
+        """Whether it starts workers for ``pool`` ("cpu", "gpu") on demand, so a task may wait for one."""
+        return False
+
+    def gpu_models(self) -> list[str]:
+        """GPU models it can start workers with on demand (tasks may ask for them by name)."""
+        return []
+
     def waiting_note(self, pool: str) -> str | None:
         """Why tasks of ``pool`` still wait, in the launcher's words (e.g. a pending Slurm job), or None."""
         return None

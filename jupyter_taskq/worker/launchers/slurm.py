@@ -55,6 +55,7 @@ PERMANENT_REFUSALS = ("Requested node configuration is not available", "Invalid 
                       "Job violates accounting/QOS policy", "Invalid Trackable RESource")
 TIME_LIMIT = re.compile(r"^(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)$")
 SUBMIT_BACKOFF_MAX = 60.0
+START_FAILURES = 3  # worker jobs in a row that fail to start before their waiting tasks FAIL
 
 
 def task_gpus(task: dict) -> int:
@@ -165,6 +166,8 @@ class SlurmLauncher(Launcher):
         self._backoff = 0.0
         self._refused: dict[str, str] = {}  # shape -> Slurm's reason, while it refuses that shape
         self._error = ""  # the last transient error, shown in stats
+        self._failed_seen: set[str] = set()
+        self._start_failures = 0  # jobs in a row that ended before a worker of theirs registered
         self._local = None
 
     def _queue_id(self) -> str:
@@ -242,6 +245,7 @@ class SlurmLauncher(Launcher):
             self.log.warning("jupyter-taskq: %s", self._error)
             return
         self._fail_hopeless()
+        self._count_start_failures()
         self._scale()
 
     def _list_jobs(self) -> list[dict]:
@@ -333,6 +337,29 @@ class SlurmLauncher(Launcher):
                     return
                 room -= 1
 
+    def _count_start_failures(self) -> None:
+        """A job that ended before any of its workers registered failed to start (a wrong ``python``, a
+        ``setup`` line that fails, a node without the files): submissions back off, and after
+        START_FAILURES in a row the waiting tasks of that shape FAIL with the job's last output line."""
+        for job in self._jobs:
+            if job["id"] in self._failed_seen:
+                continue
+            if job["state"] == "failed":
+                self._failed_seen.add(job["id"])
+                self._start_failures += 1
+                self._backoff = min(SUBMIT_BACKOFF_MAX, max(2.0, self._backoff * 2))
+                self._next_submit = time.monotonic() + self._backoff
+                said = _last_line(self.jobdir / f"{job['id']}.out")
+                self._error = (f"Slurm job {job['id']} failed to start ({job['slurm_state']}"
+                               f"{', ' + job['reason'] if job['reason'] else ''}){': ' + said if said else ''}")
+                self.log.error("jupyter-taskq: %s", self._error)
+                if self._start_failures >= START_FAILURES:
+                    self._fail_waiting(job["model"], f"{START_FAILURES} worker jobs in a row failed to start; "
+                                                     f"the last: {self._error}")
+                    self._start_failures = 0
+            elif job["id"] in self._seen_workers:
+                self._start_failures = 0
+
     def _fail_hopeless(self) -> None:
         """Jobs Slurm will never start: cancel them and fail the tasks that wait for their shape."""
         for job in self._jobs:
@@ -379,7 +406,9 @@ class SlurmLauncher(Launcher):
         lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
         # When Slurm ends the job: its start plus the time limit (the worker takes no task that would outlast it).
         lines.append(f"export JUPYTER_TASKQ_JOB_ENDS_AT=$(( $(date +%s) + {parse_time_limit(self.time_limit)} ))")
-        cmd = [self.python, "-m", "jupyter_taskq.worker", "worker", *app.backend.child_args(),
+        # Its own state directory on the node (one supervisor per state directory); the files are shared.
+        lines.append('export JUPYTER_TASKQ_JOB_STATE="${TMPDIR:-/tmp}/taskq-slurm-${SLURM_JOB_ID}"')
+        cmd = [self.python, "-m", "jupyter_taskq.worker", "--files-dir", app.backend.objects.url or str(app.state.files),
                "--cpu-workers", str(self.cpu_workers_per_job), "--heartbeat-timeout", str(app.heartbeat_timeout),
                "--kill-grace", str(app.kill_grace), "--log-max-bytes", str(app.log_max_bytes),
                "--idle-exit", "0" if keep else str(self.idle_timeout)]
@@ -388,7 +417,7 @@ class SlurmLauncher(Launcher):
         if app.redis_allow_volatile:
             cmd.append("--redis-allow-volatile")
         command = " ".join(shlex.quote(c) for c in cmd)
-        lines.append(f'exec {command} --gpus "${{CUDA_VISIBLE_DEVICES-}}" --name "slurm-$SLURM_JOB_ID"')
+        lines.append(f'exec {command} --state-dir "$JUPYTER_TASKQ_JOB_STATE" --gpus "${{CUDA_VISIBLE_DEVICES-}}" --name "slurm-$SLURM_JOB_ID"')
         return "\n".join(lines) + "\n"
 
     def _submit(self, model: str | None, biggest: tuple[float, float], keep: bool) -> bool:
@@ -459,6 +488,12 @@ class SlurmLauncher(Launcher):
                      error=self._error or None, refused={k or "gpu": v for k, v in self._refused.items()})
         return found
 
+    def starts_pool(self, pool: str) -> bool:
+        return pool == GPU_POOL and self.gpus_per_job > 0
+
+    def gpu_models(self) -> list[str]:
+        return sorted(self.partitions_by_gpu_model) if self.gpus_per_job > 0 else []
+
     def waiting_note(self, pool: str) -> str | None:
         if pool == CPU_POOL:
             return None
@@ -478,6 +513,14 @@ class SlurmLauncher(Launcher):
         if check and out.returncode != 0:
             raise RuntimeError(f"{cmd[0]} exited with {out.returncode}: {_one_line(out.stderr)}")
         return out
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return _one_line(lines[-1]) if lines else ""
 
 
 def _one_line(text: str) -> str:
