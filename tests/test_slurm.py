@@ -19,7 +19,7 @@ from slurm_kit import slurm  # noqa: F401 - the module's cluster fixture
 pytestmark = pytest.mark.slow
 
 
-def start(tmp_path, name="server", start_workers=True, **launcher) -> TaskqServer:
+def start(tmp_path, name="server", start_workers=True, refused=False, **launcher) -> TaskqServer:
     """A Redis-backed server whose workers are Slurm jobs, configured like a user's config file."""
     root = tmp_path / name
     root.mkdir()
@@ -30,7 +30,19 @@ def start(tmp_path, name="server", start_workers=True, **launcher) -> TaskqServe
                       + "".join(f"c.SlurmLauncher.{k} = {v!r}\n" for k, v in settings.items()))
     server = TaskqServer(root, gpus=[], cpu_workers=0, backend="redis", heartbeat_timeout=3,
                          extra_args=[f"--config={config}"], start_workers=start_workers)
+    if refused:  # up, answering 503 with the reason
+        server._answers = lambda: _status(server) in (200, 503)
     return server.start(wait_workers=False)
+
+
+def _status(server: TaskqServer) -> int | None:
+    if server.proc.poll() is not None:
+        raise AssertionError(f"server exited: {server.log_path.read_text()[-3000:]}")
+    try:
+        return requests.get(server.url + "taskq/api/stats", headers={"Authorization": f"token {TOKEN}"},
+                            timeout=1).status_code
+    except requests.RequestException:
+        return None
 
 
 def gpu_probe():
@@ -87,3 +99,108 @@ def test_jobs_grow_with_the_queue_pin_gpus_run_each_task_once_and_end_idle(slurm
     finally:
         server.close()
     assert not slurm.jobs()
+
+
+def sleeper():
+    def sleep_then_say(seconds):
+        import os
+        import time
+
+        time.sleep(seconds)
+        return os.environ.get("SLURM_JOB_ID")
+
+    return sleep_then_say
+
+
+def test_scancel_of_a_busy_job_requeues_its_task_on_another_job(slurm, tmp_path):
+    server = start(tmp_path)
+    try:
+        client = server.client()
+        handle = client.submit(sleeper(), (15,), gpu=1, max_retries=2)
+        wait_for(lambda: handle.status() == "RUNNING", 90, 0.2, "the task running on a Slurm job")
+        first = [j["id"] for j in slurm.jobs() if j["state"] == "RUNNING"]
+        assert len(first) == 1
+        slurm.run("scancel", first[0])
+        assert handle.wait(timeout=150) == "COMPLETE", handle.info()
+        assert handle.info()["attempt"] >= 2
+        assert handle.result() != first[0], "the second attempt ran on a new job"
+    finally:
+        server.close()
+    wait_for(lambda: not slurm.jobs(), 30, 0.5, "no job left after the server stopped")
+
+
+def test_stopping_the_server_cancels_its_jobs(slurm, tmp_path):
+    server = start(tmp_path)
+    try:
+        client = server.client()
+        handle = client.submit(sleeper(), (120,), gpu=1)
+        wait_for(lambda: handle.status() == "RUNNING", 90, 0.2, "the task running on a Slurm job")
+        assert slurm.jobs()
+        wait_for(lambda: client.stats()["launcher"]["jobs"][0]["workers"], 10, 0.2, "the job's worker in stats")
+        job = client.stats()["launcher"]["jobs"][0]
+        assert job["state"] == "running" and job["node"] == "localhost" and job["gpus"] in (["0"], ["1"]), job
+        assert job["time_left"] > 3000
+    finally:
+        server.stop()
+    wait_for(lambda: not slurm.jobs(), 30, 0.5, "no job left after the server stopped")
+    server.close()
+
+
+def test_a_job_slurm_cannot_run_fails_its_task_with_slurms_reason(slurm, tmp_path):
+    server = start(tmp_path, gpus_per_job=3)  # the node has 2
+    try:
+        client = server.client()
+        handle = client.submit(sleeper(), (0,), gpu=1)
+        assert handle.wait(timeout=30) == "FAILED"
+        assert "Requested node configuration is not available" in handle.info()["error"]["message"]
+        assert not slurm.jobs()
+    finally:
+        server.close()
+
+
+def test_bad_configuration_is_refused_at_start_with_one_line(slurm, tmp_path):
+    for settings, says in (({"partition": "nosuch"}, "no partition 'nosuch'"),
+                           ({"sbatch": "/nonexistent/sbatch"}, "/nonexistent/sbatch` is not on PATH")):
+        server = start(tmp_path, name=f"s{len(says)}", refused=True, **settings)
+        try:
+            answer = requests.get(server.url + "taskq/api/stats", headers={"Authorization": f"token {TOKEN}"})
+            assert answer.status_code == 503
+            assert says in answer.json()["message"], answer.json()
+        finally:
+            server.close()
+
+
+def trainer():
+    def train(epochs, seconds):
+        import os
+        import time
+
+        import jupyter_taskq
+
+        state = jupyter_taskq.last_checkpoint({"epoch": 0, "jobs": [], "resumed_at": []})
+        state["resumed_at"].append(state["epoch"])
+        state["jobs"].append(os.environ.get("SLURM_JOB_ID"))
+        while state["epoch"] < epochs:
+            time.sleep(seconds)  # one epoch of training
+            state["epoch"] += 1
+            jupyter_taskq.checkpoint(state)
+        return state
+
+    return train
+
+
+def test_a_job_that_reaches_its_time_limit_hands_the_task_to_a_new_job_which_resumes(slurm, tmp_path):
+    # A one-minute limit (Slurm ends the job between 60 and 90 s: it checks limits every 30 s).
+    server = start(tmp_path, time_limit="00:01:00", max_jobs=1)
+    try:
+        client = server.client()
+        handle = client.submit(trainer(), (20, 5), gpu=1, max_retries=3)
+        assert handle.wait(timeout=400) == "COMPLETE", handle.info()
+        state = handle.result()
+        assert state["epoch"] == 20
+        assert len(set(state["jobs"])) >= 2, state
+        assert state["resumed_at"][0] == 0 and state["resumed_at"][1] > 0, state  # not from zero
+        assert handle.info()["attempt"] >= 2
+    finally:
+        server.close()
+    wait_for(lambda: not slurm.jobs(), 30, 0.5, "no job left")
