@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
-import sys
 import time
 
 from jupyter_server.extension.application import ExtensionApp
