@@ -11,8 +11,10 @@ __version__ = "0.1.0"
 from .status import TaskStatus  # noqa: E402
 from .taskio import Output, gpus, on_start_value, progress  # noqa: E402  (used inside tasks; stdlib only)
 from .image import Image  # noqa: E402  (image=: stdlib only)
+from .checkpoints import checkpoint, checkpoint_requested, last_checkpoint  # noqa: E402  (stdlib until used)
 
-__all__ = ["TaskStatus", "Image", "Output", "progress", "on_start_value", "gpus", "task_queue", "tasks", "connect", "Client", "TaskHandle", "TaskGroup", "TaskFailed",
+__all__ = ["TaskStatus", "Image", "Output", "progress", "on_start_value", "gpus", "checkpoint", "last_checkpoint",
+           "checkpoint_requested", "task_queue", "tasks", "connect", "Client", "TaskHandle", "TaskGroup", "TaskFailed",
            "schedules", "Schedule", "__version__"]
 
 _LAZY = {

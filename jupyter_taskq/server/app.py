@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
-import subprocess
-import sys
 import time
 
 from jupyter_server.extension.application import ExtensionApp
@@ -21,7 +18,6 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 
 from ..imagecache import image_dir
-from .. import tasktokens
 from ..backend import Backend
 from ..gpus import parse_gpus
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
@@ -37,7 +33,7 @@ from .offloop import favour_the_loop, freeze_startup_objects, make_executor, run
 from .pipelines import release_held
 from .schedules import ScheduleService
 from .service import TaskService
-from .traits import ListOption, TextOrListOption
+from .traits import LauncherType, ListOption, TextOrListOption
 from .webhooks import CallbackGuard, WebhookSender, load_or_create_secret
 
 SWEEP_MS = 1000
@@ -113,6 +109,13 @@ class TaskQueue(HubOptions, ExtensionApp):
         help="Seconds a finished task's record (its row: status, error, timings) is kept after it ended; then it "
              "is purged like DELETE tasks/{id} (default 30 days; its files go earlier, after result_ttl). "
              "0 keeps records forever.",
+    )
+    launcher_class = LauncherType(
+        default_value="jupyter_taskq.worker.launchers.local.LocalLauncher",
+        klass="jupyter_taskq.worker.launchers.base.Launcher", config=True,
+        help='What starts the workers: "local" (a worker supervisor on this machine, the default), "slurm" '
+             '(workers as Slurm batch jobs that come and go with the queue: docs/slurm.md, c.SlurmLauncher), '
+             "or the dotted name of a jupyter_taskq.worker.launchers.base.Launcher subclass.",
     )
     max_payload_size = Int(4 * 1024 ** 3, config=True, help="Largest accepted payload, in bytes (default 4 GiB).")
     image_dir = Unicode(
@@ -227,7 +230,10 @@ class TaskQueue(HubOptions, ExtensionApp):
                              taskq_max_payload=self.max_payload_size, taskq_executor=self.executor,
                              taskq_schedules=self.schedules)
         self.setup_hub_service()  # the hub-wide queue only: owners, quotas, fair share (hub.py)
-        self._supervisor: subprocess.Popen | None = None
+        self.launcher = self.launcher_class(parent=self) if self.start_workers else None
+        if self.launcher is not None:
+            self.launcher.check()  # a configuration it cannot work with: one line, before anything starts
+        self.service.launcher = self.launcher  # GET stats shows what it runs; waiting tasks say what they wait for
         self._sweeper: PeriodicCallback | None = None
         self.log.info("jupyter-taskq: %s queue, state in %s, GPUs %s, %d CPU workers", self.backend.kind,
                       self.state.root, self.device_list, self.cpu_workers)
@@ -282,8 +288,8 @@ class TaskQueue(HubOptions, ExtensionApp):
             requeued = []
         if requeued:
             self.log.warning("jupyter-taskq: re-queued %d waiting task(s) that had no queue entry", len(requeued))
-        if self.start_workers:
-            self._start_supervisor()
+        if self.launcher is not None:
+            self.launcher.start()
         self._next_cleanup = 0.0
         self._sweeper = PeriodicCallback(self._sweep, SWEEP_MS)
         self._sweeper.start()
@@ -305,24 +311,6 @@ class TaskQueue(HubOptions, ExtensionApp):
 
         sessions.get_kernel_env = get_kernel_env
 
-    def _start_supervisor(self) -> None:
-        model = ["--gpu-model", self.gpu_model] if self.gpu_model else []
-        # "--name" "": this server's own workers keep plain names (cpu0, gpu1); joining machines prefix theirs.
-        cmd = [sys.executable, "-m", "jupyter_taskq.worker", *self.backend.child_args(), "--name", "",
-               "--gpus", ",".join(map(str, self.device_list)), *model, "--workers-per-gpu", str(self.workers_per_gpu),
-               "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(self.heartbeat_timeout),
-               "--kill-grace", str(self.kill_grace), "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent",
-               "--image-dir", str(self.service.image_dir), "--image-cache-bytes", str(self.image_cache_bytes)]
-        if self.redis_url and self.redis_allow_volatile:
-            cmd.append("--redis-allow-volatile")  # the server took a Redis without persistence; so do they
-        if self.runs_tasks_as_owners:
-            cmd.append("--run-as-owner")  # hub service: each task runs as its owner's account (issue 15)
-        env = dict(os.environ, **self.backend.child_env())
-        # Where tasks reach the queue with their task token (tasktokens.py); the port is bound by now.
-        env[tasktokens.SERVER_URL_ENV] = os.environ.get(tasktokens.SERVER_URL_ENV) or self.serverapp.connection_url
-        self._supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
-        self.log.info("jupyter-taskq: worker supervisor started (pid %d)", self._supervisor.pid)
-
     async def _sweep(self) -> None:
         """Once a second, on the thread pool (store queries and object-store deletes block): keep the
         supervisor alive, recover lost tasks, expire overdue ones; then start due webhook deliveries."""
@@ -335,9 +323,11 @@ class TaskQueue(HubOptions, ExtensionApp):
     def _sweep_blocking(self) -> list[str]:
         """The sweep's blocking part; returns the tasks whose webhook is due."""
         try:
-            if self.start_workers and self._supervisor is not None and self._supervisor.poll() is not None:
-                self.log.warning("jupyter-taskq: worker supervisor exited (%s); restarting", self._supervisor.returncode)
-                self._start_supervisor()
+            if self.launcher is not None:
+                try:
+                    self.launcher.tick()  # keep its workers alive, scale to the queue (may run sbatch: off the loop)
+                except Exception:  # noqa: BLE001 - the sweeps go on
+                    self.log.exception("jupyter-taskq: the %s launcher failed", self.launcher.kind)
             # The space a cancel or delete may use on a full disk (storeerrors.py): kept here too, for a server
             # whose workers run elsewhere (start_workers=False), where no supervisor of ours keeps it.
             keep_reserve(self.state.root)
@@ -368,11 +358,10 @@ class TaskQueue(HubOptions, ExtensionApp):
             self.changes.stop()
         if getattr(self, "executor", None) is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
-        proc = getattr(self, "_supervisor", None)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        launcher = getattr(self, "launcher", None)
+        if launcher is not None:
             loop = asyncio.get_running_loop()
             try:
-                await asyncio.wait_for(loop.run_in_executor(None, proc.wait), self.kill_grace + 10)
+                await asyncio.wait_for(loop.run_in_executor(None, launcher.stop), self.kill_grace + 40)
             except asyncio.TimeoutError:
-                proc.kill()
+                self.log.error("jupyter-taskq: the %s launcher did not stop in time", launcher.kind)

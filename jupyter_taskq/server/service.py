@@ -164,7 +164,8 @@ class TaskService:
         """The model name, as live workers report it, that ``gpu="<wanted>"`` means."""
         if len(wanted) > 200:
             raise bad_request("option 'gpu' must be 0, 1 or a GPU model name of at most 200 characters")
-        models = sorted({w["model"] for w in self.alive_workers() if w["pool"] == GPU_POOL and w.get("model")})
+        models = sorted({w["model"] for w in self.alive_workers() if w["pool"] == GPU_POOL and w.get("model")}
+                        | set(self.launcher.gpu_models() if getattr(self, "launcher", None) else ()))
         matches = [m for m in models if wanted.lower() in m.lower()]
         exact = [m for m in matches if m.lower() == wanted.lower()]
         if exact:
@@ -178,8 +179,10 @@ class TaskService:
         return matches[0]
 
     def _live_worker_in(self, pool: str) -> bool:
-        """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``."""
-        return any(w["pool"] == pool for w in self.alive_workers())
+        """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``, or the
+        launcher starts such workers on demand (a Slurm job)."""
+        launcher = getattr(self, "launcher", None)
+        return (launcher is not None and launcher.starts_pool(pool)) or any(w["pool"] == pool for w in self.alive_workers())
 
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
         """Every option checked to a finite, sane range (declared in :mod:`jupyter_taskq.options`), then
@@ -523,6 +526,7 @@ class TaskService:
             "gpus": self.gpus,
             "disk_usage_bytes": self.disk_usage(),
             "images": imagecache.list_images(self.image_dir),  # image=: this machine's (or the shared) cache
+            "launcher": self.launcher.describe() if getattr(self, "launcher", None) is not None else None,
         }
 
     def drop_warm(self, owner: str | None = None) -> dict:
@@ -556,7 +560,16 @@ class TaskService:
             "waiting_for": (task.get("waiting_for") or []) if task.get("held") else [],
             "start_at": iso(task.get("start_at")), "schedule_id": task.get("schedule_id"),
             "stats": stats if stats is not None else self.task_stats(),
+            "waiting_for": self._waiting_for(task),
         }
+
+    def _waiting_for(self, task: dict) -> str | None:
+        """What a waiting task waits for, in the launcher's words ("waiting for Slurm job 1234, PENDING:
+        Resources"); None when it is not waiting or the launcher has nothing to say."""
+        launcher = getattr(self, "launcher", None)
+        if launcher is None or str(task["status"]) not in {str(s) for s in WAITING}:
+            return None
+        return launcher.waiting_note(task.get("pool") or "cpu")
 
     def _task_url(self, task_id: str) -> str:
         return f"{self.base_url}taskq/api/tasks/{task_id}"

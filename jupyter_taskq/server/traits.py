@@ -15,7 +15,7 @@ import ast
 import json
 from typing import Any
 
-from traitlets import List, TraitError, Union
+from traitlets import List, TraitError, Type, Union
 
 
 def _literal_list(name: str, text: str) -> list:
@@ -87,3 +87,12 @@ class TextOrListOption(Union):
         elif isinstance(value, (list, tuple)):
             value = expand_items(self.name, value)
         return super().validate(obj, value)
+
+
+class LauncherType(Type):
+    """``TaskQueue.launcher_class``: a Launcher subclass, by short name ("local", "slurm") or dotted name."""
+
+    def validate(self, obj, value):
+        from ..worker.launchers import full_name
+
+        return super().validate(obj, full_name(value) if isinstance(value, str) else value)

@@ -145,7 +145,28 @@ def stats_text(stats: dict) -> str:
             lines.append(f"user {user or '-'}: GPU {duration(usage['gpu_seconds_today'])} today, "
                          f"{duration(usage['gpu_seconds_week'])} this week")
     lines += ["", workers_table(stats.get("workers") or [], {})]
+    launcher = stats.get("launcher") or {}
+    if launcher.get("kind") not in (None, "local"):
+        lines += ["", jobs_table(launcher)]
     return "\n".join(lines)
+
+
+def jobs_table(launcher: dict) -> str:
+    """The launcher's batch jobs (Slurm): id, state (pending with Slurm's reason, running, ending), node,
+    GPUs and time left; and why it last failed, if it did."""
+    rows = []
+    for job in launcher.get("jobs") or []:
+        state = job.get("state") or "-"
+        if state in ("pending", "failed") and job.get("reason"):
+            state = f"{state} ({job['reason']})"
+        gpus = job.get("gpus")
+        rows.append([str(job.get("id")), state, job.get("node") or "-",
+                     ",".join(gpus) if isinstance(gpus, list) else str(gpus or 0),
+                     duration(job["time_left"]) if job.get("time_left") is not None else "-"])
+    text = table([f"{launcher.get('kind', '').upper()} JOB", "STATE", "NODE", "GPUS", "TIME LEFT"], rows, {1: 40})
+    if launcher.get("error"):
+        text += f"\nlast problem: {launcher['error']}"
+    return text
 
 
 def worker_device(worker: dict) -> str:

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--image-cache-bytes", default=os.environ.get("JUPYTER_TASKQ_IMAGE_CACHE_BYTES", ""),
                         metavar="N", help="size limit of the image cache (default 20 GiB); least recently used "
                                           "images go first")
+    worker.add_argument("--idle-exit", type=float, default=0.0, metavar="SECONDS",
+                        help="end after this many seconds in which no worker ran a task (0: never); a batch "
+                             "job's scale-down (the Slurm launcher sets it)")
     worker.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.image_dir:
         os.environ[IMAGE_DIR_ENV] = os.path.abspath(args.image_dir)
+    if not (0 <= args.idle_exit <= 7 * 86400):  # also refuses nan
+        parser.error("--idle-exit must be from 0 to 604800 seconds")
     if args.workers_per_gpu < 1 or args.cpu_workers < 0:
         parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
     if args.files_dir and not args.redis:
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         from .process import check_can_run_as_owners
 
         check_can_run_as_owners(backend.state)  # exits saying why (not root, state under /root)
-    Supervisor(backend, specs, args.heartbeat_timeout, args.kill_grace, args.log_max_bytes, args.run_as_owner).run()
+    Supervisor(backend, specs, args.heartbeat_timeout, args.kill_grace, args.log_max_bytes, args.run_as_owner,
+               args.idle_exit).run()
     return 0
 
 

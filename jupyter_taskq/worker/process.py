@@ -63,6 +63,9 @@ T = TypeVar("T")
 
 HEARTBEAT_INTERVAL = 1.0
 SCHEDULE_INTERVAL = 0.5
+#: Exit status of a worker that stopped because its batch job ends too soon for the next task (supervisor.py).
+DRAINED = 75
+DRAIN_MARGIN = 15.0  # seconds: a task is not started in the last seconds of a job, nor one that would need them
 POLL_INTERVAL = 0.25  # how often a running attempt checks for cancel and timeout
 MAX_BACKOFF = 5.0  # longest wait between two tries of a write that fails (full disk, store down)
 PER_TASK_HEADER = frozenset({"seed"})  # payload header fields that differ between calls of one function
@@ -88,6 +91,10 @@ class Worker:
         self.cuda_devices = device if device is not None else ""
         self.kill_grace = kill_grace
         self.log_max_bytes = log_max_bytes
+        self.exit_code = 0
+        ends_at = os.environ.get("JUPYTER_TASKQ_JOB_ENDS_AT", "")
+        #: When this worker's batch job ends (epoch seconds), if it runs in one with a time limit.
+        self.ends_at = float(ends_at) if ends_at.isdigit() else None
         self.instance = new_instance(name)  # the attempts it claims name it: see jupyter_taskq/instances.py
         self.store = backend.open_store()
         self.hueys = [backend.open_queue(p) for p in self.pools]
@@ -299,6 +306,11 @@ class Worker:
         and leave the task RUNNING. Whatever goes wrong, the attempt ends in a final or retry status
         (the worker waits, taking no work, until it can record it); retries are scheduled here, from
         the store's counts, not by Huey."""
+        if self.ends_at is not None and self._outlasts_job(task_id):
+            # A batch job near its time limit: the message goes back for a job with time, and this worker ends.
+            self._until_written(f"the queue entry of task {task_id}", lambda: self.huey.enqueue(huey_task) or True)
+            self.stopping, self.exit_code = True, DRAINED
+            return
         self._attempt_devices = self.cuda_devices
         if self.gangs is not None:
             devices = self.gangs.devices_for(task_id)
@@ -334,6 +346,21 @@ class Worker:
         except Exception:  # noqa: BLE001
             log.exception("could not publish the files of task %s", task_id)
         self._record_outcome(task, outcome, error)
+
+    def _outlasts_job(self, task_id: str) -> bool:
+        """Whether this worker's batch job (``JUPYTER_TASKQ_JOB_ENDS_AT``, set by the Slurm launcher's job
+        script) ends before task ``task_id`` could reach its ``timeout``, or within DRAIN_MARGIN anyway."""
+        left = self.ends_at - time.time()
+        if left <= DRAIN_MARGIN:
+            log.info("the job ends in %.0f s: taking no task", left)
+            return True
+        task = self.store.get(task_id) or {}
+        timeout = task.get("timeout")
+        if timeout and timeout > left - DRAIN_MARGIN:
+            log.info("task %s may run %g s, more than the %.0f s this job has left: leaving it to another job",
+                     task_id, timeout, left)
+            return True
+        return False
 
     def _start_token(self, task: dict) -> str | None:
         """Mint this attempt's task token (tasktokens.py): the attempt reaches the queue as its owner with
@@ -826,8 +853,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.run_as_owner:
         check_can_run_as_owners(backend.state)
     machine = {int(d): m for d, m in json.loads(args.machine_gpus).items()} if args.machine_gpus else None
-    Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes, args.model,
-           args.run_as_owner, machine).run()
+    worker = Worker(backend, args.name, args.pool, args.device, args.kill_grace, args.log_max_bytes, args.model,
+                    args.run_as_owner, machine)
+    worker.run()
+    sys.exit(worker.exit_code)
 
 
 if __name__ == "__main__":

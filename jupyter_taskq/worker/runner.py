@@ -40,6 +40,11 @@ KERNEL_BACKENDS = ("module://matplotlib_inline", "module://ipykernel")
 ATTEMPT_ENV = ("JUPYTER_TASKQ_URL", "JUPYTER_TASKQ_TOKEN", "JUPYTER_TASKQ_IN_TASK", "JUPYTER_TASKQ_IMAGE")
 #: The attempt's image (worker/images.py ``Lease.run_env``, as JSON): its prefix, variables, runner libraries.
 IMAGE_ENV = "JUPYTER_TASKQ_IMAGE"
+#: The batch job a worker runs in (the Slurm launcher's), as the scheduler set it: the task sees its job
+#: and the GPUs the job was given (SLURM_JOB_GPUS, beside CUDA_VISIBLE_DEVICES), not the notebook's.
+JOB_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_GPUS", "SLURM_JOB_NODELIST", "SLURM_JOB_PARTITION",
+           "SLURM_CLUSTER_NAME", "GPU_DEVICE_ORDINAL")
+_JOB = {k: os.environ[k] for k in JOB_ENV if k in os.environ}  # read once: each attempt replaces os.environ
 
 
 def set_attempt_env(env: dict) -> None:
@@ -66,6 +71,7 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
             header = payload_module.read_header(stream)
             image = json.loads(own.pop(IMAGE_ENV)) if own.get(IMAGE_ENV) else None
             _enter_world(header, cuda_devices, attempt_dir, image)
+            os.environ.update(_JOB)
             if owner_env:
                 os.environ.update(owner_env)
             if own:  # the notebook's URL (its server's, maybe on another machine) gives way to the worker's

@@ -33,6 +33,8 @@ log = logging.getLogger("jupyter_taskq.supervisor")
 CHECK_INTERVAL = 0.2
 SWEEP_INTERVAL = 1.0
 SWEEP_BACKOFF = 5.0  # between sweeps while the store cannot be written
+#: A worker's exit status when it stops because its batch job ends before the next task could (process.py).
+DRAINED = 75
 TREE_GONE_WAIT = 30.0  # longest wait for a killed worker's processes to go (one in a driver call may take a while)
 
 
@@ -66,12 +68,16 @@ class _Running:
     restarts: int = 0
     next_start: float = 0.0
     started: float = field(default=0.0)
+    drained: bool = False  # exited with DRAINED: its job's time is nearly up, not restarted
 
 
 class Supervisor:
     def __init__(self, backend: Backend, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0,
-                 log_max_bytes: int = 10 * 1024 * 1024, run_as_owner: bool = False):
+                 log_max_bytes: int = 10 * 1024 * 1024, run_as_owner: bool = False, idle_exit: float = 0.0):
         self.backend = backend
+        #: Seconds without a task after which the supervisor ends (0: never): a batch job's scale-down.
+        self.idle_exit = idle_exit
+        self._idle_since = time.monotonic()
         self.run_as_owner = run_as_owner  # hub service: each attempt runs as its owner (worker/owner.py)
         self.state = backend.state
         self.workers = [_Running(spec) for spec in specs]
@@ -88,9 +94,11 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGUSR1, self._on_warning)  # Slurm's --signal=B:USR1@N before the time limit
         if not self._own_state_dir():
             return
         log.info("supervising %d workers in %s", len(self.workers), self.state.root)
+        self._idle_since = time.monotonic()  # idle from now: not while waiting for the state directory
         next_sweep = 0.0
         sweep_failing = False
         try:
@@ -98,11 +106,17 @@ class Supervisor:
                 now = time.monotonic()
                 for running in self.workers:
                     self._keep_alive(running, now)
+                if self.workers and all(r.drained for r in self.workers):
+                    log.info("every worker has drained (the job's time is nearly up): ending")
+                    break
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_INTERVAL
                     try:
                         self.sweep()
                         sweep_failing = False
+                        if self._idle_too_long(now):
+                            log.info("no task for %g s: ending (idle exit)", self.idle_exit)
+                            break
                     except Exception as exc:  # noqa: BLE001 - a full disk or Redis outage: sweep again later
                         if not sweep_failing:
                             log.error("recovery sweep failed (%s: %s); trying again every %g s",
@@ -139,6 +153,30 @@ class Supervisor:
         for task_id in recover_lost_tasks(self.store, self.queues, self.stale_after, ring):
             log.warning("task %s lost its worker; requeued or failed", task_id)
         expire_overdue_tasks(self.store, ring)
+
+    def _idle_too_long(self, now: float) -> bool:
+        """Whether every worker of ours has been without a task for ``idle_exit`` seconds."""
+        if not self.idle_exit:
+            return False
+        names = {r.spec.name for r in self.workers}
+        busy = [w for w in self.store.workers() if w["name"] in names and w.get("current_task")]
+        if busy:
+            self._idle_since = now
+        return now - self._idle_since >= self.idle_exit
+
+    def _on_warning(self, signum, frame) -> None:
+        """The scheduler's warning before the end (time limit, preemption): ask each running task of ours to
+        checkpoint now (``jupyter_taskq.checkpoint_requested()`` turns True in it)."""
+        from ..checkpoints import request_checkpoint
+
+        names = {r.spec.name for r in self.workers}
+        try:
+            for w in self.store.workers():
+                if w["name"] in names and w.get("current_task"):
+                    request_checkpoint(self.state.outputs(w["current_task"]))
+                    log.warning("asked task %s to checkpoint: the job ends soon", w["current_task"])
+        except Exception as exc:  # noqa: BLE001 - a signal handler never raises
+            log.error("could not ask the running tasks to checkpoint: %s", exc)
 
     def end_stalled_workers(self) -> None:
         """Kill each worker of ours that has missed its heartbeat, with its keepers and task processes.
@@ -186,6 +224,12 @@ class Supervisor:
     def _keep_alive(self, running: _Running, now: float) -> None:
         proc = running.proc
         if proc is not None and proc.poll() is None:
+            return
+        if running.drained:
+            return
+        if proc is not None and proc.returncode == DRAINED:
+            log.info("worker %s drained (its job ends before the next task could); not restarted", running.spec.name)
+            running.drained, running.proc = True, None
             return
         if proc is not None:
             log.warning("worker %s exited with %s; restarting", running.spec.name, proc.returncode)
