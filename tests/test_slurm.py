@@ -76,7 +76,7 @@ def test_jobs_grow_with_the_queue_pin_gpus_run_each_task_once_and_end_idle(slurm
             nonlocal most, pending_note
             most = max(most, len(slurm.jobs()))
             for task in client.tasks_by_id([h.id for h in handles]):
-                pending_note = pending_note or task.get("waiting_for")
+                pending_note = pending_note or task.get("waiting_note")
             return all(t["status"] in ("COMPLETE", "FAILED") for t in client.tasks_by_id([h.id for h in handles]))
 
         wait_for(done, 180, 0.2, "10 GPU tasks on Slurm jobs")

@@ -560,10 +560,10 @@ class TaskService:
             "waiting_for": (task.get("waiting_for") or []) if task.get("held") else [],
             "start_at": iso(task.get("start_at")), "schedule_id": task.get("schedule_id"),
             "stats": stats if stats is not None else self.task_stats(),
-            "waiting_for": self._waiting_for(task),
+            "waiting_note": self._waiting_note(task),  # in the launcher's words (waiting_for is the ids)
         }
 
-    def _waiting_for(self, task: dict) -> str | None:
+    def _waiting_note(self, task: dict) -> str | None:
         """What a waiting task waits for, in the launcher's words ("waiting for Slurm job 1234, PENDING:
         Resources"); None when it is not waiting or the launcher has nothing to say."""
         launcher = getattr(self, "launcher", None)

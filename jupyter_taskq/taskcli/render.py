@@ -116,7 +116,7 @@ def show_task(task: dict) -> str:
               ("ended", task.get("ended_at")), ("duration", duration(task_duration(task))),
               ("progress", progress_text(task.get("progress"))), ("notebook", task.get("notebook")),
               ("retry of", task.get("retry_of"))]
-    for key in ("waiting_for", "start_at", "schedule"):  # dependencies and times (issue 24, another part)
+    for key in ("waiting_for", "start_at", "schedule_id", "waiting_note"):  # dependencies, times, the launcher
         if task.get(key):
             fields.append((key.replace("_", " "), task[key]))
     result = task.get("result") or {}

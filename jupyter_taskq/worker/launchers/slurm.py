@@ -59,9 +59,11 @@ START_FAILURES = 3  # worker jobs in a row that fail to start before their waiti
 
 
 def task_gpus(task: dict) -> int:
-    """How many GPUs a waiting task needs: 1 for a GPU task, 0 for a CPU task. The one place that counts
-    them, for the job shapes and the demand; multi-GPU tasks (``gpu=N``) extend it."""
-    return 0 if (task.get("pool") or CPU_POOL) == CPU_POOL else 1
+    """How many GPUs a waiting task needs: its ``gpu`` count (``gpu=N``, ``"MODEL:N"``; at least 1) for a
+    GPU task, 0 for a CPU task. The one place that counts them, for the job shapes and the demand."""
+    if (task.get("pool") or CPU_POOL) == CPU_POOL:
+        return 0
+    return max(1, int(task.get("gpu") or 1))
 
 
 def parse_time_limit(text: str) -> int:
@@ -309,14 +311,16 @@ class SlurmLauncher(Launcher):
             return
         need: dict[str | None, int] = {}
         biggest: dict[str | None, tuple[float, float]] = {}
+        gang: dict[str | None, int] = {}  # the most GPUs one waiting task needs: a job must hold them all
         for task in self._waiting():
             key = pool_model(task.get("pool") or GPU_POOL)
             need[key] = need.get(key, 0) + task_gpus(task)
+            gang[key] = max(gang.get(key, 0), task_gpus(task))
             cpu, mem = biggest.get(key, (0.0, 0.0))
             biggest[key] = (max(cpu, float(task.get("cpu") or 0)), max(mem, float(task.get("memory") or 0)))
         free: dict[str | None, int] = {}
         for job in active:
-            slots = job["idle"] if job["workers"] else self.gpus_per_job  # a starting job's GPUs are on the way
+            slots = job["idle"] if job["workers"] else job["gpus"]  # a starting job's GPUs are on the way
             free[job["model"]] = free.get(job["model"], 0) + slots
         spare = 0
         for key in [k for k in need if k is not None]:
@@ -326,14 +330,15 @@ class SlurmLauncher(Launcher):
         if None in need:
             need[None] = max(0, need[None] - free.get(None, 0) - spare)
         keep = self.min_jobs - sum(1 for j in active if j["model"] is None)
-        plan = [(key, math.ceil(n / max(1, self.gpus_per_job)), False) for key, n in need.items() if n > 0]
+        plan = [(key, math.ceil(n / max(1, self.gpus_per_job, gang.get(key, 0))), False)
+                for key, n in need.items() if n > 0]
         if keep > 0 and not plan:
             plan = [(None, keep, True)]
         for key, count, kept in plan:
             if key is not None and key not in self.partitions_by_gpu_model:
                 continue  # no partition for that model: its tasks wait for a worker that has it
             for _ in range(min(count, room)):
-                if not self._submit(key, biggest.get(key, (0.0, 0.0)), kept):
+                if not self._submit(key, biggest.get(key, (0.0, 0.0)), kept, gang.get(key, 0)):
                     return
                 room -= 1
 
@@ -369,14 +374,16 @@ class SlurmLauncher(Launcher):
                 job["state"] = "failed"
 
     # -- sbatch -----------------------------------------------------------------------------------------------
-    def script(self, model: str | None, cpu: float = 0.0, memory: float = 0.0, keep: bool = False) -> str:
-        """The batch script of one worker job."""
+    def script(self, model: str | None, cpu: float = 0.0, memory: float = 0.0, keep: bool = False,
+               gpus: int | None = None) -> str:
+        """The batch script of one worker job, asking for ``gpus`` GPUs (default ``gpus_per_job``)."""
+        gpus = self.gpus_per_job if gpus is None else gpus
         app = self.app
         shape = f"gpu-{_safe(model)}" if model else "gpu"
         lines = ["#!/bin/bash", f"#SBATCH --job-name={self.name_prefix}{shape}",
                  f"#SBATCH --output={self.jobdir}/%j.out", f"#SBATCH --time={self.time_limit}"]
-        if self.gpus_per_job:
-            lines.append(f"#SBATCH --gres=gpu:{self.gpus_per_job}")
+        if gpus:
+            lines.append(f"#SBATCH --gres=gpu:{gpus}")
         where = self.partitions_by_gpu_model.get(model) if model else None
         if isinstance(where, str) and where.startswith("constraint:"):
             lines.append(f"#SBATCH --constraint={where[len('constraint:'):]}")
@@ -420,11 +427,12 @@ class SlurmLauncher(Launcher):
         lines.append(f'exec {command} --state-dir "$JUPYTER_TASKQ_JOB_STATE" --gpus "${{CUDA_VISIBLE_DEVICES-}}" --name "slurm-$SLURM_JOB_ID"')
         return "\n".join(lines) + "\n"
 
-    def _submit(self, model: str | None, biggest: tuple[float, float], keep: bool) -> bool:
+    def _submit(self, model: str | None, biggest: tuple[float, float], keep: bool, gang: int = 0) -> bool:
+        gpus = max(self.gpus_per_job, gang)  # a gpu=N task is gang-allocated: its job holds all N (--gres=gpu:N)
         path = self.jobdir / f"job-{_safe(model) if model else 'gpu'}.sh"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the Redis URL
         with os.fdopen(fd, "w") as f:
-            f.write(self.script(model, *biggest, keep=keep))
+            f.write(self.script(model, *biggest, keep=keep, gpus=gpus))
         out = self._run([self.sbatch, "--parsable", str(path)], check=False)
         shape = model or ""
         if out.returncode != 0:
@@ -446,7 +454,7 @@ class SlurmLauncher(Launcher):
             self._keep.add(job_id)
         self._jobs.append({"id": job_id, "name": "", "shape": "", "model": model, "state": "pending",
                            "slurm_state": "PENDING", "reason": "submitted", "node": None, "time_left": None,
-                           "gpus": self.gpus_per_job, "workers": [], "busy": 0, "idle": 0})
+                           "gpus": gpus, "workers": [], "busy": 0, "idle": 0})
         self.log.info("jupyter-taskq: submitted Slurm job %s%s", job_id, f" for GPU model {model}" if model else "")
         return True
 
