@@ -204,3 +204,18 @@ def test_a_job_that_reaches_its_time_limit_hands_the_task_to_a_new_job_which_res
     finally:
         server.close()
     wait_for(lambda: not slurm.jobs(), 30, 0.5, "no job left")
+
+
+def test_a_gpu_2_task_gets_one_job_holding_both_gpus(slurm, tmp_path):
+    """A gang (gpu=2) is not split across jobs of gpus_per_job=1: its job asks Slurm for both GPUs
+    (--gres=gpu:2) and the task sees exactly those two devices."""
+    server = start(tmp_path)  # gpus_per_job=1
+    try:
+        client = server.client()
+        handle = client.submit(gpu_probe(), (0, str(tmp_path / "ledger.txt"), 0.5), gpu=2, max_retries=1)
+        assert handle.wait(timeout=150) == "COMPLETE", handle.info()
+        cuda, job_gpus, _job = handle.result()
+        assert sorted(cuda.split(",")) == ["0", "1"], (cuda, job_gpus)
+    finally:
+        server.close()
+    wait_for(lambda: not slurm.jobs(), 30, 0.5, "no job left after the server stopped")

@@ -257,6 +257,9 @@ class TaskService:
         machines = self.gpu_machines(model)
         if any(len(devices) >= count for devices in machines.values()):
             return
+        launcher = getattr(self, "launcher", None)
+        if launcher is not None and launcher.starts_pool(model_pool(model) if model else GPU_POOL):
+            return  # its jobs ask for all N GPUs (--gres=gpu:N); one Slurm cannot place fails the tasks, saying why
         what = f"{count} GPUs of model {model!r}" if model else f"{count} GPUs"
         there = "; ".join(f"{host}: {len(devices)} GPU{'s' if len(devices) != 1 else ''} ("
                           + ", ".join(f"{d}" + (f" {m}" if m else "") for d, m in devices) + ")"
