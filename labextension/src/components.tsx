@@ -11,6 +11,13 @@ import {
   attemptLabel,
   deviceLabel,
   gpuHoldingLabel,
+  groupWorkersByJob,
+  jobGpusLabel,
+  jobStateLabel,
+  jobSummary,
+  jobTimeLeftLabel,
+  launcherName,
+  launcherProblems,
   gpuRequestLabel,
   waitingForText,
   formatBytes,
@@ -25,7 +32,7 @@ import {
 } from './format';
 import type { QueueModel } from './model';
 import { STATUS_FILTERS, canCancel, canDelete, canRetry, pageCount, rangeLabel } from './query';
-import type { Schedule, Stats, Task } from './types';
+import type { Schedule, Stats, Task, WorkerInfo } from './types';
 
 export type Confirm = (title: string, body: string, action: string) => Promise<boolean>;
 
@@ -59,7 +66,50 @@ function ProgressBar({ task }: { task: Task }): JSX.Element | null {
   );
 }
 
-/** Pool depths and one tile per live worker. */
+/** One live worker: its device, state, the task it runs (a link), and its warm task processes. */
+function WorkerTile({ w, now, onOpen }: { w: WorkerInfo; now: number; onOpen: (id: string) => void }): JSX.Element {
+  return (
+    <div
+      className={`jtqp-worker ${w.busy ? 'jtqp-worker-busy' : 'jtqp-worker-idle'}`}
+      data-worker={w.name}
+      title={`${w.name} · pid ${w.pid ?? '?'}${w.host ? ` · ${w.host}` : ''}`}
+    >
+      <div className="jtqp-worker-device">{deviceLabel(w)}</div>
+      <div className="jtqp-worker-state">{w.busy ? 'busy' : w.lent ? 'lent' : 'idle'}</div>
+      {gpuHoldingLabel(w) && <div className="jtqp-worker-gang jtqp-muted">{gpuHoldingLabel(w)}</div>}
+      {!w.busy && w.lent && w.gpu_task && (
+        <button className="jtqp-link jtqp-worker-task" onClick={() => onOpen(w.gpu_task!)}>
+          {w.gpu_task_name || w.gpu_task.slice(0, 8)}
+        </button>
+      )}
+      {w.busy && w.current_task && (
+        <button className="jtqp-link jtqp-worker-task" onClick={() => onOpen(w.current_task!)}>
+          {w.current_task_name || w.current_task.slice(0, 8)}
+        </button>
+      )}
+      {w.busy && w.busy_since && (
+        <div className="jtqp-muted">{formatDuration(Math.max(0, now - Date.parse(w.busy_since)) / 1000)}</div>
+      )}
+      {(w.warm ?? []).map((p, i) => (
+        <div
+          key={i}
+          className="jtqp-warm"
+          data-function={p.function ?? ''}
+          title={`warm task process for ${p.function ?? '?'}${p.cwd ? ` (in ${p.cwd})` : ''}: idle ${formatDuration(
+            p.idle_s
+          )}, kept ${formatDuration(p.keep_warm_seconds)} idle at most${p.attempts ? `, ${p.attempts} attempt(s) so far` : ''}`}
+        >
+          ♨ {warmLabel(p)}
+        </div>
+      ))}
+    </div>
+  );
+}
+
+/**
+ * Pool depths and one tile per live worker; with a launcher (Slurm), one tile per batch job (id, state
+ * with Slurm's reason, node, GPUs, time left) holding the tiles of the workers that run in it.
+ */
 export function QueueHeader({
   stats,
   now,
@@ -75,6 +125,8 @@ export function QueueHeader({
     return <div className="jtqp-header jtqp-muted">Loading the queue…</div>;
   }
   const workers = stats.workers.filter(w => w.alive);
+  const launcher = stats.launcher;
+  const groups = groupWorkersByJob(workers, launcher);
   const warmCount = workers.reduce((n, w) => n + (w.warm?.length ?? 0), 0);
   return (
     <div className="jtqp-header">
@@ -86,43 +138,30 @@ export function QueueHeader({
         ))}
       </div>
       <div className="jtqp-workers" aria-label="Workers">
-        {workers.length === 0 && <span className="jtqp-muted">No live workers</span>}
-        {workers.map(w => (
+        {workers.length === 0 && groups.jobs.length === 0 && <span className="jtqp-muted">No live workers</span>}
+        {groups.jobs.map(({ job, workers: jobWorkers }) => (
           <div
-            key={w.name}
-            className={`jtqp-worker ${w.busy ? 'jtqp-worker-busy' : 'jtqp-worker-idle'}`}
-            data-worker={w.name}
-            title={`${w.name} · pid ${w.pid ?? '?'}${w.host ? ` · ${w.host}` : ''}`}
+            key={`job-${job.id}`}
+            className={`jtqp-job jtqp-job-${job.state}`}
+            data-job={job.id}
+            title={jobSummary(job, launcher!.kind)}
           >
-            <div className="jtqp-worker-device">{deviceLabel(w)}</div>
-            <div className="jtqp-worker-state">{w.busy ? 'busy' : w.lent ? 'lent' : 'idle'}</div>
-            {gpuHoldingLabel(w) && <div className="jtqp-worker-gang jtqp-muted">{gpuHoldingLabel(w)}</div>}
-            {!w.busy && w.lent && w.gpu_task && (
-              <button className="jtqp-link jtqp-worker-task" onClick={() => onOpen(w.gpu_task!)}>
-                {w.gpu_task_name || w.gpu_task.slice(0, 8)}
-              </button>
+            <div className="jtqp-job-head">
+              <span className="jtqp-job-id">
+                {launcherName(launcher!.kind)} {job.id}
+              </span>{' '}
+              <span className="jtqp-job-state">{jobStateLabel(job)}</span>
+            </div>
+            <div className="jtqp-job-meta jtqp-muted">
+              {[job.node ?? '', jobGpusLabel(job), jobTimeLeftLabel(job)].filter(Boolean).join(' · ')}
+            </div>
+            {jobWorkers.length > 0 && (
+              <div className="jtqp-job-workers">{jobWorkers.map(w => <WorkerTile key={w.name} w={w} now={now} onOpen={onOpen} />)}</div>
             )}
-            {w.busy && w.current_task && (
-              <button className="jtqp-link jtqp-worker-task" onClick={() => onOpen(w.current_task!)}>
-                {w.current_task_name || w.current_task.slice(0, 8)}
-              </button>
-            )}
-            {w.busy && w.busy_since && (
-              <div className="jtqp-muted">{formatDuration(Math.max(0, now - Date.parse(w.busy_since)) / 1000)}</div>
-            )}
-            {(w.warm ?? []).map((p, i) => (
-              <div
-                key={i}
-                className="jtqp-warm"
-                data-function={p.function ?? ''}
-                title={`warm task process for ${p.function ?? '?'}${p.cwd ? ` (in ${p.cwd})` : ''}: idle ${formatDuration(
-                  p.idle_s
-                )}, kept ${formatDuration(p.keep_warm_seconds)} idle at most${p.attempts ? `, ${p.attempts} attempt(s) so far` : ''}`}
-              >
-                ♨ {warmLabel(p)}
-              </div>
-            ))}
           </div>
+        ))}
+        {groups.others.map(w => (
+          <WorkerTile key={w.name} w={w} now={now} onOpen={onOpen} />
         ))}
         {warmCount > 0 && onDropWarm && (
           <button
@@ -134,6 +173,11 @@ export function QueueHeader({
           </button>
         )}
       </div>
+      {launcherProblems(launcher).map(problem => (
+        <div key={problem} className="jtqp-launcher-problem" role="alert">
+          {problem}
+        </div>
+      ))}
       <UsageSection stats={stats} />
     </div>
   );

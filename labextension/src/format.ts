@@ -1,6 +1,6 @@
 /** Turning task and stats JSON into the short texts the panel and the status bar show. */
 
-import { FAILURES, type Stats, type Task, type WarmProcess, type WorkerInfo } from './types';
+import { FAILURES, type LauncherInfo, type LauncherJob, type Stats, type Task, type WarmProcess, type WorkerInfo } from './types';
 
 const ms = (iso: string | null | undefined): number | null => (iso ? Date.parse(iso) : null);
 
@@ -242,4 +242,87 @@ export function imageLabel(spec: {
   }
   const parts = [...spec.python_packages, ...(spec.python_version ? [`Python ${spec.python_version}`] : [])];
   return parts.length ? parts.join(', ') : '(no packages)';
+}
+
+/** "Slurm" for "slurm": how the panel names a launcher's jobs. */
+export function launcherName(kind: string): string {
+  return kind === 'slurm' ? 'Slurm' : kind.charAt(0).toUpperCase() + kind.slice(1);
+}
+
+/** "pending: Resources", "running", "ending", "failed"; Slurm's reason only where it explains a wait or a failure. */
+export function jobStateLabel(job: Pick<LauncherJob, 'state' | 'reason'>): string {
+  const why = job.reason && job.reason !== 'None' && (job.state === 'pending' || job.state === 'failed') ? job.reason : '';
+  return why ? `${job.state}: ${why}` : job.state;
+}
+
+/** "GPUs 0,1" once the job's workers registered their devices, "1 GPU" / "2 GPUs" while only the request is known. */
+export function jobGpusLabel(job: Pick<LauncherJob, 'gpus'>): string {
+  const g = job.gpus;
+  if (Array.isArray(g)) {
+    return g.length === 0 ? '' : `GPU${g.length === 1 ? '' : 's'} ${g.join(',')}`;
+  }
+  return typeof g === 'number' && isFinite(g) && g > 0 ? `${g} GPU${g === 1 ? '' : 's'}` : '';
+}
+
+/** "56 min 40 s left"; "" before Slurm says (pending) or once the job ends. */
+export function jobTimeLeftLabel(job: Pick<LauncherJob, 'time_left' | 'state'>): string {
+  if (job.state !== 'running' && job.state !== 'ending') {
+    return '';
+  }
+  const text = formatDuration(job.time_left);
+  return text ? `${text} left` : '';
+}
+
+/** One line for a job's tile or tooltip: "Slurm job 1234 · running · gpu07 · GPU 2 · 56 min 40 s left". */
+export function jobSummary(job: LauncherJob, kind: string): string {
+  return [`${launcherName(kind)} job ${job.id}`, jobStateLabel(job), job.node ?? '', jobGpusLabel(job), jobTimeLeftLabel(job)]
+    .filter(Boolean)
+    .join(' · ');
+}
+
+/** A launcher's job and the live worker tiles that run in it. */
+export interface JobGroup {
+  job: LauncherJob;
+  workers: WorkerInfo[];
+}
+
+/**
+ * The header's layout: the workers of each launcher job grouped under that job (in the launcher's order,
+ * pending and failed jobs included, with no worker yet), and the other workers (CPU, local GPUs) apart.
+ * A worker belongs to the job whose `workers` list names it: the launcher is the one place that knows.
+ */
+export function groupWorkersByJob(
+  workers: WorkerInfo[],
+  launcher: Pick<LauncherInfo, 'jobs'> | null | undefined
+): { jobs: JobGroup[]; others: WorkerInfo[] } {
+  const jobOf = new Map<string, number>();
+  const jobs: JobGroup[] = (launcher?.jobs ?? []).map((job, i) => {
+    for (const name of job.workers ?? []) {
+      jobOf.set(name, i);
+    }
+    return { job, workers: [] };
+  });
+  const others: WorkerInfo[] = [];
+  for (const w of workers) {
+    const i = jobOf.get(w.name);
+    if (i === undefined) {
+      others.push(w);
+    } else {
+      jobs[i].workers.push(w);
+    }
+  }
+  return { jobs, others };
+}
+
+/** What stops a launcher's jobs, one line each: its last submission error (retried), and shapes the scheduler refuses. */
+export function launcherProblems(launcher: Pick<LauncherInfo, 'kind' | 'error' | 'refused'> | null | undefined): string[] {
+  if (!launcher) {
+    return [];
+  }
+  const name = launcherName(launcher.kind);
+  const found = launcher.error ? [`${name}: ${launcher.error}`] : [];
+  for (const [shape, reason] of Object.entries(launcher.refused ?? {})) {
+    found.push(`${name} refuses the ${shape} worker job: ${reason}`);
+  }
+  return found;
 }

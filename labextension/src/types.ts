@@ -168,6 +168,39 @@ export interface Stats {
   users?: Record<string, UserUsage>;
   /** Who is asking, and whether they see every owner's tasks (a hub admin, or a personal server's user). */
   you?: { name: string; sees_all: boolean };
+  /** Who starts the workers (issue 22): "local", or "slurm" with its batch jobs. */
+  launcher?: LauncherInfo;
+}
+
+/** One batch job of a launcher (`stats.launcher.jobs`); its workers are named `slurm-<id>/gpu<N>`. */
+export interface LauncherJob {
+  id: string;
+  name?: string;
+  /** pending, running, ending (completing, or within signal_seconds of its limit), failed (never started), ended. */
+  state: string;
+  slurm_state?: string | null;
+  /** Slurm's reason a job waits ("Resources", "Priority"). */
+  reason?: string | null;
+  node?: string | null;
+  /** The job's GPU devices once its workers registered; until then how many it asked for. */
+  gpus?: string[] | number | null;
+  /** Seconds until the job's time limit. */
+  time_left?: number | null;
+  workers?: string[];
+  busy?: number;
+  model?: string | null;
+}
+
+export interface LauncherInfo {
+  kind: string;
+  jobs: LauncherJob[];
+  max_jobs?: number;
+  min_jobs?: number;
+  idle_timeout?: number;
+  /** The last submission error (the launcher retries with back-off). */
+  error?: string | null;
+  /** Per job shape, why the scheduler refuses it outright (its tasks fail). */
+  refused?: Record<string, string>;
 }
 
 export interface LogChunk {
