@@ -219,3 +219,51 @@ def test_a_gpu_2_task_gets_one_job_holding_both_gpus(slurm, tmp_path):
     finally:
         server.close()
     wait_for(lambda: not slurm.jobs(), 30, 0.5, "no job left after the server stopped")
+
+
+def waits_for_the_warning():
+    def wait_for_warning(started, seconds):
+        import os
+        import time
+
+        import jupyter_taskq
+
+        before = jupyter_taskq.checkpoint_requested()
+        with open(started, "w") as f:  # the test signals the job only once the task is polling
+            f.write("polling")
+        deadline = time.monotonic() + seconds
+        while not jupyter_taskq.checkpoint_requested():
+            if time.monotonic() > deadline:
+                return {"before": before, "requested": False}
+            time.sleep(0.05)
+        jupyter_taskq.checkpoint({"saved": True})  # saving answers the request
+        return {"before": before, "requested": True, "after_checkpoint": jupyter_taskq.checkpoint_requested(),
+                "job": os.environ.get("SLURM_JOB_ID")}
+
+    return wait_for_warning
+
+
+def test_slurms_warning_signal_asks_the_running_task_to_checkpoint(slurm, tmp_path):
+    """Slurm's --signal=B:USR1@N warning (sent here at once with scancel --signal=USR1 --batch, as Slurm
+    sends it N seconds before the limit) turns jupyter_taskq.checkpoint_requested() True in the task."""
+    server = start(tmp_path, signal_seconds=120, max_jobs=1)
+    try:
+        client = server.client()
+        started = tmp_path / "started"
+        handle = client.submit(waits_for_the_warning(), (str(started), 45), gpu=1, max_retries=0)
+        wait_for(started.exists, 90, 0.2, "the task running on a Slurm job, polling checkpoint_requested()")
+        assert handle.status() == "RUNNING"
+        job = [j["id"] for j in slurm.jobs() if j["state"] == "RUNNING"]
+        assert len(job) == 1
+        script = slurm.run("scontrol", "write", "batch_script", job[0], "-").stdout
+        assert "#SBATCH --signal=B:USR1@120" in script, script
+        slurm.run("scancel", "--signal=USR1", "--batch", job[0])
+        assert handle.wait(timeout=50) == "COMPLETE", handle.info()
+        result = handle.result()
+        assert result["before"] is False and result["requested"] is True, result
+        assert result["after_checkpoint"] is False, "checkpoint() answers the request"
+        assert result["job"] == job[0]
+        assert handle.info()["attempt"] == 1, "the warning does not end the task"
+    finally:
+        server.close()
+    wait_for(lambda: not slurm.jobs(), 30, 0.5, "no job left after the server stopped")

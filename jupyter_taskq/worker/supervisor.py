@@ -90,6 +90,9 @@ class Supervisor:
         self.queues = backend.open_queues()
         self.events = backend.events_ringer()
         self.stopping = False
+        self._warned = False  # the scheduler's warning came: ask each task running here to checkpoint
+        self._asked: set[str] = set()  # the tasks asked already (once each)
+        self._next_ask = 0.0
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -106,6 +109,9 @@ class Supervisor:
                 now = time.monotonic()
                 for running in self.workers:
                     self._keep_alive(running, now)
+                if self._warned and now >= self._next_ask:
+                    self._next_ask = now + 1.0
+                    self._ask_to_checkpoint()
                 if self.workers and all(r.drained for r in self.workers):
                     log.info("every worker has drained (the job's time is nearly up): ending")
                     break
@@ -165,17 +171,26 @@ class Supervisor:
         return now - self._idle_since >= self.idle_exit
 
     def _on_warning(self, signum, frame) -> None:
-        """The scheduler's warning before the end (time limit, preemption): ask each running task of ours to
-        checkpoint now (``jupyter_taskq.checkpoint_requested()`` turns True in it)."""
+        """The scheduler's warning before the end (time limit, preemption). Only a flag: the main loop does
+        the asking, since a handler that used the store could interrupt the loop mid-call on the same
+        connection pool (and deadlock on its lock)."""
+        self._warned = True
+
+    def _ask_to_checkpoint(self) -> None:
+        """Ask each task running on our workers to checkpoint now (``jupyter_taskq.checkpoint_requested()``
+        turns True in it), once each; repeated every second until the job ends, so a task that started
+        just before the warning (not yet in its worker's heartbeat) or after it is asked too."""
         from ..checkpoints import request_checkpoint
 
         names = {r.spec.name for r in self.workers}
         try:
             for w in self.store.workers():
-                if w["name"] in names and w.get("current_task"):
-                    request_checkpoint(self.state.outputs(w["current_task"]))
-                    log.warning("asked task %s to checkpoint: the job ends soon", w["current_task"])
-        except Exception as exc:  # noqa: BLE001 - a signal handler never raises
+                task = w.get("current_task")
+                if w["name"] in names and task and task not in self._asked:
+                    request_checkpoint(self.state.outputs(task))
+                    self._asked.add(task)
+                    log.warning("asked task %s to checkpoint: the job ends soon", task)
+        except Exception as exc:  # noqa: BLE001 - a Redis outage: try again in a second
             log.error("could not ask the running tasks to checkpoint: %s", exc)
 
     def end_stalled_workers(self) -> None:
