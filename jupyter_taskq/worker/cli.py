@@ -15,10 +15,6 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("worker", "hub-service"):  # the task CLI (an install whose script names this)
-        from ..command import main as command_main
-
-        return command_main(args)
     if args[:1] == ["hub-service"]:  # the hub-wide queue is a server (jupyter_taskq/server/hub.py), not a worker
         os.execv(sys.executable, [sys.executable, "-m", "jupyter_taskq.server.hub", *args[1:]])
     parser = argparse.ArgumentParser(prog="jupyter taskq", description="jupyter-taskq command line")

@@ -75,15 +75,7 @@ export interface Task extends TaskOptions {
   [key: string]: unknown;
 }
 
-/** An image spec as the API returns it (jupyter_taskq/image.py check_spec). */
-export interface ImageSpec {
-  python_packages: string[];
-  python_version: string | null;
-  commands: string[];
-  env_vars: Record<string, string>;
-  kernel: string | null;
-  python: string | null;
-}
+export type { ImageSpec } from './imagespec';
 
 /** A task's image as built: its hash, Python version and resolved packages (uv pip freeze). */
 export interface TaskEnvironment {
