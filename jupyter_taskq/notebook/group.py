@@ -46,17 +46,10 @@ class TaskGroup:
         a failed task's exception (its own, or :class:`TaskFailed`) takes its place in the list,
         as in ``asyncio.gather``. A ``timeout`` that passes still raises ``TimeoutError``."""
         __tracebackhide__ = True  # noqa: F841
-        self.wait(timeout)
+        if not self.handles:
+            return []
         try:
-            if not return_exceptions:
-                return [h.client.result(h.id, timeout=timeout) for h in self.handles]
-            values = []
-            for handle in self.handles:
-                try:
-                    values.append(handle.client.result(handle.id, timeout=timeout))
-                except Exception as exc:  # noqa: BLE001 - the task's failure, handed back as asked
-                    values.append(exc)
-            return values
+            return self.handles[0].client.results(self.ids, timeout=timeout, return_exceptions=return_exceptions)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(interrupted_message(count=len(self))) from None
 
