@@ -42,9 +42,11 @@ class TaskGroup:
         return dict(Counter(info["status"] for info in infos))
 
     def results(self, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
-        """Every result, in order. The first failure is re-raised; with ``return_exceptions=True``
-        a failed task's exception (its own, or :class:`TaskFailed`) takes its place in the list,
-        as in ``asyncio.gather``. A ``timeout`` that passes still raises ``TimeoutError``."""
+        """Every result, in order, fetched in bulk (``Client.results``: up to 1,000 tasks a request, each
+        batch as soon as it has finished), not one request per task. The first failure is re-raised once
+        its batch has finished; with ``return_exceptions=True`` a failed task's exception (its own, or
+        :class:`TaskFailed`) takes its place in the list, as in ``asyncio.gather``. A ``timeout`` that
+        passes still raises ``TimeoutError``."""
         __tracebackhide__ = True  # noqa: F841
         if not self.handles:
             return []
