@@ -537,7 +537,7 @@ def _strip_option(argv: list[str], name: str) -> list[str]:
 def against_table(runs: dict[str, list[dict]], rev: str) -> str:
     a_label = "this tree"
     engines = sorted({e for side in runs.values() for r in side for e in r["results"]})
-    lines = [f"{'engine':<16} {'metric':<34} {'this tree':>12} {rev:>12} {rev + ' / this':>14}  runs (this | other)"]
+    lines = [f"{'engine':<16} {'metric':<34} {'this tree':>12} {rev:>12} {rev + ' / this (better)':>22}  runs (this | other)"]
     for engine in engines:
         for metric, label in [*((m, v[0]) for m, v in METRICS.items()), *INFO.items()]:
             values = {side: [r["results"].get(engine, {}).get(metric) for r in runs[side]] for side in runs}
@@ -545,9 +545,11 @@ def against_table(runs: dict[str, list[dict]], rev: str) -> str:
             if not all(values.values()):
                 continue
             a, b = statistics.median(values[a_label]), statistics.median(values[rev])
-            ratio = f"{b / a:.2f}" if a else "-"
+            op = METRICS[metric][1] if metric in METRICS else "<"  # CPU per task: less is better
+            ratio = (f"{b / a:.2f}" if a else "-") + (" (=)" if a == b else " (this)" if (a < b) == (op == "<") else
+                                                      f" ({rev})")
             raw = " ".join(fmt(v) for v in values[a_label]) + " | " + " ".join(fmt(v) for v in values[rev])
-            lines.append(f"{engine:<16} {label:<34} {fmt(a):>12} {fmt(b):>12} {ratio:>14}  {raw}")
+            lines.append(f"{engine:<16} {label:<34} {fmt(a):>12} {fmt(b):>12} {ratio:>22}  {raw}")
     return "\n".join(lines)
 
 

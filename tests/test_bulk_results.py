@@ -135,3 +135,23 @@ def test_in_the_hub_someone_elses_result_is_a_task_that_does_not_exist(tmp_path)
         [(head, data)] = who.results_many([task["id"]])
         assert head["kind"] == "result" and pickle.loads(data) == 9
     store.close()
+
+
+def test_iterating_over_a_group_takes_its_results_from_a_bulk_fetch(shared_server):
+    """``[h.result() for h in group]``, as many notebooks write it, costs one request for a finished map,
+    and a failed task still raises its own exception at its place."""
+    from jupyter_taskq.notebook.group import TaskGroup
+
+    client = shared_server.client()
+    group = TaskGroup(client.submit_many(square, [(i,) for i in range(30)]))
+    client.wait(group.ids, timeout=120)
+    seen = counting(client)
+    values = []
+    for handle in group:
+        try:
+            values.append(handle.result(timeout=60))
+        except KeyError as exc:
+            values.append(exc.args)
+    assert values == [("no 7",) if i == 7 else i * i for i in range(30)]
+    assert len(seen) == 1 and seen[0].endswith("/taskq/api/tasks/results"), seen
+    assert group[3].result(timeout=60) == 9  # asked again: from the server, not a stale copy

@@ -365,10 +365,8 @@ class Client:
             batch = todo[start:start + MAX_LIMIT]
             while batch:
                 chunk = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
-                response = self._request("POST", "tasks/results", json={"task_ids": batch, "wait": chunk},
-                                         stream=True)
                 pending = []
-                for head, data in batchstream.read_frames(response.raw):
+                for head, data in self._bulk(batch, chunk):
                     if head["kind"] == "pending":
                         pending.append(head["id"])
                     else:
@@ -382,6 +380,18 @@ class Client:
                     if not ok:
                         raise value
         return [outcome[i][1] for i in ids]
+
+    def _bulk(self, task_ids: list[str], wait: float = 0.0) -> Iterable[tuple[dict, bytes]]:
+        """``POST tasks/results``: ``(head, bytes)`` per id, read from the socket as they come."""
+        response = self._request("POST", "tasks/results", json={"task_ids": task_ids, "wait": wait}, stream=True)
+        return batchstream.read_frames(response.raw)
+
+    def finished_outcomes(self, task_ids: list[str]) -> dict[str, tuple[bool, Any]]:
+        """``{id: (ok, value or exception)}`` of those of ``task_ids`` (at most ``MAX_LIMIT``) that have
+        finished with a small result or a failure, in one request that does not wait; a big or expired
+        result is left out (:meth:`result` streams it when it is asked for)."""
+        return {head["id"]: self._outcome(head, data, None) for head, data in self._bulk(task_ids)
+                if head["kind"] in ("result", "exception", "none")}
 
     def _outcome(self, head: dict, data: bytes, deadline: float | None) -> tuple[bool, Any]:
         """``(True, value)`` or ``(False, exception)`` for one frame of ``POST tasks/results``."""
@@ -484,6 +494,7 @@ class TaskHandle:
         self.id = task_id
         self.client = client or connect()
         self._info = info
+        self._prefetch = None  # a group's shared bulk fetch (group.py), when the handle is one of a group's
 
     def info(self) -> dict:
         self._info = self.client.get(self.id)
@@ -501,6 +512,12 @@ class TaskHandle:
 
     def result(self, timeout: float | None = None) -> Any:
         __tracebackhide__ = True  # noqa: F841 - IPython then shows the one line of an interrupt
+        found = self._prefetch.take(self.id) if self._prefetch is not None else None
+        if found is not None:
+            ok, value = found
+            if ok:
+                return value
+            raise value
         try:
             return self.client.result(self.id, timeout)
         except KeyboardInterrupt:
