@@ -508,8 +508,9 @@ def against(args, argv: list[str]) -> int:
     The other revision is ``git archive``d into a temporary folder and runs on this interpreter and its
     installed dependencies (a revision that needs other versions of them needs its own venv). The
     workloads are this script's, so both sides run the same code in the bench and differ only below it."""
-    child_args = [a for a in _strip_option(_strip_option(argv, "--against"), "--rounds") if a != "--json"]
-    child_args = _strip_option(child_args, "--json")
+    child_args = argv
+    for option in ("--against", "--rounds", "--json"):  # the children's JSON goes to a file of ours
+        child_args = _strip_option(child_args, option)
     runs: dict[str, list[dict]] = {"this tree": [], args.against: []}
     with tempfile.TemporaryDirectory(prefix="taskq-against-") as tmp:
         other = Path(tmp) / "tree"
