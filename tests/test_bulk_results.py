@@ -103,7 +103,7 @@ def test_bad_bulk_requests_are_clear_400s(shared_server):
         assert words in answer.json()["message"], answer.json()
 
 
-def test_in_the_hub_someone_elses_result_is_a_task_that_does_not_exist(tmp_path):
+def test_in_the_hub_someone_elses_result_is_a_task_that_does_not_exist_and_an_images_comes_alone(tmp_path):
     """Bulk results are scoped as ``GET tasks/<id>/result`` is: bob naming alice's finished task learns
     nothing of it (LOST, no bytes); alice and an admin get her value."""
     import pickle
@@ -134,6 +134,10 @@ def test_in_the_hub_someone_elses_result_is_a_task_that_does_not_exist(tmp_path)
     for who in (alice, view("root", admin=True)):
         [(head, data)] = who.results_many([task["id"]])
         assert head["kind"] == "result" and pickle.loads(data) == 9
+    # A task that ran in an image: its result comes alone, where the kernel compares the image's packages.
+    store.update_fields(task["id"], environment={"hash": "0" * 16, "packages": [], "python": "3.11"})
+    [(head, data)] = alice.results_many([task["id"]])
+    assert head["kind"] == "big" and data == b""
     store.close()
 
 

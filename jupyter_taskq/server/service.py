@@ -686,8 +686,9 @@ class TaskService:
         ``head["kind"]`` says what the bytes are: ``result`` (a COMPLETE task's pickled value), ``exception``
         (a FAILED task's pickled exception, when there is one), ``none`` (a final task with nothing to hand
         back: its ``task`` JSON says why), ``pending`` (not finished yet), ``big`` (a result over
-        ``INLINE_RESULT`` or past ``budget``: fetched on its own with ``GET tasks/<id>/result``, which streams
-        it without a copy), ``gone`` (expired). One store read for every id, so a map of 2,000 tasks costs
+        ``INLINE_RESULT`` or past ``budget``, or of a task that ran in an image: fetched on its own with
+        ``GET tasks/<id>/result``, which streams it without a copy and marks an image's result), ``gone``
+        (expired). One store read for every id, so a map of 2,000 tasks costs
         a few requests instead of 2,000. ``owner``: someone else's task is reported as one that does not
         exist, as ``GET tasks/<id>`` answers 404 for it."""
         found = {t["id"]: t for t in self.store.list(None, limit=len(task_ids) or 1, ids=task_ids)}
@@ -708,6 +709,8 @@ class TaskService:
                 path = self.state.result(task_id)
                 if task["result_expired"] or not self.objects.fetch(path):
                     head["kind"] = "gone"
+                elif (task.get("environment") or {}).get("hash"):
+                    pass  # ran in an image: fetched alone, where the kernel compares the image's packages with its own
                 else:
                     with contextlib.suppress(OSError):
                         if path.stat().st_size <= min(INLINE_RESULT, budget):
