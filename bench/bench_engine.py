@@ -53,7 +53,8 @@ METRICS = {
     "idle_cpu_pct": ("idle CPU (% of a core)", "<", 1.0),
 }
 #: Printed beside the targets, for explaining them; no target of their own.
-INFO = {"w2_cpu_ms_per_task": "W2 CPU per task (ms, all processes)"}
+INFO = {"w2_cpu_ms_per_task": "W2 CPU per task (ms, all processes)",
+        "w2_faults_per_task": "W2 page faults per task (engine)"}
 
 
 def echo(x):
@@ -100,6 +101,19 @@ def _cpu_seconds(root_pids) -> dict[tuple[int, float], tuple[int, float]]:
         with contextlib.suppress(psutil.Error):
             walk(psutil.Process(pid), 0)
     return out
+
+
+def total_page_faults(root_pids) -> int:
+    """Minor page faults of the processes under ``root_pids`` and of their reaped children (Linux
+    ``/proc/<pid>/stat`` minflt + cminflt): a fresh task process per attempt is mostly its fork's
+    copy-on-write faults, reaped by its keeper, so they show here."""
+    total = 0
+    for proc in process_tree(root_pids):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[7]) + int(fields[8])  # minflt, cminflt (fields 10 and 11 of proc(5))
+    return total
 
 
 def total_cpu_seconds(root_pids) -> float:
@@ -215,15 +229,15 @@ class Taskq:
         return self.client.submit(echo, (x,)).result(timeout=TIMEOUT)
 
     def run_many(self, n: int) -> None:
-        handles = self.client.submit_many(echo, range(n))
-        tasks = self.client.wait([h.id for h in handles], timeout=TIMEOUT)
-        bad = [t for t in tasks if t["status"] != "COMPLETE"]
-        if bad:
-            raise RuntimeError(f"{len(bad)} of {n} tasks did not complete, e.g. {bad[0]}")
-        self.last_id = handles[-1].id
+        """As a notebook does it: ``task_queue(f).map(range(n)).results()`` (every result fetched)."""
+        from jupyter_taskq.notebook import client as client_module
+        from jupyter_taskq.notebook.decorator import task_queue
+
+        client_module.connect(f"http://127.0.0.1:{self.port}/", TOKEN)  # the default client: this server
+        self.values = task_queue(echo).map(range(n)).results(timeout=TIMEOUT)
 
     def check_many(self, n: int) -> None:
-        assert self.client.result(self.last_id) == n - 1
+        assert self.values == list(range(n))
 
 
 class RawHuey:
@@ -334,10 +348,12 @@ def measure(engine, sizes: dict, out: dict) -> None:
     log(f"  W1 done: p50 {out['w1_p50_ms']:.1f} ms, p99 {out['w1_p99_ms']:.1f} ms, max {max(lat):.1f} ms")
 
     n = sizes["throughput"]
+    faults = total_page_faults(engine.pids())
     cpu, start = total_cpu_seconds(engine.pids()), time.perf_counter()
     engine.run_many(n)
     out["w2_tasks_per_s"] = n / (time.perf_counter() - start)
     out["w2_cpu_ms_per_task"] = (total_cpu_seconds(engine.pids()) - cpu) / n * 1000
+    out["w2_faults_per_task"] = (total_page_faults(engine.pids()) - faults) / n
     engine.check_many(n)
     log(f"  W2 done: {out['w2_tasks_per_s']:.0f} tasks/s, {out['w2_cpu_ms_per_task']:.2f} ms CPU per task")
 
@@ -418,7 +434,13 @@ def main(argv=None) -> int:
                         help=f"comma-separated subset of {','.join(ENGINES)} (redis: the queue on a local "
                              "redis-server; 4: four CPU workers)")
     parser.add_argument("--tmpdir", help="where the state directories go (default: $TMPDIR or the system's)")
+    parser.add_argument("--against", metavar="REV",
+                        help="also run git revision REV (e.g. main, HEAD~3), alternating with this tree, and print "
+                             "both side by side (see bench/README.md)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: runs of each, alternated (default 3)")
     args = parser.parse_args(argv)
+    if args.against:
+        return against(args, argv if argv is not None else sys.argv[1:])
     sizes = QUICK if args.quick else FULL
     chosen = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = set(chosen) - set(ENGINES)
@@ -472,6 +494,80 @@ def main(argv=None) -> int:
             "results": results, "errors": errors,
         }, indent=2))
     return 1 if errors else 0
+
+
+# -- --against REV: this tree and another revision, in turn, in the same minutes --------------------
+REPO = BENCH_DIR.parent
+
+
+def against(args, argv: list[str]) -> int:
+    """Run this bench ``args.rounds`` times for this tree and for revision ``args.against``, alternating
+    (A B, B A, A B, ...: neither always runs on the warmer or quieter side), each run a fresh process with
+    that tree's ``jupyter_taskq`` first on ``PYTHONPATH``; print each metric's median per side and B/A.
+
+    The other revision is ``git archive``d into a temporary folder and runs on this interpreter and its
+    installed dependencies (a revision that needs other versions of them needs its own venv). The
+    workloads are this script's, so both sides run the same code in the bench and differ only below it."""
+    child_args = argv
+    for option in ("--against", "--rounds", "--json"):  # the children's JSON goes to a file of ours
+        child_args = _strip_option(child_args, option)
+    runs: dict[str, list[dict]] = {"this tree": [], args.against: []}
+    with tempfile.TemporaryDirectory(prefix="taskq-against-") as tmp:
+        other = Path(tmp) / "tree"
+        other.mkdir()
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.against], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
+        trees = {"this tree": REPO, args.against: other}
+        for round_no in range(args.rounds):
+            order = list(trees) if round_no % 2 == 0 else list(trees)[::-1]
+            for label in order:
+                out = Path(tmp) / f"{round_no}-{len(runs[label])}-{'a' if label == 'this tree' else 'b'}.json"
+                log(f"--against: round {round_no + 1}/{args.rounds}, {label} (load {os.getloadavg()[0]:.2f})")
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(trees[label]), os.environ.get("PYTHONPATH", "")]))
+                subprocess.run([sys.executable, str(Path(__file__).resolve()), *child_args, "--json", str(out)],
+                               env=env, stdout=subprocess.DEVNULL, check=False)
+                if out.exists():
+                    runs[label].append(json.loads(out.read_text()))
+    loads = {side: ", ".join(f"{r['machine']['load_at_start']:.1f}" for r in done) for side, done in runs.items()}
+    print(f"\n--against {args.against} ({commit}): {args.rounds} alternated runs of each, medians; loads at start: "
+          f"this tree {loads['this tree']}; {args.against} {loads[args.against]}\n")
+    print(against_table(runs, args.against))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"against": args.against, "commit": commit, "runs": runs}, indent=2))
+    return 0 if all(runs.values()) else 1
+
+
+def _strip_option(argv: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
+def against_table(runs: dict[str, list[dict]], rev: str) -> str:
+    a_label = "this tree"
+    engines = sorted({e for side in runs.values() for r in side for e in r["results"]})
+    lines = [f"{'engine':<16} {'metric':<34} {'this tree':>12} {rev:>12} {rev + ' / this (better)':>22}  runs (this | other)"]
+    for engine in engines:
+        for metric, label in [*((m, v[0]) for m, v in METRICS.items()), *INFO.items()]:
+            values = {side: [r["results"].get(engine, {}).get(metric) for r in runs[side]] for side in runs}
+            values = {side: [v for v in vals if v is not None] for side, vals in values.items()}
+            if not all(values.values()):
+                continue
+            a, b = statistics.median(values[a_label]), statistics.median(values[rev])
+            op = METRICS[metric][1] if metric in METRICS else "<"  # CPU per task: less is better
+            ratio = (f"{b / a:.2f}" if a else "-") + (" (=)" if a == b else " (this)" if (a < b) == (op == "<") else
+                                                      f" ({rev})")
+            raw = " ".join(fmt(v) for v in values[a_label]) + " | " + " ".join(fmt(v) for v in values[rev])
+            lines.append(f"{engine:<16} {label:<34} {fmt(a):>12} {fmt(b):>12} {ratio:>22}  {raw}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

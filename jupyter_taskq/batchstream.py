@@ -102,3 +102,31 @@ class BatchReader:
         """At the end of the body: it must end between two frames."""
         if self._state != "options_len" or self._buffer:
             raise BatchFormatError(f"the body ends inside tasks[{self.count}]")
+
+
+def read_frames(stream) -> Iterator[tuple[dict, bytes]]:
+    """The ``(options, payload)`` frames of a body read from a file-like ``stream`` (the answer of
+    ``POST tasks/results``), one at a time as they arrive."""
+    while True:
+        size = _read_exactly(stream, _OPTIONS_LEN.size, at_start=True)
+        if size is None:
+            return
+        (size,) = _OPTIONS_LEN.unpack(size)
+        if not 2 <= size <= MAX_OPTIONS:
+            raise BatchFormatError(f"a frame's head of {size} bytes")
+        head = json.loads(_read_exactly(stream, size))
+        (size,) = _PAYLOAD_LEN.unpack(_read_exactly(stream, _PAYLOAD_LEN.size))
+        yield head, _read_exactly(stream, size) if size else b""
+
+
+def _read_exactly(stream, size: int, at_start: bool = False) -> bytes | None:
+    parts, left = [], size
+    while left:
+        part = stream.read(left)
+        if not part:
+            if at_start and left == size:
+                return None
+            raise BatchFormatError("the stream ends inside a frame")
+        parts.append(part)
+        left -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

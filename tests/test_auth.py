@@ -14,6 +14,7 @@ ENDPOINTS = [
     ("POST", "tasks/batch"),
     ("POST", "tasks/cancel"),
     ("POST", "tasks/wait"),
+    ("POST", "tasks/results"),
     ("GET", "tasks/{id}"),
     ("DELETE", "tasks/{id}"),
     ("POST", "tasks/{id}/retry"),

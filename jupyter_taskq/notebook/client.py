@@ -8,6 +8,7 @@ a remote exception is re-raised with the remote traceback chained to it, the way
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterable
 import requests
 
 from .. import batchstream, blobs, seeds
-from ..options import client_options, with_option_keywords
+from ..options import MAX_LIMIT, client_options, with_option_keywords
 from .. import pickling
 from ..payload import calling_context, dumps_call, with_on_start
 from ..status import FINAL, TaskStatus
@@ -349,14 +350,78 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"task {task_id} is still {status} after {timeout} s")
 
+    def results(self, task_ids: Iterable[str], timeout: float | None = None,
+                return_exceptions: bool = False) -> list[Any]:
+        """Many tasks' results, in order, fetched in bulk (``POST tasks/results``: up to ``MAX_LIMIT`` tasks
+        a request, each answered once that batch has finished) instead of one request per task. A result
+        over the server's inline size comes on its own, streamed as :meth:`result` does. The first failure
+        (in order) is raised once its batch has finished; with ``return_exceptions`` failures take their
+        tasks' places. A ``timeout`` that passes raises ``TimeoutError``."""
+        ids = list(task_ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outcome: dict[str, tuple[bool, Any]] = {}  # id -> (ok, value or exception)
+        todo = list(dict.fromkeys(ids))
+        for start in range(0, len(todo), MAX_LIMIT):
+            batch = todo[start:start + MAX_LIMIT]
+            while batch:
+                chunk = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+                pending = []
+                for head, data in self._bulk(batch, chunk):
+                    if head["kind"] == "pending":
+                        pending.append(head["id"])
+                    else:
+                        outcome[head["id"]] = self._outcome(head, data, deadline)
+                batch = pending
+                if batch and deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{len(batch)} task(s) still unfinished after {timeout} s")
+            if not return_exceptions:
+                for task_id in todo[start:start + MAX_LIMIT]:
+                    ok, value = outcome[task_id]
+                    if not ok:
+                        raise value
+        return [outcome[i][1] for i in ids]
+
+    def _bulk(self, task_ids: list[str], wait: float = 0.0) -> Iterable[tuple[dict, bytes]]:
+        """``POST tasks/results``: ``(head, bytes)`` per id, read from the socket as they come."""
+        response = self._request("POST", "tasks/results", json={"task_ids": task_ids, "wait": wait}, stream=True)
+        return batchstream.read_frames(response.raw)
+
+    def finished_outcomes(self, task_ids: list[str]) -> dict[str, tuple[bool, Any]]:
+        """``{id: (ok, value or exception)}`` of those of ``task_ids`` (at most ``MAX_LIMIT``) that have
+        finished with a small result or a failure, in one request that does not wait; a big or expired
+        result is left out (:meth:`result` streams it when it is asked for)."""
+        return {head["id"]: self._outcome(head, data, None) for head, data in self._bulk(task_ids)
+                if head["kind"] in ("result", "exception", "none")}
+
+    def _outcome(self, head: dict, data: bytes, deadline: float | None) -> tuple[bool, Any]:
+        """``(True, value)`` or ``(False, exception)`` for one frame of ``POST tasks/results``."""
+        kind = head["kind"]
+        if kind == "result":
+            return True, pickling.loads(data)
+        if kind in ("big", "gone"):  # streamed on its own; an expired result raises as result() does
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return True, self.result(head["id"], timeout=left)
+            except Exception as exc:  # noqa: BLE001 - handed back as the task's failure
+                return False, exc
+        exc = None
+        if kind == "exception":
+            with contextlib.suppress(Exception):  # its class may not exist here
+                exc = pickling.loads(data)
+        return False, self._failure(head["task"], exc if isinstance(exc, BaseException) else None)
+
     def _raise_for(self, task: dict) -> None:
+        exc = self._remote_exception(task["id"]) if task["status"] == TaskStatus.FAILED else None
+        raise self._failure(task, exc)
+
+    @staticmethod
+    def _failure(task: dict, exc: BaseException | None) -> BaseException:
+        """What a failed task raises here: its own exception, else :class:`TaskFailed`, with the remote
+        traceback chained to it."""
         error = task.get("error") or {}
-        remote_tb = RemoteTraceback(error["traceback"]) if error.get("traceback") else None
-        if task["status"] == TaskStatus.FAILED:
-            exc = self._remote_exception(task["id"])
-            if exc is not None:
-                raise exc from remote_tb
-        raise TaskFailed(task) from remote_tb
+        failure = exc if exc is not None else TaskFailed(task)
+        failure.__cause__ = RemoteTraceback(error["traceback"]) if error.get("traceback") else None
+        return failure
 
     def _remote_exception(self, task_id: str) -> BaseException | None:
         """The task's exception as its own class (rebuilt without calling ``__init__``), or None."""
@@ -429,6 +494,7 @@ class TaskHandle:
         self.id = task_id
         self.client = client or connect()
         self._info = info
+        self._prefetch = None  # a group's shared bulk fetch (group.py), when the handle is one of a group's
 
     def info(self) -> dict:
         self._info = self.client.get(self.id)
@@ -446,6 +512,12 @@ class TaskHandle:
 
     def result(self, timeout: float | None = None) -> Any:
         __tracebackhide__ = True  # noqa: F841 - IPython then shows the one line of an interrupt
+        found = self._prefetch.take(self.id) if self._prefetch is not None else None
+        if found is not None:
+            ok, value = found
+            if ok:
+                return value
+            raise value
         try:
             return self.client.result(self.id, timeout)
         except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any, Iterator
 
@@ -12,6 +13,11 @@ from .client import TaskHandle, connect, interrupted_message
 class TaskGroup:
     def __init__(self, handles: list[TaskHandle]):
         self.handles = list(handles)
+        if self.handles:
+            prefetch = _Prefetch(self.handles[0].client, [h.id for h in self.handles])
+            for handle in self.handles:
+                if handle._prefetch is None and handle.client is prefetch.client:
+                    handle._prefetch = prefetch
 
     @property
     def ids(self) -> list[str]:
@@ -42,21 +48,16 @@ class TaskGroup:
         return dict(Counter(info["status"] for info in infos))
 
     def results(self, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
-        """Every result, in order. The first failure is re-raised; with ``return_exceptions=True``
-        a failed task's exception (its own, or :class:`TaskFailed`) takes its place in the list,
-        as in ``asyncio.gather``. A ``timeout`` that passes still raises ``TimeoutError``."""
+        """Every result, in order, fetched in bulk (``Client.results``: up to 1,000 tasks a request, each
+        batch as soon as it has finished), not one request per task. The first failure is re-raised once
+        its batch has finished; with ``return_exceptions=True`` a failed task's exception (its own, or
+        :class:`TaskFailed`) takes its place in the list, as in ``asyncio.gather``. A ``timeout`` that
+        passes still raises ``TimeoutError``."""
         __tracebackhide__ = True  # noqa: F841
-        self.wait(timeout)
+        if not self.handles:
+            return []
         try:
-            if not return_exceptions:
-                return [h.client.result(h.id, timeout=timeout) for h in self.handles]
-            values = []
-            for handle in self.handles:
-                try:
-                    values.append(handle.client.result(handle.id, timeout=timeout))
-                except Exception as exc:  # noqa: BLE001 - the task's failure, handed back as asked
-                    values.append(exc)
-            return values
+            return self.handles[0].client.results(self.ids, timeout=timeout, return_exceptions=return_exceptions)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(interrupted_message(count=len(self))) from None
 
@@ -71,6 +72,34 @@ class TaskGroup:
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts().items()))
         return f"<TaskGroup of {len(self)} tasks: {counts}>"
+
+
+class _Prefetch:
+    """``[h.result() for h in group]`` in bulk: the first handle asked for fetches the finished results of
+    up to ``MAX_LIMIT`` tasks from it on in one request, and the next handles take theirs from here. A
+    handle whose task has not finished waits for it alone (its own long poll), and a new bulk look is made
+    at most every ``REFETCH`` seconds, so following a running map stays a few requests a second."""
+
+    REFETCH = 0.5
+
+    def __init__(self, client, ids: list[str]):
+        self.client = client
+        self.ids = ids
+        self.position = {task_id: i for i, task_id in reversed(list(enumerate(ids)))}
+        self.ready: dict[str, tuple] = {}
+        self.last_look = float("-inf")
+
+    def take(self, task_id: str) -> tuple | None:
+        """``(ok, value or exception)`` of the task if a bulk look found it finished, else None. Each
+        outcome is handed out once (a second ``result()`` asks the server again), so nothing is held
+        after it was used."""
+        now = time.monotonic()
+        if task_id not in self.ready and now - self.last_look >= self.REFETCH:
+            self.last_look = now
+            start = self.position[task_id]
+            batch = [i for i in dict.fromkeys(self.ids[start:start + MAX_LIMIT]) if i not in self.ready]
+            self.ready.update(self.client.finished_outcomes(batch))
+        return self.ready.pop(task_id, None)
 
 
 def tasks(status: str | list[str] | None = None, limit: int = 50, name: str | None = None) -> TaskGroup:
