@@ -67,11 +67,16 @@ def test_a_task_fans_out_as_its_owner_and_its_token_ends_with_it(shared_server, 
             assert token.encode() not in path.read_bytes(), path
 
 
-def test_a_warm_task_process_uses_each_attempts_own_token(shared_server, tmp_path):
-    """A warm process runs attempt after attempt: each connects with its own token, not the last one's."""
-    client = shared_server.client()
-    first = client.submit(fan_out, ([1], str(tmp_path / "first")), keep_warm_seconds=60).result(timeout=90)
-    second = client.submit(fan_out, ([2], str(tmp_path / "second")), keep_warm_seconds=60).result(timeout=90)
+def test_a_warm_task_process_uses_each_attempts_own_token(make_server, tmp_path):
+    """A warm process runs attempt after attempt: each connects with its own token, not the last one's.
+
+    A warm process lives in one worker and nothing routes a task to the worker holding it (warm keys are
+    per worker: worker/process.py), so reuse is made certain as tests/test_warm.py does, by one worker for
+    the parent: it asks for a GPU on a server with a single (listed, not real) GPU, and its subtasks run on
+    the single CPU worker (a parent on the CPU pool would hold the only worker its subtasks need)."""
+    client = make_server(gpus=[0], cpu_workers=1).client()
+    first = client.submit(fan_out, ([1], str(tmp_path / "first")), gpu=1, keep_warm_seconds=60).result(timeout=90)
+    second = client.submit(fan_out, ([2], str(tmp_path / "second")), gpu=1, keep_warm_seconds=60).result(timeout=90)
     assert (first["results"], second["results"]) == ([1], [4])
     assert first["pid"] == second["pid"]  # the same process
     assert (tmp_path / "first").read_text() != (tmp_path / "second").read_text()
