@@ -34,7 +34,7 @@ create index if not exists taskq_attempts_ended on taskq_attempts (ended_at);
 #: What :meth:`TaskStore.attempt_events` returns per attempt: the attempt's record with its task's pool,
 #: owner, creation time and GPU flag (what the Prometheus metrics label and measure, server/metrics.py).
 EVENT_FIELDS = ("task_id", "attempt", "device", "started_at", "ended_at", "status", "reason",
-                "pool", "owner", "created_at", "gpu")
+                "pool", "owner", "created_at", "gpu", "ready_at")
 #: The two kinds of event: an attempt that started, an attempt that ended (each read in time order).
 EVENT_KINDS = ("started", "ended")
 

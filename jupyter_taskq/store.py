@@ -46,6 +46,7 @@ TASK_COLUMNS = (
     # tasks it depends on are COMPLETE and its start time has come; the server's sweep releases it.
     "held", "depends_on", "waiting_for", "after_any_outcome", "start_at",
     "schedule_id",  # the schedule whose run it is (jupyter_taskq/server/schedules.py), or None
+    "ready_at",  # a held task: when it could start (its start time, its last dependency's end); its queue wait's start
 )
 
 #: Seconds the GPU time of a deleted task still counts (fair share, "this week" in stats).
@@ -122,6 +123,11 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def statuses(self, ids: Iterable[str]) -> dict[str, str]:
         """The status of each of ``ids`` that exists (the cheap check behind long-polls)."""
+
+    def ended_times(self, ids: Iterable[str]) -> dict[str, float]:
+        """When each of ``ids`` that exists and has ended ended (a held task's release time, server/pipelines.py)."""
+        tasks = (self.get(task_id) for task_id in ids)
+        return {t["id"]: t["ended_at"] for t in tasks if t and t.get("ended_at") is not None}
 
     @abc.abstractmethod
     def count(self, statuses: Iterable[str] | None = None, text: str | None = None,
@@ -352,7 +358,7 @@ _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0"
                   "limits": "text", "image": "text", "environment": "text", "waiting_for_gpus": "text",
                   "held": "integer not null default 0", "depends_on": "text",
                   "waiting_for": "text", "after_any_outcome": "integer not null default 0", "start_at": "real",
-                  "schedule_id": "text"}
+                  "schedule_id": "text", "ready_at": "real"}
 
 
 class SqliteTaskStore(TaskStore):
@@ -526,6 +532,15 @@ class SqliteTaskStore(TaskStore):
         rows = self._read(f"select id, status from taskq_tasks where id in ({', '.join('?' * len(ids))})", ids)
         return {task_id: status for task_id, status in rows}
 
+    def ended_times(self, ids) -> dict[str, float]:
+        ids, ended = list(ids), {}
+        for start in range(0, len(ids), 900):  # SQLite's bound parameters per statement
+            part = ids[start:start + 900]
+            rows = self._read(f"select id, ended_at from taskq_tasks where id in ({', '.join('?' * len(part))}) "
+                              "and ended_at is not null", part)
+            ended.update({task_id: at for task_id, at in rows})
+        return ended
+
     def count(self, statuses=None, text=None, owner=None) -> int:
         where, params = _filters(statuses, None, text, owner)
         return self._read(f"select count(*) from taskq_tasks {where}", params)[0][0]
@@ -691,7 +706,7 @@ class SqliteTaskStore(TaskStore):
         column = {"started": "a.started_at", "ended": "a.ended_at"}[kind]
         rows = self._read(
             "select a.task_id, a.attempt, a.device, a.started_at, a.ended_at, a.status, a.reason, t.pool, t.owner, "
-            f"t.created_at, t.gpu from taskq_attempts a join taskq_tasks t on t.id = a.task_id where {column} >= ? "
+            f"t.created_at, t.gpu, t.ready_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id where {column} >= ? "
             f"order by {column} limit ?", (since, limit))
         return [dict(r) for r in rows]
 

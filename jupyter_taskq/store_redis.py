@@ -542,6 +542,14 @@ class RedisTaskStore(TaskStore):
             pipe.hget(self._key("task", task_id), "status")
         return {task_id: json.loads(raw) for task_id, raw in zip(ids, pipe.execute()) if raw is not None}
 
+    def ended_times(self, ids) -> dict[str, float]:
+        ids = list(ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self._key("task", task_id), "ended_at")
+        ended = {task_id: json.loads(raw) for task_id, raw in zip(ids, pipe.execute()) if raw is not None}
+        return {task_id: at for task_id, at in ended.items() if at is not None}
+
     def _index_owners(self) -> None:
         """A database from before the per-owner sets is indexed by owner once (in steps), before they are read."""
         if not self._owners_indexed:
@@ -789,17 +797,18 @@ class RedisTaskStore(TaskStore):
         for member in members:
             task_id, _, attempt = member.rpartition(":")
             pipe.hget(self._key("attempts", task_id), attempt)
-            pipe.hmget(self._key("task", task_id), "pool", "owner", "created_at", "gpu")
+            pipe.hmget(self._key("task", task_id), "pool", "owner", "created_at", "gpu", "ready_at")
         replies = pipe.execute() if members else []
         events = []
         for entry, fields in zip(replies[::2], replies[1::2]):
             if entry is None or fields[0] is None:
                 continue  # deleted meanwhile
             entry = json.loads(entry)
-            pool, owner, created_at, gpu = (json.loads(f) if f is not None else None for f in fields)
+            pool, owner, created_at, gpu, ready_at = (json.loads(f) if f is not None else None for f in fields)
             events.append({**{k: entry.get(k) for k in ("task_id", "attempt", "device", "started_at", "ended_at",
                                                         "status", "reason")},
-                           "pool": pool, "owner": owner, "created_at": created_at, "gpu": gpu})
+                           "pool": pool, "owner": owner, "created_at": created_at, "gpu": gpu,
+                           "ready_at": ready_at})
         return events
 
     def attempts(self, task_id) -> list[dict]:

@@ -93,8 +93,8 @@ class QueueMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         pool = ["pool", "gpu_model"]
-        self.wait = Histogram("taskq_task_wait_seconds", "Seconds from submission to the start of a task's first "
-                              "attempt", pool, buckets=BUCKETS, registry=r)
+        self.wait = Histogram("taskq_task_wait_seconds", "Seconds from submission (a held task: from when its "
+                              "dependencies and start time let it start) to the start of its first attempt", pool, buckets=BUCKETS, registry=r)
         self.run = Histogram("taskq_task_run_seconds", "Seconds each attempt ran, by pool and GPU model", pool,
                              buckets=BUCKETS, registry=r)
         self.attempts = Counter("taskq_attempts", "Attempts that ended, by how they ended (complete, error, "
@@ -163,8 +163,9 @@ class QueueMetrics:
         pool, model = _pool_labels(event["pool"], event["device"], self.models)
         user = self.users(event["owner"] or "") if per_user else None
         if kind == "started":
-            if event["attempt"] == 1 and event["created_at"] is not None:
-                wait = max(0.0, event["started_at"] - event["created_at"])
+            since = event.get("ready_at") or event["created_at"]  # a held task: from its release (pipelines.py)
+            if event["attempt"] == 1 and since is not None:
+                wait = max(0.0, event["started_at"] - since)
                 self.wait.labels(pool, model).observe(wait)
                 if user is not None:
                     self.user_wait.labels(user).observe(wait)

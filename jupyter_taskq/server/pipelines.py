@@ -71,7 +71,8 @@ def _one_pass(service) -> list[str]:
             changed.append(task["id"])
         if left or (task.get("start_at") or 0) > now:
             continue
-        if store.transition(task["id"], TaskStatus.PENDING, [TaskStatus.PENDING], waiting_for=None, held=0):
+        if store.transition(task["id"], TaskStatus.PENDING, [TaskStatus.PENDING], waiting_for=None, held=0,
+                            ready_at=ready_at(store, task, now)):
             release.append(dict(task, held=0))
             changed.append(task["id"])
     if release:
@@ -79,6 +80,16 @@ def _one_pass(service) -> list[str]:
     if changed:
         service.on_changes(changed)
     return changed
+
+
+def ready_at(store, task: dict, now: float) -> float:
+    """When a held task could start: the later of its start time and its last dependency's end (a deleted
+    one's end is unknown: the sweep's ``now`` then). Its queue wait (server/metrics.py) counts from here, not
+    from its submission: an hour waiting for its dependencies is the pipeline's, not the queue's."""
+    deps = task.get("depends_on") or []
+    ended = store.ended_times(deps) if deps else {}
+    ends = [ended.get(d, now) for d in deps]
+    return min(now, max([task.get("created_at") or now, task.get("start_at") or 0.0, *ends]))
 
 
 _UNFINISHED = {TaskStatus.PENDING.value, TaskStatus.RUNNING.value, TaskStatus.RETRY.value}

@@ -88,21 +88,49 @@ def table(headers: list[str], rows: list[list[str]], max_width: dict[int, int] |
     return "\n".join(lines)
 
 
-TASK_HEADERS = ["ID", "NAME", "STATUS", "OWNER", "WORKER", "ATTEMPT", "CREATED", "DURATION", "PROGRESS"]
+TASK_HEADERS = ["ID", "NAME", "STATUS", "WAITING FOR", "OWNER", "WORKER", "ATTEMPT", "CREATED", "DURATION",
+                "PROGRESS"]
+
+
+def clock(at: float, now: float) -> str:
+    """``14:05:00`` today, ``03-02 14:05`` another day (local time, as the CREATED column)."""
+    moment = datetime.datetime.fromtimestamp(at)
+    same_day = moment.date() == datetime.datetime.fromtimestamp(now).date()
+    return moment.strftime("%H:%M:%S" if same_day else "%m-%d %H:%M")
+
+
+def pending_reason(task: dict, now: float | None = None) -> str:
+    """Why a PENDING task has not started, in the words the panel uses: ``3 tasks`` (its dependencies not yet
+    done), ``start 14:05:00`` (its start_at), both, or ``2 GPUs`` (a gpu=N task waiting for N free GPUs);
+    ``-`` for a task that is merely queued, or not PENDING."""
+    if task.get("status") != "PENDING":
+        return "-"
+    now = time.time() if now is None else now
+    parts = []
+    deps = len(task.get("waiting_for") or [])
+    if deps:
+        parts.append(f"{deps} task{'' if deps == 1 else 's'}")
+    start = parse_iso(task.get("start_at"))
+    if start is not None and start > now:
+        parts.append(f"start {clock(start, now)}")
+    gpus = task.get("waiting_for_gpus")
+    if not parts and isinstance(gpus, dict) and gpus.get("gpus"):
+        parts.append(f"{gpus['gpus']} GPU{'' if gpus['gpus'] == 1 else 's'}")
+    return ", ".join(parts) or "-"
 
 
 def task_row(task: dict, now: float | None = None) -> list[str]:
     created = parse_iso(task.get("created_at"))
     when = datetime.datetime.fromtimestamp(created).strftime("%m-%d %H:%M:%S") if created else "-"
     attempts = f"{task.get('attempt') or 0}/{(task.get('max_retries') or 0) + 1}"
-    return [task["id"][:SHORT_ID], task.get("name") or "-", task["status"], task.get("owner") or "-",
-            task.get("worker") or "-", attempts, when, duration(task_duration(task, now)),
+    return [task["id"][:SHORT_ID], task.get("name") or "-", task["status"], pending_reason(task, now),
+            task.get("owner") or "-", task.get("worker") or "-", attempts, when, duration(task_duration(task, now)),
             progress_text(task.get("progress"))]
 
 
 def task_table(tasks: list[dict]) -> str:
     now = time.time()
-    return table(TASK_HEADERS, [task_row(t, now) for t in tasks], {1: 32, 3: 16, 4: 20, 8: 40})
+    return table(TASK_HEADERS, [task_row(t, now) for t in tasks], {1: 32, 3: 28, 4: 16, 5: 20, 9: 40})
 
 
 def show_task(task: dict) -> str:
