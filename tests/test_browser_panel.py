@@ -426,3 +426,63 @@ def test_ten_thousand_tasks_open_and_filter_in_under_a_second(page, big_lab):
     assert open_ms < 1000 and text_ms < 1000 and status_ms < 1000 and next_ms < 1000
     (ARTIFACTS / "panel-10k-timings.txt").write_text(
         f"open_ms={open_ms:.0f} text_filter_ms={text_ms:.0f} status_filter_ms={status_ms:.0f} next_page_ms={next_ms:.0f}\n")
+
+
+# -- issue 24: schedules edited from the panel, the dependency tree -------------------------------
+
+
+def test_a_schedule_is_edited_from_the_panel_and_a_bad_cron_shows_the_servers_message(page, lab):
+    import jupyter_taskq
+    from jupyter_taskq import task_queue
+    from conftest import TOKEN
+
+    jupyter_taskq.connect(lab.url, TOKEN)
+    schedule = task_queue(max_retries=0)(nap).every("1h", args=(0,), name="panel-hourly")
+    try:
+        open_lab(page, lab)
+        open_panel(page)
+        page.locator(f"#{PANEL} .jtqp-schedules-button").click()
+        listed = page.locator(f'#{PANEL} tr[data-schedule-id="{schedule.id}"]')
+        expect(listed).to_contain_text("every 1h")
+        listed.locator(".jtqp-schedule-edit").click()
+        form = page.locator(f"#{PANEL} .jtqp-schedule-form")
+        form.locator('input[type="radio"]').first.check()
+        form.locator(".jtqp-schedule-cron").fill("61 * * * *")
+        form.locator(".jtqp-schedule-save").click()
+        expect(form.locator(".jtqp-schedule-error")).to_have_text("cron minute field '61' must be within 0-59")
+        assert schedule.info()["every"] == 3600 and schedule.info()["cron"] is None  # refused: nothing changed
+        screenshot(page, "panel-schedule-edit-refused")
+        form.locator(".jtqp-schedule-cron").fill("0 3 * * *")
+        form.locator(".jtqp-schedule-name").fill("panel-nightly")
+        form.locator(".jtqp-schedule-catchup").select_option("skip")
+        form.locator(".jtqp-schedule-save").click()
+        expect(form).to_have_count(0)
+        expect(listed).to_contain_text("cron 0 3 * * *")
+        expect(listed).to_contain_text("panel-nightly")
+        info = schedule.info()
+        assert (info["cron"], info["every"], info["name"], info["catch_up"]) == ("0 3 * * *", None, "panel-nightly",
+                                                                               "skip")
+    finally:
+        schedule.delete()
+
+
+def test_detail_view_draws_the_dependency_tree_and_opens_a_dependency(page, lab):
+    client = lab.client()
+    first = client.submit(nap, (0,), name="tree-load")
+    second = client.submit(nap, (0,), name="tree-prepare", conditions={"after": [first.id]})
+    third = client.submit(nap, (0,), name="tree-train", conditions={"after": [second.id]})
+    last = client.submit(nap, (0,), name="tree-report", conditions={"after": [third.id, second.id]})
+    client.wait([last.id], timeout=60)
+    open_lab(page, lab)
+    open_panel(page)
+    row(page, last.id).click()
+    tree = page.locator(f"#{PANEL} .jtqp-upstream-list li")
+    # report after train and prepare; train after prepare after load; prepare drawn again: marked, not expanded
+    expect(tree).to_have_count(4)
+    got = [(li.get_attribute("data-upstream-id"), li.get_attribute("data-depth")) for li in tree.all()]
+    assert got == [(third.id, "1"), (second.id, "2"), (first.id, "3"), (second.id, "1")], got
+    expect(tree.nth(3)).to_contain_text("(above)")
+    expect(tree.nth(2).locator(".jtqp-chip")).to_have_text("COMPLETE")
+    screenshot(page, "panel-dependency-tree")
+    tree.nth(2).locator(".jtqp-link").click()
+    expect(page.locator(f"#{PANEL} .jtqp-detail .jtqp-detail-name")).to_have_text("tree-load")

@@ -4,6 +4,7 @@
  * XSRF right under JupyterHub too) and the unit tests wire in a fake.
  */
 
+import type { ScheduleChanges } from './scheduleedit';
 import type { Attempt, CancelAnswer, CellCounts, Changes, DisplayBundle, GroupSummary, LogChunk, Schedule, Stats, Task, TaskPage } from './types';
 
 /** Makes one request to a path relative to `taskq/api/`. */
@@ -14,7 +15,9 @@ export class ApiError extends Error {
   constructor(
     message: string,
     readonly status: number | null = null,
-    readonly reason: string | null = null
+    readonly reason: string | null = null,
+    /** The server's own message (its JSON `message`), for a form that shows why its input was refused. */
+    readonly detail: string | null = null
   ) {
     super(message);
     this.name = 'ApiError';
@@ -74,7 +77,8 @@ export async function errorFrom(response: Response, what: string): Promise<ApiEr
   return new ApiError(
     `${what} failed: ${status} ${message || response.statusText || 'error'}${hint}`,
     status,
-    reason
+    reason,
+    message || null
   );
 }
 
@@ -202,7 +206,7 @@ export class TaskqApi {
   }
 
   /** Pause (`{paused: true}`), resume or edit a schedule while it runs. */
-  updateSchedule(scheduleId: string, changes: Partial<Pick<Schedule, 'paused' | 'cron' | 'every' | 'name' | 'catch_up'>>): Promise<Schedule> {
+  updateSchedule(scheduleId: string, changes: ScheduleChanges & { paused?: boolean }): Promise<Schedule> {
     return this.call('Changing the schedule', `schedules/${encodeURIComponent(scheduleId)}`, {
       method: 'PATCH',
       body: JSON.stringify(changes),

@@ -32,6 +32,8 @@ import {
 } from './format';
 import type { QueueModel } from './model';
 import { STATUS_FILTERS, canCancel, canDelete, canRetry, pageCount, rangeLabel } from './query';
+import { MAX_DEPTH, MAX_NODES, buildTree } from './depgraph';
+import { type ScheduleDraft, draftOf } from './scheduleedit';
 import type { Schedule, Stats, Task, WorkerInfo } from './types';
 
 export type Confirm = (title: string, body: string, action: string) => Promise<boolean>;
@@ -591,8 +593,10 @@ export function DetailView({ model, confirm, now }: PanelProps): JSX.Element {
 }
 
 /**
- * The open task's dependency graph one level up: each task it runs after, with its status now, a
- * click away (whose own detail shows its dependencies in turn). A plain list, not a drawn graph.
+ * The open task's dependency graph upstream: what it runs after, what those run after, and so on (depgraph.ts
+ * reads at most 5 levels and 50 tasks), as an indented tree, each task with its status now and a click away.
+ * A task two stages share is drawn once in full, then marked "(above)". Its dependants are not shown: the
+ * server keeps no index of what waits for a task (depgraph.ts says why).
  */
 function Upstream({ model, task }: { model: QueueModel; task: Task }): JSX.Element | null {
   const after = task.after ?? [];
@@ -600,7 +604,7 @@ function Upstream({ model, task }: { model: QueueModel; task: Task }): JSX.Eleme
     return null;
   }
   const waiting = new Set(task.waiting_for ?? []);
-  const known = new Map(model.upstream.map(t => [t.id, t]));
+  const tree = buildTree(task, new Map(model.upstream.map(t => [t.id, t])));
   return (
     <div className="jtqp-upstream">
       <div className="jtqp-section">
@@ -608,19 +612,31 @@ function Upstream({ model, task }: { model: QueueModel; task: Task }): JSX.Eleme
         {waiting.size ? <span className="jtqp-muted"> · waiting for {waiting.size}</span> : null}
         {task.after_any_outcome ? <span className="jtqp-muted"> · whatever their outcome</span> : null}
       </div>
-      <ul className="jtqp-upstream-list">
-        {after.slice(0, 200).map(id => {
-          const dep = known.get(id);
-          return (
-            <li key={id} data-upstream-id={id}>
-              <StatusChip status={dep?.status ?? 'LOST'} />{' '}
-              <button className="jtqp-link" onClick={() => void model.openDetail(id)}>
-                {dep?.name || id}
-              </button>
-            </li>
-          );
-        })}
+      <ul className="jtqp-upstream-list" role="tree" aria-label="Tasks it runs after">
+        {tree.rows.map((node, i) => (
+          <li
+            key={`${i}:${node.id}`}
+            data-upstream-id={node.id}
+            data-depth={node.depth}
+            role="treeitem"
+            aria-level={node.depth}
+            style={{ paddingLeft: `${(node.depth - 1) * 14}px` }}
+          >
+            {node.depth > 1 ? <span className="jtqp-muted">└ </span> : null}
+            <StatusChip status={node.task?.status ?? 'LOST'} />{' '}
+            <button className="jtqp-link" title={node.id} onClick={() => void model.openDetail(node.id)}>
+              {node.task?.name || node.id}
+            </button>
+            {node.repeated ? <span className="jtqp-muted"> (above)</span> : null}
+            {node.hidden ? <span className="jtqp-muted"> · after {node.hidden} more</span> : null}
+          </li>
+        ))}
       </ul>
+      {tree.hidden ? (
+        <div className="jtqp-muted jtqp-upstream-more">
+          {tree.hidden} more not shown (the tree shows {MAX_DEPTH} levels, {MAX_NODES} tasks); open a task to see its own.
+        </div>
+      ) : null}
     </div>
   );
 }
@@ -658,7 +674,8 @@ export function SchedulesView({ model, confirm }: PanelProps): JSX.Element {
           </thead>
           <tbody>
             {model.schedules.map(s => (
-              <tr key={s.id} data-schedule-id={s.id} className={s.paused ? 'jtqp-paused' : ''}>
+              <React.Fragment key={s.id}>
+              <tr data-schedule-id={s.id} className={s.paused ? 'jtqp-paused' : ''}>
                 <td title={s.id}>{s.name || s.function || s.id}</td>
                 <td>{scheduleWhen(s)}</td>
                 <td>{s.paused ? 'paused' : iso(s.next_run_at)}</td>
@@ -679,6 +696,13 @@ export function SchedulesView({ model, confirm }: PanelProps): JSX.Element {
                     {s.paused ? 'Resume' : 'Pause'}
                   </button>{' '}
                   <button
+                    className="jtqp-button jtqp-schedule-edit"
+                    aria-expanded={model.editingSchedule === s.id}
+                    onClick={() => model.editSchedule(model.editingSchedule === s.id ? null : s.id)}
+                  >
+                    Edit
+                  </button>{' '}
+                  <button
                     className="jtqp-button"
                     onClick={async () => {
                       if (await confirm('Delete schedule', `No more runs of ${s.name || s.function || s.id}; its runs so far stay.`, 'Delete')) {
@@ -690,11 +714,73 @@ export function SchedulesView({ model, confirm }: PanelProps): JSX.Element {
                   </button>
                 </td>
               </tr>
+              {model.editingSchedule === s.id ? (
+                <tr className="jtqp-schedule-form-row">
+                  <td colSpan={5}>
+                    <ScheduleForm model={model} schedule={s} />
+                  </td>
+                </tr>
+              ) : null}
+              </React.Fragment>
             ))}
           </tbody>
         </table>
       )}
     </div>
+  );
+}
+
+/**
+ * Edits one schedule while it runs: its name, its timing (a cron expression or an interval) and what a run
+ * missed while the server was down does. Saving sends only what changed; a value the server refuses keeps
+ * the form open with the server's own message under it.
+ */
+function ScheduleForm({ model, schedule }: { model: QueueModel; schedule: Schedule }): JSX.Element {
+  const [draft, setDraft] = React.useState<ScheduleDraft>(() => draftOf(schedule));
+  const [saving, setSaving] = React.useState(false);
+  const set = (changes: Partial<ScheduleDraft>) => setDraft(d => ({ ...d, ...changes }));
+  const save = async (event: React.FormEvent) => {
+    event.preventDefault();
+    setSaving(true);
+    await model.saveSchedule(schedule.id, draft);
+    setSaving(false);
+  };
+  return (
+    <form className="jtqp-schedule-form" onSubmit={e => void save(e)} aria-label="Edit schedule">
+      <label>
+        name{' '}
+        <input className="jtqp-schedule-name" value={draft.name} placeholder={schedule.function ?? ''} maxLength={200}
+          onChange={e => set({ name: e.target.value })} />
+      </label>
+      <label>
+        <input type="radio" name={`mode-${schedule.id}`} checked={draft.mode === 'cron'} onChange={() => set({ mode: 'cron' })} /> cron{' '}
+        <input className="jtqp-schedule-cron" value={draft.cron} placeholder="0 2 * * *" disabled={draft.mode !== 'cron'}
+          onChange={e => set({ cron: e.target.value })} />
+      </label>
+      <label>
+        <input type="radio" name={`mode-${schedule.id}`} checked={draft.mode === 'every'} onChange={() => set({ mode: 'every' })} /> every{' '}
+        <input className="jtqp-schedule-every" value={draft.every} placeholder="seconds, or 15m, 1h" disabled={draft.mode !== 'every'}
+          onChange={e => set({ every: e.target.value })} />
+      </label>
+      <label title="A run missed while the server was down: run it once when the server is back, or skip it">
+        missed runs{' '}
+        <select className="jtqp-schedule-catchup" value={draft.catch_up} onChange={e => set({ catch_up: e.target.value })}>
+          <option value="once">run once</option>
+          <option value="skip">skip</option>
+        </select>
+      </label>
+      <button type="submit" className="jtqp-button jtqp-schedule-save" disabled={saving}>
+        Save
+      </button>{' '}
+      <button type="button" className="jtqp-button" onClick={() => model.editSchedule(null)}>
+        Cancel
+      </button>
+      {model.scheduleEditError ? (
+        <div className="jtqp-schedule-error" role="alert">
+          {model.scheduleEditError}
+        </div>
+      ) : null}
+    </form>
   );
 }
 

@@ -10,6 +10,8 @@ import { failureCount } from './format';
 import { LogTail } from './logtail';
 import { ChangePoller, type PollerOptions } from './poller';
 import { cancellableSelection, clampPage, showsOwnerSwitch, statusFilter } from './query';
+import { loadUpstream } from './depgraph';
+import { type ScheduleDraft, scheduleChanges } from './scheduleedit';
 import type { Attempt, Schedule, Stats, Task, TaskPage } from './types';
 
 export interface KeyValueStore {
@@ -53,10 +55,14 @@ export class QueueModel {
   /** The open task's attempt history (read with its detail). */
   attempts: Attempt[] = [];
   /** The open task's dependencies (its `after`), each with its status now: its graph, one level up. */
+  /** The open task's upstream chain as read (depgraph.ts: breadth first, bounded); components draw the tree. */
   upstream: Task[] = [];
   /** The schedules view: shown instead of the task table; its list. */
   showSchedules = false;
   schedules: Schedule[] = [];
+  /** The schedule whose edit form is open, and the server's refusal of its last save. */
+  editingSchedule: string | null = null;
+  scheduleEditError: string | null = null;
   /** The attempt whose own log is shown (null: the latest attempt's, followed while it runs). */
   logAttempt: number | null = null;
   seenFailures: number | null = null;
@@ -383,6 +389,8 @@ export class QueueModel {
   /** Shows (or leaves) the schedules view, reading the schedules. */
   toggleSchedules(show: boolean): Promise<void> {
     this.showSchedules = show;
+    this.editingSchedule = null;
+    this.scheduleEditError = null;
     this.emit();
     return show ? this.loadSchedules() : Promise.resolve();
   }
@@ -407,6 +415,40 @@ export class QueueModel {
       this.error = (error as Error).message;
     }
     this.emit();
+  }
+
+  /** Opens the edit form of one schedule (closing any other); its error cleared. */
+  editSchedule(scheduleId: string | null): void {
+    this.editingSchedule = scheduleId;
+    this.scheduleEditError = null;
+    this.emit();
+  }
+
+  /**
+   * Saves the edit form: sends what the draft changes (`PATCH schedules/{id}`) and closes the form; a
+   * refusal (a bad cron expression, an interval out of range) keeps the form open with the server's message,
+   * and the schedule as it was. Answers whether it saved.
+   */
+  async saveSchedule(scheduleId: string, draft: ScheduleDraft): Promise<boolean> {
+    const current = this.schedules.find(s => s.id === scheduleId);
+    if (!current) {
+      return false;
+    }
+    const changes = scheduleChanges(current, draft);
+    try {
+      if (Object.keys(changes).length) {
+        const changed = await this.api.updateSchedule(scheduleId, changes);
+        this.schedules = this.schedules.map(s => (s.id === scheduleId ? changed : s));
+      }
+      this.editingSchedule = null;
+      this.scheduleEditError = null;
+      this.emit();
+      return true;
+    } catch (error) {
+      this.scheduleEditError = error instanceof ApiError && error.status === 400 && error.detail ? error.detail : (error as Error).message;
+      this.emit();
+      return false;
+    }
   }
 
   async deleteSchedule(scheduleId: string): Promise<void> {
@@ -468,7 +510,10 @@ export class QueueModel {
       this.detail = task;
       this.attempts = attempts ?? this.attempts; // an older server has no attempt history: none shown
       const after = task.after ?? [];
-      this.upstream = after.length ? await this.api.tasksById(after.slice(0, 200)).catch(() => this.upstream) : [];
+      // The chain upstream, a level at a time within depgraph.ts's bounds (kept as it was if a read fails).
+      this.upstream = after.length
+        ? await loadUpstream(task, ids => this.api.tasksById(ids)).catch(() => this.upstream)
+        : [];
       this.error = null;
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {

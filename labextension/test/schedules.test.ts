@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { TaskqApi } from '../src/api';
 import { QueueModel } from '../src/model';
+import { draftOf, scheduleChanges } from '../src/scheduleedit';
 
 function json(body: unknown, status = 200): Response {
   return new Response(status === 204 ? null : JSON.stringify(body), {
@@ -73,5 +74,47 @@ describe('schedules in the panel', () => {
       ['a', 'COMPLETE'],
       ['b', 'RUNNING']
     ]);
+  });
+
+  it('edits a schedule: only what changed is sent, and the form closes', async () => {
+    const { api, calls } = fake({
+      'schedules/s1': init => json({ ...schedule, ...JSON.parse(init!.body as string), cron: null, every: 900 }),
+      schedules: () => json({ schedules: [schedule] })
+    });
+    const model = new QueueModel(api);
+    await model.loadSchedules();
+    model.editSchedule('s1');
+    expect(model.editingSchedule).toBe('s1');
+    const draft = { ...draftOf(model.schedules[0]), mode: 'every' as const, every: '15m', name: 'quarterly' };
+    expect(await model.saveSchedule('s1', draft)).toBe(true);
+    expect(calls[1]).toEqual({ path: 'schedules/s1', method: 'PATCH', body: '{"name":"quarterly","every":"15m"}' });
+    expect(model.schedules[0].every).toBe(900);
+    expect(model.editingSchedule).toBeNull();
+  });
+
+  it("keeps the form open with the server's 400 message, the schedule unchanged", async () => {
+    const { api } = fake({
+      'schedules/s1': () => json({ message: "bad cron field 'minute': 61 is out of 0-59", reason: 'bad request' }, 400),
+      schedules: () => json({ schedules: [schedule] })
+    });
+    const model = new QueueModel(api);
+    await model.loadSchedules();
+    model.editSchedule('s1');
+    expect(await model.saveSchedule('s1', { ...draftOf(schedule), cron: '61 * * * *' })).toBe(false);
+    expect(model.scheduleEditError).toBe("bad cron field 'minute': 61 is out of 0-59");
+    expect(model.editingSchedule).toBe('s1');
+    expect(model.schedules[0]).toEqual(schedule);
+  });
+
+  it('makes the PATCH body from the draft', () => {
+    const draft = draftOf(schedule);
+    expect(scheduleChanges(schedule, draft)).toEqual({});
+    expect(scheduleChanges(schedule, { ...draft, cron: ' 0  3 * * * ' })).toEqual({ cron: '0 3 * * *' });
+    expect(scheduleChanges(schedule, { ...draft, mode: 'every', every: '3600' })).toEqual({ every: 3600 });
+    expect(scheduleChanges(schedule, { ...draft, name: ' ' })).toEqual({ name: null });
+    expect(scheduleChanges(schedule, { ...draft, catch_up: 'skip' })).toEqual({ catch_up: 'skip' });
+    const every = { ...schedule, cron: null, every: 60 };
+    expect(scheduleChanges(every, draftOf(every))).toEqual({});
+    expect(scheduleChanges(every, { ...draftOf(every), mode: 'cron', cron: '*/5 * * * *' })).toEqual({ cron: '*/5 * * * *' });
   });
 });
