@@ -443,7 +443,7 @@ def test_a_schedule_is_edited_from_the_panel_and_a_bad_cron_shows_the_servers_me
         open_panel(page)
         page.locator(f"#{PANEL} .jtqp-schedules-button").click()
         listed = page.locator(f'#{PANEL} tr[data-schedule-id="{schedule.id}"]')
-        expect(listed).to_contain_text("every 1h")
+        expect(listed).to_contain_text("every 1 h 00 min")
         listed.locator(".jtqp-schedule-edit").click()
         form = page.locator(f"#{PANEL} .jtqp-schedule-form")
         form.locator('input[type="radio"]').first.check()
