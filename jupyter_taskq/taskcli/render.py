@@ -101,8 +101,8 @@ def clock(at: float, now: float) -> str:
 
 def pending_reason(task: dict, now: float | None = None) -> str:
     """Why a PENDING task has not started, in the words the panel uses: ``3 tasks`` (its dependencies not yet
-    done), ``start 14:05:00`` (its start_at), both, or ``2 GPUs`` (a gpu=N task waiting for N free GPUs);
-    ``-`` for a task that is merely queued, or not PENDING."""
+    done), ``start 14:05:00`` (its start_at), both, ``2 GPUs`` (a gpu=N task waiting for N free GPUs), or the
+    launcher's ``waiting_note``; ``-`` for a task that is merely queued, or not PENDING."""
     if task.get("status") != "PENDING":
         return "-"
     now = time.time() if now is None else now
@@ -116,6 +116,8 @@ def pending_reason(task: dict, now: float | None = None) -> str:
     gpus = task.get("waiting_for_gpus")
     if not parts and isinstance(gpus, dict) and gpus.get("gpus"):
         parts.append(f"{gpus['gpus']} GPU{'' if gpus['gpus'] == 1 else 's'}")
+    if not parts and task.get("waiting_note"):  # the launcher's words (a Slurm job being started)
+        parts.append(str(task["waiting_note"]))
     return ", ".join(parts) or "-"
 
 
