@@ -674,11 +674,15 @@ class RedisTaskStore(TaskStore):
                 self._run("transition", task_id, json.dumps(["RETRY"]), str(task["attempt"]),
                           _encode_fields({"not_before": not_before}))
 
-    def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
+    def _ensure_heads_indexed(self) -> None:
+        """Index the waiting heads of a database from before that index, once per store object."""
         if not self._heads_indexed:
             self._date_old_retries()
             self._index_once("index_heads")
             self._heads_indexed = True
+
+    def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
+        self._ensure_heads_indexed()
         now = time.time() if now is None else now
         reply = self._run("heads", "", json.dumps(now), json.dumps(list(pools)),
                           json.dumps([str(s) for s in statuses]))
@@ -708,10 +712,7 @@ class RedisTaskStore(TaskStore):
         return held
 
     def waiting_gpu_tasks(self, pools, now=None, limit=200) -> list[dict]:
-        if not self._heads_indexed:
-            self._date_old_retries()
-            self._index_once("index_heads")
-            self._heads_indexed = True
+        self._ensure_heads_indexed()
         now = time.time() if now is None else now
         reply = self._run("heads", "", json.dumps(now), json.dumps(list(pools)),
                           json.dumps([str(s) for s in WAITING]), str(limit))

@@ -67,7 +67,7 @@ def probe() -> Machine:
         mine = os.path.join(v2, own[""].lstrip("/"))
         if _can_make(mine):
             machine.tracker = mine
-            controllers = (_read(os.path.join(mine, "cgroup.controllers")) or "").split()
+            controllers = (read_or_none(os.path.join(mine, "cgroup.controllers")) or "").split()
             for name in ("memory", "cpuset"):
                 if name in controllers and _delegate(mine, name):
                     setattr(machine, name, ("v2", mine))
@@ -84,7 +84,7 @@ def probe() -> Machine:
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
     found = []
-    for line in (_read("/proc/self/mounts") or "").splitlines():
+    for line in (read_or_none("/proc/self/mounts") or "").splitlines():
         fields = line.split()
         if len(fields) >= 4 and fields[2] in ("cgroup", "cgroup2"):
             found.append((fields[1], fields[2], set(fields[3].split(","))))
@@ -94,7 +94,7 @@ def _mounts() -> list[tuple[str, str, set[str]]]:
 def _own_paths() -> dict[str, str]:
     """Controller -> this process's cgroup path (``""``: the v2 hierarchy)."""
     paths = {}
-    for line in (_read("/proc/self/cgroup") or "").splitlines():
+    for line in (read_or_none("/proc/self/cgroup") or "").splitlines():
         parts = line.split(":", 2)
         if len(parts) == 3:
             for name in parts[1].split(",") if parts[1] else [""]:
@@ -115,7 +115,7 @@ def _can_make(directory: str) -> bool:
 def _delegate(directory: str, controller: str) -> bool:
     """v2: the controller enabled for our cgroup's children (fails in a non-root group with processes)."""
     control = os.path.join(directory, "cgroup.subtree_control")
-    if controller in (_read(control) or "").split():
+    if controller in (read_or_none(control) or "").split():
         return True
     return _write(control, f"+{controller}")
 
@@ -206,7 +206,7 @@ class AttemptGroup:
         if path is None:
             return False
         if kind == "v1":  # a v1 cpuset starts empty: it needs its parent's memory nodes
-            _write(os.path.join(path, "cpuset.mems"), (_read(os.path.join(parent, "cpuset.mems")) or "0").strip())
+            _write(os.path.join(path, "cpuset.mems"), (read_or_none(os.path.join(parent, "cpuset.mems")) or "0").strip())
         return _write(os.path.join(path, "cpuset.cpus"), ",".join(str(c) for c in cores))
 
     # -- while the attempt runs -------------------------------------------------------------------------------
@@ -215,16 +215,16 @@ class AttemptGroup:
         if self.memory_dir is None:
             return False
         if self.memory_kind == "v2":
-            text = _read(os.path.join(self.memory_dir, "memory.events")) or ""
+            text = read_or_none(os.path.join(self.memory_dir, "memory.events")) or ""
             return bool(re.search(r"^oom_kill [1-9]", text, re.MULTILINE))
-        text = _read(os.path.join(self.memory_dir, "memory.oom_control")) or ""
+        text = read_or_none(os.path.join(self.memory_dir, "memory.oom_control")) or ""
         return bool(re.search(r"^oom_kill [1-9]", text, re.MULTILINE)) or _failcnt_at_limit(self.memory_dir)
 
     def peak_mib(self) -> int | None:
         if self.memory_dir is None:
             return None
         name = "memory.peak" if self.memory_kind == "v2" else "memory.max_usage_in_bytes"
-        text = (_read(os.path.join(self.memory_dir, name)) or "").strip()
+        text = (read_or_none(os.path.join(self.memory_dir, name)) or "").strip()
         return int(text) // MIB if text.isdigit() else None
 
     def oom_watch(self) -> tuple[list[int], list[int]]:
@@ -243,7 +243,7 @@ class AttemptGroup:
     def pids(self) -> set[int]:
         found = set()
         for directory in self.dirs:
-            for line in (_read(os.path.join(directory, "cgroup.procs")) or "").split():
+            for line in (read_or_none(os.path.join(directory, "cgroup.procs")) or "").split():
                 if line.isdigit():
                     found.add(int(line))
         return found
@@ -271,7 +271,7 @@ def kill_all(dirs: list[str], keep: frozenset[int] = frozenset(), timeout: float
     while True:
         left = set()
         for directory in dirs:
-            for line in (_read(os.path.join(directory, "cgroup.procs")) or "").split():
+            for line in (read_or_none(os.path.join(directory, "cgroup.procs")) or "").split():
                 if line.isdigit() and int(line) not in keep:
                     left.add(int(line))
         if not left or time.monotonic() > deadline:
@@ -341,7 +341,7 @@ def _oom_eventfd(path: str) -> int | None:
 
 def _failcnt_at_limit(path: str) -> bool:
     """v1 without an ``oom_kill`` counter (before Linux 4.13): the group hit its limit and is under OOM."""
-    return "under_oom 1" in (_read(os.path.join(path, "memory.oom_control")) or "")
+    return "under_oom 1" in (read_or_none(os.path.join(path, "memory.oom_control")) or "")
 
 
 def _start_time(pid: int) -> int:
@@ -355,7 +355,8 @@ def _start_time(pid: int) -> int:
     return int(fields[19]) if len(fields) > 19 else 0
 
 
-def _read(path: str) -> str | None:
+def read_or_none(path: str) -> str | None:
+    """A small kernel file's text (a cgroup's or /proc's), or None when it cannot be read."""
     try:
         with open(path) as f:
             return f.read()

@@ -26,6 +26,8 @@ import math
 import os
 import re
 
+from .cgroups import read_or_none as _read
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -178,11 +180,3 @@ def _in_memory_cgroup() -> bool:
             if parts[1] == "" and (_read(os.path.join(CGROUP_ROOT, parts[2].lstrip("/"), "memory.max")) or "max").strip() != "max":
                 return True
     return False
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
