@@ -63,7 +63,7 @@ def test_pairs_run_at_once_on_disjoint_gpus_a_third_waits_and_too_many_is_refuse
     assert client.get(third.id)["status"] == "PENDING"
     assert client.get(second.id)["gpu"] == 2 and client.get(second.id)["gpu_model"] == "FakeGPU X1"
 
-    wait_for(lambda: sorted(gpu_tasks(client).values(), key=str) == sorted([first.id, first.id, second.id, second.id]), 10,
+    wait_for(lambda: sorted(gpu_tasks(client).values(), key=str) == sorted([first.id, first.id, second.id, second.id]), 30,
              message="stats: each GPU held by its task")
     workers = client.stats()["workers"]
     for handle in (first, second):
@@ -71,7 +71,7 @@ def test_pairs_run_at_once_on_disjoint_gpus_a_third_waits_and_too_many_is_refuse
         runner = [w for w in held if not w["lent"]]
         assert len(held) == 2 and len(runner) == 1 and len(runner[0]["gpus"]) == 2
         assert all(w["gpus"] == runner[0]["gpus"] for w in held), "the lent GPU names its gang"
-    wait_for(lambda: (client.get(third.id).get("waiting_for_gpus") or {}).get("busy") == 2, 10,
+    wait_for(lambda: (client.get(third.id).get("waiting_for_gpus") or {}).get("busy") == 2, 30,
              message="the third says what it waits for")
     assert client.get(third.id)["waiting_for_gpus"]["message"].startswith("waiting for 2 GPUs on one machine: 2 busy")
 
@@ -113,7 +113,7 @@ def test_a_gpu4_task_starts_before_gpu1_tasks_submitted_after_it(make_server, tm
              message="three GPUs free")
     wait_for(lambda: client.get(short.id)["status"] == "RUNNING", 30,
              message="the task whose timeout ends before the reserved start backfills a free GPU")
-    wait_for(lambda: (client.get(big.id).get("waiting_for_gpus") or {}).get("busy") == 2, 10,
+    wait_for(lambda: (client.get(big.id).get("waiting_for_gpus") or {}).get("busy") == 2, 30,
              message="the gpu=4 task waiting on the two busy GPUs")
     note = client.get(big.id)["waiting_for_gpus"]
     assert note["message"].startswith("waiting for 4 GPUs on one machine: 2 busy until about ")
@@ -139,7 +139,7 @@ def test_killing_the_worker_of_a_gang_frees_all_its_gpus_and_requeues_it_once(ma
     seen.mkdir()
     gang = client.submit(hold_gpus, (str(seen), str(gate)), gpu=4, max_retries=3)
     wait_for(lambda: len(started(seen)) == 1, 30, message="the gang running")
-    wait_for(lambda: sorted(gpu_tasks(client).values(), key=str) == [gang.id] * 4, 10, message="stats: its four GPUs")
+    wait_for(lambda: sorted(gpu_tasks(client).values(), key=str) == [gang.id] * 4, 30, message="stats: its four GPUs")
     runner = next(w for w in client.stats()["workers"] if w["gpu_task"] == gang.id and not w["lent"])
     os.kill(runner["pid"], signal.SIGKILL)
     wait_for(lambda: len(started(seen)) == 2, 60, message="the task requeued and running again")
