@@ -239,3 +239,20 @@ def test_a_task_in_an_image_uses_progress_output_and_on_start_value(server, tmp_
     assert [o["name"] for o in handle.outputs()] == ["made.txt"]
     assert open(handle.download("made.txt", tmp_path / "down")).read() == "made in an image"
     assert not any(p.startswith("jupyter") for p in handle.environment()["packages"])  # nothing installed for it
+
+
+def test_the_task_side_copy_holds_every_module_the_package_imports_at_import_time():
+    """`import jupyter_taskq` inside an image loads the copy (worker/taskside.py): a module that
+    __init__ (or those modules) import at their top level but the copy lacks breaks every image task."""
+    import ast
+    from pathlib import Path
+
+    import jupyter_taskq
+    from jupyter_taskq.worker import taskside
+
+    package = Path(jupyter_taskq.__file__).parent
+    for name in taskside.MODULES:
+        tree = ast.parse((package / name).read_text())
+        for node in tree.body:  # top level only: imports inside functions are the kernel side's, lazily
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                assert f"{node.module}.py" in taskside.MODULES, f"{name} imports .{node.module}, not in the copy"

@@ -26,8 +26,6 @@ import math
 import os
 import re
 
-from .cgroups import read_or_none as _read
-
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -180,3 +178,13 @@ def _in_memory_cgroup() -> bool:
             if parts[1] == "" and (_read(os.path.join(CGROUP_ROOT, parts[2].lstrip("/"), "memory.max")) or "max").strip() != "max":
                 return True
     return False
+
+
+def _read(path: str) -> str | None:
+    """Its own copy of cgroups.read_or_none: the runner loads this module by path in a notebook's or an
+    image's interpreter, where relative imports do not resolve."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 #: The package's standard-library-only modules that ``import jupyter_taskq`` and the task-side API load.
-MODULES = ("__init__.py", "status.py", "taskio.py", "image.py", "tasklog.py")
+MODULES = ("__init__.py", "status.py", "taskio.py", "image.py", "tasklog.py", "checkpoints.py")  # what __init__ imports
 _NOTE = '''
 
 # -- written by jupyter_taskq/worker/taskside.py: in an image= only the task-side API is here ------------------
