@@ -25,8 +25,14 @@ def nap(seconds):
 
 @pytest.fixture
 def env(shared_server, monkeypatch):
+    """This module's server, found as a kernel finds it (the environment): the default client an earlier
+    test module left in this process (jupyter_taskq.connect caches one) would name a server now gone."""
+    from jupyter_taskq.notebook import client as client_module
+
     monkeypatch.setenv("JUPYTER_TASKQ_URL", shared_server.url)
     monkeypatch.setenv("JUPYTER_TASKQ_TOKEN", TOKEN)
+    monkeypatch.setattr(client_module, "_default_client", None)
+    monkeypatch.setattr(client_module, "_default_found", None)
     return shared_server
 
 
