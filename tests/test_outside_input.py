@@ -176,14 +176,13 @@ def test_one_change_reaches_many_long_polls_as_its_ids(tmp_path):
     "refetch everything" (``changed: null``: only for a cursor older than the feed remembers), and no
     connection is reset. Before, each poll compared the store's fingerprint on its own, the answers
     came back out of order, and a fingerprint read before the change looked like a missed ring."""
-    import asyncio
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     from bench_many_polls import hold_polls, raise_fd_limit
 
-    from conftest import TaskqServer
+    from conftest import TaskqServer, run_coroutine  # not asyncio.run: the browser tests keep a loop running
 
     polls = 500  # bench/bench_many_polls.py holds 10,000; here the rule, on CI's two cores
     assert raise_fd_limit(polls + 1000) >= polls + 500, "this test holds 500 connections open at once"
@@ -191,7 +190,7 @@ def test_one_change_reaches_many_long_polls_as_its_ids(tmp_path):
     try:
         client = server.client()
         cursor = strict(requests.get(server.url + "taskq/api/changes", headers=AUTH))["cursor"]
-        outcome = asyncio.run(hold_polls(server.url, TOKEN, cursor, polls,
+        outcome = run_coroutine(hold_polls(server.url, TOKEN, cursor, polls,
                                          lambda: client.submit(tiny, (1,), name="many-polls").id, timeout=120))
         task_id = outcome["changed"]
         assert outcome["failures"] == [], outcome["failures"][:5]
