@@ -164,9 +164,9 @@ def cmd_logs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    client = connect(args)
-    if args.all_pending == bool(args.ids):
+    if args.all_pending == bool(args.ids):  # a usage error before any server is looked for
         raise CliError(f"{PROG} cancel: give task ids or --all-pending (one or the other)", 2)
+    client = connect(args)
     if args.all_pending:
         ids = [t["id"] for t in _list(client, WAITING, 10**9, owner=args.owner)]
     else:
