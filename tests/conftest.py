@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,30 @@ def stop_processes(procs) -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def service_over(request, tmp_path, gpus=()):
+    """A TaskService in this process over SQLite or a real Redis (``request.param``), with no workers: the
+    domain API as each hub user sees it, without a server. Yields the service and closes its store."""
+    from jupyter_taskq.queue import QueueMap, open_queue
+    from jupyter_taskq.server.service import TaskService
+    from jupyter_taskq.statedir import StateDir
+    from jupyter_taskq.store import SqliteTaskStore
+
+    state = StateDir.create(tmp_path / "state")
+    if request.param == "sqlite":
+        store = SqliteTaskStore(str(state.db))
+    else:
+        from jupyter_taskq.store_redis import RedisTaskStore
+
+        store = RedisTaskStore(request.getfixturevalue("redis_server").url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    yield TaskService(state, store, QueueMap(lambda pool: open_queue(state, pool)), gpus=list(gpus),
+                      workers_per_gpu=1, cpu_workers=1, max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600)
+    store.close()
+
+
+def as_user(service, name, admin=False):
+    """``service`` as hub user ``name`` sees it (an admin sees everyone's)."""
+    from jupyter_taskq.server.owners import Identity, OwnerView
+
+    return OwnerView(service, Identity(name, sees_all=admin), hub={"admin_group": "", "quotas": None})

@@ -5,9 +5,10 @@ user sees it; tests/test_hub.py runs the same through a real JupyterHub."""
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
+
+from conftest import as_user, service_over
 
 from jupyter_taskq import blobs
 from jupyter_taskq.payload import calling_context
@@ -20,28 +21,7 @@ def secret_function(x):
 
 @pytest.fixture(params=["sqlite", "redis"])
 def service(request, tmp_path):
-    from jupyter_taskq.queue import QueueMap, open_queue
-    from jupyter_taskq.server.service import TaskService
-    from jupyter_taskq.statedir import StateDir
-    from jupyter_taskq.store import SqliteTaskStore
-
-    state = StateDir.create(tmp_path / "state")
-    if request.param == "sqlite":
-        store = SqliteTaskStore(str(state.db))
-    else:
-        from jupyter_taskq.store_redis import RedisTaskStore
-
-        store = RedisTaskStore(request.getfixturevalue("redis_server").url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
-    service = TaskService(state, store, QueueMap(lambda pool: open_queue(state, pool)), gpus=[], workers_per_gpu=1,
-                          cpu_workers=1, max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600)
-    yield service
-    store.close()
-
-
-def as_user(service, name, admin=False):
-    from jupyter_taskq.server.owners import Identity, OwnerView
-
-    return OwnerView(service, Identity(name, sees_all=admin), hub={"admin_group": "", "quotas": None})
+    yield from service_over(request, tmp_path, gpus=())
 
 
 def upload(service, view, shared) -> bool:

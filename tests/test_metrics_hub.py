@@ -5,9 +5,10 @@ TaskService over real stores (SQLite, a real Redis), its tasks moved as a worker
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
+
+from conftest import as_user, service_over
 from prometheus_client.parser import text_string_to_metric_families
 
 from jupyter_taskq.server import metrics as metrics_module
@@ -18,28 +19,7 @@ from test_store_contract import new_task
 
 @pytest.fixture(params=["sqlite", "redis"])
 def service(request, tmp_path):
-    from jupyter_taskq.queue import QueueMap, open_queue
-    from jupyter_taskq.server.service import TaskService
-    from jupyter_taskq.statedir import StateDir
-    from jupyter_taskq.store import SqliteTaskStore
-
-    state = StateDir.create(tmp_path / "state")
-    if request.param == "sqlite":
-        store = SqliteTaskStore(str(state.db))
-    else:
-        from jupyter_taskq.store_redis import RedisTaskStore
-
-        store = RedisTaskStore(request.getfixturevalue("redis_server").url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
-    service = TaskService(state, store, QueueMap(lambda pool: open_queue(state, pool)), gpus=[0], workers_per_gpu=1,
-                          cpu_workers=1, max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600)
-    yield service
-    store.close()
-
-
-def as_user(service, name, admin=False):
-    from jupyter_taskq.server.owners import Identity, OwnerView
-
-    return OwnerView(service, Identity(name, sees_all=admin), hub={"admin_group": "", "quotas": None})
+    yield from service_over(request, tmp_path, gpus=(0,))
 
 
 def run_attempt(store, task_id: str, worker: str, outcome=S.COMPLETE, error=None) -> None:
