@@ -102,3 +102,11 @@ def test_a_bundle_over_the_cap_keeps_its_text_and_names_what_it_left_out():
     assert display.bundle(None) is None and display.bundle(42) is None and display.bundle("short") is None
     long_text = display.bundle(list(range(10**6)))["data"]["text/plain"]  # IPython's pretty printer elides it
     assert len(long_text.encode()) <= display.MAX_BUNDLE_BYTES
+
+
+def test_a_long_bytes_or_text_result_shows_its_start_and_length_without_a_full_repr():
+    """IPython reprs all of a bytes value before the cap cuts it: 2 s for 100 MB, on every such attempt."""
+    for value, unit in ((bytes(50_000_000), "bytes"), ("ab" * 10_000, "characters"), (bytearray(b"z" * 5000), "bytes")):
+        text = display.bundle(value)["data"]["text/plain"]
+        assert text.endswith(f"({len(value):,} {unit})") and len(text) < 10_000, text[-80:]
+    assert display.bundle(b"\x00" * 5000)["data"]["text/plain"].startswith("b'\\x00\\x00")

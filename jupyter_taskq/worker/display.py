@@ -29,6 +29,7 @@ import sys
 MAX_BUNDLE_BYTES = 256 * 1024
 _SCALARS = (bool, int, float, complex)
 _SHORT_TEXT = 1000  # characters: its pickle stays under the server's SCALAR_RESULT_BYTES
+_LONG_TEXT = (str, bytes, bytearray)
 _formatter = None
 
 
@@ -36,11 +37,20 @@ def bundle(value) -> dict | None:
     """``{"data": {mime: str or JSON}, "metadata": {...}, "left_out": [mime, ...]}``, or None: nothing to show."""
     if value is None or type(value) in _SCALARS or (type(value) in (str, bytes) and len(value) <= _SHORT_TEXT):
         return None  # nothing to show, or the server shows its repr from the result itself
+    if type(value) in _LONG_TEXT:  # IPython would repr all of it: 2 s for 100 MB of bytes, for a line that is cut anyway
+        return {"data": {"text/plain": _long_text(value)}, "metadata": {}, "left_out": []}
     formatter = _display_formatter()
     if formatter is None:
         return None
     data, metadata = formatter.format(value)
     return _capped({mime: _jsonable(item) for mime, item in data.items()}, metadata or {})
+
+
+def _long_text(value) -> str:
+    """The repr of a long string or bytes value's first characters, and its length: what a reader can use."""
+    head = repr(value[:_SHORT_TEXT])
+    kind = "characters" if isinstance(value, str) else "bytes"
+    return f"{head[:-1]}...{head[-1]}  ({len(value):,} {kind})" if head[-1] in "'\")" else head
 
 
 def write(path: str, value) -> None:
