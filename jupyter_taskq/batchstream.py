@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 CONTENT_TYPE = "application/x-jupyter-taskq-batch"
 MAX_OPTIONS = 64 * 1024

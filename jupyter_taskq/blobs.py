@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .payload import PayloadError, dumps_call
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 #: The submission keys this module owns (the rest are task options, jupyter_taskq/options.py).
 KEYS = ("after", "after_any_outcome", "start_at", "delay")

@@ -25,7 +25,8 @@ import os
 import re
 import subprocess
 import sys
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MAX_PACKAGES = 500
 MAX_COMMANDS = 50
@@ -60,19 +61,19 @@ class Image:
         self.python = python
         check_spec(self.spec())  # a bad field fails here, where it was written
 
-    def add_python_packages(self, packages: Iterable[str]) -> "Image":
+    def add_python_packages(self, packages: Iterable[str]) -> Image:
         """A new image with these packages too (Beam's builder style: returns the image)."""
         return self._with(python_packages=[*self.python_packages, *_listed(packages)])
 
-    def add_commands(self, commands: Iterable[str]) -> "Image":
+    def add_commands(self, commands: Iterable[str]) -> Image:
         """A new image that also runs these shell commands, once, after the packages are installed."""
         return self._with(commands=[*self.commands, *_listed(commands)])
 
-    def with_envs(self, env_vars: Mapping[str, str]) -> "Image":
+    def with_envs(self, env_vars: Mapping[str, str]) -> Image:
         return self._with(env_vars={**self.env_vars, **env_vars})
 
     @classmethod
-    def from_requirements(cls, path: str | os.PathLike, **fields: Any) -> "Image":
+    def from_requirements(cls, path: str | os.PathLike, **fields: Any) -> Image:
         """An image with the requirements of a ``requirements.txt`` (read here, in the kernel: the file's
         lines travel in the spec, so the worker needs no copy). Comments and blank lines are skipped;
         pip options (``-r``, ``--index-url``) are refused: the worker uses its machine's pip sources."""
@@ -93,7 +94,7 @@ class Image:
         return {"python_packages": self.python_packages, "python_version": self.python_version,
                 "commands": self.commands, "env_vars": self.env_vars, "kernel": self.kernel, "python": self.python}
 
-    def _with(self, **changes) -> "Image":
+    def _with(self, **changes) -> Image:
         return Image(**{**self.spec(), **changes})
 
     def __eq__(self, other) -> bool:
@@ -161,7 +162,8 @@ def check_spec(value: Any) -> dict:
             raise ImageError(f"image kernel must be a kernelspec name (letters, digits, . _ -), got {kernel!r}")
         spec["kernel"] = kernel
     if python is not None:
-        if not isinstance(python, str) or not python.startswith("/") or len(python) > MAX_PATH or _CONTROL.search(python):
+        if (not isinstance(python, str) or not python.startswith("/") or len(python) > MAX_PATH
+                or _CONTROL.search(python)):
             raise ImageError(f"image python must be the absolute path of an interpreter, got {python!r}")
         spec["python"] = os.path.normpath(python)
     if kernel and python:
@@ -183,7 +185,7 @@ def spec_json(spec: Mapping) -> str:
 
 
 def kernel_minor() -> str:
-    return "%d.%d" % sys.version_info[:2]
+    return "{}.{}".format(*sys.version_info[:2])
 
 
 def for_kernel(value: Any) -> dict:
@@ -235,7 +237,8 @@ def kernel_interpreter(name: str) -> str | None:
     if not argv:
         return None
     exe = argv[0]
-    if exe in ("python", "python3", "{python}") or os.path.basename(exe) == os.path.basename(sys.executable) and not os.path.isabs(exe):
+    same_name = os.path.basename(exe) == os.path.basename(sys.executable)
+    if exe in ("python", "python3", "{python}") or same_name and not os.path.isabs(exe):
         return sys.executable  # ipykernel's default spec: "the Python that runs the server", here this one
     if not os.path.isabs(exe):
         import shutil

@@ -17,7 +17,8 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 DAY = 86400.0
 MAX_SECONDS = 365 * DAY  # timeout, expires, result_ttl: a year
@@ -58,7 +59,8 @@ class TaskOption:
             unit = " seconds" if self.kind == "seconds" else ""
             return f"between {_num(self.minimum)} and {_num(self.maximum)}{unit}"
         if self.kind == "memory":
-            return f"between {_num(self.minimum)} and {_num(self.maximum)} MiB (an integer of MiB, or \"512M\", \"16G\")"
+            return (f"between {_num(self.minimum)} and {_num(self.maximum)} MiB"
+                    " (an integer of MiB, or \"512M\", \"16G\")")
         return ""
 
 
@@ -105,8 +107,9 @@ OPTIONS: tuple[TaskOption, ...] = (
     TaskOption("result_ttl", "seconds", "Seconds a finished task's result, payload, log and outputs are kept.",
                server_default="result_ttl", minimum=0.0, maximum=MAX_SECONDS, flag="--result-ttl",
                annotation="float | None"),
-    TaskOption("keep_warm_seconds", "seconds", default=0.0, help="Seconds a finished task's process stays alive, with its imports, "
-               "to serve the next attempt of the same function from the same notebook (0: no warm process).",
+    TaskOption("keep_warm_seconds", "seconds", default=0.0,
+               help="Seconds a finished task's process stays alive, with its imports, to serve the next attempt of "
+               "the same function from the same notebook (0: no warm process).",
                minimum=0.0, maximum=7 * DAY, flag="--keep-warm", annotation="float | None"),
     TaskOption("notebook", "text", "The notebook the task was submitted from (its file path); set "
                "by the kernel (JPY_SESSION_NAME), none from a script. The panel's \"Go to cell\" opens it.",
@@ -119,9 +122,10 @@ OPTIONS: tuple[TaskOption, ...] = (
                "task reads its return value with jupyter_taskq.on_start_value(). The magic flag names a notebook "
                "function. Travels in the payload, not over REST.", flag="--on-start", rest=False,
                default_text="none", annotation="Callable | None"),
-    TaskOption("image", "image", "The Python environment the task runs in: jupyter_taskq.Image(python_packages=[...], "
-               "python_version=, commands=[...], env_vars={...}) is built with uv once per machine (or per cluster with "
-               "a shared c.TaskQueue.image_dir) and cached; Image(kernel=\"name\") or Image(python=\"/path\") use an "
+    TaskOption("image", "image", "The Python environment the task runs in: "
+               "jupyter_taskq.Image(python_packages=[...], python_version=, commands=[...], env_vars={...}) is "
+               "built with uv once per machine (or per cluster with a shared c.TaskQueue.image_dir) and cached; "
+               "Image(kernel=\"name\") or Image(python=\"/path\") use an "
                "environment that exists. Over REST a JSON spec; the magic flag takes a requirements file or a "
                "kernelspec name.", flag="--image", default_text="the kernel's own interpreter",
                annotation="Image | dict | None"),
@@ -189,7 +193,8 @@ def parse_memory(name: str, value: Any) -> int:
     return value
 
 
-_GPU_TEXT = "option 'gpu' must be 0, a number of GPUs up to %d, a GPU model name (\"A100\") or \"MODEL:N\" (\"A100:4\")" % MAX_GPUS
+_GPU_TEXT = (f"option 'gpu' must be 0, a number of GPUs up to {MAX_GPUS}, a GPU model name (\"A100\")"
+             " or \"MODEL:N\" (\"A100:4\")")
 
 
 def check_gpu(value: Any) -> int | str:
@@ -299,7 +304,8 @@ def check_image(value: Any) -> dict:
         try:
             value = json.loads(value)
         except ValueError:
-            raise OptionError("option 'image' must be a JSON object (an image spec), got text that is not JSON") from None
+            raise OptionError("option 'image' must be a JSON object (an image spec), got text that is not JSON") \
+                from None
     try:
         return image.check_spec(value)
     except image.ImageError as exc:

@@ -372,7 +372,7 @@ def install_sources(sources: dict[str, str] | None) -> None:
         linecache.cache[filename] = (len(text), None, lines, filename)
 
 
-def enter_notebook_main(*values) -> "types.FunctionType":
+def enter_notebook_main(*values) -> types.FunctionType:
     """A fresh ``__main__`` holding the notebook's functions, classes and globals the call brought.
 
     Inside the task, ``pickle``, ``multiprocessing.Pool.map`` and ``ProcessPoolExecutor`` find
@@ -448,7 +448,7 @@ def _resolve(module_name: str, qualname: str, data: bytes, is_class: bool | None
     return pickle.loads(data)
 
 
-_from_kernel: "weakref.WeakSet" = weakref.WeakSet()
+_from_kernel: weakref.WeakSet = weakref.WeakSet()
 
 
 def _mark_from_kernel(value) -> None:

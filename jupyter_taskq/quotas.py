@@ -69,7 +69,7 @@ class Quotas:
                 "half_life": self.half_life, "groups_of": groups_of or {}}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Quotas":
+    def from_json(cls, data: dict) -> Quotas:
         return cls(max_gpus=int(data.get("max_gpus") or 0), max_queued=int(data.get("max_queued") or 0),
                    overrides=dict(data.get("overrides") or {}),
                    half_life=float(data.get("half_life") or DEFAULT_HALF_LIFE))

@@ -12,6 +12,8 @@ from pathlib import Path
 from .options import OPTIONS
 from .status import CANCELLABLE, FINAL, WAITING, TaskStatus
 
+LOST = TaskStatus.LOST
+
 TARGET = Path(__file__).resolve().parents[1] / "labextension" / "src" / "generated.ts"
 
 #: The TypeScript type of a task JSON field, per option kind (options.py's ``kind``).
@@ -34,7 +36,7 @@ def render() -> str:
         f"export type TaskStatus = {' | '.join(json.dumps(s.value) for s in TaskStatus)};",
         "",
         "/** Every status a task can be stored in (LOST is only ever reported, for an id the queue does not know). */",
-        f"export const STORED_STATUSES: TaskStatus[] = {json.dumps([s.value for s in TaskStatus if s is not TaskStatus.LOST])};",
+        f"export const STORED_STATUSES: TaskStatus[] = {json.dumps([s.value for s in TaskStatus if s is not LOST])};",
         "/** Waiting for a worker: cancelling one of these means it never runs. */",
         f"export const WAITING: TaskStatus[] = {json.dumps(_ordered(WAITING))};",
         "/** Nothing more will happen to a task in one of these. */",
@@ -48,7 +50,8 @@ def render() -> str:
     for option in OPTIONS:
         if option.rest:
             if option.kind not in TS_TYPES:
-                raise KeyError(f"option kind {option.kind!r} ({option.name}) has no TypeScript type: add it to TS_TYPES")
+                raise KeyError(f"option kind {option.kind!r} ({option.name}) has no TypeScript type:"
+                               " add it to TS_TYPES")
             lines.append(f"  {option.name}?: {TS_TYPES[option.kind]} | null;")
     lines += ["}", "",
               "/** Their names, in options.py's order. */",

@@ -63,7 +63,7 @@ def _picklable(values: dict) -> dict:
     return {name: value for name, value in values.items() if name not in left}
 
 
-_shell: "WorkerShell | None" = None
+_shell: WorkerShell | None = None
 
 
 def _task_main() -> dict:

@@ -13,7 +13,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import requests
 
@@ -170,7 +171,7 @@ class Client:
 
     # -- submitting -------------------------------------------------------
     def submit(self, fn: Callable, args: Iterable = (), kwargs: dict | None = None, *, conditions: dict | None = None,
-               **options) -> "TaskHandle":
+               **options) -> TaskHandle:
         """Queue ``fn(*args, **kwargs)``; task options never mix with the function's own arguments.
         ``conditions``: when it may start (``after``, ``after_any_outcome``, ``start_at``, ``delay``:
         jupyter_taskq/conditions.py), as :func:`wire_conditions` makes them.
@@ -194,7 +195,7 @@ class Client:
         return TaskHandle(task["id"], client=self, info=task)
 
     def submit_many(self, fn: Callable, arg_list: Iterable, *, kwargs: dict | None = None,
-                    conditions: list[dict] | None = None, **options) -> list["TaskHandle"]:
+                    conditions: list[dict] | None = None, **options) -> list[TaskHandle]:
         """One task per item of ``arg_list`` (a tuple is unpacked), sent in one streamed request;
         ``conditions``: each task's own (see :meth:`submit`), in order.
 
@@ -216,7 +217,7 @@ class Client:
             "POST", "tasks/batch", data=body, headers={"Content-Type": batchstream.CONTENT_TYPE}))["tasks"]
         return [TaskHandle(t["id"], client=self, info=t) for t in tasks]
 
-    def _with_shared(self, shared: "blobs.Shared | None", send: Callable[[], requests.Response]) -> dict:
+    def _with_shared(self, shared: blobs.Shared | None, send: Callable[[], requests.Response]) -> dict:
         """Send a submission after making sure the server has its shared part; once more if the server
         removed that part in between (its last task deleted: a 409 that names the upload to make)."""
         if shared is None:
@@ -230,7 +231,7 @@ class Client:
         self._share(shared)
         return send().json()
 
-    def _share(self, shared: "blobs.Shared") -> None:
+    def _share(self, shared: blobs.Shared) -> None:
         """Upload the shared part unless the server has it (HEAD first: 40 put() calls send it once)."""
         head = self._request("HEAD", f"blobs/{shared.key}", expect=(200, 404))
         if head.status_code == 200:
@@ -274,7 +275,7 @@ class Client:
         ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
         return self._request("POST", "tasks/cancel", json={"task_ids": ids}).json()
 
-    def retry(self, task_id: str) -> "TaskHandle":
+    def retry(self, task_id: str) -> TaskHandle:
         task = self._request("POST", f"tasks/{task_id}/retry").json()
         return TaskHandle(task["id"], client=self, info=task)
 
@@ -595,7 +596,7 @@ class TaskHandle:
             if offset >= chunk["size"]:
                 time.sleep(0.25)
 
-    def retry(self) -> "TaskHandle":
+    def retry(self) -> TaskHandle:
         return self.client.retry(self.id)
 
     def _repr_mimebundle_(self, include=None, exclude=None):

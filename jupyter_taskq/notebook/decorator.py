@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..options import client_options, with_option_keywords
 from ..depresults import mark
 from .client import TaskHandle, connect
 from .group import TaskGroup
+
+if TYPE_CHECKING:
+    from .schedules import Schedule
 
 
 def wire_conditions(after, after_any_outcome: bool, start_at, delay, uses: list[str]) -> dict:
@@ -69,7 +73,7 @@ class TaskFunction:
         self.options = options
         self._bound: tuple = ()
 
-    def __get__(self, instance, owner=None) -> "TaskFunction":
+    def __get__(self, instance, owner=None) -> TaskFunction:
         """Bind as Python binds a method: ``self`` for an instance, ``cls`` for a classmethod, nothing for a
         staticmethod or a method read from its class (``Trainer.fit(trainer, 5)`` then works as usual)."""
         if self._bound or self._kind == "staticmethod":
@@ -78,7 +82,7 @@ class TaskFunction:
             return self._bind(owner if owner is not None else type(instance))
         return self if instance is None else self._bind(instance)
 
-    def _bind(self, obj) -> "TaskFunction":
+    def _bind(self, obj) -> TaskFunction:
         bound = object.__new__(type(self))
         bound.__dict__.update(self.__dict__)
         bound._bound = (obj,)
@@ -119,7 +123,8 @@ class TaskFunction:
         and ``Pool.starmap``. Keyword arguments go to every call."""
         return self._submit([tuple(args) for args in iterable], kwargs, (after, after_any_outcome, start_at, delay))
 
-    def _submit(self, calls: list[tuple], kwargs: dict, when: tuple = (None, False, None, None)) -> TaskGroup:
+    def _submit(self, calls: list[tuple], kwargs: dict,
+                when: tuple[Any, bool, Any, Any] = (None, False, None, None)) -> TaskGroup:
         for args in calls:
             check_binds(self.fn, (*self._bound, *args), kwargs)
         _, kwargs, shared_uses = mark((), kwargs)
@@ -134,7 +139,7 @@ class TaskFunction:
                                                **self.options))  # each a tuple: f(*call)
 
     def schedule(self, cron: str | None = None, *, every=None, args: tuple = (), kwargs: dict | None = None,
-                 name: str | None = None, catch_up: str = "once", paused: bool = False) -> "Schedule":
+                 name: str | None = None, catch_up: str = "once", paused: bool = False) -> Schedule:
         """Run ``f(*args, **kwargs)`` on a cron expression (``"0 2 * * *"``: 02:00 daily, the server's
         local time) or ``every`` interval, as a normal task each time, until the schedule is deleted. The
         function and what it captures are kept with the schedule: it runs with this kernel gone.
@@ -150,7 +155,7 @@ class TaskFunction:
                                options=self.options)
 
     def every(self, interval, *, args: tuple = (), kwargs: dict | None = None, name: str | None = None,
-              catch_up: str = "once", paused: bool = False) -> "Schedule":
+              catch_up: str = "once", paused: bool = False) -> Schedule:
         """Run ``f(*args, **kwargs)`` every ``interval`` (seconds, or ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"``);
         the first run one interval from now. See :meth:`schedule`."""
         return self.schedule(every=interval, args=args, kwargs=kwargs, name=name, catch_up=catch_up, paused=paused)

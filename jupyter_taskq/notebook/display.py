@@ -40,7 +40,8 @@ def task_text(info: dict) -> str:
 def task_html(info: dict) -> str:
     text = html.escape(task_text(info))
     error = info.get("error") or {}
-    tb = f"<pre>{html.escape(error['traceback'])}</pre>" if error.get("traceback") and info["status"] != "COMPLETE" else ""
+    failed = error.get("traceback") and info["status"] != "COMPLETE"
+    tb = f"<pre>{html.escape(error['traceback'])}</pre>" if failed else ""
     return f"<div class='jtq-summary'><code>{text}</code>{tb}</div>"
 
 
@@ -86,7 +87,8 @@ def group_bundle(group) -> dict:
         from .widgets import GroupWidget
         from .client import connect
 
-        widget = GroupWidget(connect(), task_ids=group.ids, group_id=(ref or {}).get("group", ""), text=group_text(infos))
+        widget = GroupWidget(connect(), task_ids=group.ids, group_id=(ref or {}).get("group", ""),
+                             text=group_text(infos))
         data.update(_widget_data(widget))
         data["text/plain"] = group_text(infos)
         # Beside a live widget the HTML is only what a viewer without widgets shows (GitHub, nbviewer): the

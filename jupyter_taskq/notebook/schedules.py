@@ -8,7 +8,8 @@ uses a shared part, which a later delete of tasks could remove.
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..payload import calling_context, dumps_call
 from .client import Client, TaskHandle, connect
@@ -27,20 +28,20 @@ class Schedule:
         self._info = self.client._request("GET", f"schedules/{self.id}").json()
         return self._info
 
-    def _patch(self, **changes) -> "Schedule":
+    def _patch(self, **changes) -> Schedule:
         self._info = self.client._request("PATCH", f"schedules/{self.id}", json=changes).json()
         return self
 
-    def pause(self) -> "Schedule":
+    def pause(self) -> Schedule:
         """No run until :meth:`resume` (a run due meanwhile is not made up)."""
         return self._patch(paused=True)
 
-    def resume(self) -> "Schedule":
+    def resume(self) -> Schedule:
         """Runs again from its next due time after now."""
         return self._patch(paused=False)
 
     def edit(self, *, cron: str | None = None, every=None, name: str | None = None,
-             catch_up: str | None = None) -> "Schedule":
+             catch_up: str | None = None) -> Schedule:
         """Change when it runs (a new cron or interval), its name or its catch-up rule, while it runs."""
         changes = {k: v for k, v in {"cron": cron, "every": every, "name": name, "catch_up": catch_up}.items()
                    if v is not None}

@@ -45,8 +45,7 @@ _RELAY_PATH = re.compile(r"[A-Za-z0-9._~/?=&%,+-]{1,2000}")
 
 #: anywidget's ``_esm``, the only code in the saved state: import the bundle from the page's server, else
 #: ask the kernel for it, else show the widget's line of text. ``?v=`` makes a new bundle bypass caches.
-LOADER = (
-    'const U="%s?v=%s";'
+LOADER = f'const U="{widgetbundle.URL}?v={widgetbundle.version()}";' + (
     'function b(){try{return JSON.parse(document.getElementById("jupyter-config-data").textContent).baseUrl||"/"}'
     'catch(e){return"/"}}'
     'function k(m){return new Promise(r=>{const t=setTimeout(()=>r(null),9e3);m.on("msg:custom",x=>{'
@@ -54,7 +53,7 @@ LOADER = (
     'export default{async render(c){let w=null;try{w=await import(b()+U)}catch(e){const s=await k(c.model);'
     'if(s)try{w=await import(URL.createObjectURL(new Blob([s],{type:"text/javascript"})))}catch(e){}}'
     'if(!w){c.el.textContent=c.model.get("text");return}return w.render(c)}}'
-) % (widgetbundle.URL, widgetbundle.version())
+)
 
 
 def page_can_reach_queue() -> bool:
