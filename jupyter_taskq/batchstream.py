@@ -57,6 +57,7 @@ class BatchReader:
         while view:
             if self._state == "payload":
                 part, view = view[:self._need], view[self._need:]
+                assert self._write is not None  # set with the payload's length, by _header_part
                 self._write(bytes(part))
                 self._need -= len(part)
                 if not self._need:
@@ -87,6 +88,7 @@ class BatchReader:
             self._state, self._need = "payload_len", _PAYLOAD_LEN.size
         else:
             (size,) = _PAYLOAD_LEN.unpack(data)
+            assert self._options is not None  # read in the state before
             self._write = self._start(self.count, self._options, size)
             self._state, self._need = "payload", size
             if not size:
@@ -108,10 +110,10 @@ def read_frames(stream) -> Iterator[tuple[dict, bytes]]:
     """The ``(options, payload)`` frames of a body read from a file-like ``stream`` (the answer of
     ``POST tasks/results``), one at a time as they arrive."""
     while True:
-        size = _read_exactly(stream, _OPTIONS_LEN.size, at_start=True)
-        if size is None:
+        start = _read_frame_start(stream)
+        if start is None:
             return
-        (size,) = _OPTIONS_LEN.unpack(size)
+        (size,) = _OPTIONS_LEN.unpack(start)
         if not 2 <= size <= MAX_OPTIONS:
             raise BatchFormatError(f"a frame's head of {size} bytes")
         head = json.loads(_read_exactly(stream, size))
@@ -119,13 +121,19 @@ def read_frames(stream) -> Iterator[tuple[dict, bytes]]:
         yield head, _read_exactly(stream, size) if size else b""
 
 
-def _read_exactly(stream, size: int, at_start: bool = False) -> bytes | None:
+def _read_frame_start(stream) -> bytes | None:
+    """The length field that starts the next frame, or None where the stream ends between two frames."""
+    first = stream.read(_OPTIONS_LEN.size)
+    if not first:
+        return None
+    return first + _read_exactly(stream, _OPTIONS_LEN.size - len(first))
+
+
+def _read_exactly(stream, size: int) -> bytes:
     parts, left = [], size
     while left:
         part = stream.read(left)
         if not part:
-            if at_start and left == size:
-                return None
             raise BatchFormatError("the stream ends inside a frame")
         parts.append(part)
         left -= len(part)

@@ -79,6 +79,7 @@ def plan(devices: list[Device], candidates: list[Want], mine: int, now: float | 
         eligible = _eligible(devices, want)
         if want.count < 1 or len(eligible) < want.count or me not in eligible:
             continue  # this machine could never run it (or not on this GPU): another machine's
+        take: tuple[int, ...]
         if want.count == 1:
             fits, take = me.free or me.shareable, (mine,)
         else:

@@ -36,9 +36,9 @@ def detect_gpu_names() -> dict[int, str]:
         return {}
     names = {}
     for line in out.splitlines():
-        index, _, name = line.partition(",")
-        if index.strip().isdigit() and name.strip():
-            names[int(index)] = name.strip()
+        number, _, name = line.partition(",")
+        if number.strip().isdigit() and name.strip():
+            names[int(number)] = name.strip()
     return names
 
 

@@ -54,6 +54,13 @@ class TaskOption:
     annotation: str = "Any"
 
     @property
+    def bounds(self) -> tuple[float, float]:
+        """``(minimum, maximum)`` of a numeric option (each has both)."""
+        if self.minimum is None or self.maximum is None:
+            raise TypeError(f"option {self.name!r} has no range")
+        return self.minimum, self.maximum
+
+    @property
     def range_text(self) -> str:
         if self.kind in ("int", "seconds", "number"):
             unit = " seconds" if self.kind == "seconds" else ""
@@ -188,7 +195,8 @@ def parse_memory(name: str, value: Any) -> int:
         value = math.ceil(mib) if mib == mib and mib < 1e18 else value
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not option.minimum <= value <= option.maximum:
+    low, high = option.bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise OptionError(f"option {name!r} must be {option.range_text}, got {value!r}")
     return value
 
@@ -318,11 +326,12 @@ def check(option: TaskOption, value: Any) -> Any:
         return None
     name = option.name
     if option.kind == "int":
-        return check_int(name, value, int(option.minimum), int(option.maximum))
+        low, high = option.bounds
+        return check_int(name, value, int(low), int(high))
     if option.kind == "seconds":
-        return check_number(name, value, option.minimum, option.maximum, " seconds")
+        return check_number(name, value, *option.bounds, " seconds")
     if option.kind == "number":
-        return check_number(name, value, option.minimum, option.maximum)
+        return check_number(name, value, *option.bounds)
     if option.kind == "memory":
         return parse_memory(name, value)
     if option.kind == "names":
@@ -411,7 +420,8 @@ def client_options(given: Mapping[str, Any], caller: str) -> tuple[dict, dict]:
     if unknown:
         raise TypeError(f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
                         f"task options are: {', '.join(NAMES)}")
-    rest, payload = {}, {}
+    rest: dict[str, Any] = {}
+    payload: dict[str, Any] = {}
     for option in OPTIONS:
         value = given.get(option.name, option.default)
         if value is None or (option.default is not None and value == option.default):
@@ -441,7 +451,8 @@ def keyword_parameters() -> list[inspect.Parameter]:
 
 def with_option_keywords(fn: Callable, leading: list[inspect.Parameter]) -> Callable:
     """Give ``fn`` (which takes ``**options``) the signature its callers and IDEs see."""
-    fn.__signature__ = inspect.Signature([*leading, *keyword_parameters()])
+    signature = inspect.Signature([*leading, *keyword_parameters()])
+    fn.__signature__ = signature  # type: ignore[attr-defined]  # inspect.signature() reads it; no type declares it
     fn.__doc__ = (fn.__doc__ or "") + "\n\nTask options:\n" + "\n".join(
         f"    {o.name}: {o.help}" for o in OPTIONS)
     return fn

@@ -48,6 +48,7 @@ import sysconfig
 import threading
 import types
 import weakref
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import cloudpickle
@@ -372,7 +373,7 @@ def install_sources(sources: dict[str, str] | None) -> None:
         linecache.cache[filename] = (len(text), None, lines, filename)
 
 
-def enter_notebook_main(*values) -> types.FunctionType:
+def enter_notebook_main(*values) -> Callable[[], None]:
     """A fresh ``__main__`` holding the notebook's functions, classes and globals the call brought.
 
     Inside the task, ``pickle``, ``multiprocessing.Pool.map`` and ``ProcessPoolExecutor`` find
@@ -528,7 +529,7 @@ def identity_free_digest(data: bytes) -> str:
     import pickletools
 
     digest = hashlib.sha256()
-    memo: dict[int, tuple] = {}
+    memo: dict[object, tuple] = {}  # keyed by the opcodes' memo index (an int)
     others = 0  # memoised objects that are not scalars, numbered in order
     last: tuple | None = None
     for op, arg, _ in pickletools.genops(data):

@@ -46,7 +46,7 @@ def progress(done: float, total: float | None = None, message: str = "") -> None
     ``done`` and ``total`` must be finite numbers from 0 to 1e15 (a ValueError says so at once, in the task,
     where the bad value came from, rather than a task list that no browser can parse)."""
     global _last_write, _latest
-    _latest = (_progress_number("done", done), _progress_number("total", total, optional=True), message)
+    _latest = (_progress_number("done", done), _optional_progress_number("total", total), message)
     now = _monotonic()
     if now - _last_write >= PROGRESS_INTERVAL:
         _last_write = now
@@ -88,10 +88,13 @@ def flush_progress() -> None:
         _write_progress(_latest)
 
 
-def _progress_number(name: str, value, optional: bool = False) -> float | int | None:
-    """``value`` if it is a finite number within [0, MAX_PROGRESS] (None too where ``optional``), else ValueError."""
-    if value is None and optional:
-        return None
+def _optional_progress_number(name: str, value) -> float | int | None:
+    """None, or ``value`` checked as :func:`_progress_number` does."""
+    return None if value is None else _progress_number(name, value)
+
+
+def _progress_number(name: str, value) -> float | int:
+    """``value`` if it is a finite number within [0, MAX_PROGRESS], else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(value)  # numpy scalars, Decimal, Fraction
@@ -111,7 +114,7 @@ def clean_progress(record) -> dict | None:
         return None
     try:
         done = _progress_number("done", record.get("done"))
-        total = _progress_number("total", record.get("total"), optional=True)
+        total = _optional_progress_number("total", record.get("total"))
     except ValueError:
         return None
     at = record.get("at")
@@ -285,7 +288,7 @@ def read_manifest_checked(directory: Path) -> tuple[list[dict], list[tuple[int, 
     except OSError:
         return [], []
     entries: dict[str, dict] = {}
-    problems = []
+    problems: list[tuple[int, str]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -294,7 +297,7 @@ def read_manifest_checked(directory: Path) -> tuple[list[dict], list[tuple[int, 
         except (ValueError, RecursionError):
             entry, problem = None, "not valid JSON"
         if entry is None:
-            problems.append((number, problem))
+            problems.append((number, problem or "not a valid entry"))
         else:
             entries.pop(entry["name"], None)
             entries[entry["name"]] = entry

@@ -8,13 +8,14 @@ a remote exception is re-raised with the remote traceback chained to it, the way
 
 from __future__ import annotations
 
+import builtins  # Client.list shadows list in the class body's annotations
 import contextlib
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -23,19 +24,11 @@ from ..options import MAX_LIMIT, client_options, with_option_keywords
 from .. import pickling
 from ..payload import calling_context, dumps_call, with_on_start
 from ..status import FINAL, TaskStatus
+from .errors import TaskqError
 from .origin import submitted_from
 
 LONG_POLL = 30.0
 QUERY_AFTER = 50  # dependencies sent in a query string; more go in a batch frame's JSON
-
-
-class TaskqError(RuntimeError):
-    """The server refused a request; the message is the server's."""
-
-    def __init__(self, status_code: int, message: str):
-        super().__init__(f"{message} (HTTP {status_code})")
-        self.status_code = status_code
-        self.server_message = message
 
 
 class TaskFailed(RuntimeError):
@@ -268,7 +261,7 @@ class Client:
                   **({"q": text} if text else {}), **({"owner": owner} if owner else {})}
         return self._request("GET", "tasks", params=params).json()
 
-    def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
+    def tasks_by_id(self, task_ids: builtins.list[str]) -> builtins.list[dict]:
         return self._request("POST", "tasks/wait", json={"task_ids": list(task_ids), "timeout": 0}).json()["tasks"]
 
     def cancel(self, task_ids: str | Iterable[str]) -> dict:
@@ -285,7 +278,7 @@ class Client:
     def stats(self) -> dict:
         return self._request("GET", "stats").json()
 
-    def attempts(self, task_id: str) -> list[dict]:
+    def attempts(self, task_id: str) -> builtins.list[dict]:
         """Every attempt, oldest first: ``{attempt, worker, device, started_at, ended_at, status, reason, error}``."""
         return self._request("GET", f"tasks/{task_id}/attempts").json()["attempts"]
 
@@ -314,7 +307,7 @@ class Client:
         os.replace(tmp, target)
         return target
 
-    def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> list[dict]:
+    def wait(self, task_ids: Iterable[str], timeout: float | None = None) -> builtins.list[dict]:
         """Block until every task has finished; returns their JSON."""
         ids = list(task_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -352,7 +345,7 @@ class Client:
                 raise TimeoutError(f"task {task_id} is still {status} after {timeout} s")
 
     def results(self, task_ids: Iterable[str], timeout: float | None = None,
-                return_exceptions: bool = False) -> list[Any]:
+                return_exceptions: bool = False) -> builtins.list[Any]:
         """Many tasks' results, in order, fetched in bulk (``POST tasks/results``: up to ``MAX_LIMIT`` tasks
         a request, each answered once that batch has finished) instead of one request per task. A result
         over the server's inline size comes on its own, streamed as :meth:`result` does. The first failure
@@ -382,12 +375,12 @@ class Client:
                         raise value
         return [outcome[i][1] for i in ids]
 
-    def _bulk(self, task_ids: list[str], wait: float = 0.0) -> Iterable[tuple[dict, bytes]]:
+    def _bulk(self, task_ids: builtins.list[str], wait: float = 0.0) -> Iterable[tuple[dict, bytes]]:
         """``POST tasks/results``: ``(head, bytes)`` per id, read from the socket as they come."""
         response = self._request("POST", "tasks/results", json={"task_ids": task_ids, "wait": wait}, stream=True)
         return batchstream.read_frames(response.raw)
 
-    def finished_outcomes(self, task_ids: list[str]) -> dict[str, tuple[bool, Any]]:
+    def finished_outcomes(self, task_ids: builtins.list[str]) -> dict[str, tuple[bool, Any]]:
         """``{id: (ok, value or exception)}`` of those of ``task_ids`` (at most ``MAX_LIMIT``) that have
         finished with a small result or a failure, in one request that does not wait; a big or expired
         result is left out (:meth:`result` streams it when it is asked for)."""
@@ -403,8 +396,8 @@ class Client:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 return True, self.result(head["id"], timeout=left)
-            except Exception as exc:  # noqa: BLE001 - handed back as the task's failure
-                return False, exc
+            except Exception as error:  # noqa: BLE001 - handed back as the task's failure
+                return False, error
         exc = None
         if kind == "exception":
             with contextlib.suppress(Exception):  # its class may not exist here
@@ -488,6 +481,12 @@ def interrupted_message(task_id: str | None = None, count: int = 1) -> str:
     return f"interrupted; the {count} tasks keep running: `g.cancel()` stops them"
 
 
+class PrefetchedOutcomes(Protocol):
+    """What a handle of a group asks first for its outcome (group.py's shared bulk fetch)."""
+
+    def take(self, task_id: str) -> tuple | None: ...
+
+
 class TaskHandle:
     """One submitted task; also made from a bare id in a fresh kernel."""
 
@@ -495,7 +494,7 @@ class TaskHandle:
         self.id = task_id
         self.client = client or connect()
         self._info = info
-        self._prefetch = None  # a group's shared bulk fetch (group.py), when the handle is one of a group's
+        self._prefetch: PrefetchedOutcomes | None = None  # a group's shared bulk fetch (group.py), when the handle is one of a group's
 
     def info(self) -> dict:
         self._info = self.client.get(self.id)
@@ -507,9 +506,8 @@ class TaskHandle:
     @property
     def name(self) -> str | None:
         """The task's name as the server records it: the function's name, unless ``name=`` gave another."""
-        if self._info is None:
-            self.info()
-        return self._info.get("name")
+        info = self._info if self._info is not None else self.info()
+        return info.get("name")
 
     def result(self, timeout: float | None = None) -> Any:
         __tracebackhide__ = True  # noqa: F841 - IPython then shows the one line of an interrupt

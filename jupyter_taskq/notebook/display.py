@@ -78,16 +78,15 @@ def group_bundle(group) -> dict:
     infos = group.infos()
     items = "".join(_list_line(i) for i in infos[:HTML_LIST_LIMIT])
     shown = f"<p>showing {HTML_LIST_LIMIT} of {len(infos)} tasks</p>" if len(infos) > HTML_LIST_LIMIT else ""
-    data = {"text/plain": group_text(infos),
+    data: dict[str, Any] = {"text/plain": group_text(infos),
             "text/html": f"<div><b>{html.escape(group_text(infos))}</b>{shown}<ul>{items}</ul></div>"}
     ref = group_ref(group) if group.handles else None
     if ref is not None:
         data[MIME] = ref
     if _kernel_can_show_widgets() and group.handles:
         from .widgets import GroupWidget
-        from .client import connect
 
-        widget = GroupWidget(connect(), task_ids=group.ids, group_id=(ref or {}).get("group", ""),
+        widget = GroupWidget(group.client, task_ids=group.ids, group_id=(ref or {}).get("group", ""),
                              text=group_text(infos))
         data.update(_widget_data(widget))
         data["text/plain"] = group_text(infos)

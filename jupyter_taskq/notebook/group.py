@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..options import MAX_LIMIT
-from .client import TaskHandle, connect, interrupted_message
+from .client import Client, TaskHandle, connect, interrupted_message
 
 
 class TaskGroup:
@@ -19,6 +19,11 @@ class TaskGroup:
             for handle in self.handles:
                 if handle._prefetch is None and handle.client is prefetch.client:
                     handle._prefetch = prefetch
+
+    @property
+    def client(self) -> Client:
+        """The client its tasks were submitted with (the first handle's); the default one for no tasks."""
+        return self.handles[0].client if self.handles else connect()
 
     @property
     def ids(self) -> list[str]:

@@ -24,12 +24,13 @@ def _normal(name: str) -> str:
 
 def referenced_modules(data: bytes) -> set[str]:
     """Top-level modules whose objects the pickle names (GLOBAL / STACK_GLOBAL opcodes)."""
-    found, strings = set(), []
+    found: set[str] = set()
+    strings: list[str] = []
     try:
         for opcode, arg, _pos in pickletools.genops(data):
             if opcode.name == "GLOBAL" and isinstance(arg, str):
                 found.add(arg.split(" ", 1)[0].split(".")[0])
-            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8") and isinstance(arg, str):
                 strings.append(arg)
             elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
                 found.add(strings[-2].split(".")[0])

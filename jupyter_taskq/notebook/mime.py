@@ -19,6 +19,8 @@ bytes however many tasks it shows.
 
 from __future__ import annotations
 
+from .errors import TaskqError
+
 MIME = "application/vnd.jupyter-taskq.tasks+json"
 API_PATH = "taskq/api/"
 VERSION = 1
@@ -37,11 +39,9 @@ def group_ref(group) -> dict | None:
         return {"version": VERSION, "api": API_PATH, "task_ids": ids}
     group_id = getattr(group, "_group_id", None)
     if group_id is None:
-        from .client import TaskqError, connect
-
         try:
             # The client has no public call for this: groups exist only to name outputs.
-            group_id = connect()._request("POST", "groups", json={"task_ids": ids}).json()["id"]
+            group_id = group.client._request("POST", "groups", json={"task_ids": ids}).json()["id"]
         except TaskqError:  # a server without groups: the widget and HTML still show the group
             return None
         group._group_id = group_id

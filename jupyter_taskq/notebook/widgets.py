@@ -30,7 +30,7 @@ import traitlets
 
 from .. import widgetbundle
 from ..status import FINAL
-from .client import TaskqError
+from .errors import TaskqError
 from .mime import API_PATH, INLINE_IDS
 
 #: Seconds the kernel's follower lets one long-poll of the change feed wait.
