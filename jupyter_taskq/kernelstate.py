@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from typing import Any, cast
 
 MAX_FILTERS = 200  # a kernel's filter list grows with each filterwarnings() of each re-run cell
 
@@ -23,14 +24,16 @@ def capture() -> dict:
     """In the kernel: ``{"logging": {...}, "warnings": [...]}`` for the payload header."""
     root = logging.getLogger()
     formatter = next((h.formatter for h in root.handlers if h.formatter is not None), None)
-    log = {"level": root.level}
+    log: dict[str, Any] = {"level": root.level}
     if formatter is not None:
         log["format"] = getattr(formatter, "_fmt", None)
         log["datefmt"] = formatter.datefmt
         style = getattr(formatter, "_style", None)
-        log["style"] = {logging.StrFormatStyle: "{", logging.StringTemplateStyle: "$"}.get(type(style), "%")
+        styles: dict[type, str] = {logging.StrFormatStyle: "{", logging.StringTemplateStyle: "$"}
+        log["style"] = styles.get(type(style), "%")
     filters = []
     for action, message, category, module, lineno in warnings.filters[:MAX_FILTERS]:
+        category = cast(type, category)  # a class: filterwarnings() refuses anything else
         filters.append([action, getattr(message, "pattern", message) or "",
                         f"{category.__module__}.{category.__qualname__}", getattr(module, "pattern", module) or "",
                         lineno])

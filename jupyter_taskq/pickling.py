@@ -49,7 +49,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import cloudpickle
 from cloudpickle import cloudpickle as _cp  # its reducers for by-value functions and classes
@@ -186,10 +186,16 @@ def _make_lru_cache(fn, maxsize, typed):
     return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
 
 
+class Writable(Protocol):
+    """Where a pickle is written: a file, a buffer, or cell.py's hash that takes the bytes as they come."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 class _Pickler(cloudpickle.Pickler):
     """cloudpickle, plus dill for locks/files/weakrefs, exceptions without ``__init__``, by-value lru_cache."""
 
-    def __init__(self, file: BinaryIO):
+    def __init__(self, file: Writable):
         super().__init__(file, protocol=PROTOCOL)
 
     def reducer_override(self, obj):
@@ -262,7 +268,7 @@ class CallPickler(_Pickler):
     (a cell's source lives only in the kernel's linecache). Local modules named in ``by_reference``
     go by reference like installed ones (the fallback of :func:`dumps_with_sources`)."""
 
-    def __init__(self, file: BinaryIO, by_reference: frozenset = frozenset()):
+    def __init__(self, file: Writable, by_reference: frozenset = frozenset()):
         super().__init__(file)
         self.code_files: set[str] = set()
         self.by_reference = by_reference
@@ -484,7 +490,7 @@ class ResultPickler(_Pickler):
         return super().reducer_override(obj)
 
 
-def dump_result(value: Any, file: BinaryIO) -> None:
+def dump_result(value: Any, file: Writable) -> None:
     ResultPickler(file).dump(value)
 
 

@@ -125,6 +125,7 @@ def recover_lost_tasks(store: TaskStore, queues: Mapping, stale_after: float,
             "message": f"worker lost: {task['worker']} stopped while running attempt {task['attempt']}",
             "traceback": None,
         }
+        moved: TaskStatus | bool | None  # the status it moved to, or whether a damaged row was failed
         try:
             moved = fail_or_requeue(store, queues, task, error, keep_place=True)
         except Exception as exc:  # noqa: BLE001 - one damaged row never stops the sweep

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+from typing import cast
 
 LIBRARIES = ("random", "numpy", "torch")
 MAX_SEED = 2 ** 32 - 1  # numpy's legacy seed() takes at most 32 bits
@@ -126,7 +127,7 @@ class _SeedOnImport:
 def _hook() -> _SeedOnImport:
     for finder in sys.meta_path:
         if isinstance(finder, _SeedOnImport) or type(finder).__name__ == "_SeedOnImport":
-            return finder
+            return cast(_SeedOnImport, finder)  # or the class of a reloaded copy of this module: same fields
     finder = _SeedOnImport()
     sys.meta_path.insert(0, finder)
     return finder

@@ -181,7 +181,10 @@ def _time(code: str, globals_: dict, locals_: dict):
     import ast
 
     tree = ast.parse(code)
-    expr = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    last = tree.body[-1] if tree.body else None
+    expr = last if isinstance(last, ast.Expr) else None
+    if expr is not None:
+        tree.body.pop()
     cpu0, wall0 = _cpu_times(), time.perf_counter()
     exec(compile(tree, "<timed exec>", "exec"), globals_, locals_)  # noqa: S102
     value = eval(compile(ast.Expression(expr.value), "<timed eval>", "eval"), globals_, locals_) if expr else None
@@ -207,9 +210,10 @@ def _format_time(seconds: float) -> str:
     if seconds >= 60:
         minutes, s = divmod(seconds, 60)
         return f"{int(minutes)}min {s:.0f}s"
-    for unit, scale in (("s", 1), ("ms", 1e3), ("µs", 1e6), ("ns", 1e9)):
-        if seconds >= 1 / scale or unit == "ns":
+    for unit, scale in (("s", 1), ("ms", 1e3), ("µs", 1e6)):
+        if seconds >= 1 / scale:
             return f"{seconds * scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
 
 
 class SList(list):

@@ -494,7 +494,8 @@ class TaskHandle:
         self.id = task_id
         self.client = client or connect()
         self._info = info
-        self._prefetch: PrefetchedOutcomes | None = None  # a group's shared bulk fetch (group.py), when the handle is one of a group's
+        # a group's shared bulk fetch (group.py), when the handle is one of a group's
+        self._prefetch: PrefetchedOutcomes | None = None
 
     def info(self) -> dict:
         self._info = self.client.get(self.id)

@@ -72,6 +72,7 @@ class TaskFunction:
         self.fn = fn
         self.options = options
         self._bound: tuple = ()
+        self.__self__: object  # set on a bound copy (_bind), as on a bound method
 
     def __get__(self, instance, owner=None) -> TaskFunction:
         """Bind as Python binds a method: ``self`` for an instance, ``cls`` for a classmethod, nothing for a
@@ -103,9 +104,9 @@ class TaskFunction:
         These four keywords belong to ``put``/``map``/``starmap``, never to the function."""
         args = (*self._bound, *args)
         check_binds(self.fn, args, kwargs)
-        args, kwargs, uses = mark(args, kwargs)
+        args, marked_kwargs, uses = mark(args, kwargs)
         conditions = wire_conditions(after, after_any_outcome, start_at, delay, uses)
-        return connect().submit(self.fn, args, kwargs, conditions=conditions, **self.options)
+        return connect().submit(self.fn, args, marked_kwargs, conditions=conditions, **self.options)
 
     def map(self, *iterables: Iterable, after=None, after_any_outcome: bool = False, start_at=None, delay=None,
             **kwargs) -> TaskGroup:
@@ -127,7 +128,8 @@ class TaskFunction:
                 when: tuple[Any, bool, Any, Any] = (None, False, None, None)) -> TaskGroup:
         for args in calls:
             check_binds(self.fn, (*self._bound, *args), kwargs)
-        _, kwargs, shared_uses = mark((), kwargs)
+        _, marked_kwargs, shared_uses = mark((), kwargs)
+        kwargs = marked_kwargs or {}
         marked = [mark(args, None) for args in calls]
         calls = [args for args, _kw, _uses in marked]
         conditions = [wire_conditions(*when, shared_uses + uses) for _a, _kw, uses in marked]

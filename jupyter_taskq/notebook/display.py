@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from typing import Any
 
 
 #: A group's HTML lists this many tasks, and says so when it has more: few enough that a displayed

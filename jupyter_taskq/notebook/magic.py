@@ -54,17 +54,17 @@ def prepare_cell(cell: str, shell) -> str:
         tree = ast.parse(source)
     except SyntaxError as exc:
         raise refuse(exc.lineno or 1, exc.msg) from None
-    for node in ast.walk(tree):
-        for child in ast.iter_child_nodes(node):
-            child.parent = node
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     for node in ast.walk(tree):
         attr = _shell_attribute(node)
-        if attr == "run_cell_magic" and isinstance(node.parent, ast.Call):
-            raise refuse(node.lineno, f"%%{_constant_args(node.parent)[0]} runs only in the kernel; "
-                                      "a cell on a worker can use %time on a line, !cmd and x = !cmd")
-        if attr is not None and attr not in _WORKER_SHELL:
-            raise refuse(node.lineno, f"get_ipython().{attr} exists only in the kernel; on a worker "
-                                      "get_ipython() has system, getoutput and run_line_magic('time', ...)")
+        if isinstance(node, ast.Attribute) and attr is not None:
+            parent = parents.get(node)
+            if attr == "run_cell_magic" and isinstance(parent, ast.Call):
+                raise refuse(node.lineno, f"%%{_constant_args(parent)[0]} runs only in the kernel; "
+                                          "a cell on a worker can use %time on a line, !cmd and x = !cmd")
+            if attr not in _WORKER_SHELL:
+                raise refuse(node.lineno, f"get_ipython().{attr} exists only in the kernel; on a worker "
+                                          "get_ipython() has system, getoutput and run_line_magic('time', ...)")
         if isinstance(node, ast.Call) and _shell_attribute(node.func) == "run_line_magic":
             magic, line = _constant_args(node)
             if magic not in _WORKER_MAGICS:
@@ -95,7 +95,8 @@ def cell_names(source: str) -> tuple[list[str], list[str]]:
     """(names the cell reads, names it assigns at any level), in first-seen order; the code of a
     ``%time`` line and the ``{name}``/``$name`` of a ``!cmd`` count as the cell's own."""
     tree = ast.parse(source)
-    loaded, assigned = {}, {}
+    loaded: dict[str, None] = {}
+    assigned: dict[str, None] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             (assigned if isinstance(node.ctx, (ast.Store, ast.Del)) else loaded)[node.id] = None
@@ -104,7 +105,7 @@ def cell_names(source: str) -> tuple[list[str], list[str]]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
                 assigned[(alias.asname or alias.name).split(".")[0]] = None
-        elif isinstance(node, ast.Call) and _shell_attribute(node.func):
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _shell_attribute(node.func):
             first, second = _constant_args(node)
             if node.func.attr == "run_line_magic" and first in _WORKER_MAGICS and isinstance(second, str):
                 inner_loaded, inner_assigned = cell_names(second)

@@ -166,6 +166,7 @@ class _TaskqWidget(anywidget.AnyWidget):
         elif event == "request":
             method = str(content.get("method") or "GET").upper()
             path = _relay_path(content.get("path"))
+            answer: object
             if method not in ("GET", "POST", "DELETE") or path is None:
                 status, answer = 400, {"message": "not a jupyter-taskq API request", "reason": "bad request"}
             else:

@@ -140,7 +140,9 @@ def _list(client, statuses, limit: int, name=None, owner=None, notebook=None) ->
 
 def _same_notebook(recorded: str | None, wanted: str) -> bool:
     """``--notebook`` matches the recorded path, or its file name (``analysis.ipynb``)."""
-    return bool(recorded) and (recorded == wanted or os.path.basename(recorded) == wanted)
+    if not recorded:
+        return False
+    return recorded == wanted or os.path.basename(recorded) == wanted
 
 
 def cmd_show(args) -> int:
@@ -158,7 +160,7 @@ def cmd_logs(args) -> int:
     if args.follow:
         handle.logs(follow=True, file=sys.stdout)
     else:
-        sys.stdout.write(handle.logs(attempt=args.attempt))
+        sys.stdout.write(handle.logs(attempt=args.attempt) or "")  # None only while following
     sys.stdout.flush()
     return 0
 
