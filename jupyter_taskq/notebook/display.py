@@ -9,12 +9,8 @@ import html
 from collections import Counter
 from typing import Any
 
-
-#: A group's HTML lists this many tasks, and says so when it has more: few enough that a displayed
-#: group of any size adds under 2 KB to the saved notebook.
-HTML_LIST_LIMIT = 10
-#: Characters of an error message a group's list line keeps.
-LIST_ERROR_CHARS = 80
+from ..taskline import LIST_ERROR_CHARS, task_line
+from ..taskline import LIST_LIMIT as HTML_LIST_LIMIT
 
 
 def _kernel_can_show_widgets() -> bool:
@@ -27,15 +23,7 @@ def _kernel_can_show_widgets() -> bool:
 
 
 def task_text(info: dict) -> str:
-    parts = [f"Task {info.get('name') or info['id']}", info["status"]]
-    if info.get("attempt"):
-        parts.append(f"attempt {info['attempt']} of {info['max_retries'] + 1}")
-    if info.get("worker"):
-        parts.append(f"on {info['worker']}")
-    error = info.get("error")
-    if error and info["status"] != "COMPLETE":
-        parts.append(f"{error['type']}: {error['message']}")
-    return " · ".join(parts) + f"  [{info['id']}]"
+    return task_line(info)
 
 
 def task_html(info: dict) -> str:
@@ -53,10 +41,7 @@ def group_text(infos: list[dict]) -> str:
 
 def _list_line(info: dict) -> str:
     """One task of a group's HTML list: its text line, the error cut short, no traceback."""
-    error = info.get("error")
-    if error and len(error.get("message") or "") > LIST_ERROR_CHARS:
-        info = {**info, "error": {**error, "message": error["message"][:LIST_ERROR_CHARS] + "…"}}
-    return f"<li><code>{html.escape(task_text(info))}</code></li>"
+    return f"<li><code>{html.escape(task_line(info, cut_at=LIST_ERROR_CHARS))}</code></li>"
 
 
 def task_bundle(handle) -> dict:

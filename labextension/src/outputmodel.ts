@@ -8,8 +8,10 @@
  */
 
 import { ApiError, type TaskqApi } from './api';
+import { LIST_ERROR_CHARS, LIST_LIMIT } from './generated';
 import { LogTail } from './logtail';
 import type { ChangeListener } from './poller';
+import { taskLine } from './taskline';
 import { CANCELLABLE, FINAL, type DisplayBundle, type Task, type TaskStatus } from './types';
 
 export const TASKS_MIME = 'application/vnd.jupyter-taskq.tasks+json';
@@ -378,22 +380,12 @@ export class TaskOutputModel {
 
 // -- the bundle's text and HTML fallbacks, rewritten with the final known state -------------------
 
-/** Tasks a group's HTML fallback lists (as the kernel's: jupyter_taskq/notebook/display.py). */
-export const FALLBACK_LIST_LIMIT = 10;
+/** Tasks a group's HTML fallback lists (as the kernel's: jupyter_taskq/taskline.py). */
+export const FALLBACK_LIST_LIMIT = LIST_LIMIT;
 
+/** The task's one line (taskline.ts); a list line cuts the error message to `errorChars`. */
 export function taskText(task: Task, errorChars = Infinity): string {
-  const parts = [`Task ${task.name || task.id}`, task.status];
-  if (task.attempt) {
-    parts.push(`attempt ${task.attempt} of ${task.max_retries + 1}`);
-  }
-  if (task.worker) {
-    parts.push(`on ${task.worker}`);
-  }
-  if (task.error && task.status !== 'COMPLETE') {
-    const message = task.error.message.length > errorChars ? `${task.error.message.slice(0, errorChars)}…` : task.error.message;
-    parts.push(`${task.error.type}: ${message}`);
-  }
-  return `${parts.join(' · ')}  [${task.id}]`;
+  return taskLine(task, errorChars);
 }
 
 export function groupText(total: number, counts: Record<string, number>): string {
@@ -424,6 +416,6 @@ export function fallbacks(model: TaskOutputModel): { text: string; html: string 
   const text = groupText(model.total, model.counts);
   const listed = model.tasks.slice(0, FALLBACK_LIST_LIMIT);
   const shown = model.total > listed.length ? `<p>showing ${listed.length} of ${model.total} tasks</p>` : '';
-  const items = listed.map(t => `<li><code>${escapeHtml(taskText(t, 80))}</code></li>`).join('');
+  const items = listed.map(t => `<li><code>${escapeHtml(taskText(t, LIST_ERROR_CHARS))}</code></li>`).join('');
   return { text, html: `<div><b>${escapeHtml(text)}</b>${shown}<ul>${items}</ul></div>` };
 }
