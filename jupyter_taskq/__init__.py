@@ -19,7 +19,7 @@ __all__ = ["TaskStatus", "Image", "Output", "progress", "on_start_value", "gpus"
 
 _LAZY = {
     "connect": "client", "Client": "client", "TaskHandle": "client", "TaskFailed": "client",
-    "RemoteTraceback": "client", "TaskqError": "client",
+    "RemoteTraceback": "client", "TaskqError": "errors",
     "task_queue": "decorator", "TaskGroup": "group", "tasks": "group",
     "schedules": "schedules", "Schedule": "schedules",
 }
