@@ -184,7 +184,7 @@ def test_a_task_that_swaps_its_outputs_for_links_gets_nothing_served(shared_serv
 
 def test_a_json_body_over_its_limit_says_how_to_send_instead(small_limit):
     """JSON (base64) bodies have a fixed cap; the answer names it and the streamed ways that have none."""
-    from jupyter_taskq.server.handlers import MAX_JSON_BODY
+    from jupyter_taskq.server.handlers.tasks import MAX_JSON_BODY
 
     api = small_limit.url + "taskq/api/"
     before = small_limit.client().list()["total"]

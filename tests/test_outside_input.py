@@ -266,7 +266,7 @@ def endless_chunks(sock) -> int:
 
 
 def test_a_chunked_body_that_never_ends_is_answered_413_once_over_the_limit(small_server):
-    from jupyter_taskq.server.handlers import LINGER_BYTES
+    from jupyter_taskq.server.handlers.base import LINGER_BYTES
 
     before = small_server.client().list()["total"]
     answer, closed_after, _ = raw_request(small_server, {"Transfer-Encoding": "chunked"}, endless_chunks)

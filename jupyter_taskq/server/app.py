@@ -26,7 +26,7 @@ from ..status import CANCELLABLE as ACTIVE
 from ..statecheck import check_sqlite_state
 from ..statedir import default_state_dir
 from .changes import ChangeFeed
-from .handlers import handlers
+from .handlers.routes import handlers
 from .hub import HubOptions
 from .notstarted import failure_reason, not_started_handlers, not_started_message
 from .offloop import favour_the_loop, freeze_startup_objects, make_executor, run
@@ -274,7 +274,7 @@ class TaskQueue(HubOptions, ExtensionApp):
             self._start_queue()
         except Exception as exc:  # noqa: BLE001 - e.g. no process could be started: say so, stop what started
             self._not_starting(exc)
-            serverapp.web_app.settings["taskq_failure"] = self._failure  # the API answers 503 (handlers.py)
+            serverapp.web_app.settings["taskq_failure"] = self._failure  # the API answers 503 (handlers/base.py)
             await self.stop_extension()
         self._export_to_kernels(serverapp)
         IOLoop.current().add_callback(freeze_startup_objects)  # once every extension has loaded

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from jupyter_server.auth.decorator import authorized
-
-from .handlers import TaskqHandler
-from .jsonpieces import dumps
 from .service import ServiceError, iso
 
 
@@ -24,13 +20,3 @@ def _log_size(service, task: dict, attempt: int) -> int | None:
         return service.log_size(task, attempt)
     except ServiceError:  # a record newer than the task row read just before: its size comes next time
         return None
-
-
-class AttemptsHandler(TaskqHandler):
-    @authorized
-    async def get(self, task_id):
-        self.finish(dumps(await self.blocking(attempts_json, self.settings["taskq_service"], task_id)))
-
-
-def handlers(api: str) -> list[tuple]:
-    return [(f"{api}/tasks/(?P<task_id>[^/]+)/attempts", AttemptsHandler)]

@@ -11,11 +11,7 @@ import io
 import json
 import pickle
 
-from jupyter_server.auth.decorator import authorized
-
 from ..status import TaskStatus
-from .handlers import TaskqHandler
-from .jsonpieces import dumps
 from .service import ServiceError, conflict
 
 #: Larger than the worker ever writes (a few capped entries): anything bigger was not written by it.
@@ -67,13 +63,3 @@ def display_json(service, task_id: str) -> dict:
     except (OSError, ValueError):  # removed meanwhile (TTL), or not JSON: nothing to show
         pass
     return answer
-
-
-class DisplayHandler(TaskqHandler):
-    @authorized
-    async def get(self, task_id):
-        self.finish(dumps(await self.blocking(display_json, self.settings["taskq_service"], task_id)))
-
-
-def handlers(api: str) -> list[tuple]:
-    return [(f"{api}/tasks/(?P<task_id>[^/]+)/display", DisplayHandler)]
