@@ -47,6 +47,7 @@ def _jupyter_labextension_paths():
 
 
 def _jupyter_server_extension_points():
-    from .server.app import TaskQueue
+    """The queue's app, or in a user's server under JupyterHub the app that forwards to the hub service."""
+    from .server.entry import extension_app
 
-    return [{"module": "jupyter_taskq", "app": TaskQueue}]
+    return [{"module": "jupyter_taskq", "app": extension_app()}]

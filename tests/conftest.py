@@ -296,6 +296,8 @@ def service_over(request, tmp_path, gpus=()):
 
 def as_user(service, name, admin=False):
     """``service`` as hub user ``name`` sees it (an admin sees everyone's)."""
-    from jupyter_taskq.server.owners import Identity, OwnerView
+    from jupyter_taskq.hub.hubtenancy import HubTenancy
+    from jupyter_taskq.hub.options import HubSettings
+    from jupyter_taskq.hub.tenancy import Identity
 
-    return OwnerView(service, Identity(name, sees_all=admin), hub={"admin_group": "", "quotas": None})
+    return HubTenancy(HubSettings()).scope(service, Identity(name, sees_all=admin))

@@ -111,7 +111,7 @@ def test_the_unclaimed_sweep_removes_a_blob_and_its_owners(service):
 def test_owner_view_fails_closed(service):
     """Only what OwnerView scopes or declares safe for every user is reachable through it: a service method
     added later, never wrapped, is refused rather than open to every hub user unscoped."""
-    from jupyter_taskq.server.owners import NotScoped
+    from jupyter_taskq.hub.owners import NotScoped
 
     class Grown(type(service)):
         def everyones_secrets(self):

@@ -110,7 +110,9 @@ def test_in_the_hub_someone_elses_result_is_a_task_that_does_not_exist_and_an_im
 
     from jupyter_taskq.payload import calling_context, dumps_call
     from jupyter_taskq.queue import QueueMap, open_queue
-    from jupyter_taskq.server.owners import Identity, OwnerView
+    from jupyter_taskq.hub.hubtenancy import HubTenancy
+    from jupyter_taskq.hub.options import HubSettings
+    from jupyter_taskq.hub.tenancy import Identity
     from jupyter_taskq.server.service import TaskService
     from jupyter_taskq.statedir import StateDir
     from jupyter_taskq.status import TaskStatus
@@ -122,7 +124,7 @@ def test_in_the_hub_someone_elses_result_is_a_task_that_does_not_exist_and_an_im
                           cpu_workers=1, max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600)
 
     def view(name, admin=False):
-        return OwnerView(service, Identity(name, sees_all=admin), hub={"admin_group": "", "quotas": None})
+        return HubTenancy(HubSettings()).scope(service, Identity(name, sees_all=admin))
 
     alice = view("alice")
     [task] = alice.submit_many([(service.spool_bytes(dumps_call(square, (3,), {}, context=calling_context())),

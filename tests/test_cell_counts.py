@@ -70,17 +70,19 @@ def test_get_tasks_by_notebook_counts_every_task_of_that_notebook(make_server):
 
 
 def test_a_hub_user_counts_only_their_own_tasks_of_a_notebook(store):  # noqa: F811
-    """On a hub, a user's notebook counts only their own tasks (owners.py scopes ``list``), an admin's too."""
-    from jupyter_taskq.server.owners import Identity, OwnerView
+    """On a hub, a user's notebook counts only their own tasks (hub/owners.py scopes ``list``), an admin's too."""
+    from jupyter_taskq.hub.hubtenancy import HubTenancy
+    from jupyter_taskq.hub.options import HubSettings
+    from jupyter_taskq.hub.tenancy import Identity
     from jupyter_taskq.server.service import TaskService
 
     store.create_many([new_task(notebook=NB, cell_id="c1", owner=who) for who in ("ada", "bob")])
     service = TaskService.__new__(TaskService)  # only list() is asked: it reads the store
     service.store = store
-    bob = OwnerView(service, Identity("bob", sees_all=False), hub={})
+    bob = HubTenancy(HubSettings()).scope(service, Identity("bob", sees_all=False))
     assert bob.list(notebooks=[NB]) == {"cells": {"c1": {"PENDING": 1}}, "total": 1}
     # A notebook path is its user's own (another user's Untitled.ipynb is another notebook): an admin's
     # marks count the admin's tasks, or one user's when asked for by name.
-    admin = OwnerView(service, Identity("root", sees_all=True), hub={})
+    admin = HubTenancy(HubSettings()).scope(service, Identity("root", sees_all=True))
     assert admin.list(notebooks=[NB])["total"] == 0
     assert admin.list(notebooks=[NB], owner="ada") == {"cells": {"c1": {"PENDING": 1}}, "total": 1}

@@ -79,11 +79,11 @@ def test_hub_metrics_are_per_user_and_for_admins_only(service, monkeypatch):
     assert value(samples, "taskq_user_gpu_seconds_total", user="bob") > 0
 
     # A personal server's (no hub) metrics have no per-user series (a server is one or the other: a fresh one).
-    from jupyter_taskq.server.owners import Identity, OwnerView
+    from jupyter_taskq.hub.tenancy import Identity, SingleUserTenancy
 
     service.queue_metrics = metrics_module.QueueMetrics(service)
     run_attempt(store, store.create(new_task(pool="gpu", gpu=1, owner="me", id="t-personal")) or "t-personal", "gpu0")
-    personal = parse(OwnerView(service, Identity("me", sees_all=True), hub=None).metrics())
+    personal = parse(SingleUserTenancy().scope(service, Identity("me", sees_all=True)).metrics())
     assert not any(name.startswith("taskq_user_") for name, _ in personal)
     assert value(personal, "taskq_attempts_total") == 1
 

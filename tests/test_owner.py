@@ -70,7 +70,9 @@ def test_an_admins_retry_counts_against_the_owners_queued_quota_with_the_owners_
     from jupyter_taskq.payload import dumps_call
     from jupyter_taskq.queue import QueueMap, open_queue
     from jupyter_taskq.quotas import Quotas
-    from jupyter_taskq.server.owners import Identity, OwnerView
+    from jupyter_taskq.hub.hubtenancy import HubTenancy
+    from jupyter_taskq.hub.options import HubSettings
+    from jupyter_taskq.hub.tenancy import Identity
     from jupyter_taskq.server.service import ServiceError, TaskService
     from jupyter_taskq.statedir import StateDir
     from jupyter_taskq.status import TaskStatus
@@ -81,11 +83,10 @@ def test_an_admins_retry_counts_against_the_owners_queued_quota_with_the_owners_
     service = TaskService(state, store, QueueMap(lambda pool: open_queue(state, pool)), gpus=[], workers_per_gpu=1,
                           cpu_workers=1, max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600)
     hub_api = _FakeHub({"bea": {"admin": False, "groups": ["big"]}, "carol": {"admin": True, "groups": []}})
-    hub = {"admin_group": "", "hub_auth": hub_api, "groups_of": {},
-           "quotas": Quotas(max_queued=1, overrides={"group:big": {"max_queued": 3}})}
+    hub = HubTenancy(HubSettings(hub_auth=hub_api, quotas=Quotas(max_queued=1, overrides={"group:big": {"max_queued": 3}})))
     try:
         def as_user(name, admin=False, groups=()):
-            return OwnerView(service, Identity(name, sees_all=admin, groups=tuple(groups)), hub)
+            return hub.scope(service, Identity(name, sees_all=admin, groups=tuple(groups)))
 
         def submit(view):
             return view.submit(service.spool_bytes(dumps_call(add, (1, 2))), view.validate_options({}))

@@ -25,9 +25,12 @@ from ..storeerrors import keep_reserve
 from ..status import CANCELLABLE as ACTIVE
 from ..statecheck import check_sqlite_state
 from ..statedir import default_state_dir
+from ..hub.hubtenancy import HubTenancy
+from ..hub.options import HubOptions
+from ..hub.tenancy import SingleUserTenancy
 from .changes import ChangeFeed
 from .handlers.routes import handlers
-from .hub import HubOptions
+from .kernelenv import export_to_kernels
 from .notstarted import failure_reason, not_started_handlers, not_started_message
 from .offloop import favour_the_loop, freeze_startup_objects, make_executor, run
 from .pipelines import release_held
@@ -198,8 +201,6 @@ class TaskQueue(HubOptions, ExtensionApp):
             self.settings["taskq_failure"] = self._failure
 
     def _initialize_queue(self):
-        if self.forwards_to_hub:  # a user's server under JupyterHub: the hub service holds the queue (hub.py)
-            return
         if self.redis_url:
             self._check_redis_persistence()
         else:
@@ -226,10 +227,14 @@ class TaskQueue(HubOptions, ExtensionApp):
         self.webhooks = WebhookSender(self.service, secret, guard=guard)
         self.executor = make_executor()  # the service's blocking work, off the event loop
         favour_the_loop()  # the loop takes the GIL back within 1 ms, not 5 ms, while the pool works
+        # Who asks and what they see (hub/tenancy.py): the hub-wide queue's owners, admins, quotas, fair share;
+        # a personal server's user, who sees everything.
+        self.tenancy = HubTenancy.from_options(self, self.serverapp.identity_provider) if self.is_hub_service \
+            else SingleUserTenancy()
+        self.tenancy.start(self.state, self.log)
         self.settings.update(taskq_service=self.service, taskq_changes=self.changes,
                              taskq_max_payload=self.max_payload_size, taskq_executor=self.executor,
-                             taskq_schedules=self.schedules)
-        self.setup_hub_service()  # the hub-wide queue only: owners, quotas, fair share (hub.py)
+                             taskq_schedules=self.schedules, taskq_tenancy=self.tenancy)
         self.launcher = self.launcher_class(parent=self) if self.start_workers else None
         if self.launcher is not None:
             self.launcher.check()  # a configuration it cannot work with: one line, before anything starts
@@ -258,17 +263,11 @@ class TaskQueue(HubOptions, ExtensionApp):
         if self._failure is not None:
             self.handlers.extend(not_started_handlers(self._failure))
             return
-        if self.forwards_to_hub:
-            self.handlers.extend(self.forwarding_handlers(self.serverapp.base_url))
-            return
         self.handlers.extend(handlers("/"))  # ExtensionApp puts base_url in front of each pattern itself
 
     async def _start_jupyter_server_extension(self, serverapp):
         if self._failure is not None:  # no timers, sweeps or workers; kernels still find it (and its 503)
-            self._export_to_kernels(serverapp)
-            return
-        if self.forwards_to_hub:
-            self._export_to_kernels(serverapp)
+            export_to_kernels(serverapp)
             return
         try:
             self._start_queue()
@@ -276,7 +275,7 @@ class TaskQueue(HubOptions, ExtensionApp):
             self._not_starting(exc)
             serverapp.web_app.settings["taskq_failure"] = self._failure  # the API answers 503 (handlers/base.py)
             await self.stop_extension()
-        self._export_to_kernels(serverapp)
+        export_to_kernels(serverapp)
         IOLoop.current().add_callback(freeze_startup_objects)  # once every extension has loaded
 
     def _start_queue(self) -> None:
@@ -293,23 +292,6 @@ class TaskQueue(HubOptions, ExtensionApp):
         self._next_cleanup = 0.0
         self._sweeper = PeriodicCallback(self._sweep, SWEEP_MS)
         self._sweeper.start()
-
-    def _export_to_kernels(self, serverapp) -> None:
-        """Kernels this server starts find the queue with no setup: URL and token in their env.
-
-        Computed per kernel start, not at load time: the port is only final once bound.
-        """
-        sessions = serverapp.session_manager
-        plain_env = sessions.get_kernel_env
-
-        def get_kernel_env(path, name=None):
-            env = plain_env(path, name)
-            env["JUPYTER_TASKQ_URL"] = serverapp.connection_url  # this server, whatever its own env says
-            env["JUPYTER_TASKQ_TOKEN"] = serverapp.identity_provider.token or ""
-            env["JUPYTER_TASKQ_SAME_ORIGIN"] = "1"  # the notebook page reaches this API with its cookie
-            return env
-
-        sessions.get_kernel_env = get_kernel_env
 
     async def _sweep(self) -> None:
         """Once a second, on the thread pool (store queries and object-store deletes block): keep the
@@ -348,8 +330,6 @@ class TaskQueue(HubOptions, ExtensionApp):
 
     async def stop_extension(self):
         """Stops what started; after a failed or partial start, only that (a server must always stop)."""
-        if self._failure is None and self.forwards_to_hub:
-            return
         if getattr(self, "_sweeper", None) is not None:
             self._sweeper.stop()
         if getattr(self, "webhooks", None) is not None:

@@ -15,7 +15,6 @@ from jupyter_server.auth import User
 from tornado import web
 
 from .. import tasktokens
-from . import owners
 
 SETTING = "taskq_identity_provider"
 
@@ -59,11 +58,9 @@ class TaskTokenIdentity:
         owner = await handler.blocking(tasktokens.owner_of, store, token)  # store reads: off the event loop
         if owner is None:
             raise web.HTTPError(403, "this task token is not valid: the task attempt it was made for has ended")
-        hub = owners.hub_settings(handler)
         # In the hub service the task acts as its owner with their own tasks only (an admin's task too);
-        # in a user's own server its owner is the server's user, who sees everything there.
-        groups = () if hub is None else await handler.blocking(owners.owner_groups, hub, owner)
-        handler._taskq_identity = owners.Identity(owner, sees_all=hub is None, groups=tuple(groups))
+        # in a user's own server its owner is the server's user, who sees everything there (hub/tenancy.py).
+        handler._taskq_identity = await handler.blocking(handler.tenancy.owner_identity, owner)
         handler._taskq_task_token = True
         return User(username=owner, name=owner)
 

@@ -20,7 +20,8 @@ from tornado.ioloop import IOLoop
 
 from ... import batchstream
 from ...storeerrors import is_disk_full
-from .. import owners, taskauth
+from ...hub.tenancy import Identity, Tenancy
+from .. import taskauth
 from ..jsonpieces import dumps
 from ..notstarted import refuse_if_not_started
 from ..offloop import OffLoop, make_executor, run
@@ -49,9 +50,22 @@ class TaskqAuth:
             executor = self.settings["taskq_executor"] = make_executor()
         return executor
 
+    #: For whom this route is open on the hub-wide queue: one of hub/tenancy.py's ROUTE_SCOPES. None: refused to
+    #: hub users (fails closed: tests/test_tenancy.py holds every route in routes.py to a declared scope).
+    hub_scope: str | None = None
+    me: Identity | None = None  # who asks: set in prepare, after authentication
+
+    @property
+    def tenancy(self) -> Tenancy:
+        return self.settings["taskq_tenancy"]
+
+    def view(self):
+        """The service as this user sees it (issue 15), blocking: for code already on the thread pool."""
+        return self.tenancy.scope(self.settings["taskq_service"], self.me)
+
     @property
     def service(self) -> OffLoop:
-        return OffLoop(owners.view(self), self.executor)  # the service as this user sees it (issue 15)
+        return OffLoop(self.view(), self.executor)  # the service as this user sees it, off the event loop
 
     @property
     def identity_provider(self):
@@ -73,11 +87,22 @@ class TaskqAuth:
         if not taskauth.by_task_token(self) and \
                 not self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE):
             raise web.HTTPError(403, f"not authorized to {action} {AUTH_RESOURCE}")
-        await owners.guard(self)  # hub service: someone else's task id answers 404
+        await self.admit_tenant()
         if not self.streams_body():
             self.hold_body()
         self._method_after_body()
         self._watch_idle_body()
+
+    async def admit_tenant(self) -> None:
+        """Who asks (the tenancy's identity); on the hub-wide queue, a route not declared for its users is
+        refused, and someone else's task named in the URL answers 404, before the handler (or its upload) runs."""
+        self.me = await self.tenancy.identify(self.current_user) if getattr(self, "_taskq_identity", None) is None \
+            else self._taskq_identity  # a task token's, set by taskauth
+        if not self.tenancy.admits_route(type(self)):
+            raise web.HTTPError(403, f"{self.request.path} is not open to users of the hub's task queue")
+        task_id = self.path_kwargs.get("task_id")
+        if task_id:
+            await self.blocking(self.tenancy.guard, self.settings["taskq_service"].store, task_id, self.me)
 
     # -- the request body ----------------------------------------------------
     # Every taskq handler streams its body (tornado.web.stream_request_body). Tornado answers a body

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ... import batchstream
 from ...options import MAX_LIMIT
-from .. import owners
 from ..jsonpieces import dumps, dumps_in_pieces
 from .base import CHUNK, MAX_WAIT, TaskqHandler, authorized, bad_request
 
 class CancelHandler(TaskqHandler):
+    hub_scope = "own"
+
     @authorized
     async def post(self):
         body = self.json_body()
@@ -19,6 +20,8 @@ class CancelHandler(TaskqHandler):
 
 class WaitHandler(TaskqHandler):
     """POST ``{"task_ids": [...], "timeout": s}``: answers when all have finished, or at the timeout."""
+
+    hub_scope = "own"
 
     @authorized
     async def post(self):
@@ -40,6 +43,8 @@ class ResultsHandler(TaskqHandler):
     ``TaskService.results_many`` for what each head says. With ``wait``, it first waits (at most that long)
     for all of them to finish; those still running come back as ``pending``. At most ``MAX_LIMIT`` ids."""
 
+    hub_scope = "own"
+
     @authorized
     async def post(self):
         body = self.json_body()
@@ -53,7 +58,7 @@ class ResultsHandler(TaskqHandler):
             raise bad_request(f"'wait' must be a number of seconds between 0 and {MAX_WAIT:g}")
         if wait and ids:
             await self.wait_final(ids, wait)
-        view = owners.view(self)
+        view = self.view()
         answer = await self.blocking(lambda: b"".join(batchstream.frames(view.results_many(ids))))
         self.set_header("Content-Type", batchstream.CONTENT_TYPE)
         for start in range(0, len(answer), CHUNK):  # hands the loop back between pieces of a big answer

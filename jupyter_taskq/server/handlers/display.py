@@ -8,6 +8,8 @@ from .base import TaskqHandler, authorized
 
 
 class DisplayHandler(TaskqHandler):
+    hub_scope = "url-task"
+
     @authorized
     async def get(self, task_id):
         self.finish(dumps(await self.blocking(display_json, self.settings["taskq_service"], task_id)))

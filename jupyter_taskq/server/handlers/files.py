@@ -25,6 +25,8 @@ class BlobHandler(StreamedBody):
     can refuse an oversized part before sending it. ``PUT``: the bytes, streamed; the hash is
     checked as they arrive. 201 when stored, 200 when the server had it already."""
 
+    hub_scope = "own"
+
     _spool = None  # until prepare sets it: a request refused before that (403) still finishes cleanly
     streamed_method = "PUT"
 
@@ -75,6 +77,8 @@ class ResultHandler(TaskqHandler):
     """The dill bytes of the return value; 409 until COMPLETE. ``?wait=s`` waits for the end first, and a
     task still unfinished after the wait answers 202 (expected in a long-poll: no warning in the log)."""
 
+    hub_scope = "url-task"
+
     @authorized
     async def get(self, task_id):
         wait = self.wait_seconds()
@@ -96,6 +100,8 @@ class ResultHandler(TaskqHandler):
 class ExceptionHandler(TaskqHandler):
     """The dill bytes of the exception a FAILED task raised, when it could be pickled."""
 
+    hub_scope = "url-task"
+
     @authorized
     async def get(self, task_id):
         await self.send_file(await self.service.error_pickle_path(task_id), f"{task_id}.exception")
@@ -110,6 +116,8 @@ class OutputHandler(TaskqAuth, JupyterHandler, web.StaticFileHandler):
     ``TaskService.open_output`` opened without following any symbolic link, never from a
     path looked up again. The name arrives unquoted by Tornado and is not unquoted twice:
     an output called ``a%20b.txt`` downloads from the URL the task advertises."""
+
+    hub_scope = "url-task"
 
     _fd: int | None = None
 

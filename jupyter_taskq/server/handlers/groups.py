@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from .. import owners
 from ..groups import MAX_GROUP, MAX_SHOWN, SWEEP_EVERY, GroupIndex, group_not_found, summary
 from ..jsonpieces import dumps
 from .base import TaskqHandler, authorized, bad_request
@@ -22,6 +21,8 @@ class _GroupHandler(TaskqHandler):
 
 class GroupsHandler(_GroupHandler):
     """POST ``{"task_ids": [...]}``: registers a group, answers ``{"id", "count"}``."""
+
+    hub_scope = "own"
 
     @authorized
     async def post(self):
@@ -41,6 +42,8 @@ class GroupsHandler(_GroupHandler):
 class GroupHandler(_GroupHandler):
     """GET ``?limit=N`` (default 50): counts, done, the first N tasks; ``&ids=1`` adds every task id."""
 
+    hub_scope = "own"
+
     @authorized
     async def get(self, group_id):
         raw = self.get_query_argument("limit", "50")
@@ -49,7 +52,7 @@ class GroupHandler(_GroupHandler):
         ids = await self.blocking(self.groups.ids, group_id)
         if ids is None:
             raise group_not_found(group_id)
-        answer = await self.blocking(summary, owners.view(self), ids, int(raw))  # hub: only the user's own
+        answer = await self.blocking(summary, self.view(), ids, int(raw))  # hub: only the user's own
         if answer["gone"]:
             await self.blocking(self.groups.forget, group_id)
             raise group_not_found(group_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .. import owners
 from ..jsonpieces import dumps
 from ..schedules import ScheduleService
 from .base import TaskqHandler, authorized, bad_request
@@ -15,12 +14,13 @@ class _ScheduleHandler(TaskqHandler):
 
     def scope(self) -> str | None:
         """Whose schedules this request may see: None for everyone's (a personal server, a hub admin)."""
-        view = owners.view(self)
-        return None if view.me.sees_all else view.me.owner
+        return None if self.me.sees_all else self.me.owner
 
 
 class SchedulesHandler(_ScheduleHandler):
     """GET: the schedules. POST ``{payload, cron | every, name?, catch_up?, paused?, options: {...}}``."""
+
+    hub_scope = "own"
 
     @authorized
     async def get(self):
@@ -41,6 +41,8 @@ class SchedulesHandler(_ScheduleHandler):
 class ScheduleHandler(_ScheduleHandler):
     """GET one; PATCH ``{paused?, cron?, every?, catch_up?, name?}`` (pause, resume, edit); DELETE."""
 
+    hub_scope = "own"
+
     @authorized
     async def get(self, schedule_id):
         self.finish(dumps(await self.blocking(self.schedules.get, schedule_id, self.scope())))
@@ -59,6 +61,8 @@ class ScheduleHandler(_ScheduleHandler):
 
 class ScheduleRunsHandler(_ScheduleHandler):
     """GET: the schedule's recent runs (its last 100 tasks), oldest first."""
+
+    hub_scope = "own"
 
     @authorized
     async def get(self, schedule_id):

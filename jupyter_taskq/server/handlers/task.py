@@ -7,6 +7,8 @@ from ..jsonpieces import dumps
 from .base import TaskqHandler, authorized, bad_request
 
 class TaskHandler(TaskqHandler):
+    hub_scope = "url-task"
+
     @authorized
     async def get(self, task_id):
         wait = self.wait_seconds()
@@ -24,6 +26,8 @@ class TaskHandler(TaskqHandler):
 
 
 class RetryHandler(TaskqHandler):
+    hub_scope = "url-task"
+
     @authorized
     async def post(self, task_id):
         task = await self.service.retry(task_id)
@@ -34,6 +38,8 @@ class RetryHandler(TaskqHandler):
 class LogsHandler(TaskqHandler):
     """``?offset=N``: the log from byte N, also while the task runs; pass back ``next_offset`` to follow.
     ``&attempt=K``: attempt K's own log (default: the latest attempt's)."""
+
+    hub_scope = "url-task"
 
     @authorized
     async def get(self, task_id):

@@ -7,7 +7,6 @@ from pathlib import Path
 from tornado import web
 
 from ... import batchstream
-from .. import owners
 from ..jsonpieces import dumps, dumps_in_pieces
 from ..service import ServiceError, bad_request
 from .base import authorized, too_large
@@ -21,6 +20,8 @@ MAX_BATCH = 100_000  # tasks in one batch
 @web.stream_request_body
 class TasksHandler(StreamedBody):
     """GET: the task list. POST: submit one task (raw payload body, options in the query; or JSON)."""
+
+    hub_scope = "own"
 
     _spool = None  # until prepare sets it: a request refused before that (403) still finishes cleanly
 
@@ -71,7 +72,7 @@ class TasksHandler(StreamedBody):
         except ValueError:
             raise bad_request("'limit' and 'offset' must be integers") from None
         text = self.get_query_argument("q", "").strip()
-        owner = self.get_query_argument("owner", "") or None  # a hub admin's "Mine / Everyone" (owners.py)
+        owner = self.get_query_argument("owner", "") or None  # a hub admin's "Mine / Everyone" (hub/owners.py)
         notebooks = self.get_query_arguments("notebook")  # one notebook's tasks counted by cell (celltasks.ts)
         self.finish(dumps(await self.service.list(statuses, limit, offset, text=text, owner=owner,
                                                        notebooks=notebooks)))
@@ -109,6 +110,8 @@ class BatchHandler(StreamedBody):
     Each payload's spool file is closed as soon as its frame ends; the batch keeps paths, not
     open files, so it holds one descriptor whatever its size (a file per queued task used to
     exhaust the process's descriptor limit and reset the connection)."""
+
+    hub_scope = "own"
 
     _current, _items = None, ()  # until prepare sets them: a request refused before that still finishes
 
@@ -185,7 +188,7 @@ class BatchHandler(StreamedBody):
         self.finish(answer)
 
     def _submit_batch(self) -> list[dict]:
-        service = owners.view(self)
+        service = self.view()
         if self._json_chunks is not None:
             self.request.body = b"".join(self._json_chunks)
             self._json_chunks = None
