@@ -1,12 +1,12 @@
 """One queue for a whole JupyterHub (issue 15), tested end to end against a real JupyterHub.
 
 A real ``jupyterhub`` (its real proxy, configurable-http-proxy from npm) runs the hub service
-``python -m jupyter_taskq.server.hub`` (= ``jupyter taskq hub-service``) as a managed service, as root,
+``python -m jupyter_taskq.hub.service`` (= ``jupyter taskq hub-service``) as a managed service, as root,
 with ``TaskQueue.run_as_owner`` on (the default): each task runs as its owner's Unix account. The hub's
 users are real Unix accounts that this module creates with ``useradd -m`` (root only, as CI runs; it
 deletes only the accounts it made): taskq-alice and taskq-bob each spawn a real single-user server with
 JupyterHub's default LocalProcessSpawner (so their servers and kernels run as those accounts, at home),
-taskq-dave (in the service's admin group) submits straight to the service with his hub token, and
+taskq-dave (whose group has the custom:taskq:admin scope) submits straight to the service with his hub token, and
 taskq-carol is a hub admin with no account and no server. Each user submits through their own server
 (over REST, and from a real kernel), which forwards to the service with its JupyterHub token: the
 service learns who they are from the hub, never from the request.
@@ -235,9 +235,9 @@ class Hub:
         service_url = f"http://127.0.0.1:{self.service_port}"
         overrides = json.dumps({f"user:{ALICE}": {"max_gpus": 1}, f"user:{DAVE}": {"max_queued": 20}})
         # As root, with run_as_owner on (the default): each task runs as its owner's account.
-        service_cmd = [sys.executable, "-m", "jupyter_taskq.server.hub", f"--TaskQueue.state_dir={self.state}",
+        service_cmd = [sys.executable, "-m", "jupyter_taskq.hub.service", f"--TaskQueue.state_dir={self.state}",
                        "--TaskQueue.gpus=[0,1]", "--TaskQueue.cpu_workers=1",  # simulated GPUs 0 and 1
-                       f"--TaskQueue.max_queued_per_user={MAX_QUEUED}", "--TaskQueue.hub_admin_group=taskq-admins",
+                       f"--TaskQueue.max_queued_per_user={MAX_QUEUED}",
                        f"--TaskQueue.quota_overrides={overrides}", "--ServerApp.allow_root=True"]
         return f"""
 c = get_config()  # noqa
@@ -265,12 +265,17 @@ c.JupyterHub.services = [
     {{"name": "taskq", "url": "{service_url}", "command": {service_cmd!r}}},
     {{"name": "driver", "api_token": "{DRIVER_TOKEN}"}},
 ]
+# the queue's admins: a JupyterHub scope, granted through a role (carol is a hub admin: admin:users does too)
+c.JupyterHub.custom_scopes = {{"custom:taskq:admin": {{"description": "See and manage every user's tasks in the "
+                                                                   "jupyter-taskq hub service"}}}}
 c.JupyterHub.load_roles = [
     {{"name": "user", "scopes": ["self", "access:services!service=taskq"]}},
+    {{"name": "taskq-admin", "groups": ["taskq-admins"], "scopes": ["custom:taskq:admin"]}},
     {{"name": "taskq-service", "services": ["taskq"], "scopes": ["list:users", "read:users", "read:groups"]}},
     {{"name": "admin", "services": ["driver"]}},
 ]
-c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "access:services!service=taskq"]
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "access:services!service=taskq",
+                                 "custom:taskq:admin"]  # held only by the queue's admins (JupyterHub keeps the subset)
 c.Spawner.environment = {{"JUPYTER_TASKQ_HUB_SERVICE": "taskq",
                           "JUPYTER_TASKQ_HUB_URL": "{service_url}/services/taskq/"}}
 """
@@ -403,7 +408,7 @@ def test_the_owner_comes_from_the_hub_not_the_request(hub, users):
 
 
 def test_admins_and_the_admin_group_see_everyone(hub, users):
-    for admin in (CAROL, DAVE):  # carol: a hub admin; dave: in TaskQueue.hub_admin_group
+    for admin in (CAROL, DAVE):  # carol: a hub admin; dave: custom:taskq:admin, through his group's role
         listing = hub.service_client(admin).list(limit=100)
         assert {ALICE, BOB} <= {t["owner"] for t in listing["tasks"]}, admin
     carol = hub.service_client(CAROL)
