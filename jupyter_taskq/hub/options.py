@@ -1,7 +1,7 @@
 """The hub-wide queue's options (``c.TaskQueue.hub_*``, quotas, fair share) and the typed settings made of them.
 
 The options stay on the extension's ``TaskQueue`` (their names are the documented ones, mixed in from here);
-everything else reads :class:`HubSettings`, made once at start by :meth:`HubOptions.hub_settings`.
+everything else reads :class:`HubSettings`, made once at start (``HubTenancy.from_options``).
 """
 
 from __future__ import annotations

@@ -288,7 +288,7 @@ class TaskqAuth:
     def check_xsrf_cookie(self):
         """Not before authentication (Tornado asks before ``prepare``): jupyter_server checks again once the
         user is known, when a token needs none. Ours, because JupyterHub's service auth (the hub service,
-        server/hub.py) replaces jupyter_server's version with one that has no such wait."""
+        hub/service.py) replaces jupyter_server's version with one that has no such wait."""
         if not hasattr(self, "_jupyter_current_user") or taskauth.by_task_token(self):  # a header, not a cookie
             return None
         return super().check_xsrf_cookie()
