@@ -61,6 +61,7 @@ class BlobHandler(StreamedBody):
 
     @authorized
     async def put(self, key):
+        await self.body_received()
         if self._refusal is not None:
             raise self._refusal
         spool, self._spool = self._spool, None

@@ -79,6 +79,7 @@ class TasksHandler(StreamedBody):
 
     @authorized
     async def post(self):
+        await self.body_received()
         if self._refusal is not None:
             raise self._refusal
         if self._json_chunks is not None:
@@ -174,6 +175,7 @@ class BatchHandler(StreamedBody):
 
     @authorized
     async def post(self):
+        await self.body_received()
         if self._refusal is None and self._reader is not None:
             try:
                 self._reader.close()

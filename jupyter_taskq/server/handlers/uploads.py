@@ -16,6 +16,10 @@ from ...storeerrors import is_disk_full
 from ..service import bad_request
 from .base import TaskqHandler, state_dir_full, too_large
 
+#: Bytes of a streamed body gathered before they go to the thread pool in one hop.
+HOP_BYTES = 1024 * 1024
+
+
 class StreamedBody(TaskqHandler):
     """A body that streams to spool files as it arrives, held to a limit that is answered with a
     ``413`` and a JSON message naming the limit, the size and the option that raises it.
@@ -28,21 +32,42 @@ class StreamedBody(TaskqHandler):
     """
 
     streamed_method = "POST"
+    _gathered: list[bytes]
+    _gathered_size = 0
+
+    def initialize(self, *args, **kwargs) -> None:
+        super().initialize(*args, **kwargs)
+        self._gathered = []
 
     def streams_body(self) -> bool:
         return self.request.method == self.streamed_method
 
     async def data_received(self, chunk: bytes) -> None:
-        """Each chunk (64 KiB) as it arrives, consumed on the thread pool: writing it to its spool
-        file, and for a batch creating a spool file per task (hundreds in one chunk of tiny
-        payloads), is disk I/O that would otherwise hold every other request of the server.
-        Tornado awaits this before it reads the next chunk, so chunks stay in order."""
+        """Each chunk (64 KiB) as it arrives, gathered to :data:`HOP_BYTES` and then consumed on the thread
+        pool: writing it to its spool file, and for a batch creating a spool file per task (hundreds in one
+        chunk of tiny payloads), is disk I/O that would otherwise hold every other request of the server.
+        One hop per chunk cost 0.5 s of a 100 MB upload (1,600 round trips through the pool); one per MiB
+        costs 100. Tornado awaits this before it reads the next chunk, so chunks stay in order; the
+        streamed method consumes the rest first (:meth:`body_received`)."""
         if not self.streams_body():
             super().data_received(chunk)
             return
         if self.answered_early(chunk):
             return
-        await self.blocking(self.consume, chunk)
+        self._gathered.append(chunk)
+        self._gathered_size += len(chunk)
+        if self._gathered_size >= HOP_BYTES:
+            await self._consume_gathered()
+
+    async def body_received(self) -> None:
+        """The streamed method's first step: what arrived after the last hop, consumed."""
+        if self._gathered and not self._answered:
+            await self._consume_gathered()
+
+    async def _consume_gathered(self) -> None:
+        data = self._gathered[0] if len(self._gathered) == 1 else b"".join(self._gathered)
+        self._gathered, self._gathered_size = [], 0
+        await self.blocking(self.consume, data)
         if self._refusal is not None:  # over its limit (or malformed): answered as soon as it is known
             self.answer_now(self._refusal)
 
