@@ -274,6 +274,17 @@ def stop_processes(procs) -> None:
                 proc.wait()
 
 
+#: The backends the in-process layer runs over (``service_over``, the ``backend_service`` fixture and
+#: tests/test_inprocess_*.py): the in-memory backend, once it exists, is one entry to add here.
+SERVICE_BACKENDS = ["sqlite", "redis"]
+
+
+@pytest.fixture(params=SERVICE_BACKENDS)
+def backend_service(request, tmp_path):
+    """A TaskService in this process, no workers, no server: one test per entry of SERVICE_BACKENDS."""
+    yield from service_over(request, tmp_path)
+
+
 def service_over(request, tmp_path, gpus=()):
     """A TaskService in this process over SQLite or a real Redis (``request.param``), with no workers: the
     domain API as each hub user sees it, without a server. Yields the service and closes its store."""

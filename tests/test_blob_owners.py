@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import as_user, service_over
+from conftest import SERVICE_BACKENDS, as_user, service_over
 
 from jupyter_taskq import blobs
 from jupyter_taskq.payload import calling_context
@@ -19,7 +19,7 @@ def secret_function(x):
     return x + 1
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=SERVICE_BACKENDS)
 def service(request, tmp_path):
     yield from service_over(request, tmp_path, gpus=())
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import as_user, service_over
+from conftest import SERVICE_BACKENDS, as_user, service_over
 from prometheus_client.parser import text_string_to_metric_families
 
 from jupyter_taskq.server import metrics as metrics_module
@@ -17,7 +17,7 @@ from jupyter_taskq.status import TaskStatus as S
 from test_store_contract import new_task
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=SERVICE_BACKENDS)
 def service(request, tmp_path):
     yield from service_over(request, tmp_path, gpus=(0,))
 
