@@ -69,6 +69,15 @@ def _start_server() -> None:
         os.environ[var] = value
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the markers
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n``, pyproject's addopts) a notebook's cells run in order in one kernel, so all
+    of them go to one worker: every notebook in one group, in order, against one server, as without xdist."""
+    for item in items:
+        if isinstance(item.parent, IPyNbFile):
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     # Before nbval's own setup, which starts the notebook's kernel with this environment.

@@ -152,6 +152,44 @@ class TaskqServer:
         return {w["name"]: w["pid"] for w in self.client().stats()["workers"] if w["alive"]}
 
 
+# -- pytest-xdist (`-n 4 --dist loadgroup` in pyproject's addopts) --------------------------------------------
+#: Modules whose tests must not overlap each other's on two workers at once: a group runs on one worker.
+XDIST_GROUPS = {
+    "test_slurm.py": "slurm",  # the one-node Slurm cluster: slurmd is NodeName=localhost with the host's Gres
+    "test_containment.py": "cgroups",  # the machine's cgroup tree, /dev/shm, memory limits, CPU affinity
+    "test_hub.py": "unix-accounts",  # useradd/userdel of real accounts; the proxy installed in .hub-node/
+    "test_run_as_owner.py": "unix-accounts",
+    "test_failed_start.py": "timing",  # wall-clock upper bounds ("answers within 5 s")
+    "test_client_restart.py": "timing",
+    "test_outside_input.py": "timing",  # 500 connections held at once; an idle upload closed within IDLE + 5 s
+}
+#: Parametrization, not a server: a module that parametrizes ``backend`` may still spread its tests.
+_NOT_SHARED = {"backend"}
+
+
+def xdist_group(item) -> str | None:
+    """The group ``item`` runs in: its module's entry in XDIST_GROUPS; ``browser`` for every browser test
+    (one Chromium and JupyterLab at a time, screenshots in test-artifacts/); else its module, where it uses a
+    module-scoped fixture (``shared_server``: started once per module, not once per worker); else none (any
+    worker)."""
+    module = item.path.name
+    if module in XDIST_GROUPS:
+        return XDIST_GROUPS[module]
+    if item.get_closest_marker("browser"):
+        return "browser"
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    if any(d and d[-1].scope in ("module", "package", "class") for name, d in defs.items() if name not in _NOT_SHARED):
+        return f"module:{item.nodeid.split('::')[0]}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the markers
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and (group := xdist_group(item)):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_generate_tests(metafunc):
     """A module that sets ``BACKENDS = ["sqlite", "redis"]`` runs its server tests on each."""
     if "backend" in metafunc.fixturenames:
