@@ -36,9 +36,11 @@ def double(x):
     return 2 * x
 
 
-@pytest.fixture(scope="module")
-def module_redis(tmp_path_factory):
-    """A redis-server of this module's (the server's queue prefix is fixed: flushed before each test)."""
+@pytest.fixture(scope="session")
+def api_redis(tmp_path_factory):
+    """A redis-server for these tests alone (the server's queue prefix is fixed: flushed before each test).
+    For the session: a stopped server's Redis event relay thread lives on in this process (it is not stopped
+    with the extension) and would log a reconnect attempt every second once its Redis is gone."""
     server = RedisServer(tmp_path_factory.mktemp("api-redis")).start()
     yield server
     server.stop()
@@ -48,7 +50,7 @@ def module_redis(tmp_path_factory):
 def jp_server_config(request, tmp_path):
     taskq = {"start_workers": False, "gpus": [], "cpu_workers": 1, "state_dir": str(tmp_path / "taskq-state")}
     if request.param == "redis":
-        redis = request.getfixturevalue("module_redis")
+        redis = request.getfixturevalue("api_redis")
         redis.flush()
         taskq["redis_url"] = redis.url
     return Config({"ServerApp": {"jpserver_extensions": {"jupyter_taskq": True}}, "TaskQueue": taskq})

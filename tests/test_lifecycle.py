@@ -50,6 +50,13 @@ def status_of(client, task_id):
     return client.get(task_id)["status"]
 
 
+@pytest.fixture
+def client(shared_server):
+    """The module's one server (per backend), for the tests that look only at the tasks they submit; the
+    listing and stats tests count the whole queue, so they start a server of their own (``server``)."""
+    return shared_server.client()
+
+
 def test_result_and_task_fields(client):
     handle = client.submit(add, (2, 3), name="adder")
     assert handle.result(timeout=30) == 5
@@ -185,7 +192,8 @@ def test_retry_refused_while_running_and_delete_removes_finished(client, tmp_pat
         client.get(running.id)
 
 
-def test_listing_is_newest_first_filtered_and_paginated(client):
+def test_listing_is_newest_first_filtered_and_paginated(server):
+    client = server.client()  # a queue of its own: it counts every task
     handles = [client.submit(add, (i, 0)) for i in range(5)]
     client.wait([h.id for h in handles], timeout=30)
     page = client.list(limit=2)
@@ -196,7 +204,8 @@ def test_listing_is_newest_first_filtered_and_paginated(client):
     assert client.list(status=["FAILED", "PENDING"])["total"] == 0
 
 
-def test_stats_report_workers_and_counts(client):
+def test_stats_report_workers_and_counts(server):
+    client = server.client()  # a queue of its own: it counts every task
     client.submit(add, (1, 1)).result(timeout=20)
     stats = client.stats()
     assert stats["queue_depth"] == {"cpu": 0, "gpu": 0}
