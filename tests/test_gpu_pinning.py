@@ -10,6 +10,13 @@ from jupyter_taskq.notebook.client import TaskqError
 BACKENDS = ["sqlite", "redis"]  # the same behaviour on both queues
 
 
+@pytest.fixture
+def server(shared_server):
+    """The module's one server (GPUs 0 and 1, two CPU workers) per backend, for ``server`` and ``client``:
+    each test looks only at its own tasks and leaves none running (the first needs both GPUs idle)."""
+    return shared_server
+
+
 def report_devices_when_released(started_dir, gate):
     """Say which devices this task sees, then hold its GPU until the test opens the gate."""
     import os
