@@ -69,13 +69,11 @@ def _start_server() -> None:
         os.environ[var] = value
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the markers
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``-n``, pyproject's addopts) a notebook's cells run in order in one kernel, so all
-    of them go to one worker: every notebook in one group, in order, against one server, as without xdist."""
-    for item in items:
-        if isinstance(item.parent, IPyNbFile):
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``-n``, pyproject's addopts) a notebook's cells run in order in one kernel: all the
+    notebooks' cells go to one worker, against one server, as without xdist (tests/conftest.py's scheduler,
+    also when only ``notebooks`` is given)."""
+    return _test_helpers().pytest_xdist_make_scheduler(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)

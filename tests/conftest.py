@@ -153,7 +153,11 @@ class TaskqServer:
 
 
 # -- pytest-xdist (`-n 4 --dist loadgroup` in pyproject's addopts) --------------------------------------------
-#: Modules whose tests must not overlap each other's on two workers at once: a group runs on one worker.
+# Which tests run together on one worker is decided here, from the test ids, by the scheduler below: xdist 3.8's
+# own xdist_group marker does nothing under pytest 9.2 (it renames item._nodeid, which pytest 9.2 no longer
+# reads), and tests sharing a module-scoped server or kernel (shared_server, a notebook's kernel) must run in
+# order on one worker. A unit (one group) runs on one worker, in collection order.
+#: Modules whose tests must not overlap each other's: a group runs on one worker, one test at a time.
 XDIST_GROUPS = {
     "test_slurm.py": "slurm",  # the one-node Slurm cluster: slurmd is NodeName=localhost with the host's Gres
     "test_containment.py": "cgroups",  # the machine's cgroup tree, /dev/shm, memory limits, CPU affinity
@@ -162,32 +166,41 @@ XDIST_GROUPS = {
     "test_failed_start.py": "timing",  # wall-clock upper bounds ("answers within 5 s")
     "test_client_restart.py": "timing",
     "test_outside_input.py": "timing",  # 500 connections held at once; an idle upload closed within IDLE + 5 s
+    "test_big_batch.py": "cpu-heavy",  # 2,000 task processes: two such at once ran past the 300 s timeout
+    "test_corpus.py": "cpu-heavy",  # a task process per corpus entry importing scikit-learn, pandas, scipy
 }
-#: Parametrization, not a server: a module that parametrizes ``backend`` may still spread its tests.
-_NOT_SHARED = {"backend"}
+#: Modules whose tests each start their own servers (no module-scoped fixture): spread one test per unit.
+XDIST_SPREAD = {"test_faults.py", "test_inprocess_service.py", "test_inprocess_api.py"}
 
 
-def xdist_group(item) -> str | None:
-    """The group ``item`` runs in: its module's entry in XDIST_GROUPS; ``browser`` for every browser test
-    (one Chromium and JupyterLab at a time, screenshots in test-artifacts/); else its module, where it uses a
-    module-scoped fixture (``shared_server``: started once per module, not once per worker); else none (any
-    worker)."""
-    module = item.path.name
-    if module in XDIST_GROUPS:
-        return XDIST_GROUPS[module]
-    if item.get_closest_marker("browser"):
+def xdist_unit(nodeid: str) -> str:
+    """The unit of work ``nodeid`` belongs to: a group of XDIST_GROUPS; ``browser`` for the browser tests (one
+    Chromium and JupyterLab at a time, screenshots in test-artifacts/); ``notebooks`` for every tutorial
+    notebook's cells (one kernel per notebook, one server for all, as without xdist); the test alone for a
+    module of XDIST_SPREAD; else its module (a module-scoped server starts once, not once per worker)."""
+    path = nodeid.split("::")[0]
+    name = path.rsplit("/", 1)[-1]
+    if name in XDIST_GROUPS:
+        return XDIST_GROUPS[name]
+    if name.startswith("test_browser_"):
         return "browser"
-    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    if any(d and d[-1].scope in ("module", "package", "class") for name, d in defs.items() if name not in _NOT_SHARED):
-        return f"module:{item.nodeid.split('::')[0]}"
-    return None
+    if name.endswith(".ipynb"):
+        return "notebooks"
+    if name in XDIST_SPREAD:
+        return nodeid
+    return path
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the markers
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None and (group := xdist_group(item)):
-            item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") not in ("loadgroup", "loadscope"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return UnitScheduling(config, log)
 
 
 def pytest_generate_tests(metafunc):
