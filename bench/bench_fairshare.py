@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import json  # noqa: E402
 
 from jupyter_taskq.status import WAITING, TaskStatus as S  # noqa: E402
-from jupyter_taskq.store import TaskStore  # noqa: E402
-from jupyter_taskq.store_redis import RedisTaskStore  # noqa: E402
+from jupyter_taskq.backends.taskstore import TaskStore  # noqa: E402
+from jupyter_taskq.backends.redis_store import RedisTaskStore  # noqa: E402
 
 
 def free_port() -> int:

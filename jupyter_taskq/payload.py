@@ -83,14 +83,9 @@ def _without_credentials(url: str) -> str:
 
 def queue_secrets() -> list[str]:
     """The queue's credentials as this process knows them, which no payload may carry."""
-    secrets = [os.environ.get(k, "") for k in ENV_DENYLIST if "TOKEN" in k]
-    redis_url = os.environ.get("JUPYTER_TASKQ_REDIS_URL", "")
-    if redis_url:
-        try:
-            password = urlsplit(redis_url).password
-        except ValueError:
-            password = None
-        secrets += [redis_url, password or ""]
+    from .backends import environment_secrets  # the backends say which of their credentials a process holds
+
+    secrets = [os.environ.get(k, "") for k in ENV_DENYLIST if "TOKEN" in k] + environment_secrets()
     return [s for s in secrets if len(s) >= 16]  # a short one would refuse innocent payloads
 
 

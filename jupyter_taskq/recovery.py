@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping
 
 from .instances import alive_here
 from .options import stored_problem
-from .queue import enqueue_attempt
+from .backends.hueyqueue import enqueue_attempt
 from .status import CANCELLABLE, WAITING, TaskStatus
-from .store import TaskStore, retry_delay_for
+from .backends.taskstore import TaskStore, retry_delay_for
 from .storeerrors import is_storage_error
 
 log = logging.getLogger("jupyter_taskq.recovery")

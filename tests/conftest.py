@@ -339,16 +339,17 @@ def backend_service(request, tmp_path):
 def service_over(request, tmp_path, gpus=()):
     """A TaskService in this process over SQLite or a real Redis (``request.param``), with no workers: the
     domain API as each hub user sees it, without a server. Yields the service and closes its store."""
-    from jupyter_taskq.queue import QueueMap, open_queue
+    from jupyter_taskq.backends.base import QueueMap
+    from jupyter_taskq.backends.hueyqueue import open_queue
     from jupyter_taskq.server.service import TaskService
     from jupyter_taskq.statedir import StateDir
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     state = StateDir.create(tmp_path / "state")
     if request.param == "sqlite":
         store = SqliteTaskStore(str(state.db))
     else:
-        from jupyter_taskq.store_redis import RedisTaskStore
+        from jupyter_taskq.backends.redis_store import RedisTaskStore
 
         store = RedisTaskStore(request.getfixturevalue("redis_server").url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
     yield TaskService(state, store, QueueMap(lambda pool: open_queue(state, pool)), gpus=list(gpus),

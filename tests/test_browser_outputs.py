@@ -383,7 +383,7 @@ def test_cell_marks_count_a_notebooks_tasks_under_600_newer_ones_from_elsewhere(
     import time
     import uuid
 
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     name = write_notebook(lab.root, "old-marks.ipynb", ["x = 1", "h = nap.put(0)", "y = 2"])
     now = time.time()

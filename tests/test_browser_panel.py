@@ -292,7 +292,7 @@ def test_worker_tile_shows_a_warm_process_and_drops_it(page, lab):
 
 def test_owner_column_and_mine_everyone_switch(page, lab):
     """Issue 15: each row names its owner; with tasks of two owners, "Mine" lists only the caller's."""
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     client = lab.client()
     mine = client.submit(warm_double, (1,), name="owner-mine")
@@ -345,7 +345,7 @@ def seed_finished_tasks(state_dir: Path, n: int) -> None:
     """Write ``n`` finished tasks straight into the state directory's database, before the server starts
     (what 10,000 tasks that ran earlier leave behind; submitting and running them would take minutes)."""
     from jupyter_taskq.statedir import StateDir
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     state = StateDir.create(state_dir)
     store = SqliteTaskStore(state.db)

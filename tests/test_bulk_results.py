@@ -109,14 +109,15 @@ def test_in_the_hub_someone_elses_result_is_a_task_that_does_not_exist_and_an_im
     import pickle
 
     from jupyter_taskq.payload import calling_context, dumps_call
-    from jupyter_taskq.queue import QueueMap, open_queue
+    from jupyter_taskq.backends.base import QueueMap
+    from jupyter_taskq.backends.hueyqueue import open_queue
     from jupyter_taskq.hub.hubtenancy import HubTenancy
     from jupyter_taskq.hub.options import HubSettings
     from jupyter_taskq.hub.tenancy import Identity
     from jupyter_taskq.server.service import TaskService
     from jupyter_taskq.statedir import StateDir
     from jupyter_taskq.status import TaskStatus
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     state = StateDir.create(tmp_path / "state")
     store = SqliteTaskStore(str(state.db))

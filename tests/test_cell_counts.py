@@ -29,7 +29,7 @@ def test_one_notebooks_tasks_by_cell_under_many_newer_ones(store):  # noqa: F811
 
 
 def test_an_older_redis_database_is_indexed_by_notebook_once(redis_server):
-    from jupyter_taskq.store_redis import RedisTaskStore
+    from jupyter_taskq.backends.redis_store import RedisTaskStore
 
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     old = RedisTaskStore(redis_server.url, prefix=prefix)

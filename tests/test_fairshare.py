@@ -10,12 +10,12 @@ import pytest
 
 from jupyter_taskq.fairshare import Head, decayed_gpu_seconds, pick_next, usage_from_spans
 from conftest import wait_for
-from jupyter_taskq.queue import AttemptSpec, enqueue_attempts, open_queue, open_redis_queue
+from jupyter_taskq.backends.hueyqueue import AttemptSpec, enqueue_attempts, open_queue, open_redis_queue
 from jupyter_taskq.quotas import PolicyFile, QuotaExceeded, Quotas, usage_by_owner, write_policy
 from jupyter_taskq.recovery import requeue_attempt, retry_or_fail
 from jupyter_taskq.statedir import StateDir
 from jupyter_taskq.status import TaskStatus as S
-from jupyter_taskq.store import SqliteTaskStore
+from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 from jupyter_taskq.worker.fair import FairTurns
 
 HOUR = 3600.0
@@ -63,7 +63,7 @@ def queue_world(request, tmp_path):
         store = SqliteTaskStore(str(state.db))
         huey = open_queue(state, "gpu")
     else:
-        from jupyter_taskq.store_redis import RedisTaskStore
+        from jupyter_taskq.backends.redis_store import RedisTaskStore
 
         prefix = f"fair-{uuid.uuid4().hex[:8]}:"
         url = request.getfixturevalue("redis_server").url
@@ -362,7 +362,7 @@ def test_a_retry_in_its_delay_is_no_ones_next_task(queue_world):
     store.transition(low, S.CANCELLED, [S.PENDING])
     assert heads(now + 61) == {"alice": (high, 5)}, "bob has nothing waiting: no head"
     if not isinstance(store, SqliteTaskStore):  # a Redis database from before the per-owner sets: indexed once
-        from jupyter_taskq.store_redis import RedisTaskStore
+        from jupyter_taskq.backends.redis_store import RedisTaskStore
 
         keys = [k for pattern in ("heads:*", "head_owners:*") for k in store.redis.keys(store.prefix + pattern)]
         store.redis.delete(*keys, store._key("retry_due"), store._key("heads_indexed"))
@@ -387,7 +387,7 @@ def test_a_retry_stored_before_not_before_existed_still_waits_out_its_delay(queu
     if isinstance(store, SqliteTaskStore):
         reopened = SqliteTaskStore(str(state.db))
     else:
-        from jupyter_taskq.store_redis import RedisTaskStore
+        from jupyter_taskq.backends.redis_store import RedisTaskStore
 
         store.redis.hdel(store._key("task", fresh), "not_before")  # never written at all
         reopened = RedisTaskStore(store.url, prefix=store.prefix)

@@ -187,7 +187,7 @@ def test_old_groups_whose_tasks_are_gone_are_swept(tmp_path):
     import time
 
     from jupyter_taskq.server.groups import GroupIndex
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     store = SqliteTaskStore(str(tmp_path / "taskq.db"))
     now = time.time()

@@ -22,7 +22,7 @@ from jupyter_taskq import options
 from jupyter_taskq.notebook.client import Client
 from jupyter_taskq.notebook.decorator import task_queue
 from jupyter_taskq.payload import dumps_call
-from jupyter_taskq.store import TASK_COLUMNS
+from jupyter_taskq.backends.taskstore import TASK_COLUMNS
 
 AUTH = {"Authorization": f"token {TOKEN}"}
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -68,7 +68,8 @@ def test_an_admins_retry_counts_against_the_owners_queued_quota_with_the_owners_
     import pytest
 
     from jupyter_taskq.payload import dumps_call
-    from jupyter_taskq.queue import QueueMap, open_queue
+    from jupyter_taskq.backends.base import QueueMap
+    from jupyter_taskq.backends.hueyqueue import open_queue
     from jupyter_taskq.quotas import Quotas
     from jupyter_taskq.hub.hubtenancy import HubTenancy
     from jupyter_taskq.hub.options import HubSettings
@@ -76,7 +77,7 @@ def test_an_admins_retry_counts_against_the_owners_queued_quota_with_the_owners_
     from jupyter_taskq.server.service import ServiceError, TaskService
     from jupyter_taskq.statedir import StateDir
     from jupyter_taskq.status import TaskStatus
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     state = StateDir.create(tmp_path / "state")
     store = SqliteTaskStore(str(state.db))

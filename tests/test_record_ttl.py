@@ -15,7 +15,7 @@ import pytest
 
 from conftest import wait_for
 from jupyter_taskq.status import TaskStatus as S
-from jupyter_taskq.store import SqliteTaskStore
+from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
 
 def noop(i):
@@ -60,7 +60,7 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         store = SqliteTaskStore(str(tmp_path / "state.db"))
     else:
-        from jupyter_taskq.store_redis import RedisTaskStore
+        from jupyter_taskq.backends.redis_store import RedisTaskStore
 
         store = RedisTaskStore(request.getfixturevalue("redis_server").url, prefix=f"t-{uuid.uuid4().hex[:8]}:")
     yield store

@@ -42,7 +42,7 @@ def test_a_change_heard_while_the_store_is_being_read_wakes_the_wait(tmp_path, m
     import asyncio
     import threading
 
-    from jupyter_taskq.doorbell import Doorbell
+    from jupyter_taskq.backends.doorbell import Doorbell
     from jupyter_taskq.server import changes
 
     monkeypatch.setattr(changes, "RECHECK", 600.0)  # a missed ring would now cost ten minutes, not a second
@@ -82,7 +82,7 @@ def test_a_wait_looks_at_the_tasks_that_rang_and_still_sees_one_whose_ring_was_l
     is still seen at the feed's re-check."""
     import asyncio
 
-    from jupyter_taskq.doorbell import Doorbell
+    from jupyter_taskq.backends.doorbell import Doorbell
     from jupyter_taskq.server import changes
 
     monkeypatch.setattr(changes, "RECHECK", 0.3)

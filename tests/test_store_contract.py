@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from jupyter_taskq.status import TaskStatus as S
-from jupyter_taskq.store import SqliteTaskStore
+from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -18,7 +18,7 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         store = SqliteTaskStore(str(tmp_path / "state.db"))
     else:
-        from jupyter_taskq.store_redis import RedisTaskStore
+        from jupyter_taskq.backends.redis_store import RedisTaskStore
 
         redis_server = request.getfixturevalue("redis_server")
         store = RedisTaskStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
@@ -382,8 +382,8 @@ def test_per_owner_counts_follow_every_write(store):
 def test_an_older_redis_database_is_indexed_by_owner_once(redis_server, monkeypatch):
     """A Redis database written before the per-owner indexes: the first store that needs them indexes every
     task (a few thousand a step, so Redis answers others in between), then keeps them up to date."""
-    from jupyter_taskq import store_redis
-    from jupyter_taskq.store_redis import RedisTaskStore
+    from jupyter_taskq.backends import redis_store
+    from jupyter_taskq.backends.redis_store import RedisTaskStore
 
     prefix = f"old-{uuid.uuid4().hex[:8]}:"
     old = RedisTaskStore(redis_server.url, prefix=prefix)
@@ -392,7 +392,7 @@ def test_an_older_redis_database_is_indexed_by_owner_once(redis_server, monkeypa
     assert old.transition(first, S.CANCELLED, [S.PENDING])
     keys = old.redis.keys(prefix + "owned:*") + [old._key("owners"), old._key("owners_indexed")]
     old.redis.delete(*keys)  # as written before them
-    monkeypatch.setattr(store_redis, "INDEX_STEP", 3)
+    monkeypatch.setattr(redis_store, "INDEX_STEP", 3)
     store = RedisTaskStore(redis_server.url, prefix=prefix)
     assert store.counts_by_owner() == {"user0": {"PENDING": 3, "CANCELLED": 1}, "user1": {"PENDING": 3},
                                        "user2": {"PENDING": 3}}
@@ -407,8 +407,8 @@ def test_an_older_redis_database_still_counts_the_gpu_time_used_before_the_upgra
     """Fair share reads GPU time from an index of GPU attempts; a database written before that index is
     indexed once, so a heavy user's earlier GPU time (and an attempt running through the upgrade) still
     counts, rather than every user starting from zero."""
-    from jupyter_taskq import store_redis
-    from jupyter_taskq.store_redis import RedisTaskStore
+    from jupyter_taskq.backends import redis_store
+    from jupyter_taskq.backends.redis_store import RedisTaskStore
 
     prefix = f"old-{uuid.uuid4().hex[:8]}:"
     old = RedisTaskStore(redis_server.url, prefix=prefix)
@@ -418,7 +418,7 @@ def test_an_older_redis_database_still_counts_the_gpu_time_used_before_the_upgra
         assert old.claim(task_id, "gpu0", "i")
     assert old.transition(done, S.COMPLETE, [S.RUNNING], attempt=1)
     old.redis.delete(old._key("gpu_attempts"), old._key("gpu_attempts_indexed"))  # as written before it
-    monkeypatch.setattr(store_redis, "INDEX_STEP", 2)
+    monkeypatch.setattr(redis_store, "INDEX_STEP", 2)
     store = RedisTaskStore(redis_server.url, prefix=prefix)
     spans = store.gpu_spans(0)
     assert sorted(owner for owner, _started, _ended in spans) == ["heavy", "heavy"]

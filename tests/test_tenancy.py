@@ -106,9 +106,10 @@ def test_a_hub_user_sees_only_their_own_and_the_admin_scope_sees_all(service):
 
 @pytest.fixture
 def service(tmp_path):
-    from jupyter_taskq.queue import QueueMap, open_queue
+    from jupyter_taskq.backends.base import QueueMap
+    from jupyter_taskq.backends.hueyqueue import open_queue
     from jupyter_taskq.statedir import StateDir
-    from jupyter_taskq.store import SqliteTaskStore
+    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
     state = StateDir.create(tmp_path / "state")
     store = SqliteTaskStore(str(state.db))

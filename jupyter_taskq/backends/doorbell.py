@@ -1,4 +1,4 @@
-"""Doorbells: named pipes that wake a sleeping process the moment there is news.
+"""Doorbells: named pipes that wake a sleeping process the moment there is news (the SQLite backend's bells).
 
 Huey's consumer polls (0.1 s, backing off to 10 s when idle), which makes a
 trivial task take 55-86 ms. Instead, whoever enqueues rings the pool's bell and
@@ -19,7 +19,8 @@ import stat
 import time
 from pathlib import Path
 
-from .statedir import FILE_MODE
+from ..statedir import FILE_MODE
+from .base import Bell
 
 
 def _ensure_fifo(path: Path) -> None:
@@ -30,7 +31,7 @@ def _ensure_fifo(path: Path) -> None:
             raise RuntimeError(f"{path} exists and is not a FIFO")
 
 
-class Doorbell:
+class Doorbell(Bell):
     """One FIFO; any process may ring it, one or more processes listen on it."""
 
     def __init__(self, path: str | os.PathLike):

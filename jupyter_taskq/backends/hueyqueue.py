@@ -1,4 +1,4 @@
-"""The Huey side of the queue: one Huey queue per pool in the state SQLite file.
+"""The Huey side of the queue: one Huey queue per pool, in SQLite, Redis or memory.
 
 Huey registers tasks by module path, so a notebook's function cannot be a Huey
 task. Instead every pool has one registered Huey task, ``attempt(task_id)``, and
@@ -6,6 +6,10 @@ the payload lives in the state directory. Huey gives us the durable queue,
 priorities, ``expires``, and retries with delay and backoff (through its
 schedule); our store keeps what users see. The server only enqueues; the worker
 installs the function that runs an attempt with :func:`set_attempt_runner`.
+
+Each backend's Huey storage has one method of ours, ``enqueue_many``: a batch's first
+attempts in one write (one SQLite transaction), so nothing outside a storage class
+writes Huey's tables.
 """
 
 from __future__ import annotations
@@ -14,44 +18,11 @@ import datetime
 from dataclasses import dataclass
 from typing import Callable
 
-from huey import PriorityRedisHuey, SqliteHuey
-from huey.storage import SqliteStorage
+from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey
+from huey.storage import MemoryStorage, PriorityRedisStorage, SqliteStorage
 
-from .statedir import StateDir
-
-CPU_POOL = "cpu"
-GPU_POOL = "gpu"
-POOLS = (CPU_POOL, GPU_POOL)  # always there; a GPU model adds a pool "gpu:<model>" for tasks asking for it
-MODEL_POOL_PREFIX = GPU_POOL + ":"
-
-
-def model_pool(model: str) -> str:
-    """The pool of tasks that ask for GPU model ``model`` (a name its workers report)."""
-    return MODEL_POOL_PREFIX + model
-
-
-def pool_model(pool: str) -> str | None:
-    return pool[len(MODEL_POOL_PREFIX):] if pool.startswith(MODEL_POOL_PREFIX) else None
-
-
-def check_pool(pool: str) -> str:
-    if pool not in POOLS and not (pool_model(pool) or "").strip():
-        raise ValueError(f"unknown pool {pool!r}")
-    return pool
-
-
-class QueueMap(dict):
-    """Pool name -> its Huey queue, opened the first time a pool is asked for."""
-
-    def __init__(self, opener: Callable[[str], object], pools=POOLS):
-        super().__init__()
-        self._opener = opener
-        for pool in pools:
-            self[pool]
-
-    def __missing__(self, pool: str):
-        queue = self[pool] = self._opener(check_pool(pool))
-        return queue
+from ..pools import check_pool
+from ..statedir import StateDir
 
 _attempt_runner: Callable | None = None
 
@@ -68,7 +39,15 @@ def _run_attempt(task_id: str, task=None):
     return _attempt_runner(task_id, task)
 
 
-class _Storage(SqliteStorage):
+class _OneByOne:
+    """``enqueue_many`` as a loop of ``enqueue``: for storages whose writes are one command each."""
+
+    def enqueue_many(self, items: list[tuple[bytes, int]]) -> None:
+        for data, priority in items:
+            self.enqueue(data, priority)
+
+
+class _SqliteStorage(SqliteStorage):
     """Huey's SQLite storage with WAL and ``synchronous=NORMAL``: durable across process
     kills, without an fsync per commit."""
 
@@ -77,26 +56,57 @@ class _Storage(SqliteStorage):
         conn.execute("pragma synchronous=NORMAL")
         return conn
 
+    def enqueue_many(self, items: list[tuple[bytes, int]]) -> None:
+        """Many messages in one transaction: a batch of 2,000 costs one commit, not 2,000."""
+        rows = [(self.name, data, priority or 0) for data, priority in items]
+        with self.db(commit=True) as cursor:
+            cursor.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)
 
-class _Huey(SqliteHuey):
-    storage_class = _Storage
+
+class _RedisStorage(_OneByOne, PriorityRedisStorage):
+    pass
+
+
+class _MemoryStorage(_OneByOne, MemoryStorage):
+    pass
+
+
+class _SqliteHuey(SqliteHuey):
+    storage_class = _SqliteStorage
+
+
+class _RedisHuey(PriorityRedisHuey):
+    storage_class = _RedisStorage
+
+
+class _MemoryHuey(MemoryHuey):
+    storage_class = _MemoryStorage
+
+
+def _with_attempt_task(huey):
+    huey.attempt = huey.task(name="attempt", context=True)(_run_attempt)
+    return huey
 
 
 def open_queue(state: StateDir, pool: str) -> SqliteHuey:
+    """The pool's queue in the state directory's SQLite file."""
     check_pool(pool)
-    huey = _Huey(name=pool, filename=str(state.db), results=False, timeout=60, journal_mode="wal")
-    huey.attempt = huey.task(name="attempt", context=True)(_run_attempt)
-    return huey
+    return _with_attempt_task(_SqliteHuey(name=pool, filename=str(state.db), results=False, timeout=60,
+                                          journal_mode="wal"))
 
 
 def open_redis_queue(url: str, pool: str, prefix: str = "jtq:") -> PriorityRedisHuey:
     """The pool's queue in Redis: a sorted set, so priorities hold across machines. Dequeuing
     does not block: a worker serving several pools sleeps on their bells instead."""
     check_pool(pool)
-    huey = PriorityRedisHuey(name=f"{prefix}{pool}", url=url, results=False, blocking=False,
-                             clean_name=False)
-    huey.attempt = huey.task(name="attempt", context=True)(_run_attempt)
-    return huey
+    return _with_attempt_task(_RedisHuey(name=f"{prefix}{pool}", url=url, results=False, blocking=False,
+                                         clean_name=False))
+
+
+def open_memory_queue(pool: str) -> MemoryHuey:
+    """The pool's queue in this process's memory (the memory backend keeps one per pool)."""
+    check_pool(pool)
+    return _with_attempt_task(_MemoryHuey(name=pool, results=False))
 
 
 @dataclass
@@ -112,7 +122,7 @@ class AttemptSpec:
     delay: float | None = None
 
 
-def _huey_task(huey: SqliteHuey, spec: AttemptSpec):
+def _huey_task(huey, spec: AttemptSpec):
     eta = None
     if spec.delay:
         eta = _utc_naive(datetime.datetime.now(datetime.timezone.utc).timestamp() + spec.delay)
@@ -126,7 +136,7 @@ def _huey_task(huey: SqliteHuey, spec: AttemptSpec):
     return task
 
 
-def enqueue_attempt(huey: SqliteHuey, task_id: str, **options) -> None:
+def enqueue_attempt(huey, task_id: str, **options) -> None:
     """Put one attempt for ``task_id`` on ``huey``'s queue (on its schedule if ``delay`` is given)."""
     task = _huey_task(huey, AttemptSpec(task_id, **options))
     if task.eta is not None:
@@ -136,14 +146,8 @@ def enqueue_attempt(huey: SqliteHuey, task_id: str, **options) -> None:
 
 
 def enqueue_attempts(huey, specs: list[AttemptSpec]) -> None:
-    """Many first attempts in one transaction: a batch of 2,000 costs one commit, not 2,000."""
-    if not isinstance(huey, SqliteHuey):
-        for spec in specs:
-            huey.enqueue(_huey_task(huey, spec))
-        return
-    rows = [(huey.name, huey.serialize_task(_huey_task(huey, spec)), spec.priority or 0) for spec in specs]
-    with huey.storage.db(commit=True) as cursor:
-        cursor.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)
+    """Many first attempts in one write of the queue's storage (one transaction in SQLite)."""
+    huey.storage.enqueue_many([(huey.serialize_task(_huey_task(huey, spec)), spec.priority or 0) for spec in specs])
 
 
 def _utc_naive(ts: float) -> datetime.datetime:

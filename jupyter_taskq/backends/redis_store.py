@@ -1,353 +1,44 @@
 """Task state in Redis, for a queue shared by several machines.
 
-Same contract as :class:`~jupyter_taskq.store.SqliteTaskStore`. A task is one hash
+Same contract (``taskstore.TaskStore``) as :class:`~jupyter_taskq.backends.sqlite_store.SqliteTaskStore`. A task is one hash
 (each field JSON-encoded); sorted sets scored by creation order index it by status
 and by pool, and by the times the reaper asks about (expiry, result TTL, webhooks); for fair share, each
 owner's waiting tasks by priority and age, and each GPU attempt by its end (issue 15).
 Every write is one Lua script that checks the task's status, changes the hash and
 moves the task between indexes, so a change is atomic and conditional exactly as a
-``WHERE status IN (...)`` UPDATE is in SQLite.
+``WHERE status IN (...)`` UPDATE is in SQLite. The scripts are in ``lua/*.lua``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from importlib import resources
 from typing import Any, Iterable
 
-from .status import FINAL, WAITING, TaskStatus
-from . import attempts as attempt_log
-from .store import CANCELLED_AT_CLAIM, TASK_DEFAULTS, USAGE_KEPT, TaskStore, JSON_COLUMNS, stored_not_before
+from .. import attempts as attempt_log
+from ..status import FINAL, WAITING, TaskStatus
+from .base import BackendRefused
+from .taskstore import CANCELLED_AT_CLAIM, TASK_DEFAULTS, USAGE_KEPT, TaskStore, JSON_COLUMNS, stored_not_before
 
-# Shared by the task scripts: JSON field access, index upkeep (``reindex``: ``old`` is the task's status
-# before the write) and the task the script is about (ARGV: prefix, id, ...).
-_PREAMBLE = """
-local P = ARGV[1]
-local function field(key, name)
-  local raw = redis.call('HGET', key, name)
-  if not raw then return nil end
-  local value = cjson.decode(raw)
-  if value == cjson.null then return nil end
-  return value
-end
-local FINAL = {COMPLETE=true, CANCELLED=true, TIMEOUT=true, EXPIRED=true, FAILED=true}
-local WAITING = {PENDING=true, RETRY=true}
--- Fair share (issue 15): each owner's tasks that may start, per pool and waiting status, in a sorted set
--- scored -priority with members '<seq, 12 digits>:<id>' (equal scores order by member: oldest first), so
--- an owner's next task is its first member; 'head_owners:<pool>' holds the owners (raw JSON) that may have
--- one (emptied lazily by the heads script). A RETRY still in its delay waits in 'retry_due' (scored by its
--- not_before) until the heads script moves it into its owner's set.
-local function heads_key(pool, st, owner_raw)
-  return P .. 'heads:' .. st .. ':' .. #pool .. ':' .. pool .. ':' .. owner_raw
-end
-local function head_member(seq, id)
-  return string.format('%012d', seq) .. ':' .. id
-end
-local function index_waiting(id, key, status, seq, pool)
-  local owner_raw = redis.call('HGET', key, 'owner') or 'null'
-  local member = head_member(seq, id)
-  local delayed = status == 'RETRY' and field(key, 'not_before')
-  local held = (field(key, 'held') or 0) == 1  -- waiting for dependencies or a start time (issue 24)
-  if status == 'PENDING' and held then
-    redis.call('ZADD', P .. 'held', seq, id)
-  else
-    redis.call('ZREM', P .. 'held', id)
-  end
-  for st, _ in pairs(WAITING) do
-    local hk = heads_key(pool, st, owner_raw)
-    if st == status and not delayed and not held then
-      redis.call('ZADD', hk, -(field(key, 'priority') or 0), member)
-      redis.call('SADD', P .. 'head_owners:' .. pool, owner_raw)
-    else
-      redis.call('ZREM', hk, member)
-    end
-  end
-  if delayed then
-    redis.call('ZADD', P .. 'retry_due', delayed, id)
-  else
-    redis.call('ZREM', P .. 'retry_due', id)
-  end
-end
--- Each owner's tasks by status ('owned:<status>:<owner raw JSON>', scored by seq; 'owners' holds every owner
--- that had one): the queued-tasks quota, stats' tasks per user and one user's listing read these, so they
--- cost O(owners x statuses) or O(that user's tasks), however many tasks others have.
-local function owned_key(st, owner_raw)
-  return P .. 'owned:' .. st .. ':' .. owner_raw
-end
-local function reindex(id, old)
-  redis.call('INCR', P .. 'version')
-  local key = P .. 'task:' .. id
-  local seq = tonumber(redis.call('HGET', key, 'seq'))
-  local status = field(key, 'status')
-  local pool = field(key, 'pool') or ''
-  if old and old ~= status then
-    redis.call('ZREM', P .. 'status:' .. old, id)
-    redis.call('ZREM', P .. 'pool:' .. pool .. ':' .. old, id)
-  end
-  redis.call('ZADD', P .. 'status:' .. status, seq, id)
-  redis.call('ZADD', P .. 'pool:' .. pool .. ':' .. status, seq, id)
-  local owner_raw = redis.call('HGET', key, 'owner') or 'null'
-  if old and old ~= status then redis.call('ZREM', owned_key(old, owner_raw), id) end
-  redis.call('ZADD', owned_key(status, owner_raw), seq, id)
-  redis.call('SADD', P .. 'owners', owner_raw)
-  index_waiting(id, key, status, seq, pool)
-  local expires_at = field(key, 'expires_at')
-  if WAITING[status] and expires_at then
-    redis.call('ZADD', P .. 'expiring', expires_at, id)
-  else
-    redis.call('ZREM', P .. 'expiring', id)
-  end
-  local ended_at = field(key, 'ended_at')
-  if ended_at and (field(key, 'result_expired') or 0) == 0 then
-    redis.call('ZADD', P .. 'ended', ended_at + (field(key, 'result_ttl') or 0), id)
-  else
-    redis.call('ZREM', P .. 'ended', id)
-  end
-  if FINAL[status] and field(key, 'callback_url') and (field(key, 'callback_done') or 0) == 0 then
-    redis.call('ZADD', P .. 'callbacks', seq, id)
-  else
-    redis.call('ZREM', P .. 'callbacks', id)
-  end
-  local blob = field(key, 'blob')  -- the tasks naming a blob, while their files are kept
-  if blob and (field(key, 'result_expired') or 0) == 0 then
-    redis.call('SADD', P .. 'blob:' .. blob, id)
-  elseif blob then
-    redis.call('SREM', P .. 'blob:' .. blob, id)
-  end
-end
--- Every task script starts here: the task's id, key and current status (nil: no such task).
-local id = ARGV[2]
-local key = P .. 'task:' .. id
-local status = field(key, 'status')
-local function set_fields(key, encoded)
-  local fields = cjson.decode(encoded)
-  for name, value in pairs(fields) do redis.call('HSET', key, name, value) end
-end
-"""
-
-# ARGV: prefix, id, fields (JSON object of JSON-encoded values)
-_CREATE = _PREAMBLE + """
-if status then return redis.error_reply('task ' .. id .. ' exists') end
-local seq = redis.call('INCR', P .. 'seq')
-if seq == 1 then  -- a new database: indexed from the start
-  redis.call('SET', P .. 'heads_indexed', '1')
-  redis.call('SET', P .. 'owners_indexed', '1')
-  redis.call('SET', P .. 'notebooks_indexed', '1')
-  redis.call('SET', P .. 'gpu_attempts_indexed', '1')
-end
-set_fields(key, ARGV[3])
-redis.call('HSET', key, 'seq', seq)
-redis.call('ZADD', P .. 'tasks', seq, id)
-local notebook_raw = redis.call('HGET', key, 'notebook')
-if notebook_raw and notebook_raw ~= 'null' then redis.call('ZADD', P .. 'notebook:' .. notebook_raw, seq, id) end
-redis.call('HSET', P .. 'names', id, string.lower(field(key, 'name') or ''))
-redis.call('SADD', P .. 'pools', field(key, 'pool') or '')
-reindex(id, nil)
-return seq
-"""
-
-# ARGV: prefix, id, allowed statuses (JSON list), attempt ('' for any), fields (JSON object)
-_TRANSITION = _PREAMBLE + """
-if not status then return 0 end
-local allowed = false
-for _, s in ipairs(cjson.decode(ARGV[3])) do if s == status then allowed = true end end
-if not allowed then return 0 end
-if ARGV[4] ~= '' and tonumber(field(key, 'attempt')) ~= tonumber(ARGV[4]) then return 0 end
-set_fields(key, ARGV[5])
-reindex(id, status)
-return 1
-"""
-
-# ARGV: prefix, id, worker (JSON), instance (JSON), now (JSON), error of a task asked to cancel (JSON)
-_CLAIM = _PREAMBLE + """
-if not WAITING[status] then return nil end
-if (field(key, 'held') or 0) == 1 then return nil end  -- held: the server queues it when it may start
-local cancel = field(key, 'cancel_requested')
-if cancel == 1 or cancel == true then  -- a cancel is final: asked while it ran, it never runs again
-  redis.call('HSET', key, 'status', '"CANCELLED"', 'ended_at', ARGV[5], 'updated_at', ARGV[5], 'error', ARGV[6])
-  reindex(id, status)
-  return nil
-end
-redis.call('HSET', key, 'status', '"RUNNING"', 'attempt', tostring((field(key, 'attempt') or 0) + 1),
-  'worker', ARGV[3], 'worker_instance', ARGV[4], 'started_at', ARGV[5], 'updated_at', ARGV[5],
-  'cancel_requested', '0', 'outputs', 'null', 'progress', 'null')
-reindex(id, status)
-return redis.call('HGETALL', key)
-"""
-
-# ARGV: prefix, id, fields (JSON object) -- only for a task that exists
-_UPDATE = _PREAMBLE + """
-if not status then return 0 end
-set_fields(key, ARGV[3])
-reindex(id, status)
-return 1
-"""
-
-# ARGV: prefix, id
-_DELETE = _PREAMBLE + """
-if not status then return 0 end
-local pool = field(key, 'pool') or ''
-local blob = field(key, 'blob')
-if blob then redis.call('SREM', P .. 'blob:' .. blob, id) end
-local owner_raw = redis.call('HGET', key, 'owner') or 'null'
-local member = head_member(tonumber(redis.call('HGET', key, 'seq')), id)
-for st, _ in pairs(WAITING) do redis.call('ZREM', heads_key(pool, st, owner_raw), member) end
-redis.call('ZREM', P .. 'retry_due', id)
-redis.call('ZREM', P .. 'held', id)
-redis.call('ZREM', owned_key(status, owner_raw), id)
-local notebook_raw = redis.call('HGET', key, 'notebook')
-if notebook_raw and notebook_raw ~= 'null' then redis.call('ZREM', P .. 'notebook:' .. notebook_raw, id) end
-redis.call('DEL', key)
-redis.call('INCR', P .. 'version')
-redis.call('HDEL', P .. 'names', id)
-redis.call('ZREM', P .. 'tasks', id)
-redis.call('ZREM', P .. 'status:' .. status, id)
-redis.call('ZREM', P .. 'pool:' .. pool .. ':' .. status, id)
-for _, index in ipairs({'expiring', 'ended', 'callbacks'}) do redis.call('ZREM', P .. index, id) end
-return 1
-"""
-
-# ARGV: prefix, '' (no task), now, pools (JSON list), statuses (JSON list)[, n]. Each owner's first (n) task(s) in each
-# of those pools and statuses: a flat list of owner (raw JSON), member, score. First the retries whose delay
-# is over join their owners' sets. O(owners + retries come due), however many tasks wait.
-_HEADS = _PREAMBLE + """
-local now = tonumber(ARGV[3])
-for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry_due', '-inf', now)) do
-  local rkey = P .. 'task:' .. rid
-  redis.call('ZREM', P .. 'retry_due', rid)
-  if field(rkey, 'status') == 'RETRY' then
-    local pool = field(rkey, 'pool') or ''
-    local owner_raw = redis.call('HGET', rkey, 'owner') or 'null'
-    redis.call('ZADD', heads_key(pool, 'RETRY', owner_raw), -(field(rkey, 'priority') or 0),
-      head_member(tonumber(redis.call('HGET', rkey, 'seq')), rid))
-    redis.call('SADD', P .. 'head_owners:' .. pool, owner_raw)
-  end
-end
-local wanted = {}
-local per_set = tonumber(ARGV[6] or '1')
-for _, st in ipairs(cjson.decode(ARGV[5])) do wanted[st] = true end
-local out = {}
-for _, pool in ipairs(cjson.decode(ARGV[4])) do
-  local owners = P .. 'head_owners:' .. pool
-  for _, owner_raw in ipairs(redis.call('SMEMBERS', owners)) do
-    local any = false
-    for st, _ in pairs(WAITING) do
-      local hk = heads_key(pool, st, owner_raw)
-      if wanted[st] then
-        local top = redis.call('ZRANGE', hk, 0, per_set - 1, 'WITHSCORES')
-        for k = 1, #top, 2 do
-          any = true
-          out[#out + 1] = owner_raw
-          out[#out + 1] = top[k]
-          out[#out + 1] = top[k + 1]
-        end
-      elseif redis.call('ZCARD', hk) > 0 then
-        any = true
-      end
-    end
-    if not any then redis.call('SREM', owners, owner_raw) end
-  end
-end
-return out
-"""
+def lua_source(name: str) -> str:
+    """The text of ``lua/<name>.lua`` (package data, so it ships in the wheel)."""
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
-def _index_once(flag: str, per_task: str) -> str:
-    """A script that indexes the tasks of a database written before an index existed, ``limit`` tasks a call
-    (Redis answers others in between): ARGV: prefix, '' (no task), after (a seq), limit; answers the last seq
-    indexed, -1 when done (then ``flag`` is set). ``per_task`` indexes the task ``batch[i]`` (hash ``tkey``,
-    seq ``batch[i + 1]``). Tasks written meanwhile are indexed by their own scripts; indexing one twice
-    changes nothing."""
-    return _PREAMBLE + """
-if redis.call('EXISTS', P .. 'FLAG') == 1 then return -1 end
-local batch = redis.call('ZRANGEBYSCORE', P .. 'tasks', '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0,
-  tonumber(ARGV[4]))
-if #batch == 0 then
-  redis.call('SET', P .. 'FLAG', '1')
-  return -1
-end
-for i = 1, #batch, 2 do
-  local tkey = P .. 'task:' .. batch[i]
-PER_TASK
-end
-return tonumber(batch[#batch])
-""".replace("FLAG", flag).replace("PER_TASK", per_task)
+def _task_script(name: str) -> str:
+    """A script about one task: the shared preamble (JSON field access, index upkeep, the task's key and
+    status from ARGV: prefix, id, ...) and then its own lines."""
+    return lua_source("preamble") + lua_source(name)
 
 
-# Each waiting task in its owner's waiting set (fair share's heads), for a database written before those sets.
-_INDEX_HEADS = _index_once("heads_indexed", """
-  local st = field(tkey, 'status')
-  if st and WAITING[st] then
-    index_waiting(batch[i], tkey, st, tonumber(batch[i + 1]), field(tkey, 'pool') or '')
-  end""")
-
-# Each GPU attempt in 'gpu_attempts' (scored by its end, +inf while it runs; gpu_spans reads it), for a
-# database written before that index: GPU time used before an upgrade still counts for fair share.
-_INDEX_GPU_ATTEMPTS = _index_once("gpu_attempts_indexed", """
-  local gpu = field(tkey, 'gpu')
-  if gpu and gpu ~= 0 and gpu ~= false then
-    local entries = redis.call('HGETALL', P .. 'attempts:' .. batch[i])
-    for j = 1, #entries, 2 do
-      local entry = cjson.decode(entries[j + 1])
-      if entry['started_at'] and entry['started_at'] ~= cjson.null then
-        local score = '+inf'
-        if entry['ended_at'] and entry['ended_at'] ~= cjson.null then score = tostring(entry['ended_at']) end
-        redis.call('ZADD', P .. 'gpu_attempts', score, batch[i] .. ':' .. entries[j])
-      end
-    end
-  end""")
-
-# Each task by owner, for a database written before the per-owner sets.
-_INDEX_OWNERS = _index_once("owners_indexed", """
-  local st = field(tkey, 'status')
-  if st then
-    local owner_raw = redis.call('HGET', tkey, 'owner') or 'null'
-    redis.call('ZADD', owned_key(st, owner_raw), batch[i + 1], batch[i])
-    redis.call('SADD', P .. 'owners', owner_raw)
-  end""")
-
-# Each task by notebook ('notebook:<raw JSON path>', scored by seq; cell_counts reads it), for a database
-# written before that index.
-_INDEX_NOTEBOOKS = _index_once("notebooks_indexed", """
-  local notebook_raw = redis.call('HGET', tkey, 'notebook')
-  if notebook_raw and notebook_raw ~= 'null' then
-    redis.call('ZADD', P .. 'notebook:' .. notebook_raw, batch[i + 1], batch[i])
-  end""")
-
-# ARGV: prefix, name, instance, fields (JSON object) -- a heartbeat from a replaced instance is dropped
-_HEARTBEAT = """
-local raw = redis.call('HGET', ARGV[1] .. 'workers', ARGV[2])
-if not raw then return 0 end
-local worker = cjson.decode(raw)
-if worker['instance'] ~= ARGV[3] then return 0 end
-local drop = worker['drop_warm']
-local owners = worker['drop_warm_owners']  -- an object {owner: true}: only their warm processes
-worker['drop_warm'] = nil
-worker['drop_warm_owners'] = nil
-for name, value in pairs(cjson.decode(ARGV[4])) do worker[name] = value end
-redis.call('HSET', ARGV[1] .. 'workers', ARGV[2], cjson.encode(worker))
-if drop then return 2 end
-if owners and next(owners) then return cjson.encode(owners) end
-return 1
-"""
-
-# ARGV: prefix[, owner] -- every worker ends its warm task processes (only the owner's) at its next heartbeat
-_DROP_WARM = """
-local asked = 0
-local all = redis.call('HGETALL', ARGV[1] .. 'workers')
-for i = 1, #all, 2 do
-  local worker = cjson.decode(all[i + 1])
-  if ARGV[2] then
-    if type(worker['drop_warm_owners']) ~= 'table' then worker['drop_warm_owners'] = {} end
-    worker['drop_warm_owners'][ARGV[2]] = true
-  else
-    worker['drop_warm'] = true
-  end
-  redis.call('HSET', ARGV[1] .. 'workers', all[i], cjson.encode(worker))
-  asked = asked + 1
-end
-return asked
-"""
+def _index_script(name: str) -> str:
+    """A script that indexes, a step at a time, the tasks of a database written before an index existed:
+    ``index_once.lua`` with the flag named in ``<name>.lua`` (``-- FLAG: ...``) and its lines per task."""
+    per_task = lua_source(name)
+    flag = re.search(r"^-- FLAG: (\w+)$", per_task, re.M).group(1)
+    return lua_source("preamble") + lua_source("index_once").replace("FLAG", flag).replace("PER_TASK", per_task)
 
 
 def _encode(column: str, value: Any) -> str:
@@ -375,7 +66,7 @@ def _decode(raw: dict) -> dict:
     return task
 
 
-class VolatileRedis(RuntimeError):
+class VolatileRedis(BackendRefused):
     """The Redis server keeps nothing on disk: a restart of it would lose every task."""
 
 
@@ -421,11 +112,11 @@ class RedisTaskStore(TaskStore):
         self.url = url
         self.prefix = prefix
         self.redis = redis.Redis.from_url(url)
-        self._scripts = {name: self.redis.register_script(src) for name, src in (
-            ("create", _CREATE), ("transition", _TRANSITION), ("claim", _CLAIM), ("update", _UPDATE),
-            ("delete", _DELETE), ("heartbeat", _HEARTBEAT), ("drop_warm", _DROP_WARM), ("heads", _HEADS),
-            ("index_heads", _INDEX_HEADS), ("index_owners", _INDEX_OWNERS),
-            ("index_notebooks", _INDEX_NOTEBOOKS), ("index_gpu_attempts", _INDEX_GPU_ATTEMPTS))}
+        scripts = {name: _task_script(name) for name in ("create", "transition", "claim", "update", "delete", "heads")}
+        scripts |= {name: lua_source(name) for name in ("heartbeat", "drop_warm")}
+        scripts |= {name: _index_script(name) for name in ("index_heads", "index_owners", "index_notebooks",
+                                                           "index_gpu_attempts")}
+        self._scripts = {name: self.redis.register_script(src) for name, src in scripts.items()}
         self._heads_indexed = False
         self._owners_indexed = False
         self._gpu_attempts_indexed = False
@@ -660,7 +351,7 @@ class RedisTaskStore(TaskStore):
     # -- per owner (issue 15): indexed, so a worker's fair-share turn costs O(owners + running tasks) --------
     def _date_old_retries(self) -> None:
         """A RETRY written before ``not_before`` existed would start at once under fair share: it gets the end
-        of its retry delay (:func:`~jupyter_taskq.store.stored_not_before`), which also moves it to
+        of its retry delay (:func:`~jupyter_taskq.backends.taskstore.stored_not_before`), which also moves it to
         ``retry_due`` until then. O(tasks in RETRY), once per store object."""
         ids = [i.decode() for i in self.redis.zrange(self._key("status", "RETRY"), 0, -1)]
         names = ("not_before", "attempt", "retry_delay", "retry_backoff", "updated_at")

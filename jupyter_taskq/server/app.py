@@ -18,12 +18,11 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 
 from ..imagecache import image_dir
-from ..backend import Backend
+from ..backends import BackendRefused, open_backend, pick_backend
 from ..gpus import parse_gpus
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..storeerrors import keep_reserve
 from ..status import CANCELLABLE as ACTIVE
-from ..statecheck import check_sqlite_state
 from ..statedir import default_state_dir
 from ..hub.hubtenancy import HubTenancy
 from ..hub.options import HubOptions
@@ -81,6 +80,19 @@ class TaskQueue(HubOptions, ExtensionApp):
                              help="Secret that signs callback_url deliveries (HMAC-SHA256). Default: a random "
                                   "secret kept in the state directory (file webhook_secret).")
     cleanup_interval = Float(60.0, config=True, help="Seconds between clean-ups of results past their TTL.")
+    backend_class = Unicode(
+        "", config=True,
+        help='Where the queue lives: "sqlite" (a file in state_dir), "redis" (redis_url), "memory" (this process '
+             'only: in-process tests, with start_workers=False) or the dotted path of a backends.base.Backend '
+             'subclass (docs/backends.md). Empty: "redis" when redis_url is set, else "sqlite".',
+    )
+
+    @validate("backend_class")
+    def _valid_backend_class(self, proposal):
+        if proposal["value"]:
+            pick_backend(proposal["value"])  # an unknown name or a class that does not import: said at start
+        return proposal["value"]
+
     redis_url = Unicode(
         "", config=True,
         help="Run the queue on this Redis server (redis://[:password@]host:port/db, or rediss:// for TLS) "
@@ -201,12 +213,10 @@ class TaskQueue(HubOptions, ExtensionApp):
             self.settings["taskq_failure"] = self._failure
 
     def _initialize_queue(self):
-        if self.redis_url:
-            self._check_redis_persistence()
-        else:
-            check_sqlite_state(self.state_dir)  # before Backend.open, which would create an empty database
-        self.backend = Backend.open(self.state_dir, self.redis_url, self.files_dir or None,
-                                    files_options=self.files_options or None)
+        self.backend = open_backend(self.backend_class, self.redis_url, state_dir=self.state_dir,
+                                    files_dir=self.files_dir or None, files_options=self.files_options or None,
+                                    allow_volatile=self.redis_allow_volatile)
+        self._check_backend()  # before the store opens (SQLite: which would create an empty database)
         self.state = self.backend.state
         self.device_list = parse_gpus(self.gpus)
         self.store = self.backend.open_store()
@@ -243,18 +253,16 @@ class TaskQueue(HubOptions, ExtensionApp):
         self.log.info("jupyter-taskq: %s queue, state in %s, GPUs %s, %d CPU workers", self.backend.kind,
                       self.state.root, self.device_list, self.cpu_workers)
 
-    def _check_redis_persistence(self) -> None:
-        """Refuse to start on a Redis that keeps nothing on disk (a restart would lose every task silently)."""
-        from ..store_redis import VolatileRedis, check_persistence
-
+    def _check_backend(self) -> None:
+        """Refuse to start on a backend that would lose tasks (a Redis that keeps nothing on disk: exit; an
+        unreadable SQLite database: the API says why), and log what it warns of."""
         try:
-            found = check_persistence(self.redis_url, self.redis_allow_volatile)
-        except VolatileRedis as exc:
+            warnings = self.backend.check()
+        except BackendRefused as exc:
             self.log.critical("jupyter-taskq: not starting: %s", exc)
             raise SystemExit(f"jupyter-taskq: not starting: {exc}") from None
-        if not (found["aof"] or found["rdb"]):
-            self.log.warning("jupyter-taskq: the Redis server has no persistence (redis_allow_volatile=True): "
-                             "a restart of Redis loses every task")
+        for warning in warnings:
+            self.log.warning("jupyter-taskq: %s", warning)
 
     def initialize_handlers(self):
         from .widgetjs import handlers as widget_bundle_handlers

@@ -26,7 +26,7 @@ from ..blobs import is_key
 from ..objectstore import ObjectStore
 from ..payload import read_header
 from ..statedir import StateDir
-from ..store import TaskStore
+from ..backends.taskstore import TaskStore
 
 UNCLAIMED_FOR = 600.0
 

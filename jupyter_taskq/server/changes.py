@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Awaitable, Callable, Collection
 
-from ..doorbell import Doorbell
+from ..backends.doorbell import Doorbell
 
 RECHECK = 1.0
 BATCH_SETTLE = 0.02

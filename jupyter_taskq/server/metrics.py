@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, ge
 from prometheus_client.core import GaugeMetricFamily
 
 from ..attempts import EVENT_KINDS
-from ..queue import GPU_POOL, pool_model
+from ..pools import GPU_POOL, pool_model
 from ..status import TaskStatus
 
 #: The text format every Prometheus reads (2.x and 3.x; prometheus_client's "latest" says 1.0.0 since 0.22).

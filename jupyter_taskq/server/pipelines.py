@@ -1,7 +1,7 @@
 """Releasing held tasks: dependencies met and start times come (issue 24).
 
 A task submitted with ``after=``, ``start_at=`` or ``delay=`` is stored PENDING and *held*: no Huey
-message, and neither a claim nor fair share will start it (store.py, store_redis.py). The server's
+message, and neither a claim nor fair share will start it (backends/sqlite_store.py, backends/redis_store.py). The server's
 one-second sweep calls :func:`release_held`, which reads the held tasks alone (an index of them) and
 the statuses of what they wait for, in one query each, and for every held task:
 

@@ -2,8 +2,8 @@
 
 Why not Huey's periodic tasks: Huey registers them in code, at import, in the consumer; they cannot be
 added, paused, edited or deleted while it runs, keep no record of their runs, and a run due while
-the consumer was down is simply lost. So a schedule is a record of its own (a table in the SQLite
-file, a hash in Redis) with the payload its kernel sent (the function and what it captured, pickled
+the consumer was down is simply lost. So a schedule is a record of its own (kept by the backend: a table
+in the SQLite file, a hash in Redis) with the payload its kernel sent (the function and what it captured, pickled
 by value: it runs with the kernel gone), and the server's one-second sweep fires the due ones. Each
 run is a normal task (``schedule_id`` names its schedule) queued by Huey as any other.
 
@@ -20,8 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -50,82 +48,13 @@ def not_found(schedule_id: str) -> ServiceError:
     return ServiceError(404, f"no schedule with id {schedule_id!r}", "not found")
 
 
-class _SqliteRecords:
-    """Schedule records as JSON text in the queue's SQLite file (its own connection: server only)."""
-
-    def __init__(self, path: Path):
-        self._conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("create table if not exists taskq_schedules (id text primary key, data text not null)")
-
-    def all(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._conn.execute("select id, data from taskq_schedules").fetchall())
-
-    def get(self, schedule_id: str) -> str | None:
-        with self._lock:
-            row = self._conn.execute("select data from taskq_schedules where id = ?", (schedule_id,)).fetchone()
-        return row[0] if row else None
-
-    def add(self, schedule_id: str, data: str) -> None:
-        with self._lock:
-            self._conn.execute("insert into taskq_schedules (id, data) values (?, ?)", (schedule_id, data))
-
-    def swap(self, schedule_id: str, old: str, new: str) -> bool:
-        with self._lock:
-            return self._conn.execute("update taskq_schedules set data = ? where id = ? and data = ?",
-                                      (new, schedule_id, old)).rowcount == 1
-
-    def remove(self, schedule_id: str) -> bool:
-        with self._lock:
-            return self._conn.execute("delete from taskq_schedules where id = ?", (schedule_id,)).rowcount == 1
-
-
-_SWAP = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  return 1
-end
-return 0
-"""
-
-
-class _RedisRecords:
-    """Schedule records as JSON text in one Redis hash (shared by every server of the queue)."""
-
-    def __init__(self, url: str, prefix: str):
-        import redis
-
-        self.redis = redis.Redis.from_url(url)
-        self.key = f"{prefix}schedules"
-        self._swap = self.redis.register_script(_SWAP)
-
-    def all(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.key).items()}
-
-    def get(self, schedule_id: str) -> str | None:
-        raw = self.redis.hget(self.key, schedule_id)
-        return raw.decode() if raw is not None else None
-
-    def add(self, schedule_id: str, data: str) -> None:
-        self.redis.hsetnx(self.key, schedule_id, data)
-
-    def swap(self, schedule_id: str, old: str, new: str) -> bool:
-        return self._swap(keys=[self.key], args=[schedule_id, old, new]) == 1
-
-    def remove(self, schedule_id: str) -> bool:
-        return self.redis.hdel(self.key, schedule_id) == 1
-
-
 class ScheduleService:
     """Create, list, edit, pause, resume, delete and fire schedules. ``owner=None`` in a call means one who
     sees every owner's (a personal server, a hub admin); otherwise another owner's schedule reads as missing."""
 
     def __init__(self, service, backend):
         self.service = service
-        self.records = (_RedisRecords(backend.redis_url, backend.prefix) if backend.redis_url
-                        else _SqliteRecords(backend.state.db))
+        self.records = backend.schedule_records()  # all, get, add, swap, remove (backends/base.py)
         self.folder = make_private_dir(Path(backend.state.files) / "schedules")
 
     def _payload(self, schedule_id: str) -> Path:

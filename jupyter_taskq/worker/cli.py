@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ..gpus import gpu_models, parse_gpus
-    from ..backend import Backend
+    from ..backends import open_child_backend
     from .proctree import die_with_parent
     from .supervisor import Supervisor, plan_workers
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")  # machines sharing a queue need distinct names
     models = gpu_models(gpus, args.gpu_model)
     specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, f"{name}/" if name else "", models)
-    backend = Backend.open(args.state_dir, args.redis, args.files_dir)
+    backend = open_child_backend(args.state_dir, args.redis, args.files_dir)
     if args.run_as_owner:
         from .process import check_can_run_as_owners
 
@@ -120,7 +120,7 @@ def check_redis(url: str, allow_volatile: bool) -> str:
 
     import redis
 
-    from ..store_redis import VolatileRedis, check_persistence
+    from ..backends.redis_store import VolatileRedis, check_persistence
 
     log = logging.getLogger("jupyter_taskq.supervisor")
     waiting = False

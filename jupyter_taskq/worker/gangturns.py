@@ -18,7 +18,7 @@ import socket
 import time
 
 from ..gangplan import Want, plan, waiting_note
-from ..queue import pool_model
+from ..pools import pool_model
 from ..status import WAITING
 from .fair import FairTurns
 from .gpulocks import MachineGpus

@@ -40,11 +40,12 @@ import dill  # noqa: F401 - imported once here, not in every forked attempt
 from huey.signals import SIGNAL_EXPIRED
 
 from .. import payload, tasktokens
-from ..backend import Backend, wait_for_any
+from ..backends import Backend, open_child_backend
 from ..instances import new_instance
 from ..machine import machine_size
 from ..options import retry_for_matches
-from ..queue import GPU_POOL, model_pool, set_attempt_runner
+from ..backends.hueyqueue import set_attempt_runner
+from ..pools import GPU_POOL, model_pool
 from ..statedir import create_private_file, make_private_dir, open_for_owners
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
@@ -99,6 +100,7 @@ class Worker:
         self.store = backend.open_store()
         self.hueys = [backend.open_queue(p) for p in self.pools]
         self.bells = [backend.work_bell(p) for p in self.pools]
+        self.wait_for_any = backend.wait_for_any  # sleeps on all its pools' bells at once
         self.fair = FairTurns(self.store, self.state.root) if pool == GPU_POOL else None  # hub service (issue 15)
         # A GPU worker takes tasks through the machine's GPU allocator: gangs, reservation, backfill (issue 26).
         self.gangs: GangTurns | None = None
@@ -156,7 +158,7 @@ class Worker:
                     if task is None:
                         self._ensure_spare()
                         self._drop_fetched_blobs()
-                        wait_for_any(self.bells, SCHEDULE_INTERVAL)
+                        self.wait_for_any(self.bells, SCHEDULE_INTERVAL)
                     else:
                         try:
                             self.huey.execute(task)
@@ -849,7 +851,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.die_with_parent:
         die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"[taskq {args.name}] %(levelname)s %(message)s")
-    backend = Backend.open(Path(args.state_dir), args.redis, args.files_dir)
+    backend = open_child_backend(Path(args.state_dir), args.redis, args.files_dir)
     if args.run_as_owner:
         check_can_run_as_owners(backend.state)
     machine = {int(d): m for d, m in json.loads(args.machine_gpus).items()} if args.machine_gpus else None

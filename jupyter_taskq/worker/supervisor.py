@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ..backend import Backend
+from ..backends import Backend
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..storeerrors import keep_reserve
 from .proctree import descendants, signal_all

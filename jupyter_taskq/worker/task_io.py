@@ -18,7 +18,7 @@ from .. import tasklog
 from ..objectstore import ObjectStore
 from ..statedir import StateDir
 from ..status import TaskStatus
-from ..store import TaskStore
+from ..backends.taskstore import TaskStore
 from ..taskio import MANIFEST, PROGRESS, read_manifest_checked, read_progress
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from ... import imagecache
-from ...backend import BellMap
-from ...doorbell import work_bell
+from ...backends.base import BellMap
+from ...backends.doorbell import work_bell
 from ...objectstore import ObjectStore
 from ...statedir import StateDir
-from ...store import TASK_COLUMNS, TaskStore
+from ...backends.taskstore import TASK_COLUMNS, TaskStore
 from ..blobstore import BlobShelf
 from ..metrics import QueueMetrics
 from .errors import ServiceError, bad_request, conflict, lost, not_found

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ... import options as options_module
-from ...queue import enqueue_attempt
+from ...backends.hueyqueue import enqueue_attempt
 from ...recovery import fail_bad_task
 from ...status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ...storeerrors import with_reserve

@@ -20,7 +20,8 @@ from ... import seeds as seeds_module
 from ...blobs import blob_of
 from ...machine import machine_size
 from ...payload import PayloadError, read_header
-from ...queue import CPU_POOL, GPU_POOL, AttemptSpec, enqueue_attempts, model_pool, pool_model
+from ...backends.hueyqueue import AttemptSpec, enqueue_attempts
+from ...pools import CPU_POOL, GPU_POOL, model_pool, pool_model
 from ...statedir import create_private_file
 from ...status import FINAL, TaskStatus
 from .errors import ServiceError, bad_request, conflict

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from ... import imagecache, taskio
 from ... import options as options_module
-from ...queue import GPU_POOL, POOLS, pool_model
+from ...pools import GPU_POOL, POOLS, pool_model
 from ...status import FINAL, WAITING, TaskStatus
 from .errors import bad_request, lost, not_found
 

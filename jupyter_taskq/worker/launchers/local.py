@@ -32,7 +32,7 @@ class LocalLauncher(Launcher):
                "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(app.heartbeat_timeout),
                "--kill-grace", str(app.kill_grace), "--log-max-bytes", str(app.log_max_bytes), "--die-with-parent",
                "--image-dir", str(app.service.image_dir), "--image-cache-bytes", str(app.image_cache_bytes)]
-        if app.redis_url and app.redis_allow_volatile:
+        if app.backend.allow_volatile:  # redis_allow_volatile (only a Redis worker reads it)
             cmd.append("--redis-allow-volatile")  # the server took a Redis without persistence; so do they
         if app.runs_tasks_as_owners:
             cmd.append("--run-as-owner")  # hub service: each task runs as its owner's account (issue 15)

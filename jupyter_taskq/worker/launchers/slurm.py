@@ -31,12 +31,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from traitlets import Dict, Float, Int, List, Unicode, validate
 from traitlets import TraitError
 
-from ...queue import CPU_POOL, GPU_POOL, pool_model
+from ...pools import CPU_POOL, GPU_POOL, pool_model
 from ...status import WAITING, TaskStatus
 from .base import Launcher, LauncherConfigError
 
@@ -175,18 +174,12 @@ class SlurmLauncher(Launcher):
     def _queue_id(self) -> str:
         """Six hex digits naming this queue (its Redis URL without password, and its state directory)."""
         app = self.app
-        url = app.redis_url
-        try:
-            parts = urlsplit(url)
-            url = f"{parts.hostname}:{parts.port}{parts.path}"
-        except ValueError:
-            pass
-        return hashlib.sha256(f"{url}|{app.state.root}".encode()).hexdigest()[:6]
+        return hashlib.sha256(f"{app.backend.address()}|{app.state.root}".encode()).hexdigest()[:6]
 
     # -- start-up --------------------------------------------------------------------------------------------
     def check(self) -> None:
         app = self.app
-        if not app.redis_url:
+        if not app.backend.shared:
             raise LauncherConfigError("the Slurm launcher needs the Redis backend (workers on the compute nodes "
                                       "join through it): set c.TaskQueue.redis_url")
         for command in (self.sbatch, self.squeue, self.scancel, self.scontrol):
@@ -201,7 +194,7 @@ class SlurmLauncher(Launcher):
             if out.returncode != 0:
                 raise LauncherConfigError(f"Slurm has no partition {name!r} ({_one_line(out.stderr or out.stdout)}): "
                                           "fix c.SlurmLauncher.partition or partitions_by_gpu_model")
-        host = (urlsplit(app.redis_url).hostname or "") if "://" in app.redis_url else ""
+        host = app.backend.host()
         if host in ("localhost", "127.0.0.1", "::1"):
             nodes = self._nodes()
             here = {socket.gethostname(), socket.getfqdn(), "localhost"}
@@ -415,7 +408,7 @@ class SlurmLauncher(Launcher):
         lines.append(f"export JUPYTER_TASKQ_JOB_ENDS_AT=$(( $(date +%s) + {parse_time_limit(self.time_limit)} ))")
         # Its own state directory on the node (one supervisor per state directory); the files are shared.
         lines.append('export JUPYTER_TASKQ_JOB_STATE="${TMPDIR:-/tmp}/taskq-slurm-${SLURM_JOB_ID}"')
-        cmd = [self.python, "-m", "jupyter_taskq.worker", "--files-dir", app.backend.objects.url or str(app.state.files),
+        cmd = [self.python, "-m", "jupyter_taskq.worker", *app.backend.remote_child_args(),
                "--cpu-workers", str(self.cpu_workers_per_job), "--heartbeat-timeout", str(app.heartbeat_timeout),
                "--kill-grace", str(app.kill_grace), "--log-max-bytes", str(app.log_max_bytes),
                "--idle-exit", "0" if keep else str(self.idle_timeout)]
