@@ -1,27 +1,42 @@
-"""One storage contract, two backends: the SQLite file and a real Redis server answer every
-question the server, the workers and the reaper ask in the same way."""
+"""One backend contract, every backend: the SQLite file, a real Redis server and the in-process memory
+backend answer every question the server, the workers and the reaper ask in the same way (the task store),
+and keep the rest of ``backends.base.Backend`` alike: queues per pool, work bells and the events feed,
+what a child process needs, the health check, the secrets and the schedule records. A new backend is one
+module that passes this file (docs/backends.md)."""
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 import uuid
 
 import pytest
 
-from jupyter_taskq.status import TaskStatus as S
+from jupyter_taskq.backends import (BACKENDS, BackendError, backend_class, environment_secrets, open_backend,
+                                    open_child_backend, pick_backend)
+from jupyter_taskq.backends.hueyqueue import AttemptSpec, enqueue_attempt, enqueue_attempts
 from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
+from jupyter_taskq.status import TaskStatus as S
+
+BACKEND_NAMES = list(BACKENDS)  # every built-in backend; a new one joins by its line in the picker
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+def open_for_test(name: str, request, tmp_path):
+    """``name``'s backend over a fresh state directory (and, for Redis, a fresh key prefix on the test server)."""
+    url = request.getfixturevalue("redis_server").url if backend_class(name).shared else ""
+    return open_backend(name, url, state_dir=tmp_path / "state", prefix=f"test-{uuid.uuid4().hex[:8]}:")
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def opened(request, tmp_path):
+    """A backend of each kind (named ``opened``: conftest parametrizes tests that take ``backend`` itself)."""
+    return open_for_test(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=BACKEND_NAMES)
 def store(request, tmp_path):
-    if request.param == "sqlite":
-        store = SqliteTaskStore(str(tmp_path / "state.db"))
-    else:
-        from jupyter_taskq.backends.redis_store import RedisTaskStore
-
-        redis_server = request.getfixturevalue("redis_server")
-        store = RedisTaskStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    store = open_for_test(request.param, request, tmp_path).open_store()
     yield store
     store.close()
 
@@ -427,3 +442,102 @@ def test_an_older_redis_database_still_counts_the_gpu_time_used_before_the_upgra
     assert all(ended is not None for _owner, _started, ended in store.gpu_spans(0)), "its end is counted too"
     old.close()
     store.close()
+
+
+# -- the rest of the backend contract -------------------------------------------------------------------------
+def test_the_picker_takes_a_name_a_dotted_path_or_a_url():
+    assert pick_backend().name == "sqlite" and pick_backend("", "redis://db.example:6379/0").name == "redis"
+    assert pick_backend("", "rediss://db.example/0").name == "redis" and pick_backend("memory").name == "memory"
+    assert pick_backend("jupyter_taskq.backends.memory.MemoryBackend").name == "memory"
+    assert pick_backend("redis", "").name == "redis"  # a name wins over the URL's scheme
+    for wrong in ("postgres", "jupyter_taskq.backends.memory.Nope", "jupyter_taskq.pools.POOLS"):
+        with pytest.raises(ValueError):
+            pick_backend(wrong)
+
+
+def test_queues_keep_priority_order_and_are_shared_by_every_opener(opened):
+    queue, other = opened.open_queue("cpu"), opened.open_queue("cpu")  # another process's view of the pool
+    enqueue_attempts(queue, [AttemptSpec("low", 0, priority=1), AttemptSpec("high", 0, priority=5),
+                             AttemptSpec("mid", 0, priority=3)])
+    enqueue_attempt(queue, "later", retries=0, delay=3600)
+    assert other.pending_count() == 3 and len(other.scheduled()) == 1
+    assert [other.dequeue().args[0] for _ in range(3)] == ["high", "mid", "low"]
+    assert other.dequeue() is None and opened.open_queue("gpu").dequeue() is None, "pools are apart"
+    queues = opened.open_queues()
+    assert {"cpu", "gpu"} <= set(queues) and queues["gpu:A100"].dequeue() is None  # a model's pool on demand
+    with pytest.raises(ValueError):
+        queues["no such pool"]
+
+
+def _listening(bell):
+    bell.wait(0)  # a listener listens from its first wait on (a FIFO drops rings nobody hears)
+    return bell
+
+
+def test_a_ring_wakes_one_listener_of_its_pool(opened):
+    listener = _listening(opened.work_bell("cpu"))
+    _listening(opened.work_bell("gpu"))
+    assert not listener.wait(0.05), "nothing rung yet"
+    opened.work_bell("cpu").ring()  # rung by another handle, as by another process
+    assert listener.wait(5)
+    assert not listener.wait(0.05), "one ring wakes one sleeper once"
+    opened.work_bell("cpu").ring_times(2)
+    assert listener.wait(5) and listener.wait(5)
+
+
+def test_a_worker_sleeps_on_all_its_pools_bells_at_once(opened):
+    bells = [_listening(opened.work_bell("cpu")), _listening(opened.work_bell("gpu:A100"))]
+    started = time.monotonic()
+    assert not opened.wait_for_any(bells, 0.2) and time.monotonic() - started >= 0.15
+    opened.work_bell("gpu:A100").ring()
+    assert opened.wait_for_any(bells, 5)
+    assert not opened.wait_for_any(bells, 0.05)
+
+
+def test_every_ring_of_the_events_reaches_the_servers_listener(opened):
+    listener = opened.events_listener()
+    listener.read_all()
+    opened.events_ringer().ring(b"task-1\n")
+    opened.events_ringer().ring(b"task-2\n")
+    heard, deadline = b"", time.monotonic() + 10
+    while not {b"task-1", b"task-2"} <= set(heard.split(b"\n")) and time.monotonic() < deadline:
+        select.select([listener.fileno()], [], [], 0.5)  # what the server's event loop waits on
+        heard += listener.read_all()
+    assert {b"task-1", b"task-2"} <= set(heard.split(b"\n"))
+
+
+def test_a_child_opens_the_same_backend_or_is_refused_clearly(opened):
+    if opened.name == "memory":
+        for ask in (opened.child_args, opened.child_env):
+            with pytest.raises(BackendError, match="inside this process"):
+                ask()
+        return
+    args, env = opened.child_args(), opened.child_env()
+    flags = dict(zip(args[::2], args[1::2]))
+    # What `jupyter taskq worker` does with them: --redis defaults to $JUPYTER_TASKQ_REDIS_URL.
+    child = open_child_backend(flags["--state-dir"], env.get("JUPYTER_TASKQ_REDIS_URL", ""), flags.get("--files-dir"),
+                               env=env, prefix=opened.prefix)
+    assert type(child) is type(opened)
+    task = new_task()
+    opened.open_store().create(task)
+    assert child.open_store().get(task["id"])["status"] == "PENDING"
+
+
+def test_health_check_and_secrets(opened):
+    assert opened.check() == [], "a fresh backend (the test Redis keeps AOF) starts without a warning"
+    secrets = opened.secrets()
+    if opened.name == "redis":
+        assert opened.url in secrets
+    if opened.name != "memory":
+        assert set(secrets) <= set(environment_secrets(opened.child_env())), "a child's payloads are checked for them"
+    assert opened.shared == bool(opened.host())
+
+
+def test_schedule_records_are_compare_and_set(opened):
+    records, other = opened.schedule_records(), opened.schedule_records()  # two servers of one queue
+    records.add("s1", '{"v": 1}')
+    assert other.get("s1") == '{"v": 1}' and other.all() == {"s1": '{"v": 1}'} and other.get("s2") is None
+    assert other.swap("s1", '{"v": 1}', '{"v": 2}')
+    assert not records.swap("s1", '{"v": 1}', '{"v": 3}'), "the record changed under it: the swap loses"
+    assert records.get("s1") == '{"v": 2}'
+    assert records.remove("s1") and not other.remove("s1") and records.all() == {}

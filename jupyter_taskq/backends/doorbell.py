@@ -79,13 +79,14 @@ class Doorbell(Bell):
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if not select.select([fd], [], [], max(0.0, remaining))[0]:  # wait(0) polls once
                 return False
             try:
                 os.read(fd, 1)
                 return True
             except BlockingIOError:  # another listener took it
-                continue
+                if remaining <= 0:
+                    return False
 
     def read_all(self) -> bytes:
         data = b""
