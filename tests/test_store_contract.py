@@ -541,3 +541,20 @@ def test_schedule_records_are_compare_and_set(opened):
     assert not records.swap("s1", '{"v": 1}', '{"v": 3}'), "the record changed under it: the swap loses"
     assert records.get("s1") == '{"v": 2}'
     assert records.remove("s1") and not other.remove("s1") and records.all() == {}
+
+
+def test_the_memory_backend_serves_a_task_service_in_process(tmp_path):
+    """What the memory backend is for: the domain service in a test, with no file database, no Redis and no
+    worker process. A submitted task is stored, queued on its pool and rings that pool's bell."""
+    from jupyter_taskq.payload import dumps_call
+    from jupyter_taskq.server.service import TaskService
+
+    backend = open_backend("memory", state_dir=tmp_path / "state")
+    idle_worker = _listening(backend.work_bell("cpu"))
+    service = TaskService(backend.state, backend.open_store(), backend.open_queues(), gpus=[], workers_per_gpu=1,
+                          cpu_workers=1, max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600,
+                          work_bells=backend.work_bells(), objects=backend.objects)
+    task = service.submit(service.spool_bytes(dumps_call(divmod, (7, 2))), service.validate_options({}))
+    assert idle_worker.wait(5), "the pool's idle worker is woken"
+    assert backend.open_store().get(task["id"])["status"] == "PENDING"
+    assert backend.open_queue("cpu").dequeue().args[0] == task["id"]
