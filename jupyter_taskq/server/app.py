@@ -18,7 +18,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 
 from ..imagecache import image_dir
-from ..backends import BackendRefused, open_backend, pick_backend
+from ..backends import BackendRefused, open_backend
 from ..gpus import parse_gpus
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..storeerrors import keep_reserve
@@ -84,14 +84,9 @@ class TaskQueue(HubOptions, ExtensionApp):
         "", config=True,
         help='Where the queue lives: "sqlite" (a file in state_dir), "redis" (redis_url), "memory" (this process '
              'only: in-process tests, with start_workers=False) or the dotted path of a backends.base.Backend '
-             'subclass (docs/backends.md). Empty: "redis" when redis_url is set, else "sqlite".',
+             'subclass (docs/backends.md). Empty: "redis" when redis_url is set, else "sqlite". A name that '
+             'does not import keeps the queue from starting (the API says why).',
     )
-
-    @validate("backend_class")
-    def _valid_backend_class(self, proposal):
-        if proposal["value"]:
-            pick_backend(proposal["value"])  # an unknown name or a class that does not import: said at start
-        return proposal["value"]
 
     redis_url = Unicode(
         "", config=True,
