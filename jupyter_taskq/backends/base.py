@@ -109,8 +109,8 @@ class Backend(abc.ABC):
         """What a child is told to open: the picker's name for a built-in backend, else the dotted class path."""
         from . import BACKENDS
 
-        return self.name if BACKENDS.get(self.name) == f"{type(self).__module__}.{type(self).__qualname__}" \
-            else f"{type(self).__module__}.{type(self).__qualname__}"
+        path = f"{type(self).__module__}.{type(self).__qualname__}"
+        return self.name if BACKENDS.get(self.name) == path else path
 
     # -- state --------------------------------------------------------------------------------------------
     @abc.abstractmethod
