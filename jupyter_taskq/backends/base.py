@@ -16,7 +16,8 @@ import json
 import os
 import select
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping
+from typing import ClassVar
+from collections.abc import Callable, Mapping
 
 from ..objectstore import ObjectStore, is_url
 from ..pools import POOLS, check_pool
@@ -70,7 +71,7 @@ class Backend(abc.ABC):
     @classmethod
     def open(cls, state_dir: str | os.PathLike | None = None, url: str = "",
              files_dir: str | os.PathLike | None = None, files_options: dict | None = None, prefix: str = "jtq:",
-             allow_volatile: bool = False) -> "Backend":
+             allow_volatile: bool = False) -> Backend:
         """``state_dir``: this machine's state (default: under the Jupyter data dir); ``url``: where a server
         backend is; ``files_dir``: with a shared backend, where task files live for every machine (a directory
         every machine mounts, or an fsspec URL such as ``s3://bucket/prefix``). Nothing is created on disk
@@ -121,7 +122,7 @@ class Backend(abc.ABC):
     def open_queue(self, pool: str):
         """The Huey queue of ``pool`` (``hueyqueue.open_*``): its storage has ``enqueue_many``."""
 
-    def open_queues(self, pools=POOLS) -> "QueueMap":
+    def open_queues(self, pools=POOLS) -> QueueMap:
         """The queues of ``pools`` now, and of any other pool (a GPU model's) when first asked for."""
         return QueueMap(self.open_queue, pools)
 
@@ -135,7 +136,7 @@ class Backend(abc.ABC):
     def work_bell(self, pool: str) -> Bell:
         """Rung when ``pool`` gets work; its idle workers sleep on it."""
 
-    def work_bells(self) -> "BellMap":
+    def work_bells(self) -> BellMap:
         return BellMap(self.work_bell)
 
     def wait_for_any(self, bells: list, timeout: float) -> bool:

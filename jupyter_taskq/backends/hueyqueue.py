@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey
 from huey.storage import MemoryStorage, PriorityRedisStorage, SqliteStorage

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from .base import Backend, BackendError
 from .doorbell import Doorbell
@@ -25,7 +25,7 @@ class MemoryBackend(Backend):
 
     @classmethod
     def open(cls, state_dir=None, url: str = "", files_dir=None, files_options=None, prefix: str = "jtq:",
-             allow_volatile: bool = False) -> "MemoryBackend":
+             allow_volatile: bool = False) -> MemoryBackend:
         return super().open(state_dir or tempfile.mkdtemp(prefix="taskq-memory-"), url, files_dir, files_options,
                             prefix, allow_volatile)
 
@@ -38,7 +38,7 @@ class MemoryBackend(Backend):
         self._events = PipeBell()
         self._records = MemoryScheduleRecords()
 
-    def open_store(self) -> "MemoryTaskStore":
+    def open_store(self) -> MemoryTaskStore:
         with self._lock:
             if self._store is None:
                 self._store = MemoryTaskStore()
@@ -52,17 +52,17 @@ class MemoryBackend(Backend):
                 self._queues[pool] = open_memory_queue(pool)
             return self._queues[pool]
 
-    def schedule_records(self) -> "MemoryScheduleRecords":
+    def schedule_records(self) -> MemoryScheduleRecords:
         return self._records
 
-    def work_bell(self, pool: str) -> "PipeBell":
+    def work_bell(self, pool: str) -> PipeBell:
         with self._lock:
             return self._bells.setdefault(pool, PipeBell())
 
-    def events_ringer(self) -> "PipeBell":
+    def events_ringer(self) -> PipeBell:
         return self._events
 
-    def events_listener(self) -> "PipeBell":
+    def events_listener(self) -> PipeBell:
         return self._events
 
     def child_args(self) -> list[str]:

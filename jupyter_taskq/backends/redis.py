@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from .base import Backend, Bell
@@ -54,11 +54,11 @@ class RedisBackend(Backend):
 
         return open_redis_queue(self.url, pool, self.prefix)
 
-    def schedule_records(self) -> "RedisScheduleRecords":
+    def schedule_records(self) -> RedisScheduleRecords:
         return RedisScheduleRecords(self._client(), self.prefix)
 
     # -- bells --------------------------------------------------------------------------------------------
-    def work_bell(self, pool: str) -> "RedisBell":
+    def work_bell(self, pool: str) -> RedisBell:
         return RedisBell(self._client(), f"{self.prefix}bell:{pool}")
 
     def wait_for_any(self, bells: list, timeout: float) -> bool:
@@ -67,7 +67,7 @@ class RedisBackend(Backend):
             return bool(bells[0].wait(timeout))
         return bool(bells[0].client.blpop([b.key for b in bells], timeout=max(0.01, timeout)))
 
-    def events_ringer(self) -> "RedisBell":
+    def events_ringer(self) -> RedisBell:
         return RedisBell(self._client(), f"{self.prefix}events")
 
     def events_listener(self) -> Doorbell:

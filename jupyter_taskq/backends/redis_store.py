@@ -15,7 +15,8 @@ import json
 import re
 import time
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .. import attempts as attempt_log
 from ..status import FINAL, WAITING, TaskStatus

@@ -33,7 +33,7 @@ class SqliteBackend(Backend):
 
         return open_queue(self.state, pool)
 
-    def schedule_records(self) -> "SqliteScheduleRecords":
+    def schedule_records(self) -> SqliteScheduleRecords:
         return SqliteScheduleRecords(self.state.db)
 
     def work_bell(self, pool: str) -> Doorbell:

@@ -11,7 +11,8 @@ import json
 import sqlite3
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .. import attempts as attempt_log
 from ..status import FINAL, WAITING, TaskStatus

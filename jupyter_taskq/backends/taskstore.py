@@ -16,7 +16,8 @@ import abc
 import contextlib
 import math
 import time
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from ..options import MAX_RETRY_WAIT
 from ..status import WAITING, TaskStatus
