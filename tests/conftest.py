@@ -326,8 +326,8 @@ def stop_processes(procs) -> None:
 
 
 #: The backends the in-process layer runs over (``service_over``, the ``backend_service`` fixture and
-#: tests/test_inprocess_*.py): the in-memory backend, once it exists, is one entry to add here.
-SERVICE_BACKENDS = ["sqlite", "redis"]
+#: tests/test_inprocess_*.py): every backend of the picker (jupyter_taskq.backends.BACKENDS).
+SERVICE_BACKENDS = ["sqlite", "redis", "memory"]
 
 
 @pytest.fixture(params=SERVICE_BACKENDS)
@@ -337,23 +337,17 @@ def backend_service(request, tmp_path):
 
 
 def service_over(request, tmp_path, gpus=()):
-    """A TaskService in this process over SQLite or a real Redis (``request.param``), with no workers: the
-    domain API as each hub user sees it, without a server. Yields the service and closes its store."""
-    from jupyter_taskq.backends.base import QueueMap
-    from jupyter_taskq.backends.hueyqueue import open_queue
+    """A TaskService in this process over the backend ``request.param`` names (Redis: a real server), with no
+    workers: the domain API as each hub user sees it, without a server. Yields the service and closes its store."""
+    from jupyter_taskq.backends import backend_class, open_backend
     from jupyter_taskq.server.service import TaskService
-    from jupyter_taskq.statedir import StateDir
-    from jupyter_taskq.backends.sqlite_store import SqliteTaskStore
 
-    state = StateDir.create(tmp_path / "state")
-    if request.param == "sqlite":
-        store = SqliteTaskStore(str(state.db))
-    else:
-        from jupyter_taskq.backends.redis_store import RedisTaskStore
-
-        store = RedisTaskStore(request.getfixturevalue("redis_server").url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
-    yield TaskService(state, store, QueueMap(lambda pool: open_queue(state, pool)), gpus=list(gpus),
-                      workers_per_gpu=1, cpu_workers=1, max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600)
+    url = request.getfixturevalue("redis_server").url if backend_class(request.param).shared else ""
+    backend = open_backend(request.param, url, state_dir=tmp_path / "state", prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    store = backend.open_store()
+    yield TaskService(backend.state, store, backend.open_queues(), gpus=list(gpus), workers_per_gpu=1, cpu_workers=1,
+                      max_retries=0, retry_delay=0, retry_backoff=1, result_ttl=3600, work_bells=backend.work_bells(),
+                      objects=backend.objects)
     store.close()
 
 
