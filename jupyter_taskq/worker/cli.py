@@ -12,6 +12,8 @@ import os
 import socket
 import sys
 
+from ..workerconfig import WorkerConfig
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
@@ -36,17 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--gpu-model", default=None, metavar="NAME",
                         help='model name of these GPUs (default: as the driver reports it, e.g. '
                              '"NVIDIA A100-SXM4-80GB"); tasks asking for gpu="A100" run only on a matching GPU')
-    worker.add_argument("--workers-per-gpu", type=int, default=1)
-    worker.add_argument("--cpu-workers", type=int, default=2)
+    # The settings a WorkerConfig holds: no default here (None: not given), WorkerConfig has the one default.
+    worker.add_argument("--workers-per-gpu", type=int, default=None)
+    worker.add_argument("--cpu-workers", type=int, default=None)
     worker.add_argument("--name", default=None,
                         help='prefix for worker names ("NAME/cpu0"); default with --redis: the host name, '
                              "so machines sharing a queue never clash; otherwise none")
-    worker.add_argument("--heartbeat-timeout", type=float, default=10.0,
-                        help="seconds without a heartbeat after which a worker's tasks are requeued")
-    worker.add_argument("--kill-grace", type=float, default=2.0, help="seconds between SIGTERM and SIGKILL")
-    worker.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024,
-                        help="cap of a task's log; past it the log keeps its tail")
-    worker.add_argument("--run-as-owner", action="store_true",
+    worker.add_argument("--heartbeat-timeout", type=float, default=None,
+                        help="seconds without a heartbeat after which a worker's tasks are requeued (default 10)")
+    worker.add_argument("--kill-grace", type=float, default=None,
+                        help="seconds between SIGTERM and SIGKILL (default 2)")
+    worker.add_argument("--log-max-bytes", type=int, default=None,
+                        help="cap of a task's log; past it the log keeps its tail (default 10 MiB)")
+    worker.add_argument("--run-as-owner", action="store_true", default=None,
                         help="run each task as its owner's Unix account (the hub service; needs root)")
     worker.add_argument("--server-url", default=os.environ.get("JUPYTER_TASKQ_SERVER_URL", ""), metavar="URL",
                         help="the Jupyter server that holds the queue (http://host:8888/): tasks that submit tasks "
@@ -57,11 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--image-cache-bytes", default=os.environ.get("JUPYTER_TASKQ_IMAGE_CACHE_BYTES", ""),
                         metavar="N", help="size limit of the image cache (default 20 GiB); least recently used "
                                           "images go first")
-    worker.add_argument("--idle-exit", type=float, default=0.0, metavar="SECONDS",
+    worker.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                         help="end after this many seconds in which no worker ran a task (0: never); a batch "
                              "job's scale-down (the Slurm launcher sets it)")
+    worker.add_argument("--config", default="{}", metavar="JSON", help=argparse.SUPPRESS)  # a launcher's WorkerConfig
     worker.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        config = worker_config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     from ..gpus import gpu_models, parse_gpus
     from ..backends import open_child_backend
@@ -88,10 +97,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.image_dir:
         os.environ[IMAGE_DIR_ENV] = os.path.abspath(args.image_dir)
-    if not (0 <= args.idle_exit <= 7 * 86400):  # also refuses nan
-        parser.error("--idle-exit must be from 0 to 604800 seconds")
-    if args.workers_per_gpu < 1 or args.cpu_workers < 0:
-        parser.error("--workers-per-gpu must be >= 1 and --cpu-workers >= 0")
     if args.files_dir and not args.redis:
         parser.error("--files-dir needs --redis (with SQLite every file is in --state-dir)")
     if args.redis:  # a server's own workers too: it passes --redis-allow-volatile when it allows it
@@ -101,15 +106,27 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")  # machines sharing a queue need distinct names
     models = gpu_models(gpus, args.gpu_model)
-    specs = plan_workers(gpus, args.workers_per_gpu, args.cpu_workers, f"{name}/" if name else "", models)
+    specs = plan_workers(gpus, config.workers_per_gpu, config.cpu_workers, f"{name}/" if name else "", models)
     backend = open_child_backend(args.state_dir, args.redis, args.files_dir)
-    if args.run_as_owner:
-        from .process import check_can_run_as_owners
+    if config.run_as_owner:
+        from .owner import check_can_run_as_owners
 
         check_can_run_as_owners(backend.state)  # exits saying why (not root, state under /root)
-    Supervisor(backend, specs, args.heartbeat_timeout, args.kill_grace, args.log_max_bytes, args.run_as_owner,
-               args.idle_exit).run()
+    Supervisor(backend, specs, config).run()
     return 0
+
+
+def worker_config(args: argparse.Namespace) -> WorkerConfig:
+    """The one WorkerConfig of these workers: a launcher's ``--config``, then the flags given by hand.
+    A ValueError says what is wrong, in the flags' words."""
+    given = {name: getattr(args, name) for name in WorkerConfig.names() if getattr(args, name, None) is not None}
+    try:
+        return WorkerConfig.from_json(args.config).replace(**given)
+    except ValueError as exc:
+        text = str(exc)
+        for name in given:
+            text = text.replace(name, "--" + name.replace("_", "-"))
+        raise ValueError(text) from None
 
 
 def check_redis(url: str, allow_volatile: bool) -> str:

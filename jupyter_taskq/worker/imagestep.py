@@ -24,8 +24,8 @@ POLL = 0.25
 
 
 class ImageStep:
-    def __init__(self, worker, task: dict):
-        self.worker, self.task = worker, task
+    def __init__(self, worker, task: dict, header: dict):
+        self.worker, self.task, self.header = worker, task, header  # header: the payload's, parsed by the attempt
         self.directory = images.image_dir(worker.state.root)
         self.log_path = worker.state.attempt_log(task["id"], task["attempt"])
         self._lease = None
@@ -52,7 +52,7 @@ class ImageStep:
                 copied = self._copy(build_log, copied)
             if not thread.is_alive():
                 break
-            worker._housekeeping(task["id"])
+            worker.housekeeping(task["id"])
             if worker.stopping or worker.store.cancel_requested(task["id"]):
                 with self._lock:
                     self._abandoned = True
@@ -86,7 +86,7 @@ class ImageStep:
 
     def _prepare(self, spec: dict) -> None:
         try:
-            lease = images.prepare(spec, self.directory, self._say_building, no_build=self.worker.run_as_owner)
+            lease = images.prepare(spec, self.directory, self._say_building, no_build=self.worker.config.run_as_owner)
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._error = exc if isinstance(exc, images.ImageBuildError) else images.ImageBuildError(
                 f"{type(exc).__name__}: {exc}")
@@ -102,10 +102,7 @@ class ImageStep:
         self._say(text)
 
     def _pickled_version(self) -> str:
-        from .. import payload
-
-        with open(self.worker.state.payload(self.task["id"]), "rb") as stream:
-            return str(payload.read_header(stream).get("python_version") or "")
+        return str(self.header.get("python_version") or "")
 
     def _copy(self, build_log, offset: int) -> int:
         """New bytes of the image's build log, appended to the attempt's log."""
@@ -141,7 +138,7 @@ class ImageStep:
         try:
             if self.worker.store.transition(task["id"], TaskStatus.RUNNING, [TaskStatus.RUNNING],
                                             attempt=task["attempt"], progress=record):
-                self.worker._changed(task["id"])
+                self.worker.changed(task["id"])
         except Exception:  # noqa: BLE001 - progress is only shown
             pass
 

@@ -29,6 +29,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..statedir import open_for_owners
+
 
 class OwnerError(Exception):
     """The task cannot run as its owner (no owner, no such account, root): the attempt fails saying so."""
@@ -175,3 +177,14 @@ def run_dir(attempt_dir: Path) -> Path:
 def _give(folder: Path, owner: Owner) -> None:
     os.chown(folder, owner.uid, owner.gid, follow_symlinks=False)
     os.chmod(folder, 0o700)
+
+
+def check_can_run_as_owners(state) -> None:
+    """run_as_owner (--run-as-owner): exit saying why if this worker cannot run tasks as their owners."""
+    if os.geteuid() != 0:
+        raise SystemExit(f"jupyter-taskq worker: --run-as-owner needs root (running as uid {os.geteuid()}): "
+                         "only root can run each task as its owner's account")
+    try:
+        open_for_owners(state)
+    except PermissionError as exc:
+        raise SystemExit(f"jupyter-taskq worker: {exc}") from None

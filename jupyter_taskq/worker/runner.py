@@ -56,19 +56,24 @@ def set_attempt_env(env: dict) -> None:
 
 def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: str, attempt_dir: str,
                 cuda_devices: str, payload_module, before_call=None, owner_env: dict | None = None,
-                blob_path: str | None = None) -> int:
+                blob_path: str | None = None, parsed: dict | None = None) -> int:
     """``before_call(fn)``, if given, may return an exit status to stop before the call (a warm process
     that finds it holds stale code for ``fn``: see :mod:`.task_process`).
 
     Run as its owner (:mod:`.owner`): ``payload_path`` (and ``blob_path``, a map()'s shared part) may be
     ``"fd:N"``, a descriptor opened before this process gave up root; ``owner_env`` names the owner
-    (HOME, USER, LOGNAME) over the notebook's environment."""
+    (HOME, USER, LOGNAME) over the notebook's environment. ``parsed``: the payload's header as the worker
+    parsed it and where its body starts (``{"header", "body_at"}``); without it the header is read here."""
     _redirect_output(log_path)
     _reset_progress()
     own = {k: os.environ[k] for k in ATTEMPT_ENV if k in os.environ}
     try:
         with _open_input(payload_path) as stream:
-            header = payload_module.read_header(stream)
+            if parsed is not None:  # parsed once, by the worker: skip to the body
+                header = parsed["header"]
+                stream.seek(parsed["body_at"])
+            else:
+                header = payload_module.read_header(stream)
             image = json.loads(own.pop(IMAGE_ENV)) if own.get(IMAGE_ENV) else None
             _enter_world(header, cuda_devices, attempt_dir, image)
             os.environ.update(_JOB)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ..backends import Backend
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..storeerrors import keep_reserve
+from ..workerconfig import WorkerConfig
 from .proctree import descendants, signal_all
 
 log = logging.getLogger("jupyter_taskq.supervisor")
@@ -72,20 +73,18 @@ class _Running:
 
 
 class Supervisor:
-    def __init__(self, backend: Backend, specs: list[WorkerSpec], stale_after: float = 10.0, kill_grace: float = 2.0,
-                 log_max_bytes: int = 10 * 1024 * 1024, run_as_owner: bool = False, idle_exit: float = 0.0):
+    def __init__(self, backend: Backend, specs: list[WorkerSpec], config: WorkerConfig = WorkerConfig()):
         self.backend = backend
+        self.config = config  # passed on to each worker as it is (--config)
         #: Seconds without a task after which the supervisor ends (0: never): a batch job's scale-down.
-        self.idle_exit = idle_exit
+        self.idle_exit = config.idle_exit
         self._idle_since = time.monotonic()
-        self.run_as_owner = run_as_owner  # hub service: each attempt runs as its owner (worker/owner.py)
         self.state = backend.state
         self.workers = [_Running(spec) for spec in specs]
         # Every GPU of the machine and its model: each GPU worker may take siblings for a gang (gpulocks.py).
         self.machine_gpus = {s.device: s.model for s in specs if s.device is not None}
-        self.stale_after = stale_after
-        self.kill_grace = kill_grace
-        self.log_max_bytes = log_max_bytes
+        self.stale_after = config.heartbeat_timeout
+        self.kill_grace = config.kill_grace
         self.store = backend.open_store()
         self.queues = backend.open_queues()
         self.events = backend.events_ringer()
@@ -261,14 +260,11 @@ class Supervisor:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=spec.cuda_visible_devices, PYTHONUNBUFFERED="1",
                    **self.backend.child_env())
         cmd = [sys.executable, "-m", "jupyter_taskq.worker.process", *self.backend.child_args(),
-               "--name", spec.name, "--pool", spec.pool, "--kill-grace", str(self.kill_grace),
-               "--log-max-bytes", str(self.log_max_bytes), "--die-with-parent"]
+               "--name", spec.name, "--pool", spec.pool, "--config", self.config.to_json(), "--die-with-parent"]
         if spec.device is not None:
             cmd += ["--device", spec.device, "--machine-gpus", json.dumps(self.machine_gpus)]
         if spec.model:
             cmd += ["--model", spec.model]
-        if self.run_as_owner:
-            cmd.append("--run-as-owner")
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
     def _on_stop(self, signum, frame) -> None:

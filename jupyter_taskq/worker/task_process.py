@@ -107,15 +107,17 @@ class TaskProcess:
         return cls(pid, request_w, done_r)
 
     def dispatch(self, paths: list[str], python: str | None = None, warm: bool = False,
-                 owner: dict | None = None, env: dict[str, str] | None = None, devices: str | None = None) -> None:
+                 owner: dict | None = None, env: dict[str, str] | None = None, devices: str | None = None,
+                 parsed: dict | None = None) -> None:
         """Start an attempt: ``python`` names another interpreter to run it in (the notebook's env);
         ``warm``: keep the task process afterwards if the attempt returns normally; ``owner``: the
         account to run it as (:mod:`.owner`; with ``"blob"``, the path of its shared part); ``env``: this
         attempt's own environment entries over the notebook's (its task token: tasktokens.py), through a
         pipe, never a file or a command line; ``devices``: the attempt's GPUs ("2,3" for a gang), over the
-        keeper's own."""
+        keeper's own; ``parsed``: the payload's header as the worker parsed it and where its body starts
+        (``{"header": ..., "body_at": ...}``), so that the task process does not parse it again."""
         write_message(self.request, {"paths": paths, "python": python, "warm": warm, "owner": owner,
-                                     "env": env or {}, "devices": devices})
+                                     "env": env or {}, "devices": devices, "parsed": parsed})
         self.attempts += 1
         self.idle_since = None
         self.busy = True
@@ -359,7 +361,7 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
         as_owner = {}
         if message.get("owner"):
             try:
-                paths, as_owner = _as_owner(paths, message["owner"])
+                paths, as_owner = _as_owner(paths, message["owner"], message.get("parsed"))
             except BaseException as exc:  # noqa: BLE001 - the attempt cannot start as its owner: say why
                 runner._write_error(paths[2], exc, exc.__traceback__, setup=True)
                 write_message(reports, {"code": runner.EXIT_SETUP, "reusable": False})
@@ -375,7 +377,8 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
         if warm and guard.modules_changed():
             code = EXIT_STALE
         else:
-            code = runner.run_attempt(*paths, devices, payload, guard.before_call if warm else None, **as_owner)
+            code = runner.run_attempt(*paths, devices, payload, guard.before_call if warm else None, **as_owner,
+                                      parsed=message.get("parsed"))
         flush_output()
         # Never after the task raised or crashed, nor when it left a thread running or a child alive: they
         # would write into the next attempt's log and outlive their attempt (the keeper ends them with it).
@@ -416,7 +419,7 @@ def _scratch_dir(fallback: str) -> str:
         return tempfile.mkdtemp(prefix="warmup-", dir=fallback)
 
 
-def _as_owner(paths: list[str], who: dict) -> tuple[list[str], dict]:
+def _as_owner(paths: list[str], who: dict, parsed: dict | None = None) -> tuple[list[str], dict]:
     """Become the attempt's owner before anything of the payload but its JSON header is read (unpickling
     runs the owner's code). A fresh process, still root, first opens the payload and its shared part: the
     owner cannot read the queue's files. A warm one is the owner already, and the worker handed it copies."""
@@ -427,9 +430,12 @@ def _as_owner(paths: list[str], who: dict) -> tuple[list[str], dict]:
         state_payload = paths[0]
         fd = os.open(state_payload, os.O_RDONLY)
         os.set_inheritable(fd, True)  # for the notebook's own interpreter too
-        with open(fd, "rb", closefd=False) as stream:
-            key = payload.read_header(stream).get("blob")
-        os.lseek(fd, 0, os.SEEK_SET)
+        if parsed is not None:  # the worker parsed the header already
+            key = parsed["header"].get("blob")
+        else:
+            with open(fd, "rb", closefd=False) as stream:
+                key = payload.read_header(stream).get("blob")
+            os.lseek(fd, 0, os.SEEK_SET)
         paths = [f"fd:{fd}", *paths[1:]]
         if key is not None:  # beside the payloads, as runner._shared_function finds it
             blob_fd = os.open(os.path.join(os.path.dirname(os.path.dirname(state_payload)), "blobs",

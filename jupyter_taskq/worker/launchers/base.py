@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from traitlets.config import LoggingConfigurable
 
+from ...workerconfig import WorkerConfig
+
 
 class LauncherConfigError(Exception):
     """A configuration the launcher cannot work with: the message is one line that says what to fix."""
@@ -29,6 +31,14 @@ class Launcher(LoggingConfigurable):
     @property
     def app(self):
         return self.parent
+
+    def worker_config(self, **changes) -> WorkerConfig:
+        """The server's worker traits as the one value its workers get (``--config``); ``changes`` are this
+        launcher's own (its CPU workers per job, its idle exit)."""
+        app = self.app
+        return WorkerConfig(kill_grace=app.kill_grace, log_max_bytes=app.log_max_bytes,
+                            run_as_owner=bool(app.runs_tasks_as_owners), heartbeat_timeout=app.heartbeat_timeout,
+                            workers_per_gpu=app.workers_per_gpu, cpu_workers=app.cpu_workers).replace(**changes)
 
     def check(self) -> None:
         """Refuse a configuration that cannot work, before anything starts: raise LauncherConfigError."""

@@ -28,14 +28,11 @@ class LocalLauncher(Launcher):
         model = ["--gpu-model", app.gpu_model] if app.gpu_model else []
         # "--name" "": this server's own workers keep plain names (cpu0, gpu1); joining machines prefix theirs.
         cmd = [sys.executable, "-m", "jupyter_taskq.worker", *app.backend.child_args(), "--name", "",
-               "--gpus", ",".join(map(str, self.gpus)), *model, "--workers-per-gpu", str(app.workers_per_gpu),
-               "--cpu-workers", str(self.cpu_workers), "--heartbeat-timeout", str(app.heartbeat_timeout),
-               "--kill-grace", str(app.kill_grace), "--log-max-bytes", str(app.log_max_bytes), "--die-with-parent",
+               "--gpus", ",".join(map(str, self.gpus)), *model,
+               "--config", self.worker_config(cpu_workers=self.cpu_workers).to_json(), "--die-with-parent",
                "--image-dir", str(app.service.image_dir), "--image-cache-bytes", str(app.image_cache_bytes)]
         if app.backend.allow_volatile:  # redis_allow_volatile (only a Redis worker reads it)
             cmd.append("--redis-allow-volatile")  # the server took a Redis without persistence; so do they
-        if app.runs_tasks_as_owners:
-            cmd.append("--run-as-owner")  # hub service: each task runs as its owner's account (issue 15)
         return cmd
 
     def start(self) -> None:

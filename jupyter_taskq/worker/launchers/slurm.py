@@ -409,9 +409,9 @@ class SlurmLauncher(Launcher):
         # Its own state directory on the node (one supervisor per state directory); the files are shared.
         lines.append('export JUPYTER_TASKQ_JOB_STATE="${TMPDIR:-/tmp}/taskq-slurm-${SLURM_JOB_ID}"')
         cmd = [self.python, "-m", "jupyter_taskq.worker", *app.backend.remote_child_args(),
-               "--cpu-workers", str(self.cpu_workers_per_job), "--heartbeat-timeout", str(app.heartbeat_timeout),
-               "--kill-grace", str(app.kill_grace), "--log-max-bytes", str(app.log_max_bytes),
-               "--idle-exit", "0" if keep else str(self.idle_timeout)]
+               "--config", self.worker_config(  # one worker per GPU of the job (--gres); never as owners
+                   cpu_workers=self.cpu_workers_per_job, workers_per_gpu=1, run_as_owner=False,
+                   idle_exit=0.0 if keep else float(self.idle_timeout)).to_json()]
         if model:
             cmd += ["--gpu-model", model]
         if app.redis_allow_volatile:
