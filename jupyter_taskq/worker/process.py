@@ -37,8 +37,7 @@ from ..pools import GPU_POOL, model_pool
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
 from ..workerconfig import WorkerConfig
-from .. import depresults, kernelstate, seeds  # noqa: F401 - what every attempt's runner uses: imported once
-from . import cgroups, display, owner, taskhooks  # noqa: F401 - here, before the fork, not in each attempt
+from . import cgroups, keeper, owner  # noqa: F401 - keeper: what attempts use, imported before any fork
 from .attempt import HEARTBEAT_INTERVAL, Attempt
 from .fair import FairTurns
 from .gangturns import GangTurns
