@@ -51,7 +51,7 @@ class WorkerSpec:
         return self.device if self.device is not None else ""
 
 
-def plan_workers(gpus: list[int], workers_per_gpu: int = 1, cpu_workers: int = 2, prefix: str = "",
+def plan_workers(gpus: list[int], workers_per_gpu: int, cpu_workers: int, prefix: str = "",
                  models: dict[int, str] | None = None) -> list[WorkerSpec]:
     specs = []
     for gpu in gpus:
