@@ -23,6 +23,7 @@ Only the standard library.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -46,9 +47,6 @@ class Machine:
         return {"memory": f"cgroup {self.memory[0]}" if self.memory else "RLIMIT_DATA (advisory)",
                 "cpu": f"cpuset cgroup {self.cpuset[0]}" if self.cpuset else "affinity (advisory)"}
 
-    def as_dict(self) -> dict:
-        return {"tracker": self.tracker, "memory": self.memory, "cpuset": self.cpuset}
-
     def dirs(self) -> list[str]:
         """Every directory attempt groups are made in (for :func:`sweep`)."""
         found = [self.tracker] if self.tracker else []
@@ -58,30 +56,9 @@ class Machine:
         return found
 
 
+@functools.lru_cache(maxsize=1)
 def probe() -> Machine:
-    """What this machine lets this process do, found once (by making and removing a test group); a keeper
-    started by exec gets its worker's answer (:func:`adopt`)."""
-    if _probed is None:
-        adopt(_probe())
-    return _probed
-
-
-def adopt(machine: "Machine | dict") -> None:
-    """Take ``machine`` (or its :meth:`Machine.as_dict`) as this process's probe."""
-    global _probed
-    if isinstance(machine, dict):
-        found = Machine()
-        found.tracker = machine.get("tracker")
-        found.memory = tuple(machine["memory"]) if machine.get("memory") else None
-        found.cpuset = tuple(machine["cpuset"]) if machine.get("cpuset") else None
-        machine = found
-    _probed = machine
-
-
-_probed: Machine | None = None
-
-
-def _probe() -> Machine:
+    """What this machine lets this process do, found once (by making and removing a test group)."""
     machine = Machine()
     mounts = _mounts()
     own = _own_paths()

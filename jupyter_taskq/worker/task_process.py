@@ -83,11 +83,9 @@ class TaskProcess:
         self.image_fd: int | None = None  # a shared flock on the image a warm process runs in (images.Lease)
 
     @classmethod
-    def fork(cls, cuda_devices: str, kill_grace: float, warm_up: str | None = None,
-             lean: bool = False) -> "TaskProcess":
+    def fork(cls, cuda_devices: str, kill_grace: float, warm_up: str | None = None) -> "TaskProcess":
         """A keeper; ``warm_up``: a payload each fresh task process runs before its attempt comes (see
-        :func:`_warm_up`); ``lean``: the keeper execs a fresh interpreter holding only what attempts use
-        (:mod:`.keeper`: cheaper forks of task processes, but the exec and its imports take a while)."""
+        :func:`_warm_up`)."""
         request_r, request_w = os.pipe()
         done_r, done_w = os.pipe()
         parent = os.getpid()
@@ -95,13 +93,13 @@ class TaskProcess:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the keeper: never returns
-            code = KEEPER_CRASH
+            code = 0
             try:
                 os.close(request_w)
                 os.close(done_r)
-                if lean:
-                    _exec_keeper(request_r, done_w, cuda_devices, kill_grace, parent, warm_up)
-                code = run_keeper(request_r, done_w, cuda_devices, kill_grace, parent, warm_up)
+                _keeper(request_r, done_w, cuda_devices, kill_grace, parent, warm_up)
+            except BaseException:  # noqa: BLE001 - the worker sees the missing report
+                code = KEEPER_CRASH
             finally:
                 os._exit(code)
         os.close(request_r)
@@ -240,35 +238,6 @@ def _contain(pid: int, message: dict) -> cgroups.AttemptGroup:
     except (OSError, ValueError, IndexError):
         pass
     return cgroups.AttemptGroup.create(pid, spec.get("memory"), spec.get("cores") if spec.get("cpu") else None)
-
-
-#: The exec'd keeper's program: the worker's sys.path first (jupyter_taskq is found where the worker found it).
-_LEAN_KEEPER = ("import json, sys\nsys.path[:] = json.loads(sys.argv[1])['sys_path']\n"
-                "from jupyter_taskq.worker.keeper import main\nmain(sys.argv[1])")
-
-
-def _exec_keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, parent: int,
-                 warm_up: str | None) -> None:
-    """Become a lean keeper (:mod:`.keeper`); returns only if the exec failed (then this one serves)."""
-    for fd in (request_fd, done_fd):
-        os.set_inheritable(fd, True)
-    spec = _dumps({"request": request_fd, "done": done_fd, "cuda_devices": cuda_devices, "grace": grace,
-                   "parent": parent, "warm_up": warm_up, "sys_path": sys.path, "cgroups": cgroups.probe().as_dict()})
-    try:
-        os.execv(sys.executable, [sys.executable, "-c", _LEAN_KEEPER, spec])
-    except OSError:
-        pass
-
-
-def run_keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, parent: int,
-               warm_up: str | None = None) -> int:
-    """The keeper's life (never returns in the exec'd keeper: it exits with the status the worker reads)."""
-    code = 0
-    try:
-        _keeper(request_fd, done_fd, cuda_devices, grace, parent, warm_up)
-    except BaseException:  # noqa: BLE001 - the worker sees the missing report
-        code = KEEPER_CRASH
-    os._exit(code)
 
 
 def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, parent: int,

@@ -40,17 +40,16 @@ class TaskProcesses:
         self._warm_up: str | None | bool = False  # the warm-up payload's path (False: not written yet)
 
     # -- getting one --------------------------------------------------------
-    def fork(self, lean: bool = False) -> TaskProcess:
-        """A keeper: forked from the worker (quick: an attempt waits for it), or ``lean`` (made ahead)."""
+    def fork(self) -> TaskProcess:
         gc.freeze()  # keep the collector from touching (and so copying) the parent's objects
         if self._warm_up is False:
             self._warm_up = self._write_warm_up()
-        return TaskProcess.fork(self.cuda_devices, self.kill_grace, self._warm_up, lean=lean)
+        return TaskProcess.fork(self.cuda_devices, self.kill_grace, self._warm_up)
 
     def ensure_spare(self) -> None:
-        """Idle: make the next attempt's keeper now, off any attempt's clock: a lean one (keeper.py)."""
+        """Idle: fork the next attempt's keeper now, off any attempt's clock."""
         if self.spare is None:
-            self.spare = self.fork(lean=True)
+            self.spare = self.fork()
 
     def take_spare(self) -> TaskProcess | None:
         proc, self.spare = self.spare, None
