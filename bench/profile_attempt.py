@@ -113,7 +113,8 @@ def run(root: Path, count: int, profile: bool) -> None:
     faults = (after.ru_minflt - before.ru_minflt) / count
     kids = (children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime) / count * 1000
     statuses = collections.Counter(worker.store.statuses(ids).values())
-    print(f"{count} tasks in {wall:.2f} s ({count / wall:.0f} tasks/s), {dict(statuses)}; load {os.getloadavg()[0]:.2f}")
+    print(f"{count} tasks in {wall:.2f} s ({count / wall:.0f} tasks/s), {dict(statuses)}; "
+          f"load {os.getloadavg()[0]:.2f}")
     print(f"worker process (and its threads): {cpu:.2f} ms CPU and {faults:.0f} page faults per attempt; "
           f"reaped children (keepers) {kids:.2f} ms CPU per attempt")
     print(f"{'step':24} {'mean ms':>8} {'calls':>6}")

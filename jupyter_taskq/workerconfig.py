@@ -45,7 +45,7 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            want = {"float": (int, float), "int": (int,), "bool": (bool,)}[field.type]
+            want = {"float": (int, float), "int": (int,), "bool": (bool,)}[str(field.type)]
             if isinstance(value, bool) != (field.type == "bool") or not isinstance(value, want):
                 raise ValueError(f"worker setting {field.name} must be a {field.type}, got {value!r}")
             if field.type == "float":
@@ -73,18 +73,18 @@ class WorkerConfig:
         return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "WorkerConfig":
+    def from_settings(cls, settings: dict) -> WorkerConfig:
         """From a mapping that may hold more than worker settings (the server's traits): takes only ours."""
         return cls(**{name: settings[name] for name in cls.names() if name in settings})
 
-    def replace(self, **changes) -> "WorkerConfig":
+    def replace(self, **changes) -> WorkerConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "WorkerConfig":
+    def from_json(cls, text: str) -> WorkerConfig:
         """Parse and check a ``--config`` value; a ValueError says what is wrong (an unknown name too)."""
         try:
             data = json.loads(text)
@@ -96,3 +96,7 @@ class WorkerConfig:
         if unknown:
             raise ValueError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+#: Every setting at its default (a default argument that is not built at each call).
+DEFAULT_CONFIG = WorkerConfig()

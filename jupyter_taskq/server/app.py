@@ -62,8 +62,10 @@ class TaskQueue(HubOptions, ExtensionApp):
         help='Model name of the GPUs in `gpus` (default: as the driver reports it, e.g. "NVIDIA A100-SXM4-80GB"). '
              'A task asking for gpu="A100" runs only on a GPU whose model name contains "A100".',
     )
-    workers_per_gpu = Int(WorkerConfig.default("workers_per_gpu"), config=True, help="Worker processes per GPU (each runs one task at a time).")
-    cpu_workers = Int(WorkerConfig.default("cpu_workers"), config=True, help="Worker processes for tasks that ask for no GPU (they see no GPU).")
+    workers_per_gpu = Int(WorkerConfig.default("workers_per_gpu"), config=True,
+                          help="Worker processes per GPU (each runs one task at a time).")
+    cpu_workers = Int(WorkerConfig.default("cpu_workers"), config=True,
+                      help="Worker processes for tasks that ask for no GPU (they see no GPU).")
     max_retries = Int(3, config=True, help="Retries of a failing task unless it sets its own max_retries.")
     retry_delay = Float(0.0, config=True, help="Seconds before a failed task's next attempt (default for tasks).")
     retry_backoff = Float(1.0, config=True, help="Multiplier applied to retry_delay after each failed attempt (>= 1).")
@@ -71,7 +73,8 @@ class TaskQueue(HubOptions, ExtensionApp):
                        help="Seconds a finished task's result and payload are kept (default 24 h).")
     heartbeat_timeout = Float(WorkerConfig.default("heartbeat_timeout"), config=True,
                               help="Seconds without a worker heartbeat after which its running task is re-queued.")
-    kill_grace = Float(WorkerConfig.default("kill_grace"), config=True, help="Seconds between SIGTERM and SIGKILL when cancelling or timing out.")
+    kill_grace = Float(WorkerConfig.default("kill_grace"), config=True,
+                       help="Seconds between SIGTERM and SIGKILL when cancelling or timing out.")
     start_workers = Bool(True, config=True,
                          help="Start and supervise local workers. Set False when workers run on their own "
                               "(`jupyter taskq worker`).")

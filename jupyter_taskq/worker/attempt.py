@@ -52,7 +52,7 @@ class Attempt:
         self.message = message
         self.task_id: str = message.args[0]
         self.task: dict = {}  # its row, as the claim returned it
-        self.header: dict | None = None  # the payload's header, parsed once
+        self.header: dict = {}  # the payload's header, parsed once (_read_header)
         self.body_at = 0  # where the payload's body starts (the task process skips the header)
         self.devices = worker.cuda_devices  # its GPUs ("2,3" for a gang)
         self.env: dict[str, str] = tasktokens.attempt_env(None, None)  # its token and the server's URL
@@ -413,8 +413,11 @@ class Attempt:
 
             moved = w.until_written(what, end_attempt)
             if moved is TaskStatus.RETRY:
-                w.until_written(f"the next attempt of task {task_id}", lambda: requeue_attempt(
-                    self.huey, task, keep_place=outcome == "interrupted") or True)
+                def requeue() -> bool:
+                    requeue_attempt(self.huey, task, keep_place=outcome == "interrupted")
+                    return True
+
+                w.until_written(f"the next attempt of task {task_id}", requeue)
                 w.ring_pool(self.huey)
         if moved:
             w.changed(task_id)

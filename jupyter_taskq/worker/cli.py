@@ -16,9 +16,9 @@ from ..workerconfig import WorkerConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["hub-service"]:  # the hub-wide queue is a server (jupyter_taskq/server/hub.py), not a worker
-        os.execv(sys.executable, [sys.executable, "-m", "jupyter_taskq.server.hub", *args[1:]])
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["hub-service"]:  # the hub-wide queue is a server (jupyter_taskq/server/hub.py), not a worker
+        os.execv(sys.executable, [sys.executable, "-m", "jupyter_taskq.server.hub", *given[1:]])
     parser = argparse.ArgumentParser(prog="jupyter taskq", description="jupyter-taskq command line")
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run a worker supervisor: one process per GPU slot plus CPU workers")

@@ -26,7 +26,8 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import dill  # noqa: F401 - imported once here, not in every forked attempt
 
@@ -36,7 +37,7 @@ from ..machine import machine_size
 from ..pools import GPU_POOL, model_pool
 from ..status import WAITING, TaskStatus
 from ..storeerrors import check_free_space, is_storage_error
-from ..workerconfig import WorkerConfig
+from ..workerconfig import DEFAULT_CONFIG, WorkerConfig
 from . import cgroups, keeper, owner  # noqa: F401 - keeper: what attempts use, imported before any fork
 from .attempt import HEARTBEAT_INTERVAL, Attempt
 from .fair import FairTurns
@@ -57,7 +58,7 @@ OBSERVE_INTERVAL = 2.0  # how often a busy or lent GPU worker says what a waitin
 
 class Worker:
     def __init__(self, backend: Backend, name: str, pool: str, device: str | None = None,
-                 config: WorkerConfig = WorkerConfig(), model: str | None = None,
+                 config: WorkerConfig = DEFAULT_CONFIG, model: str | None = None,
                  machine_gpus: dict[int, str | None] | None = None):
         self.config = config
         self.state = backend.state

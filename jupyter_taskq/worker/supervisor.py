@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..backends import Backend
 from ..recovery import expire_overdue_tasks, recover_lost_tasks
 from ..storeerrors import keep_reserve
-from ..workerconfig import WorkerConfig
+from ..workerconfig import DEFAULT_CONFIG, WorkerConfig
 from .proctree import descendants, signal_all
 
 log = logging.getLogger("jupyter_taskq.supervisor")
@@ -73,7 +73,7 @@ class _Running:
 
 
 class Supervisor:
-    def __init__(self, backend: Backend, specs: list[WorkerSpec], config: WorkerConfig = WorkerConfig()):
+    def __init__(self, backend: Backend, specs: list[WorkerSpec], config: WorkerConfig = DEFAULT_CONFIG):
         self.backend = backend
         self.config = config  # passed on to each worker as it is (--config)
         #: Seconds without a task after which the supervisor ends (0: never): a batch job's scale-down.

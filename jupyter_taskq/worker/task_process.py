@@ -377,8 +377,8 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
         if warm and guard.modules_changed():
             code = EXIT_STALE
         else:
-            code = runner.run_attempt(*paths, devices, payload, guard.before_call if warm else None, **as_owner,
-                                      parsed=message.get("parsed"))
+            given = {**as_owner, "parsed": message.get("parsed")}  # the header, parsed by the worker
+            code = runner.run_attempt(*paths, devices, payload, guard.before_call if warm else None, **given)
         flush_output()
         # Never after the task raised or crashed, nor when it left a thread running or a child alive: they
         # would write into the next attempt's log and outlive their attempt (the keeper ends them with it).

@@ -118,8 +118,9 @@ class TaskProcesses:
     def drop_all(self) -> None:
         """The worker stops: every idle process ends, and is waited for."""
         self.drop_warm()
-        if self.spare is not None:
-            self.retire(self.take_spare())
+        spare = self.take_spare()
+        if spare is not None:
+            self.retire(spare)
         for pid in self._exited:
             try:
                 os.waitpid(pid, 0)
