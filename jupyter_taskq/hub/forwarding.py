@@ -107,16 +107,19 @@ class ForwardHandler(APIHandler):
             raise web.HTTPError(403, f"not authorized to {action} taskq")
         self.request.connection.set_max_body_size(1 << 62)  # the service holds bodies to its limits
         self._up_status, self._up_headers, self._json = 502, [], None
-        if self.request.method in ("POST", "PUT"):
+        if self.request.method in ("POST", "PUT", "PATCH"):
             self._body = asyncio.Queue(maxsize=16)  # back-pressure: a slow service slows the upload
             self._fetch = asyncio.ensure_future(self._forward(self._produce))
 
     async def data_received(self, chunk: bytes) -> None:
-        if not self._done:  # the service answered already (a refusal): the rest of the body is dropped
+        # Dropped: after the service answered (a refusal), and a body on a method that sends none (GET, DELETE).
+        if not self._done and self._body is not None:
             await self._body.put(chunk)
 
     async def _produce(self, write) -> None:
-        while (chunk := await self._body.get()) is not None:
+        body = self._body
+        assert body is not None  # set in prepare, with the fetch that calls this
+        while (chunk := await body.get()) is not None:
             await write(chunk)
 
     def _on_header(self, line: str) -> None:
@@ -161,6 +164,7 @@ class ForwardHandler(APIHandler):
 
     async def _answer(self) -> None:
         if self._fetch is not None:
+            assert self._body is not None  # set in prepare, with the fetch
             await self._body.put(None)
             await self._fetch
         else:
@@ -174,4 +178,4 @@ class ForwardHandler(APIHandler):
             self.write(body)
         self.finish()
 
-    get = post = put = delete = head = lambda self, path: self._answer()  # noqa: E731
+    get = post = put = patch = delete = head = lambda self, path: self._answer()  # noqa: E731

@@ -15,7 +15,7 @@ import os
 import urllib.parse
 import urllib.request
 
-from ..quotas import write_policy
+from ..quotas import Quotas, write_policy
 from ..server.service.errors import not_found
 from ..statedir import open_for_owners
 from .options import HubOptions, HubSettings
@@ -34,7 +34,7 @@ class HubTenancy(Tenancy):
         self.run_as_owner = run_as_owner
 
     @classmethod
-    def from_options(cls, options: HubOptions, identity_provider) -> "HubTenancy":
+    def from_options(cls, options: HubOptions, identity_provider) -> HubTenancy:
         """Made by the extension at start, from its ``c.TaskQueue.*`` hub options."""
         auth = getattr(identity_provider, "hub_auth", None)
         quotas = options.hub_quotas()
@@ -49,7 +49,7 @@ class HubTenancy(Tenancy):
     def start(self, state, log) -> None:
         """The fair-share policy file for the workers (worker/fair.py takes turns from it), and the check that
         tasks can run as their owners."""
-        quotas = self.settings.quotas
+        quotas = self.settings.quotas or Quotas()  # none set (a HubSettings() of its own): no limits
         write_policy(state.root, quotas, self.settings.groups_of)
         log.info("jupyter-taskq: hub-wide queue; quotas: %d GPUs, %d queued per user (0: none), %d overrides",
                  quotas.max_gpus, quotas.max_queued, len(quotas.overrides))

@@ -11,6 +11,7 @@ through it, so a new ``TaskService`` method is never open to every hub user unsc
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from ..quotas import QuotaExceeded, empty_usage, usage_by_owner
@@ -148,11 +149,11 @@ class OwnerView:
             owner = self.me.owner  # a notebook path is the asking user's: others' Untitled.ipynb is not it
         return self._service.list(statuses, limit, offset, text=text, owner=owner, notebooks=notebooks)
 
-    def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
+    def tasks_by_id(self, task_ids: builtins.list[str]) -> builtins.list[dict]:
         return [t if t.get("owner", self.me.owner) == self.me.owner or self.me.sees_all else lost(t["id"])
                 for t in self._service.tasks_by_id(task_ids)]
 
-    def results_many(self, task_ids: list[str]) -> list[tuple[dict, bytes]]:
+    def results_many(self, task_ids: builtins.list[str]) -> builtins.list[tuple[dict, bytes]]:
         """As the service's; someone else's task is reported as one that does not exist."""
         return self._service.results_many(task_ids, owner=None if self.me.sees_all else self.me.owner)
 

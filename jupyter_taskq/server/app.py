@@ -326,6 +326,7 @@ class TaskQueue(HubOptions, ExtensionApp):
             self.schedules.fire_due()  # periodic tasks (issue 24)
             if self.store.count(ACTIVE):
                 # Work in flight counts as activity, so an idle-shutdown server never cuts it short.
+                assert self.serverapp is not None  # an extension runs in its server
                 self.serverapp.web_app.settings["api_last_activity"] = datetime.datetime.now(datetime.timezone.utc)
             if time.monotonic() >= self._next_cleanup:
                 self._next_cleanup = time.monotonic() + self.cleanup_interval

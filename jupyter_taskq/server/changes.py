@@ -17,7 +17,7 @@ import collections
 import threading
 import time
 import uuid
-from typing import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from ..backends.doorbell import Doorbell
 
@@ -29,7 +29,7 @@ RECENT = 2000  # changed ids remembered for cursors; an older cursor is told "ev
 class ChangeFeed:
     def __init__(self, bell: Doorbell):
         self.bell = bell
-        self._waiters: dict[str, set["_Waiter"]] = {}
+        self._waiters: dict[str, set[_Waiter]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.epoch = uuid.uuid4().hex[:8]  # a cursor from before a restart is never mistaken for a current one
         self.seq = 0
@@ -100,11 +100,11 @@ class ChangeFeed:
     def _notify(self, task_id: str | None) -> None:
         self.seq += 1
         self._recent.append((self.seq, task_id))
-        waiting = self._waiters.pop(task_id, ()) if task_id is not None else ()
-        for waiter in waiting:
-            waiter.heard.add(task_id)
-            if not waiter.future.done():
-                waiter.future.set_result(None)
+        if task_id is not None:
+            for waiter in self._waiters.pop(task_id, ()):
+                waiter.heard.add(task_id)
+                if not waiter.future.done():
+                    waiter.future.set_result(None)
         for future in self._any_waiters:
             if not future.done():
                 future.set_result(None)
@@ -178,8 +178,8 @@ class ChangeFeed:
     async def changes(self, cursor: str, timeout: float, fingerprint: Callable[[], Awaitable[object]]) -> dict:
         """``{cursor, changed}`` as soon as anything changed after ``cursor``, or at ``timeout`` with ``changed: []``.
 
-        While waiting, the store's ``fingerprint()`` (a coroutine: it queries the store off the loop) is compared once a second, so a change
-        from a worker whose ring was lost still shows within about a second."""
+        While waiting, the store's ``fingerprint()`` (a coroutine: it queries the store off the loop) is compared
+        once a second, so a change from a worker whose ring was lost still shows within about a second."""
         deadline = time.monotonic() + timeout
         await self._shared_check(fingerprint, RECHECK)
         while True:

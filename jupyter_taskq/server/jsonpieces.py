@@ -56,6 +56,7 @@ def _encode(value: Any, top: bool = False) -> str:
     if isinstance(value, list) and len(value) > PIECE:
         parts = (dumps(value[i:i + PIECE])[1:-1] for i in range(0, len(value), PIECE))
         return "[" + ", ".join(parts) + "]"
-    if top and isinstance(value, dict) and all(isinstance(k, str) for k in value) and any(isinstance(v, list) and len(v) > PIECE for v in value.values()):
+    if top and isinstance(value, dict) and all(isinstance(k, str) for k in value) and \
+            any(isinstance(v, list) and len(v) > PIECE for v in value.values()):
         return "{" + ", ".join(f"{json.dumps(k)}: {_encode(v)}" for k, v in value.items()) + "}"
     return dumps(value)

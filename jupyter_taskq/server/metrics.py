@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -94,7 +94,8 @@ class QueueMetrics:
         r = self.registry
         pool = ["pool", "gpu_model"]
         self.wait = Histogram("taskq_task_wait_seconds", "Seconds from submission (a held task: from when its "
-                              "dependencies and start time let it start) to the start of its first attempt", pool, buckets=BUCKETS, registry=r)
+                              "dependencies and start time let it start) to the start of its first attempt", pool,
+                              buckets=BUCKETS, registry=r)
         self.run = Histogram("taskq_task_run_seconds", "Seconds each attempt ran, by pool and GPU model", pool,
                              buckets=BUCKETS, registry=r)
         self.attempts = Counter("taskq_attempts", "Attempts that ended, by how they ended (complete, error, "

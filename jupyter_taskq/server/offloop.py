@@ -14,8 +14,9 @@ import asyncio
 import functools
 import gc
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from tornado.ioloop import IOLoop
 

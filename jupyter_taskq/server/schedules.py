@@ -18,6 +18,7 @@ skipped with ``catch_up="skip"``; never once per missed interval.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import time
@@ -111,9 +112,10 @@ class ScheduleService:
         except ValueError:
             raise bad_request("'payload' is not valid base64") from None
         now = time.time()
-        record = {"id": str(uuid.uuid4()), "owner": options.get("owner"), "created_at": now, "runs": 0,
-                  "skipped": 0, "recent_runs": [], "paused": False, "catch_up": "once", "cron": None, "every": None,
-                  "name": None, "options": {k: v for k, v in options.items() if k != "conditions"}}
+        record: dict[str, Any] = {
+            "id": str(uuid.uuid4()), "owner": options.get("owner"), "created_at": now, "runs": 0, "skipped": 0,
+            "recent_runs": [], "paused": False, "catch_up": "once", "cron": None, "every": None, "name": None,
+            "options": {k: v for k, v in options.items() if k != "conditions"}}
         self._apply(record, {k: body[k] for k in EDITABLE if k in body}, now, new=True)
         path = self._payload(record["id"])
         fd = create_private_file(path)
@@ -160,7 +162,7 @@ class ScheduleService:
         if "paused" in changes:
             if not isinstance(changes["paused"], bool):
                 raise bad_request("'paused' must be true or false")
-            resumed = record.get("paused") and not changes["paused"]
+            resumed = bool(record.get("paused")) and not changes["paused"]
             record["paused"] = changes["paused"]
         if new or resumed or "cron" in changes or "every" in changes:
             record["next_run_at"] = self._next(record, now)  # a resumed schedule runs at its next time, not all missed
@@ -187,7 +189,7 @@ class ScheduleService:
         self._payload(schedule_id).unlink(missing_ok=True)  # its runs stay: they are tasks of their own
 
     # -- firing (the server's sweep, off the event loop) ---------------------------------------------------
-    def fire_due(self, now: float | None = None) -> list[str]:
+    def fire_due(self, now: float | None = None) -> builtins.list[str]:
         """Queue a run of every schedule that is due; returns the task ids made."""
         made = []
         for schedule_id, raw in self.records.all().items():

@@ -19,7 +19,7 @@ from .. import tasktokens
 SETTING = "taskq_identity_provider"
 
 
-def provider_for(settings: dict, jupyters) -> "TaskTokenIdentity":
+def provider_for(settings: dict, jupyters) -> TaskTokenIdentity:
     """The provider of this server's taskq handlers, wrapping Jupyter's (made once per server)."""
     provider = settings.get(SETTING)
     if provider is None or provider.inner is not jupyters:

@@ -18,7 +18,7 @@ from typing import Any
 from traitlets import List, TraitError, Type, Union
 
 
-def _literal_list(name: str, text: str) -> list:
+def _literal_list(name: str | None, text: str) -> list:
     """``text`` as a JSON or Python literal list (a tuple reads as a list)."""
     try:
         value = json.loads(text)
@@ -33,7 +33,7 @@ def _literal_list(name: str, text: str) -> list:
     return list(value)
 
 
-def _from_text(name: str, item_trait: Any, items: list) -> list:
+def _from_text(name: str | None, item_trait: Any, items: list) -> list:
     """Items given as text converted by the list's item trait (``"0"`` -> 0 for a list of Int)."""
     if item_trait is None:
         return items
@@ -43,7 +43,7 @@ def _from_text(name: str, item_trait: Any, items: list) -> list:
         raise TraitError(f"TaskQueue.{name}: {exc}") from None
 
 
-def expand_items(name: str, value: Any) -> Any:
+def expand_items(name: str | None, value: Any) -> Any:
     """A list whose items may be literal lists as text (one per command-line argument), flattened."""
     if isinstance(value, str):
         value = [value]

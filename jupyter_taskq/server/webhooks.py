@@ -68,6 +68,7 @@ class CallbackGuard:
         host = parts.hostname
         if parts.scheme not in ("http", "https") or not host:
             raise CallbackRefused("option 'callback_url' must be an http:// or https:// URL with a host")
+        written = host  # as the URL says it (localhost is checked as 127.0.0.1)
         if host == "localhost" or host.endswith(".localhost"):
             host = "127.0.0.1"
         try:
@@ -75,7 +76,7 @@ class CallbackGuard:
         except ValueError:
             return  # a host name: its addresses are checked at each delivery
         if not allowed:
-            raise CallbackRefused(self.refusal(parts.hostname))
+            raise CallbackRefused(self.refusal(written))
 
 
 class _GuardedResolver(DefaultLoopResolver):

@@ -12,10 +12,12 @@ import inspect
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from jupyter_server.auth.decorator import authorized  # noqa: F401  (re-exported for the resource modules)
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 
 from ... import batchstream
@@ -37,7 +39,13 @@ CHUNK = 1024 * 1024
 _METHOD_ACTION = {"GET": "read", "HEAD": "read", "POST": "write", "PATCH": "write", "DELETE": "write"}
 
 
-class TaskqAuth:
+if TYPE_CHECKING:  # a mixin of Jupyter's handlers (TaskqHandler, files.OutputHandler): their attributes
+    _HandlerBase = JupyterHandler
+else:  # at run time a plain mixin, so the method order stays the subclasses' own
+    _HandlerBase = object
+
+
+class TaskqAuth(_HandlerBase):
     """Authentication and authorization before anything else, service errors as JSON, and the
     service reached off the event loop (``await self.service.x(...)``: see :mod:`.offloop`)."""
 
@@ -54,6 +62,7 @@ class TaskqAuth:
     #: hub users (fails closed: tests/test_tenancy.py holds every route in routes.py to a declared scope).
     hub_scope: str | None = None
     me: Identity | None = None  # who asks: set in prepare, after authentication
+    _taskq_identity: Identity | None = None  # a task token's owner: set by taskauth before prepare asks the tenancy
 
     @property
     def tenancy(self) -> Tenancy:
@@ -96,7 +105,7 @@ class TaskqAuth:
     async def admit_tenant(self) -> None:
         """Who asks (the tenancy's identity); on the hub-wide queue, a route not declared for its users is
         refused, and someone else's task named in the URL answers 404, before the handler (or its upload) runs."""
-        self.me = await self.tenancy.identify(self.current_user) if getattr(self, "_taskq_identity", None) is None \
+        self.me = await self.tenancy.identify(self.current_user) if self._taskq_identity is None \
             else self._taskq_identity  # a task token's, set by taskauth
         if not self.tenancy.admits_route(type(self)):
             raise web.HTTPError(403, f"{self.request.path} is not open to users of the hub's task queue")
@@ -170,7 +179,7 @@ class TaskqAuth:
 
     def limit_body(self, limit: int, what: str, option: str = "TaskQueue.max_payload_size") -> None:
         """Refuse a body that declares a size over ``limit``: answered at once (:meth:`answer_now`)."""
-        self.request.connection.set_max_body_size(1 << 62)
+        cast(HTTP1Connection, self.request.connection).set_max_body_size(1 << 62)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             self.answer_now(too_large(what, int(declared), limit, option))

@@ -14,6 +14,7 @@ class _ScheduleHandler(TaskqHandler):
 
     def scope(self) -> str | None:
         """Whose schedules this request may see: None for everyone's (a personal server, a hub admin)."""
+        assert self.me is not None  # set in prepare, before any method runs
         return None if self.me.sees_all else self.me.owner
 
 

@@ -114,7 +114,10 @@ class BatchHandler(StreamedBody):
 
     hub_scope = "own"
 
-    _current, _items = None, ()  # until prepare sets them: a request refused before that still finishes
+    # Until prepare sets them: a request refused before that still finishes (the class's list is never appended
+    # to: prepare gives each request its own).
+    _current: Spool | None = None
+    _items: list[tuple[dict, Path]] = []
 
     async def prepare(self):
         await super().prepare()
@@ -144,6 +147,7 @@ class BatchHandler(StreamedBody):
         return self._current.write
 
     def _end_item(self, index: int) -> None:
+        assert self._current is not None  # the reader ends only an item it started
         self._current.close()
         self._current = None
 
@@ -163,6 +167,7 @@ class BatchHandler(StreamedBody):
             self._json_chunks = []
             self.refuse(too_large("the JSON body", self._json_size, MAX_JSON_BATCH, option=""))
             return
+        assert self._json_chunks is not None  # a JSON body (prepare): the batch reader's returned above
         self._json_chunks.append(chunk)
 
     def discard_spools(self) -> None:

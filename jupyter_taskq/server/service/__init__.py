@@ -15,7 +15,8 @@ The parts share the state set up here (the store, queues, state directory, objec
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ... import imagecache
 from ...backends.base import BellMap
@@ -37,11 +38,12 @@ __all__ = ["OPTION_NAMES", "ServiceError", "TaskService", "bad_request", "confli
 class TaskService(Submission, TaskViews, TaskFiles, Housekeeping):
     """The task queue's domain API: one object per server, shared by every handler (through the tenancy's view)."""
 
-    def __init__(self, state: StateDir, store: TaskStore, queues: Mapping, *, gpus: list[int], workers_per_gpu: int,
-                 cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float, result_ttl: float,
+    def __init__(self, state: StateDir, store: TaskStore, queues: Mapping[str, Any], *, gpus: list[int],
+                 workers_per_gpu: int, cpu_workers: int, max_retries: int, retry_delay: float, retry_backoff: float,
+                 result_ttl: float,
                  base_url: str = "/", on_change: Callable[[str], None] = lambda task_id: None,
                  on_changes: Callable[[list[str]], None] | None = None,
-                 work_bells: Mapping | None = None, objects: ObjectStore | None = None):
+                 work_bells: Mapping[str, Any] | None = None, objects: ObjectStore | None = None):
         self.state = state
         self.store = store
         self.image_dir = imagecache.image_dir(state.root)  # the app sets c.TaskQueue.image_dir's
@@ -53,8 +55,13 @@ class TaskService(Submission, TaskViews, TaskFiles, Housekeeping):
         self.defaults = {"max_retries": max_retries, "retry_delay": retry_delay, "retry_backoff": retry_backoff,
                          "result_ttl": result_ttl}
         self.on_change = on_change
+
+        def each_change(task_ids: list[str]) -> None:
+            for task_id in task_ids:
+                on_change(task_id)
+
         # Many tasks at once (a batch): one call, so the change feed hops to the event loop once.
-        self.on_changes = on_changes or (lambda task_ids: [on_change(task_id) for task_id in task_ids])
+        self.on_changes = on_changes or each_change
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._disk_usage: int | None = None
         self._blob_usage = 0

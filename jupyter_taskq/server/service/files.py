@@ -15,6 +15,7 @@ from ... import tasklog, taskio
 from ... import options as options_module
 from ...payload import PayloadError
 from ...status import FINAL, TaskStatus
+from .base import ServiceParts
 from .errors import ServiceError, bad_request, conflict, lost
 
 #: ``POST tasks/results``: a result up to this size rides in the bulk answer; a bigger one is fetched on its own.
@@ -37,7 +38,7 @@ def _open_beneath(root: Path, steps: list[str]) -> int:
         os.close(fd)
 
 
-class TaskFiles:
+class TaskFiles(ServiceParts):
     """Blobs, results, exception pickles, outputs (by fd, never by a path looked up again), logs, disk usage."""
 
     def has_blob(self, key: str, owner: str) -> bool:

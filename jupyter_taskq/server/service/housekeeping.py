@@ -5,6 +5,7 @@ Part of :class:`~.TaskService` (a mixin of it: its methods use the service's sto
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -15,13 +16,14 @@ from ...backends.hueyqueue import enqueue_attempt
 from ...recovery import fail_bad_task
 from ...status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ...storeerrors import with_reserve
+from .base import ServiceParts
 from .errors import ServiceError, bad_request, conflict
 
 log = logging.getLogger("jupyter_taskq.service")
 CANCEL_CHUNK = 1000  # tasks cancelled per transaction (the store's writer is held that long)
 
 
-class Housekeeping:
+class Housekeeping(ServiceParts):
     """Start-up reconciliation, cancel and delete, warm processes dropped, results and records past their TTL."""
 
     def reconcile(self) -> list[str]:
@@ -78,7 +80,8 @@ class Housekeeping:
         cancelled, not_cancelled = [], []
         ids = list(dict.fromkeys(task_ids))
         for start in range(0, len(ids), CANCEL_CHUNK):
-            outcomes = with_reserve(self.state.root, lambda: self._cancel_chunk(ids[start:start + CANCEL_CHUNK]))
+            chunk = ids[start:start + CANCEL_CHUNK]
+            outcomes = with_reserve(self.state.root, functools.partial(self._cancel_chunk, chunk))
             for task_id, outcome in outcomes.items():
                 if outcome is None:
                     cancelled.append(task_id)

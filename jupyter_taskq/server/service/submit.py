@@ -11,7 +11,8 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ... import conditions
 from ... import image as image_module
@@ -24,23 +25,23 @@ from ...backends.hueyqueue import AttemptSpec, enqueue_attempts
 from ...pools import CPU_POOL, GPU_POOL, model_pool, pool_model
 from ...statedir import create_private_file
 from ...status import FINAL, TaskStatus
+from .base import ServiceParts
 from .errors import ServiceError, bad_request, conflict
 from .views import OPTION_NAMES
 
 WAKE_AT_MOST = 64  # rings for a batch: more idle workers than this on one pool find the work at their next look
 
 
-class Submission:
+class Submission(ServiceParts):
     """Validating options, spooling payloads, submitting one task or a batch, retrying a finished one."""
 
-    callback_guard = None  # set by the extension: where callback_url may point (server/webhooks.py)
 
     def _resolve_gpu_model(self, wanted: str) -> str:
         """The model name, as live workers report it, that ``gpu="<wanted>"`` means."""
         if len(wanted) > 200:
             raise bad_request("option 'gpu' must be 0, 1 or a GPU model name of at most 200 characters")
         models = sorted({w["model"] for w in self.alive_workers() if w["pool"] == GPU_POOL and w.get("model")}
-                        | set(self.launcher.gpu_models() if getattr(self, "launcher", None) else ()))
+                        | set(self.launcher.gpu_models() if self.launcher else ()))
         matches = [m for m in models if wanted.lower() in m.lower()]
         exact = [m for m in matches if m.lower() == wanted.lower()]
         if exact:
@@ -56,8 +57,9 @@ class Submission:
     def _live_worker_in(self, pool: str) -> bool:
         """A worker started elsewhere (`jupyter taskq worker`, another machine) serves ``pool``, or the
         launcher starts such workers on demand (a Slurm job)."""
-        launcher = getattr(self, "launcher", None)
-        return (launcher is not None and launcher.starts_pool(pool)) or any(w["pool"] == pool for w in self.alive_workers())
+        launcher = self.launcher
+        return (launcher is not None and launcher.starts_pool(pool)) or \
+            any(w["pool"] == pool for w in self.alive_workers())
 
     def validate_options(self, raw: Mapping[str, Any]) -> dict:
         """Every option checked to a finite, sane range (declared in :mod:`jupyter_taskq.options`), then
@@ -91,7 +93,7 @@ class Submission:
 
     def _machines(self, pool: str) -> list[dict]:
         """``{where, cpus, memory_mib}`` of the machines whose workers serve ``pool`` (this one if it runs some)."""
-        machines = {}
+        machines: dict[str | None, dict[str, Any]] = {}
         for w in self.alive_workers():
             if w["pool"] == pool and w.get("cpus"):
                 machines.setdefault(w.get("host"), {"where": f"{w['name']} on {w.get('host')}", "cpus": w["cpus"],
@@ -132,7 +134,7 @@ class Submission:
         machines = self.gpu_machines(model)
         if any(len(devices) >= count for devices in machines.values()):
             return
-        launcher = getattr(self, "launcher", None)
+        launcher = self.launcher
         if launcher is not None and launcher.starts_pool(model_pool(model) if model else GPU_POOL):
             return  # its jobs ask for all N GPUs (--gres=gpu:N); one Slurm cannot place fails the tasks, saying why
         what = f"{count} GPUs of model {model!r}" if model else f"{count} GPUs"

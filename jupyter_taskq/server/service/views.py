@@ -5,16 +5,18 @@ Part of :class:`~.TaskService` (a mixin of it: its methods use the service's sto
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import json
 import time
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from ... import imagecache, taskio
 from ... import options as options_module
 from ...pools import GPU_POOL, POOLS, pool_model
 from ...status import FINAL, WAITING, TaskStatus
+from .base import ServiceParts
 from .errors import bad_request, lost, not_found
 
 LIVE_WORKER_WINDOW = 10.0  # seconds since its last heartbeat for a worker to count as live
@@ -54,7 +56,7 @@ def _gpu_holding(worker: dict, running: dict | None) -> dict:
     return {"gpu_task": None, "gpu_task_name": None, "lent": False, "gpus": []}
 
 
-class TaskViews:
+class TaskViews(ServiceParts):
     """What the API shows of tasks and of the queue; nothing here changes a task."""
 
     def get_task(self, task_id: str) -> dict:
@@ -100,7 +102,7 @@ class TaskViews:
         """Changes whenever a task is added, removed or updated: how a missed change is still noticed."""
         return self.store.fingerprint()
 
-    def tasks_by_id(self, task_ids: list[str]) -> list[dict]:
+    def tasks_by_id(self, task_ids: builtins.list[str]) -> builtins.list[dict]:
         stats = self.task_stats()
         found = {t["id"]: t for t in self.store.list(None, limit=len(task_ids) or 1, ids=task_ids)}
         return [self.to_json(found[i], stats) if i in found else lost(i) for i in task_ids]
@@ -111,7 +113,7 @@ class TaskViews:
         statuses = self.store.statuses(task_ids)
         return {i for i in task_ids if statuses.get(i, TaskStatus.COMPLETE) in FINAL}
 
-    def alive_workers(self) -> list[dict]:
+    def alive_workers(self) -> builtins.list[dict]:
         horizon = time.time() - LIVE_WORKER_WINDOW
         return [w for w in self.store.workers() if (w["heartbeat_at"] or 0) >= horizon]
 
@@ -154,7 +156,7 @@ class TaskViews:
             "gpus": self.gpus,
             "disk_usage_bytes": self.disk_usage(),
             "images": imagecache.list_images(self.image_dir),  # image=: this machine's (or the shared) cache
-            "launcher": self.launcher.describe() if getattr(self, "launcher", None) is not None else None,
+            "launcher": self.launcher.describe() if self.launcher is not None else None,
         }
 
     def to_json(self, task: dict, stats: dict | None = None) -> dict:
@@ -189,7 +191,7 @@ class TaskViews:
     def _waiting_note(self, task: dict) -> str | None:
         """What a waiting task waits for, in the launcher's words ("waiting for Slurm job 1234, PENDING:
         Resources"); None when it is not waiting or the launcher has nothing to say."""
-        launcher = getattr(self, "launcher", None)
+        launcher = self.launcher
         if launcher is None or str(task["status"]) not in {str(s) for s in WAITING}:
             return None
         return launcher.waiting_note(task.get("pool") or "cpu")
@@ -206,7 +208,7 @@ class TaskViews:
             return options_module.json_value(ttl)
         return options_module.json_value(max(0.0, round(task["ended_at"] + ttl - time.time(), 1)))
 
-    def _outputs_json(self, task: dict) -> list[dict]:
+    def _outputs_json(self, task: dict) -> builtins.list[dict]:
         if task["result_expired"] or not task.get("outputs"):
             return []
         expires_in = self._expires_in(task)
