@@ -1,9 +1,10 @@
 """Releasing held tasks: dependencies met and start times come (issue 24).
 
 A task submitted with ``after=``, ``start_at=`` or ``delay=`` is stored PENDING and *held*: no Huey
-message, and neither a claim nor fair share will start it (backends/sqlite_store.py, backends/redis_store.py). The server's
-one-second sweep calls :func:`release_held`, which reads the held tasks alone (an index of them) and
-the statuses of what they wait for, in one query each, and for every held task:
+message, and neither a claim nor fair share will start it (backends/sqlite_store.py,
+backends/redis_store.py). The server's one-second sweep calls :func:`release_held`, which reads the held
+tasks alone (an index of them) and the statuses of what they wait for, in one query each, and for every
+held task:
 
 - a dependency that ended other than COMPLETE (FAILED, TIMEOUT, EXPIRED, CANCELLED, or deleted) ends
   it ``CANCELLED`` with ``dependency <id> <STATUS>`` (unless ``after_any_outcome``), which in turn

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ...objectstore import ObjectStore
     from ...statedir import StateDir
-    from ...store import TaskStore
+    from ...backends.taskstore import TaskStore
     from ...worker.launchers.base import Launcher
     from ..blobstore import BlobShelf
     from ..metrics import QueueMetrics
