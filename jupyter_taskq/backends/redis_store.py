@@ -11,6 +11,7 @@ moves the task between indexes, so a change is atomic and conditional exactly as
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import time
@@ -132,7 +133,7 @@ class RedisTaskStore(TaskStore):
     def _run(self, script: str, *args: Any):
         return self._scripts[script](args=[self.prefix, *args])
 
-    def _fetch(self, ids: Iterable) -> list[dict]:
+    def _fetch(self, ids: Iterable) -> builtins.list[dict]:
         pipe = self.redis.pipeline(transaction=False)
         for task_id in ids:
             pipe.hgetall(self._key("task", task_id.decode() if isinstance(task_id, bytes) else task_id))
@@ -142,7 +143,7 @@ class RedisTaskStore(TaskStore):
     def create(self, task: dict) -> None:
         self._run("create", task["id"], _encode_fields(task))
 
-    def create_many(self, tasks: list[dict]) -> None:
+    def create_many(self, tasks: builtins.list[dict]) -> None:
         """A batch in transactions of :data:`CREATE_CHUNK` tasks, all or nothing.
 
         One ``MULTI`` of 15,000 Lua calls held Redis (every worker's heartbeat, every other
@@ -164,7 +165,7 @@ class RedisTaskStore(TaskStore):
             self._undo_create([t["id"] for t in tasks[:start + CREATE_CHUNK]], first_seq)
             raise
 
-    def _undo_create(self, ids: list[str], first_seq: int) -> None:
+    def _undo_create(self, ids: builtins.list[str], first_seq: int) -> None:
         """Delete those of ``ids`` created after ``first_seq`` (not a task that existed before: a
         duplicate id is refused by the create script). Best effort: if Redis is unreachable now,
         what stayed is waiting without a Huey message, and the server's ``reconcile()`` queues it
@@ -186,7 +187,7 @@ class RedisTaskStore(TaskStore):
         found = self._fetch([task_id])
         return found[0] if found else None
 
-    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> list[dict]:
+    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> builtins.list[dict]:
         wanted = {str(s) for s in statuses} if statuses else None
         if owner is not None and ids is None:  # one user's tasks: ids of the rest filtered out, then paged
             return self._fetch(self._owned(wanted, text, owner, first=offset + limit)[offset:offset + limit])
@@ -210,7 +211,7 @@ class RedisTaskStore(TaskStore):
         scored.sort(key=lambda pair: pair[1], reverse=True)
         return self._fetch(member for member, _ in scored[offset:offset + limit])
 
-    def _text_matches(self, wanted: set[str] | None, text: str) -> list[bytes]:
+    def _text_matches(self, wanted: set[str] | None, text: str) -> builtins.list[bytes]:
         """Ids (newest first) whose name or id contains ``text``: one read of the name index."""
         needle = text.lower()
         hits = {i for i, name in self.redis.hgetall(self._key("names")).items()
@@ -221,7 +222,7 @@ class RedisTaskStore(TaskStore):
         scored.sort(key=lambda pair: pair[1], reverse=True)
         return [member for member, _ in scored]
 
-    def _fetch_with_seq(self, ids) -> list[tuple[int, dict]]:
+    def _fetch_with_seq(self, ids) -> builtins.list[tuple[int, dict]]:
         pipe = self.redis.pipeline(transaction=False)
         for task_id in ids:
             pipe.hgetall(self._key("task", task_id))
@@ -274,12 +275,12 @@ class RedisTaskStore(TaskStore):
             cell[status] = cell.get(status, 0) + 1
         return counts
 
-    def _owned_keys(self, wanted: set[str] | None, owner: str | None) -> list[str]:
+    def _owned_keys(self, wanted: set[str] | None, owner: str | None) -> builtins.list[str]:
         self._index_owners()
         raw = json.dumps(owner)
         return [self._key("owned", status, raw) for status in (wanted or [s.value for s in TaskStatus])]
 
-    def _owned(self, wanted: set[str] | None, text: str | None, owner: str, first: int | None = None) -> list[bytes]:
+    def _owned(self, wanted: set[str] | None, text: str | None, owner: str, first: int | None = None) -> builtins.list[bytes]:
         """Ids (newest first) of ``owner``'s tasks (the ``first`` of them; None: all): from their per-owner
         indexes, O(their tasks); with ``text``, the matches' owner fields are read (O(matches))."""
         if text:
@@ -373,7 +374,7 @@ class RedisTaskStore(TaskStore):
             self._index_once("index_heads")
             self._heads_indexed = True
 
-    def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
+    def waiting_heads(self, pools, statuses=WAITING, now=None) -> builtins.list[dict]:
         self._ensure_heads_indexed()
         now = time.time() if now is None else now
         reply = self._run("heads", "", json.dumps(now), json.dumps(list(pools)),
@@ -403,7 +404,7 @@ class RedisTaskStore(TaskStore):
                 held[owner] = held.get(owner, 0) + int(json.loads(gpu))  # a gpu=N task holds N
         return held
 
-    def waiting_gpu_tasks(self, pools, now=None, limit=200) -> list[dict]:
+    def waiting_gpu_tasks(self, pools, now=None, limit=200) -> builtins.list[dict]:
         self._ensure_heads_indexed()
         now = time.time() if now is None else now
         reply = self._run("heads", "", json.dumps(now), json.dumps(list(pools)),
@@ -413,7 +414,7 @@ class RedisTaskStore(TaskStore):
         return [{k: t[k] for k in ("id", "owner", "priority", "created_at", "pool", "gpu", "timeout")}
                 for t in self._fetch(ids)]
 
-    def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
+    def gpu_spans(self, since) -> builtins.list[tuple[str | None, float, float | None]]:
         """From ``gpu_attempts`` (each GPU attempt, scored by its end, +inf while it runs): O(attempts since)."""
         if not self._gpu_attempts_indexed:
             self._index_once("index_gpu_attempts")
@@ -483,7 +484,7 @@ class RedisTaskStore(TaskStore):
         pipe.zadd(key, {member: at})
         pipe.zremrangebyscore(key, "-inf", f"({at - USAGE_KEPT}")
 
-    def attempt_events(self, kind, since, limit) -> list[dict]:
+    def attempt_events(self, kind, since, limit) -> builtins.list[dict]:
         members = [m.decode() for m in self.redis.zrangebyscore(
             self._key("attempt_events", {"started": "started", "ended": "ended"}[kind]), since, "+inf", 0, limit)]
         pipe = self.redis.pipeline(transaction=False)
@@ -504,7 +505,7 @@ class RedisTaskStore(TaskStore):
                            "ready_at": ready_at})
         return events
 
-    def attempts(self, task_id) -> list[dict]:
+    def attempts(self, task_id) -> builtins.list[dict]:
         entries = [json.loads(v) for v in self.redis.hvals(self._key("attempts", task_id))]
         return sorted(entries, key=lambda e: e["attempt"])
 
@@ -558,28 +559,28 @@ class RedisTaskStore(TaskStore):
         self.redis.delete(self._key("attempts", task_id))
         return self._run("delete", task_id) == 1
 
-    def _deleted_spans(self, since) -> list[tuple[str | None, float, float | None]]:
+    def _deleted_spans(self, since) -> builtins.list[tuple[str | None, float, float | None]]:
         spans = []
         for m in self.redis.zrangebyscore(self._key("gpu_ledger"), since, "+inf"):
             entry = json.loads(m)
             spans += [tuple(entry[:3])] * (int(entry[5]) if len(entry) > 5 else 1)  # a gpu=N task's N
         return spans
 
-    def running(self) -> list[dict]:
+    def running(self) -> builtins.list[dict]:
         return self._fetch(self.redis.zrange(self._key("status", "RUNNING"), 0, -1))
 
-    def held(self, limit: int = 5000) -> list[dict]:
+    def held(self, limit: int = 5000) -> builtins.list[dict]:
         return [t for t in self._fetch(self.redis.zrange(self._key("held"), 0, limit - 1))
                 if t["status"] == TaskStatus.PENDING.value and t.get("held")]
 
-    def overdue_waiting(self, now) -> list[str]:
+    def overdue_waiting(self, now) -> builtins.list[str]:
         ids = [i.decode() for i in self.redis.zrangebyscore(self._key("expiring"), "-inf", f"({now}")]
         return [i for i, status in self.statuses(ids).items() if status in {s.value for s in WAITING}]
 
-    def results_older_than(self, ended_before) -> list[str]:
+    def results_older_than(self, ended_before) -> builtins.list[str]:
         return [i.decode() for i in self.redis.zrangebyscore(self._key("ended"), "-inf", f"({ended_before}")]
 
-    def finished_before(self, ended_before, limit=5000) -> list[str]:
+    def finished_before(self, ended_before, limit=5000) -> builtins.list[str]:
         """The oldest-created ``limit`` tasks of each final status, those that ended before ``ended_before``
         (tasks end roughly in the order they were made; the rest are found at a later clean-up)."""
         ids = []
@@ -603,7 +604,7 @@ class RedisTaskStore(TaskStore):
     def forget_blob(self, key) -> None:
         self.redis.delete(self._key("blob_owners", key))
 
-    def callbacks_due(self) -> list[str]:
+    def callbacks_due(self) -> builtins.list[str]:
         return [i.decode() for i in self.redis.zrange(self._key("callbacks"), 0, -1)]
 
     # -- task tokens (a key each, so one left behind by a lost worker expires by itself) ------------
@@ -635,7 +636,7 @@ class RedisTaskStore(TaskStore):
     def request_drop_warm(self, owner=None) -> int:
         return int(self._scripts["drop_warm"](args=[self.prefix] + ([owner] if owner is not None else [])))
 
-    def workers(self) -> list[dict]:
+    def workers(self) -> builtins.list[dict]:
         found = [json.loads(v) for v in self.redis.hvals(self._key("workers"))]
         return sorted(found, key=lambda w: w["name"])
 

@@ -6,6 +6,7 @@ the whole of the race-freedom the contract (``taskstore.TaskStore``) asks for.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import sqlite3
@@ -160,11 +161,11 @@ class SqliteTaskStore(TaskStore):
         self._local.conn = conn
         return conn
 
-    def _read(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+    def _read(self, sql: str, params: Iterable = ()) -> builtins.list[sqlite3.Row]:
         """A read-only query on this thread's reader (fetched to the end: no read transaction stays open)."""
         return self._reader().execute(sql, tuple(params)).fetchall()
 
-    def _rows(self, sql: str, params: Iterable = ()) -> list[dict]:
+    def _rows(self, sql: str, params: Iterable = ()) -> builtins.list[dict]:
         return [_row_to_task(r) for r in self._read(sql, params)]
 
     def _write(self, sql: str, params: Iterable = ()) -> int:
@@ -192,7 +193,7 @@ class SqliteTaskStore(TaskStore):
             f"insert into taskq_tasks ({', '.join(cols)}) values ({', '.join('?' * len(cols))})", values
         )
 
-    def create_many(self, tasks: list[dict]) -> None:
+    def create_many(self, tasks: builtins.list[dict]) -> None:
         """One transaction for a whole batch (one commit instead of one per task)."""
         if not tasks:
             return
@@ -212,7 +213,7 @@ class SqliteTaskStore(TaskStore):
         rows = self._rows("select * from taskq_tasks where id = ?", (task_id,))
         return rows[0] if rows else None
 
-    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> list[dict]:
+    def list(self, statuses=None, limit=50, offset=0, ids=None, text=None, owner=None) -> builtins.list[dict]:
         where, params = _filters(statuses, ids, text, owner)
         return self._rows(
             f"select * from taskq_tasks {where} order by seq desc limit ? offset ?", [*params, limit, offset]
@@ -263,7 +264,7 @@ class SqliteTaskStore(TaskStore):
         counts.update({status: n for status, n in rows})
         return counts
 
-    def waiting_heads(self, pools, statuses=WAITING, now=None) -> list[dict]:
+    def waiting_heads(self, pools, statuses=WAITING, now=None) -> builtins.list[dict]:
         pools, waiting = list(pools), [str(s) for s in statuses]
         rows = self._read(
             "select id, owner, priority, created_at from (select id, owner, priority, created_at, row_number() "
@@ -273,7 +274,7 @@ class SqliteTaskStore(TaskStore):
             [*waiting, *pools, time.time() if now is None else now])
         return [dict(r) for r in rows]
 
-    def waiting_gpu_tasks(self, pools, now=None, limit=200) -> list[dict]:
+    def waiting_gpu_tasks(self, pools, now=None, limit=200) -> builtins.list[dict]:
         pools, waiting = list(pools), [str(s) for s in WAITING]
         rows = self._read(
             "select id, owner, priority, created_at, pool, gpu, timeout from taskq_tasks "
@@ -286,7 +287,7 @@ class SqliteTaskStore(TaskStore):
         rows = self._read("select owner, sum(gpu) from taskq_tasks where status = 'RUNNING' and gpu group by owner")
         return {owner: int(n) for owner, n in rows}
 
-    def gpu_spans(self, since) -> list[tuple[str | None, float, float | None]]:
+    def gpu_spans(self, since) -> builtins.list[tuple[str | None, float, float | None]]:
         rows = self._read(
             "select t.owner, a.started_at, a.ended_at, t.gpu from taskq_attempts a join taskq_tasks t "
             "on t.id = a.task_id where t.gpu and a.started_at is not null and (a.ended_at is null or a.ended_at >= ?) "
@@ -389,11 +390,11 @@ class SqliteTaskStore(TaskStore):
             self._write("delete from taskq_attempts where task_id = ?", (task_id,))
             return self._write("delete from taskq_tasks where id = ?", (task_id,)) == 1
 
-    def attempts(self, task_id) -> list[dict]:
+    def attempts(self, task_id) -> builtins.list[dict]:
         rows = self._read("select * from taskq_attempts where task_id = ? order by attempt", (task_id,))
         return [dict(r, error=json.loads(r["error"]) if r["error"] else None) for r in rows]
 
-    def attempt_events(self, kind, since, limit) -> list[dict]:
+    def attempt_events(self, kind, since, limit) -> builtins.list[dict]:
         column = {"started": "a.started_at", "ended": "a.ended_at"}[kind]
         rows = self._read(
             "select a.task_id, a.attempt, a.device, a.started_at, a.ended_at, a.status, a.reason, t.pool, t.owner, "
@@ -401,24 +402,24 @@ class SqliteTaskStore(TaskStore):
             f"order by {column} limit ?", (since, limit))
         return [dict(r) for r in rows]
 
-    def running(self) -> list[dict]:
+    def running(self) -> builtins.list[dict]:
         return self._rows("select * from taskq_tasks where status = 'RUNNING'")
 
-    def held(self, limit: int = 5000) -> list[dict]:
+    def held(self, limit: int = 5000) -> builtins.list[dict]:
         return self._rows("select * from taskq_tasks where held = 1 and status = 'PENDING' order by seq limit ?",
                           (limit,))
 
-    def overdue_waiting(self, now) -> list[str]:
+    def overdue_waiting(self, now) -> builtins.list[str]:
         rows = self._read("select id from taskq_tasks where status in ('PENDING', 'RETRY') and expires_at is not null "
                           "and expires_at < ?", (now,))
         return [r[0] for r in rows]
 
-    def results_older_than(self, ended_before) -> list[str]:
+    def results_older_than(self, ended_before) -> builtins.list[str]:
         rows = self._read("select id from taskq_tasks where result_expired = 0 and ended_at is not null "
                           "and ended_at < ? - coalesce(result_ttl, 0)", (ended_before,))
         return [r[0] for r in rows]
 
-    def finished_before(self, ended_before, limit=5000) -> list[str]:
+    def finished_before(self, ended_before, limit=5000) -> builtins.list[str]:
         final = [s.value for s in FINAL]
         rows = self._read(f"select id from taskq_tasks where status in ({', '.join('?' * len(final))}) and ended_at < ? "
                           "order by seq limit ?", [*final, ended_before, limit])
@@ -449,7 +450,7 @@ class SqliteTaskStore(TaskStore):
     def forget_blob(self, key) -> None:
         self._write("delete from taskq_blob_owners where blob = ?", (key,))
 
-    def callbacks_due(self) -> list[str]:
+    def callbacks_due(self) -> builtins.list[str]:
         final = [s.value for s in FINAL]
         rows = self._read("select id from taskq_tasks where callback_url is not null and callback_done = 0 "
                           f"and status in ({', '.join('?' * len(final))})", final)
@@ -499,7 +500,7 @@ class SqliteTaskStore(TaskStore):
                                    (json.dumps(owners), name))
         return len(rows)
 
-    def workers(self) -> list[dict]:
+    def workers(self) -> builtins.list[dict]:
         return [dict(r) for r in self._read("select * from taskq_workers order by name")]
 
     def remove_worker(self, name, instance=None) -> None:

@@ -12,6 +12,7 @@ the column list every store shares; each backend's store is one class
 
 from __future__ import annotations
 
+import builtins
 import abc
 import contextlib
 import math
@@ -97,7 +98,7 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def create(self, task: dict) -> None: ...
 
-    def create_many(self, tasks: list[dict]) -> None:
+    def create_many(self, tasks: builtins.list[dict]) -> None:
         for task in tasks:
             self.create(task)
 
@@ -112,7 +113,7 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             ids: Iterable[str] | None = None, text: str | None = None, owner: str | None = None) -> list[dict]:
+             ids: Iterable[str] | None = None, text: str | None = None, owner: str | None = None) -> builtins.list[dict]:
         """Newest first; ``text`` keeps tasks whose name or id contains it (case-insensitive), ``owner``
         only that user's tasks."""
 
@@ -132,7 +133,7 @@ class TaskStore(abc.ABC):
     # -- per owner (issue 15: fair share and quotas, jupyter_taskq/fairshare.py) ----------------------
     # Plain defaults over list(), right for any store; SQLite answers each in one query.
     def waiting_heads(self, pools: Iterable[str], statuses: Iterable[TaskStatus] = WAITING,
-                      now: float | None = None) -> list[dict]:
+                      now: float | None = None) -> builtins.list[dict]:
         """Each owner's next waiting task in ``pools`` that may start now (highest priority, then oldest):
         ``{id, owner, priority, created_at}``. A task in RETRY whose ``not_before`` (the end of its
         retry_delay) is later than ``now`` (default: the current time) is not one: it may not start yet."""
@@ -146,7 +147,7 @@ class TaskStore(abc.ABC):
                                             "created_at": task["created_at"]}
         return list(heads.values())
 
-    def waiting_gpu_tasks(self, pools: Iterable[str], now: float | None = None, limit: int = 200) -> list[dict]:
+    def waiting_gpu_tasks(self, pools: Iterable[str], now: float | None = None, limit: int = 200) -> builtins.list[dict]:
         """The first ``limit`` waiting tasks of ``pools`` that may start now, highest priority then oldest:
         ``{id, owner, priority, created_at, pool, gpu, timeout}`` (the gang planner's candidates)."""
         pools, now = set(pools), time.time() if now is None else now
@@ -163,7 +164,7 @@ class TaskStore(abc.ABC):
                 held[task["owner"]] = held.get(task["owner"], 0) + int(task["gpu"])
         return held
 
-    def gpu_spans(self, since: float) -> list[tuple[str | None, float, float | None]]:
+    def gpu_spans(self, since: float) -> builtins.list[tuple[str | None, float, float | None]]:
         """``(owner, started_at, ended_at or None while running)`` of each GPU attempt that ran after ``since``,
         deleted tasks' too (for ``USAGE_KEPT``): deleting finished tasks must not reset a user's fair share.
         An attempt of a gpu=N task is there N times: each of its GPU-seconds counts."""
@@ -175,7 +176,7 @@ class TaskStore(abc.ABC):
                         spans += [(task["owner"], attempt["started_at"], attempt.get("ended_at"))] * int(task["gpu"])
         return spans
 
-    def _deleted_spans(self, since: float) -> list[tuple[str | None, float, float | None]]:
+    def _deleted_spans(self, since: float) -> builtins.list[tuple[str | None, float, float | None]]:
         return []
 
     def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
@@ -197,7 +198,7 @@ class TaskStore(abc.ABC):
                 cell[task["status"]] = cell.get(task["status"], 0) + 1
         return counts
 
-    def _all(self, statuses) -> list[dict]:
+    def _all(self, statuses) -> builtins.list[dict]:
         tasks, offset = [], 0
         while page := self.list(statuses, limit=1000, offset=offset):
             tasks += page
@@ -239,32 +240,32 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, task_id: str) -> bool: ...
 
-    def attempts(self, task_id: str) -> list[dict]:
+    def attempts(self, task_id: str) -> builtins.list[dict]:
         """Every counted attempt of the task, oldest first (see :mod:`jupyter_taskq.attempts`)."""
         return []
 
-    def attempt_events(self, kind: str, since: float, limit: int) -> list[dict]:
+    def attempt_events(self, kind: str, since: float, limit: int) -> builtins.list[dict]:
         """Attempts that ``kind`` ("started" or "ended") at or after ``since``, oldest first, at most ``limit``
         (:data:`attempts.EVENT_FIELDS` each): an indexed read of what happened since, never a walk of every
         task, for the metrics endpoint (server/metrics.py)."""
         return []
 
     @abc.abstractmethod
-    def running(self) -> list[dict]: ...
+    def running(self) -> builtins.list[dict]: ...
 
     @abc.abstractmethod
-    def held(self, limit: int = 5000) -> list[dict]:
+    def held(self, limit: int = 5000) -> builtins.list[dict]:
         """PENDING tasks held for their dependencies or start time (issue 24), oldest first."""
 
     @abc.abstractmethod
-    def overdue_waiting(self, now: float) -> list[str]:
+    def overdue_waiting(self, now: float) -> builtins.list[str]:
         """Waiting tasks whose ``expires_at`` has passed."""
 
     @abc.abstractmethod
-    def results_older_than(self, ended_before: float) -> list[str]: ...
+    def results_older_than(self, ended_before: float) -> builtins.list[str]: ...
 
     @abc.abstractmethod
-    def finished_before(self, ended_before: float, limit: int = 5000) -> list[str]:
+    def finished_before(self, ended_before: float, limit: int = 5000) -> builtins.list[str]:
         """Finished tasks that ended before ``ended_before``, oldest first: records due to be purged."""
 
     def compact(self) -> bool:
@@ -289,7 +290,7 @@ class TaskStore(abc.ABC):
         """Drop every owner record of the blob ``key`` (its file is being removed)."""
 
     @abc.abstractmethod
-    def callbacks_due(self) -> list[str]:
+    def callbacks_due(self) -> builtins.list[str]:
         """Finished tasks with a callback_url whose delivery has not succeeded or given up."""
 
     # Workers
@@ -309,7 +310,7 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, name: str, instance: str, state: str, current_task: str | None,
-                  warm: list | None = None, gpus: str | None = None) -> bool | tuple[str, ...]:
+                  warm: builtins.list | None = None, gpus: str | None = None) -> bool | tuple[str, ...]:
         """Record that the worker lives (and its warm processes; ``gpus``: the devices that its attempt holds,
         or, with state "lent", the devices of the gang that holds its own, as "2,3"); once after the server asked it to drop
         warm processes (:meth:`request_drop_warm`): True (all of them) or the owners whose to drop; else False."""
@@ -320,7 +321,7 @@ class TaskStore(abc.ABC):
         heartbeat; how many were asked."""
 
     @abc.abstractmethod
-    def workers(self) -> list[dict]: ...
+    def workers(self) -> builtins.list[dict]: ...
 
     @abc.abstractmethod
     def remove_worker(self, name: str, instance: str | None = None) -> None: ...
