@@ -125,9 +125,9 @@ class ObjectStore:
                 head = self.fs.cat_file(key, start=0, end=min(stored, tasklog.HEADER_LEN))
             except FileNotFoundError:
                 return 0, 0, 0, b""
-            dropped = tasklog.parse_header(head)
-            header = 0 if dropped is None else tasklog.HEADER_LEN
-            dropped = dropped or 0
+            parsed = tasklog.parse_header(head)
+            header = 0 if parsed is None else tasklog.HEADER_LEN
+            dropped = parsed or 0
             size = dropped + stored - header
             start = max(offset, dropped)
             if start >= size:

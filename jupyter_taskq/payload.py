@@ -19,7 +19,8 @@ import json
 import os
 import struct
 import sys
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 try:
@@ -55,7 +56,7 @@ def calling_context() -> dict[str, Any]:
         "python": sys.executable,
         "prefix": sys.prefix,
         "base_prefix": sys.base_prefix,  # whose standard library the kernel's sys.path holds (runner.py, images)
-        "python_version": "%d.%d.%d" % sys.version_info[:3],
+        "python_version": "{}.{}.{}".format(*sys.version_info[:3]),
         "cwd": os.getcwd(),
         "sys_path": [p for p in sys.path],
         "env": {k: (_without_credentials(v) if k in ENV_STRIP_CREDENTIALS else v)
@@ -89,7 +90,8 @@ def queue_secrets() -> list[str]:
     return [s for s in secrets if len(s) >= 16]  # a short one would refuse innocent payloads
 
 
-def dumps_call(fn: Callable, args: tuple = (), kwargs: dict | None = None, *, context: dict | None = None) -> bytes:
+def dumps_call(fn: Callable | None, args: tuple = (), kwargs: dict | None = None, *,
+               context: dict | None = None) -> bytes:
     """Serialise ``fn(*args, **kwargs)``; an unserialisable part is named before anything is sent."""
     kwargs = dict(kwargs or {})
     try:
@@ -159,7 +161,8 @@ def read_header(stream: BinaryIO) -> dict:
     """Read and check the header, leaving ``stream`` at the start of the body."""
     prefix = stream.read(PREFIX_SIZE)
     if len(prefix) < PREFIX_SIZE or not prefix.startswith(MAGIC):
-        raise PayloadError("not a jupyter-taskq payload (bad magic bytes); build payloads with jupyter_taskq.payload.dumps_call")
+        raise PayloadError("not a jupyter-taskq payload (bad magic bytes); "
+                           "build payloads with jupyter_taskq.payload.dumps_call")
     (size,) = _LEN.unpack(prefix[len(MAGIC):])
     if size > MAX_HEADER:
         raise PayloadError(f"payload header too large ({size} bytes)")
@@ -193,7 +196,7 @@ def load_body(stream: BinaryIO, header: dict) -> tuple[Callable, tuple, dict]:
     return fn, args, kwargs
 
 
-def describe_unpicklable(fn: Callable, args: tuple, kwargs: dict, exc: Exception) -> str:
+def describe_unpicklable(fn: Callable | None, args: tuple, kwargs: dict, exc: Exception) -> str:
     """Name the argument, global or closure variable that cannot be serialised."""
     for label, value in _parts_of_call(fn, args, kwargs):
         problem = _pickle_problem(value)
@@ -202,14 +205,14 @@ def describe_unpicklable(fn: Callable, args: tuple, kwargs: dict, exc: Exception
     return f"cannot serialise the call to {getattr(fn, '__qualname__', fn)!r}: {type(exc).__name__}: {exc}"
 
 
-def _parts_of_call(fn: Callable, args: tuple, kwargs: dict):
+def _parts_of_call(fn: Callable | None, args: tuple, kwargs: dict):
     for i, value in enumerate(args):
         yield f"argument {i} of the call", value
     for key, value in kwargs.items():
         yield f"keyword argument {key!r}", value
     code = getattr(fn, "__code__", None)
     fn_globals = getattr(fn, "__globals__", {}) or {}
-    if code is not None:
+    if fn is not None and code is not None:  # no code without a function (dumps_args sends None)
         for name in _global_names(code):
             if name in fn_globals:
                 yield f"global variable {name!r} used by {fn.__qualname__}", fn_globals[name]

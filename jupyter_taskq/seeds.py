@@ -92,7 +92,7 @@ def when_imported(name: str, action) -> None:
 class _SeedOnImport:
     """A meta path finder that runs an action once a named module has executed (first in sys.meta_path)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pending: dict[str, object] = {}
 
     def find_spec(self, name, path, target=None):

@@ -60,7 +60,7 @@ class StateDir:
     files_root: Path | None = None  # the task files; None: inside ``root``
 
     @classmethod
-    def create(cls, root: str | os.PathLike | None = None, files: str | os.PathLike | None = None) -> "StateDir":
+    def create(cls, root: str | os.PathLike | None = None, files: str | os.PathLike | None = None) -> StateDir:
         state = cls(Path(root) if root else default_state_dir(), Path(files) if files else None)
         make_private_dir(state.root)
         make_private_dir(state.bells)

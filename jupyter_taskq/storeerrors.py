@@ -12,7 +12,8 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -22,7 +23,7 @@ def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, sqlite3.OperationalError)) or type(exc).__module__.split(".")[0] == "redis"
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException | None) -> bool:
     """SQLite's "database or disk is full", or ENOSPC/EDQUOT from a file write (also as a cause)."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

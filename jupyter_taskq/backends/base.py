@@ -16,7 +16,7 @@ import json
 import os
 import select
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 from collections.abc import Callable, Mapping
 
 from ..objectstore import ObjectStore, is_url
@@ -51,6 +51,9 @@ class Bell(abc.ABC):
         """Sleep until rung or ``timeout``; consume one ring; truthy if rung."""
 
 
+B = TypeVar("B", bound="Backend")
+
+
 class Backend(abc.ABC):
     """One place the queue lives. Subclasses set :attr:`name` and implement the abstract methods."""
 
@@ -69,9 +72,9 @@ class Backend(abc.ABC):
         self._files_options = files_options
 
     @classmethod
-    def open(cls, state_dir: str | os.PathLike | None = None, url: str = "",
+    def open(cls: type[B], state_dir: str | os.PathLike | None = None, url: str = "",
              files_dir: str | os.PathLike | None = None, files_options: dict | None = None, prefix: str = "jtq:",
-             allow_volatile: bool = False) -> Backend:
+             allow_volatile: bool = False) -> B:
         """``state_dir``: this machine's state (default: under the Jupyter data dir); ``url``: where a server
         backend is; ``files_dir``: with a shared backend, where task files live for every machine (a directory
         every machine mounts, or an fsspec URL such as ``s3://bucket/prefix``). Nothing is created on disk

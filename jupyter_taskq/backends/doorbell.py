@@ -28,7 +28,7 @@ def _ensure_fifo(path: Path) -> None:
         os.mkfifo(path, FILE_MODE)
     except FileExistsError:
         if not stat.S_ISFIFO(os.stat(path).st_mode):
-            raise RuntimeError(f"{path} exists and is not a FIFO")
+            raise RuntimeError(f"{path} exists and is not a FIFO") from None
 
 
 class Doorbell(Bell):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from collections.abc import Callable
+from typing import Protocol
 
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey
 from huey.storage import MemoryStorage, PriorityRedisStorage, SqliteStorage
@@ -39,10 +40,14 @@ def _run_attempt(task_id: str, task=None):
     return _attempt_runner(task_id, task)
 
 
+class _Enqueues(Protocol):
+    def enqueue(self, data: bytes, priority: int | None = None) -> None: ...
+
+
 class _OneByOne:
     """``enqueue_many`` as a loop of ``enqueue``: for storages whose writes are one command each."""
 
-    def enqueue_many(self, items: list[tuple[bytes, int]]) -> None:
+    def enqueue_many(self: _Enqueues, items: list[tuple[bytes, int]]) -> None:
         for data, priority in items:
             self.enqueue(data, priority)
 

@@ -29,7 +29,7 @@ class MemoryBackend(Backend):
         return super().open(state_dir or tempfile.mkdtemp(prefix="taskq-memory-"), url, files_dir, files_options,
                             prefix, allow_volatile)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self._store: MemoryTaskStore | None = None
@@ -113,7 +113,7 @@ class PipeBell(Doorbell):
 class MemoryScheduleRecords:
     """Schedule records as JSON text in a dict."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._records: dict[str, str] = {}
         self._lock = threading.Lock()
 

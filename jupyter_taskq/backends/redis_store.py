@@ -1,7 +1,7 @@
 """Task state in Redis, for a queue shared by several machines.
 
-Same contract (``taskstore.TaskStore``) as :class:`~jupyter_taskq.backends.sqlite_store.SqliteTaskStore`. A task is one hash
-(each field JSON-encoded); sorted sets scored by creation order index it by status
+Same contract (``taskstore.TaskStore``) as :class:`~jupyter_taskq.backends.sqlite_store.SqliteTaskStore`.
+A task is one hash (each field JSON-encoded); sorted sets scored by creation order index it by status
 and by pool, and by the times the reaper asks about (expiry, result TTL, webhooks); for fair share, each
 owner's waiting tasks by priority and age, and each GPU attempt by its end (issue 15).
 Every write is one Lua script that checks the task's status, changes the hash and
@@ -16,7 +16,7 @@ import json
 import re
 import time
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from collections.abc import Iterable
 
 from .. import attempts as attempt_log
@@ -39,7 +39,10 @@ def _index_script(name: str) -> str:
     """A script that indexes, a step at a time, the tasks of a database written before an index existed:
     ``index_once.lua`` with the flag named in ``<name>.lua`` (``-- FLAG: ...``) and its lines per task."""
     per_task = lua_source(name)
-    flag = re.search(r"^-- FLAG: (\w+)$", per_task, re.M).group(1)
+    found = re.search(r"^-- FLAG: (\w+)$", per_task, re.M)
+    if found is None:
+        raise ValueError(f"{name}.lua names no flag (a line '-- FLAG: ...')")
+    flag = found.group(1)
     return lua_source("preamble") + lua_source("index_once").replace("FLAG", flag).replace("PER_TASK", per_task)
 
 
@@ -100,6 +103,11 @@ def check_persistence(url: str, allow_volatile: bool = False) -> dict:
           "(`appendonly yes`, `appendfsync everysec` in redis.conf; see docs/multi-machine.md), or, if losing the "
           "queue is acceptable (a throwaway test queue), set c.TaskQueue.redis_allow_volatile = True.")
 
+
+# redis-py types its replies ``bytes | str``: decoded or not depends on how the client was made. This store's
+# client never decodes (no ``decode_responses``), so its members come back as bytes; the casts below say so.
+_Members = list[bytes]
+_Scored = list[tuple[bytes, float]]  # withscores=True
 
 CREATE_CHUNK = 500  # tasks per MULTI in create_many: Redis answers other clients between chunks
 INDEX_STEP = 2000  # tasks per script when an older database is indexed by owner
@@ -205,19 +213,20 @@ class RedisTaskStore(TaskStore):
         if wanted is None:
             return self._fetch(self.redis.zrevrange(self._key("tasks"), offset, offset + limit - 1))
         # Newest first across several statuses: merge the head of each status index.
-        scored = []
+        scored: _Scored = []
         for status in wanted:
-            scored += self.redis.zrevrange(self._key("status", status), 0, offset + limit - 1, withscores=True)
+            scored += cast(_Scored, self.redis.zrevrange(self._key("status", status), 0, offset + limit - 1,
+                                                         withscores=True))
         scored.sort(key=lambda pair: pair[1], reverse=True)
         return self._fetch(member for member, _ in scored[offset:offset + limit])
 
     def _text_matches(self, wanted: set[str] | None, text: str) -> builtins.list[bytes]:
         """Ids (newest first) whose name or id contains ``text``: one read of the name index."""
         needle = text.lower()
-        hits = {i for i, name in self.redis.hgetall(self._key("names")).items()
+        hits = {i for i, name in cast("dict[bytes, bytes]", self.redis.hgetall(self._key("names"))).items()
                 if needle in name.decode(errors="replace") or needle in i.decode().lower()}
         indexes = [self._key("tasks")] if wanted is None else [self._key("status", s) for s in wanted]
-        scored = [pair for index in indexes for pair in self.redis.zrange(index, 0, -1, withscores=True)
+        scored = [pair for index in indexes for pair in cast(_Scored, self.redis.zrange(index, 0, -1, withscores=True))
                   if pair[0] in hits]
         scored.sort(key=lambda pair: pair[1], reverse=True)
         return [member for member, _ in scored]
@@ -261,7 +270,7 @@ class RedisTaskStore(TaskStore):
             self._index_once("index_notebooks")
             self._notebooks_indexed = True
         ids = {member for notebook in notebooks
-               for member in self.redis.zrange(self._key("notebook", json.dumps(notebook)), 0, -1)}
+               for member in cast(_Members, self.redis.zrange(self._key("notebook", json.dumps(notebook)), 0, -1))}
         pipe = self.redis.pipeline(transaction=False)
         for member in ids:
             pipe.hmget(self._key("task", member.decode()), "cell_id", "status", "owner")
@@ -280,7 +289,8 @@ class RedisTaskStore(TaskStore):
         raw = json.dumps(owner)
         return [self._key("owned", status, raw) for status in (wanted or [s.value for s in TaskStatus])]
 
-    def _owned(self, wanted: set[str] | None, text: str | None, owner: str, first: int | None = None) -> builtins.list[bytes]:
+    def _owned(self, wanted: set[str] | None, text: str | None, owner: str,
+               first: int | None = None) -> builtins.list[bytes]:
         """Ids (newest first) of ``owner``'s tasks (the ``first`` of them; None: all): from their per-owner
         indexes, O(their tasks); with ``text``, the matches' owner fields are read (O(matches))."""
         if text:
@@ -292,7 +302,7 @@ class RedisTaskStore(TaskStore):
             return [member for member, raw in zip(members, pipe.execute() if members else []) if raw == mine]
         end = -1 if first is None else first - 1
         scored = [pair for index in self._owned_keys(wanted, owner)
-                  for pair in self.redis.zrevrange(index, 0, end, withscores=True)]
+                  for pair in cast(_Scored, self.redis.zrevrange(index, 0, end, withscores=True))]
         scored.sort(key=lambda pair: pair[1], reverse=True)
         return [member for member, _ in scored[:first]]
 
@@ -326,7 +336,7 @@ class RedisTaskStore(TaskStore):
     def counts_by_owner(self) -> dict[str | None, dict[str, int]]:
         """From the per-owner indexes: O(owners x statuses)."""
         self._index_owners()
-        owners = list(self.redis.smembers(self._key("owners")))
+        owners = list(cast("set[bytes]", self.redis.smembers(self._key("owners"))))
         pipe = self.redis.pipeline(transaction=False)
         for raw in owners:
             for status in TaskStatus:
@@ -340,7 +350,7 @@ class RedisTaskStore(TaskStore):
         return found
 
     def waiting_by_pool(self) -> dict[str, int]:
-        pools = sorted(p.decode() for p in self.redis.smembers(self._key("pools")))
+        pools = sorted(p.decode() for p in cast("set[bytes]", self.redis.smembers(self._key("pools"))))
         pipe = self.redis.pipeline(transaction=False)
         for pool in pools:
             for status in WAITING:
@@ -355,7 +365,7 @@ class RedisTaskStore(TaskStore):
         """A RETRY written before ``not_before`` existed would start at once under fair share: it gets the end
         of its retry delay (:func:`~jupyter_taskq.backends.taskstore.stored_not_before`), which also moves it to
         ``retry_due`` until then. O(tasks in RETRY), once per store object."""
-        ids = [i.decode() for i in self.redis.zrange(self._key("status", "RETRY"), 0, -1)]
+        ids = [i.decode() for i in cast(_Members, self.redis.zrange(self._key("status", "RETRY"), 0, -1))]
         names = ("not_before", "attempt", "retry_delay", "retry_backoff", "updated_at")
         pipe = self.redis.pipeline(transaction=False)
         for task_id in ids:
@@ -395,7 +405,7 @@ class RedisTaskStore(TaskStore):
 
     def running_gpus_by_owner(self) -> dict[str | None, int]:
         pipe = self.redis.pipeline(transaction=False)
-        for task_id in self.redis.zrange(self._key("status", "RUNNING"), 0, -1):
+        for task_id in cast(_Members, self.redis.zrange(self._key("status", "RUNNING"), 0, -1)):
             pipe.hmget(self._key("task", task_id.decode()), "owner", "gpu")
         held: dict[str | None, int] = {}
         for owner, gpu in pipe.execute():
@@ -419,7 +429,8 @@ class RedisTaskStore(TaskStore):
         if not self._gpu_attempts_indexed:
             self._index_once("index_gpu_attempts")
             self._gpu_attempts_indexed = True
-        members = [m.decode() for m in self.redis.zrangebyscore(self._key("gpu_attempts"), since, "+inf")]
+        attempts = cast(_Members, self.redis.zrangebyscore(self._key("gpu_attempts"), since, "+inf"))
+        members = [m.decode() for m in attempts]
         pipe = self.redis.pipeline(transaction=False)
         for member in members:
             task_id, _, attempt = member.rpartition(":")
@@ -432,7 +443,8 @@ class RedisTaskStore(TaskStore):
                 continue  # deleted meanwhile: the ledger has it
             entry = json.loads(entry)
             if entry.get("started_at"):  # a gpu=N task's attempt counts N times
-                spans += [(json.loads(owner), entry["started_at"], entry.get("ended_at"))] * int(json.loads(gpu or "1") or 1)
+                times = int(json.loads(gpu or "1") or 1)
+                spans += [(json.loads(owner), entry["started_at"], entry.get("ended_at"))] * times
         return spans
 
     def transition(self, task_id, to, only_from, attempt=None, **fields) -> bool:
@@ -485,8 +497,8 @@ class RedisTaskStore(TaskStore):
         pipe.zremrangebyscore(key, "-inf", f"({at - USAGE_KEPT}")
 
     def attempt_events(self, kind, since, limit) -> builtins.list[dict]:
-        members = [m.decode() for m in self.redis.zrangebyscore(
-            self._key("attempt_events", {"started": "started", "ended": "ended"}[kind]), since, "+inf", 0, limit)]
+        members = [m.decode() for m in cast(_Members, self.redis.zrangebyscore(
+            self._key("attempt_events", {"started": "started", "ended": "ended"}[kind]), since, "+inf", 0, limit))]
         pipe = self.redis.pipeline(transaction=False)
         for member in members:
             task_id, _, attempt = member.rpartition(":")
@@ -550,7 +562,7 @@ class RedisTaskStore(TaskStore):
             if ledger:
                 self.redis.zadd(self._key("gpu_ledger"), ledger)
             self.redis.zremrangebyscore(self._key("gpu_ledger"), "-inf", f"({now - USAGE_KEPT}")
-        attempts = self.redis.hkeys(self._key("attempts", task_id))
+        attempts = cast(_Members, self.redis.hkeys(self._key("attempts", task_id)))
         if attempts:
             members = [f"{task_id}:{a.decode()}" for a in attempts]
             self.redis.zrem(self._key("gpu_attempts"), *members)
@@ -561,7 +573,7 @@ class RedisTaskStore(TaskStore):
 
     def _deleted_spans(self, since) -> builtins.list[tuple[str | None, float, float | None]]:
         spans = []
-        for m in self.redis.zrangebyscore(self._key("gpu_ledger"), since, "+inf"):
+        for m in cast(_Members, self.redis.zrangebyscore(self._key("gpu_ledger"), since, "+inf")):
             entry = json.loads(m)
             spans += [tuple(entry[:3])] * (int(entry[5]) if len(entry) > 5 else 1)  # a gpu=N task's N
         return spans
@@ -574,18 +586,19 @@ class RedisTaskStore(TaskStore):
                 if t["status"] == TaskStatus.PENDING.value and t.get("held")]
 
     def overdue_waiting(self, now) -> builtins.list[str]:
-        ids = [i.decode() for i in self.redis.zrangebyscore(self._key("expiring"), "-inf", f"({now}")]
+        ids = [i.decode() for i in cast(_Members, self.redis.zrangebyscore(self._key("expiring"), "-inf", f"({now}"))]
         return [i for i, status in self.statuses(ids).items() if status in {s.value for s in WAITING}]
 
     def results_older_than(self, ended_before) -> builtins.list[str]:
-        return [i.decode() for i in self.redis.zrangebyscore(self._key("ended"), "-inf", f"({ended_before}")]
+        ended = cast(_Members, self.redis.zrangebyscore(self._key("ended"), "-inf", f"({ended_before}"))
+        return [i.decode() for i in ended]
 
     def finished_before(self, ended_before, limit=5000) -> builtins.list[str]:
         """The oldest-created ``limit`` tasks of each final status, those that ended before ``ended_before``
         (tasks end roughly in the order they were made; the rest are found at a later clean-up)."""
-        ids = []
+        ids: _Members = []
         for status in FINAL:
-            ids += self.redis.zrange(self._key("status", status.value), 0, limit - 1)
+            ids += cast(_Members, self.redis.zrange(self._key("status", status.value), 0, limit - 1))
         pipe = self.redis.pipeline(transaction=False)
         for task_id in ids:
             pipe.hget(self._key("task", task_id.decode()), "ended_at")
@@ -605,7 +618,7 @@ class RedisTaskStore(TaskStore):
         self.redis.delete(self._key("blob_owners", key))
 
     def callbacks_due(self) -> builtins.list[str]:
-        return [i.decode() for i in self.redis.zrange(self._key("callbacks"), 0, -1)]
+        return [i.decode() for i in cast(_Members, self.redis.zrange(self._key("callbacks"), 0, -1))]
 
     # -- task tokens (a key each, so one left behind by a lost worker expires by itself) ------------
     TASK_TOKEN_TTL = 7 * 86400

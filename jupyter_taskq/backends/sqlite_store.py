@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -46,7 +47,8 @@ create table if not exists taskq_workers (
 _ADDED_COLUMNS = {"outputs": "text", "log_dropped": "integer not null default 0", "callback": "text",
                   "callback_done": "integer not null default 0", "keep_warm_seconds": "real", "cpu": "real",
                   "memory": "integer", "retry_for": "text",
-                  "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real", "seed": "text",
+                  "blob": "text", "notebook": "text", "cell_id": "text", "owner": "text", "not_before": "real",
+                  "seed": "text",
                   "limits": "text", "image": "text", "environment": "text", "waiting_for_gpus": "text",
                   "held": "integer not null default 0", "depends_on": "text",
                   "waiting_for": "text", "after_any_outcome": "integer not null default 0", "start_at": "real",
@@ -63,7 +65,7 @@ class SqliteTaskStore(TaskStore):
     read that follows a write, in any thread, sees it.
     """
 
-    def __init__(self, path: str, timeout: float = 60.0):
+    def __init__(self, path: str | os.PathLike, timeout: float = 60.0):
         self.path = str(path)
         self._timeout = timeout
         self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -112,8 +114,8 @@ class SqliteTaskStore(TaskStore):
         self._conn.execute("create index if not exists taskq_tasks_status on taskq_tasks (status)")
         self._conn.execute("drop index if exists taskq_tasks_status_pool")  # an interim index of 2026-11-28
         self._conn.execute("create table if not exists taskq_gpu_ledger (owner text, started_at real, ended_at real)")
-        self._conn.execute("create table if not exists taskq_task_tokens (digest text primary key, task_id text not null, "
-                           "attempt integer not null, owner text, created_at real)")
+        self._conn.execute("create table if not exists taskq_task_tokens (digest text primary key, "
+                           "task_id text not null, attempt integer not null, owner text, created_at real)")
         self._conn.execute("create index if not exists taskq_gpu_ledger_ended on taskq_gpu_ledger (ended_at)")
         if "gpus" not in {row[1] for row in self._conn.execute("pragma table_info(taskq_gpu_ledger)")}:
             self._conn.execute("alter table taskq_gpu_ledger add column gpus integer")  # a gpu=N task's N
@@ -340,13 +342,14 @@ class SqliteTaskStore(TaskStore):
             self._conn.execute("update taskq_tasks set status = 'CANCELLED', ended_at = ?, updated_at = ?, error = ? "
                                "where id = ? and status in ('PENDING', 'RETRY') and cancel_requested = 1",
                                (now, now, json.dumps(CANCELLED_AT_CLAIM), task_id))
-            row = self._conn.execute(
+            rows = self._conn.execute(
                 "update taskq_tasks set status = 'RUNNING', attempt = attempt + 1, worker = ?, "
-                "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0, outputs = null, progress = null "
+                "worker_instance = ?, started_at = ?, updated_at = ?, cancel_requested = 0, outputs = null, "
+                "progress = null "
                 "where id = ? and status in ('PENDING', 'RETRY') and cancel_requested = 0 and held = 0 returning *",
                 (worker, worker_instance, now, now, task_id),
             ).fetchall()  # to its end: a RETURNING statement commits only once it is done
-            row = row[0] if row else None
+            row = rows[0] if rows else None
             if row:
                 self._conn.execute(attempt_log.SQLITE_START, (task_id, row["attempt"], worker, worker, now))
         return _row_to_task(row) if row else None
@@ -376,7 +379,8 @@ class SqliteTaskStore(TaskStore):
     def update_fields(self, task_id, **fields) -> None:
         fields.setdefault("updated_at", time.time())
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self._write(f"update taskq_tasks set {sets} where id = ?", [*(_to_db(k, v) for k, v in fields.items()), task_id])
+        self._write(f"update taskq_tasks set {sets} where id = ?",
+                    [*(_to_db(k, v) for k, v in fields.items()), task_id])
 
     def delete(self, task_id) -> bool:
         now = time.time()
@@ -398,7 +402,8 @@ class SqliteTaskStore(TaskStore):
         column = {"started": "a.started_at", "ended": "a.ended_at"}[kind]
         rows = self._read(
             "select a.task_id, a.attempt, a.device, a.started_at, a.ended_at, a.status, a.reason, t.pool, t.owner, "
-            f"t.created_at, t.gpu, t.ready_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id where {column} >= ? "
+            "t.created_at, t.gpu, t.ready_at from taskq_attempts a join taskq_tasks t on t.id = a.task_id "
+            f"where {column} >= ? "
             f"order by {column} limit ?", (since, limit))
         return [dict(r) for r in rows]
 
@@ -421,7 +426,8 @@ class SqliteTaskStore(TaskStore):
 
     def finished_before(self, ended_before, limit=5000) -> builtins.list[str]:
         final = [s.value for s in FINAL]
-        rows = self._read(f"select id from taskq_tasks where status in ({', '.join('?' * len(final))}) and ended_at < ? "
+        marks = ", ".join("?" * len(final))
+        rows = self._read(f"select id from taskq_tasks where status in ({marks}) and ended_at < ? "
                           "order by seq limit ?", [*final, ended_before, limit])
         return [r[0] for r in rows]
 

@@ -113,7 +113,8 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, statuses: Iterable[str] | None = None, limit: int = 50, offset: int = 0,
-             ids: Iterable[str] | None = None, text: str | None = None, owner: str | None = None) -> builtins.list[dict]:
+             ids: Iterable[str] | None = None, text: str | None = None,
+             owner: str | None = None) -> builtins.list[dict]:
         """Newest first; ``text`` keeps tasks whose name or id contains it (case-insensitive), ``owner``
         only that user's tasks."""
 
@@ -137,7 +138,8 @@ class TaskStore(abc.ABC):
         """Each owner's next waiting task in ``pools`` that may start now (highest priority, then oldest):
         ``{id, owner, priority, created_at}``. A task in RETRY whose ``not_before`` (the end of its
         retry_delay) is later than ``now`` (default: the current time) is not one: it may not start yet."""
-        pools, heads = set(pools), {}
+        pools = set(pools)
+        heads: dict[str | None, dict] = {}
         now = time.time() if now is None else now
         for task in reversed(self._all(list(statuses))):  # oldest first: the first seen of a priority stays
             if task["pool"] in pools and may_start(task, now):
@@ -147,7 +149,8 @@ class TaskStore(abc.ABC):
                                             "created_at": task["created_at"]}
         return list(heads.values())
 
-    def waiting_gpu_tasks(self, pools: Iterable[str], now: float | None = None, limit: int = 200) -> builtins.list[dict]:
+    def waiting_gpu_tasks(self, pools: Iterable[str], now: float | None = None,
+                          limit: int = 200) -> builtins.list[dict]:
         """The first ``limit`` waiting tasks of ``pools`` that may start now, highest priority then oldest:
         ``{id, owner, priority, created_at, pool, gpu, timeout}`` (the gang planner's candidates)."""
         pools, now = set(pools), time.time() if now is None else now
@@ -191,7 +194,8 @@ class TaskStore(abc.ABC):
         """Tasks by status for each cell of the notebooks recorded as any of ``notebooks`` (issue 14's cell
         marks: every task of one notebook, however many newer ones the queue holds), ``owner``'s only if
         given. A plain default over list(); both stores answer from an index, O(that notebook's tasks)."""
-        wanted, counts = set(notebooks), {}
+        wanted = set(notebooks)
+        counts: dict[str, dict[str, int]] = {}
         for task in self._all(None):
             if task.get("notebook") in wanted and task.get("cell_id") and (owner is None or task["owner"] == owner):
                 cell = counts.setdefault(task["cell_id"], {})
@@ -312,8 +316,9 @@ class TaskStore(abc.ABC):
     def heartbeat(self, name: str, instance: str, state: str, current_task: str | None,
                   warm: builtins.list | None = None, gpus: str | None = None) -> bool | tuple[str, ...]:
         """Record that the worker lives (and its warm processes; ``gpus``: the devices that its attempt holds,
-        or, with state "lent", the devices of the gang that holds its own, as "2,3"); once after the server asked it to drop
-        warm processes (:meth:`request_drop_warm`): True (all of them) or the owners whose to drop; else False."""
+        or, with state "lent", the devices of the gang that holds its own, as "2,3"); once after the server asked
+        it to drop warm processes (:meth:`request_drop_warm`): True (all of them) or the owners whose to drop;
+        else False."""
 
     @abc.abstractmethod
     def request_drop_warm(self, owner: str | None = None) -> int:
