@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 
 from ..quotas import Quotas, write_policy
-from ..server.service.errors import not_found
+from ..serviceerrors import not_found
 from ..statedir import open_for_owners
 from .options import HubOptions, HubSettings
 from .tenancy import ROUTE_SCOPES, Identity, Tenancy

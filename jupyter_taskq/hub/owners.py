@@ -15,7 +15,7 @@ import builtins
 from typing import Any
 
 from ..quotas import QuotaExceeded, empty_usage, usage_by_owner
-from ..server.service.errors import ServiceError, lost, not_found
+from ..serviceerrors import ServiceError, lost, not_found
 from ..status import FINAL, TaskStatus
 from .identity import Identity
 

@@ -4,7 +4,7 @@ One server-extension entry point (``jupyter_taskq._jupyter_server_extension_poin
 ``jupyter-config/jupyter_server_config.d/jupyter_taskq.json``) serves every install: a user's server under
 JupyterHub whose queue is the hub service (``$JUPYTER_TASKQ_HUB_SERVICE`` in ``c.Spawner.environment``, or
 ``c.TaskQueue.hub_service`` in a config file or on the command line) loads
-:class:`~jupyter_taskq.hub.forwarding.HubForwardingApp`; any other server, the hub service included, loads
+:class:`~jupyter_taskq.server.forwarding.HubForwardingApp`; any other server, the hub service included, loads
 the queue's :class:`~jupyter_taskq.server.app.TaskQueue`.
 """
 
@@ -18,7 +18,7 @@ from ..hub.service import SERVICE_MARK
 
 def extension_app() -> type:
     if forwards_to_hub():
-        from ..hub.forwarding import HubForwardingApp
+        from .forwarding import HubForwardingApp
 
         return HubForwardingApp
     from .app import TaskQueue

@@ -89,10 +89,18 @@ class TextOrListOption(Union):
         return super().validate(obj, value)
 
 
+#: Short names accepted by ``c.TaskQueue.launcher_class``: dotted names, loaded by the trait as traitlets
+#: loads any ``*_class`` (the server starts the launcher it is configured with; it imports no worker module).
+LAUNCHER_NAMES = {
+    "local": "jupyter_taskq.worker.launchers.local.LocalLauncher",
+    "slurm": "jupyter_taskq.worker.launchers.slurm.SlurmLauncher",
+}
+
+
 class LauncherType(Type):
     """``TaskQueue.launcher_class``: a Launcher subclass, by short name ("local", "slurm") or dotted name."""
 
     def validate(self, obj, value):
-        from ..worker.launchers import full_name
-
-        return super().validate(obj, full_name(value) if isinstance(value, str) else value)
+        if isinstance(value, str):
+            value = LAUNCHER_NAMES.get(value.strip().lower(), value)
+        return super().validate(obj, value)

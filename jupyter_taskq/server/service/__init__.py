@@ -26,7 +26,7 @@ from ...statedir import StateDir
 from ...backends.taskstore import TASK_COLUMNS, TaskStore
 from ..blobstore import BlobShelf
 from ..metrics import QueueMetrics
-from .errors import ServiceError, bad_request, conflict, lost, not_found
+from ...serviceerrors import ServiceError, bad_request, conflict, lost, not_found
 from .files import TaskFiles
 from .housekeeping import Housekeeping
 from .submit import Submission

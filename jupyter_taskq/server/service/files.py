@@ -16,7 +16,7 @@ from ... import options as options_module
 from ...payload import PayloadError
 from ...status import FINAL, TaskStatus
 from .base import ServiceParts
-from .errors import ServiceError, bad_request, conflict, lost
+from ...serviceerrors import ServiceError, bad_request, conflict, lost
 
 #: ``POST tasks/results``: a result up to this size rides in the bulk answer; a bigger one is fetched on its own.
 INLINE_RESULT = 1024 * 1024

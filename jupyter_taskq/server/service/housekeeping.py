@@ -17,7 +17,7 @@ from ...recovery import fail_bad_task
 from ...status import CANCELLABLE, FINAL, WAITING, TaskStatus
 from ...storeerrors import with_reserve
 from .base import ServiceParts
-from .errors import ServiceError, bad_request, conflict
+from ...serviceerrors import ServiceError, bad_request, conflict
 
 log = logging.getLogger("jupyter_taskq.service")
 CANCEL_CHUNK = 1000  # tasks cancelled per transaction (the store's writer is held that long)

@@ -26,7 +26,7 @@ from ...pools import CPU_POOL, GPU_POOL, model_pool, pool_model
 from ...statedir import create_private_file
 from ...status import FINAL, TaskStatus
 from .base import ServiceParts
-from .errors import ServiceError, bad_request, conflict
+from ...serviceerrors import ServiceError, bad_request, conflict
 from .views import OPTION_NAMES
 
 WAKE_AT_MOST = 64  # rings for a batch: more idle workers than this on one pool find the work at their next look

@@ -17,7 +17,7 @@ from ... import options as options_module
 from ...pools import GPU_POOL, POOLS, pool_model
 from ...status import FINAL, WAITING, TaskStatus
 from .base import ServiceParts
-from .errors import bad_request, lost, not_found
+from ...serviceerrors import bad_request, lost, not_found
 
 LIVE_WORKER_WINDOW = 10.0  # seconds since its last heartbeat for a worker to count as live
 TASK_STATS_TTL = 1.0  # seconds a task JSON's queue-wide stats may be reused (one widget polls twice a second)

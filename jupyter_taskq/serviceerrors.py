@@ -3,7 +3,7 @@ so a client never sees a bare 500 for bad input."""
 
 from __future__ import annotations
 
-from ...status import TaskStatus
+from .status import TaskStatus
 
 
 class ServiceError(Exception):

@@ -20,8 +20,8 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado import httpclient, web
 from traitlets import Unicode, default
 
-from ..server.kernelenv import export_to_kernels
-from ..server.widgetjs import handlers as widget_bundle_handlers
+from .kernelenv import export_to_kernels
+from .widgetjs import handlers as widget_bundle_handlers
 
 FORWARD_TIMEOUT = 330.0  # longer than the longest long-poll (handlers/base.py MAX_WAIT)
 REQUEST_HEADERS = ("Content-Type", "Content-Length", "Range", "If-Range", "Accept")
