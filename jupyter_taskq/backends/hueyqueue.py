@@ -4,8 +4,9 @@ Huey registers tasks by module path, so a notebook's function cannot be a Huey
 task. Instead every pool has one registered Huey task, ``attempt(task_id)``, and
 the payload lives in the state directory. Huey gives us the durable queue,
 priorities, ``expires``, and retries with delay and backoff (through its
-schedule); our store keeps what users see. The server only enqueues; the worker
-installs the function that runs an attempt with :func:`set_attempt_runner`.
+schedule); our store keeps what users see. The server only enqueues; a worker takes
+the messages itself and hands each to an ``Attempt`` (``worker/process.py``): Huey's
+executor never runs the registered function, which exists to name the messages.
 
 Each backend's Huey storage has one method of ours, ``enqueue_many``: a batch's first
 attempts in one write (one SQLite transaction), so nothing outside a storage class
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Protocol
 
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey
@@ -25,19 +25,10 @@ from huey.storage import MemoryStorage, PriorityRedisStorage, SqliteStorage
 from ..pools import check_pool
 from ..statedir import StateDir
 
-_attempt_runner: Callable | None = None
-
-
-def set_attempt_runner(runner: Callable) -> None:
-    """Install ``runner(task_id, huey_task)``, called by Huey for each dequeued attempt."""
-    global _attempt_runner
-    _attempt_runner = runner
-
-
 def _run_attempt(task_id: str, task=None):
-    if _attempt_runner is None:  # only a worker runs attempts
-        raise RuntimeError("no attempt runner installed in this process")
-    return _attempt_runner(task_id, task)
+    """The registered task's body: never run (a worker takes the message and runs the attempt itself)."""
+    raise RuntimeError(f"attempt {task_id} reached Huey's executor: only jupyter-taskq workers take these "
+                       "messages (jupyter taskq worker)")
 
 
 class _Enqueues(Protocol):
