@@ -93,6 +93,13 @@ def queue_secrets() -> list[str]:
 def dumps_call(fn: Callable | None, args: tuple = (), kwargs: dict | None = None, *,
                context: dict | None = None) -> bytes:
     """Serialise ``fn(*args, **kwargs)``; an unserialisable part is named before anything is sent."""
+    return b"".join(dumps_call_parts(fn, args, kwargs, context=context))
+
+
+def dumps_call_parts(fn: Callable | None, args: tuple = (), kwargs: dict | None = None, *,
+                     context: dict | None = None) -> tuple[bytes, bytes]:
+    """:func:`dumps_call` as its two parts, the prefix with the header and the pickled body, so a sender
+    can write them one after the other: joining them copies the body (0.15 s for 100 MB here)."""
     kwargs = dict(kwargs or {})
     try:
         body, sources = pickling.dumps_with_sources((fn, tuple(args), kwargs))
@@ -103,7 +110,7 @@ def dumps_call(fn: Callable | None, args: tuple = (), kwargs: dict | None = None
     header["function"] = getattr(fn, "__qualname__", None) or repr(fn)
     if sources:
         header["sources"] = sources
-    return encode(header, body)
+    return encode_parts(header, body)
 
 
 #: The most an ``on_start`` function may weigh pickled: it rides in the JSON header (see :func:`with_on_start`);
@@ -153,8 +160,12 @@ def check_no_secrets(body: bytes) -> None:
 
 
 def encode(header: dict, body: bytes) -> bytes:
+    return b"".join(encode_parts(header, body))
+
+
+def encode_parts(header: dict, body: bytes) -> tuple[bytes, bytes]:
     head = json.dumps(header).encode()
-    return MAGIC + _LEN.pack(len(head)) + head + body
+    return MAGIC + _LEN.pack(len(head)) + head, body
 
 
 def read_header(stream: BinaryIO) -> dict:

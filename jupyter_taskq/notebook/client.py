@@ -22,7 +22,7 @@ import requests
 from .. import batchstream, blobs, seeds
 from ..options import MAX_LIMIT, client_options, with_option_keywords
 from .. import pickling
-from ..payload import calling_context, dumps_call, with_on_start
+from ..payload import calling_context, dumps_call, dumps_call_parts, with_on_start
 from ..status import FINAL, TaskStatus
 from .errors import TaskqError
 from .origin import submitted_from
@@ -179,8 +179,9 @@ class Client:
             params.update({k: ",".join(v) if k == "after" else v for k, v in conditions.items()})
         shared = blobs.shared_part(fn, context)  # the function pickled alone: a big one is pickled only once
         own = {**context, "seed": seeds.draw()}  # this task's own: never in the shared part (seeds.py's rule)
-        if shared is None:
-            data = dumps_call(fn, tuple(args), kwargs, context=own)
+        data: bytes | _Stream
+        if shared is None:  # sent as its two parts: joined, a 100 MB argument would be copied once more
+            data = _Stream(list, list(dumps_call_parts(fn, tuple(args), kwargs, context=own)))
         else:
             data = blobs.dumps_args(shared, tuple(args), kwargs, own)
         task = self._with_shared(shared, lambda: self._request(
