@@ -1,6 +1,6 @@
 """A dependency's result as an argument: ``evaluate.put(fits)`` with a ``TaskGroup`` or ``TaskHandle``.
 
-In the kernel, :func:`mark` swaps each handle (and each group) among the call's top-level arguments,
+In the kernel, :func:`jupyter_taskq.notebook.dependencies.mark` swaps each handle (and each group) among the call's top-level arguments,
 keyword values, and the items of a top-level list or tuple, for a small :class:`ResultOf` marker
 naming its task ids, and returns those ids: the call then depends on them (``after=``), so it runs
 only once they are COMPLETE. On the worker, :func:`resolve` swaps each marker for the result,
@@ -29,35 +29,6 @@ class ResultOf:
 
     def __repr__(self) -> str:
         return f"<result of {'tasks ' + ', '.join(self.ids) if self.many else 'task ' + self.ids[0]}>"
-
-
-def _marker(value: Any) -> ResultOf | None:
-    from .notebook.client import TaskHandle
-    from .notebook.group import TaskGroup
-
-    if isinstance(value, TaskHandle):
-        return ResultOf([value.id], many=False)
-    if isinstance(value, TaskGroup):
-        return ResultOf(value.ids, many=True)
-    return None
-
-
-def mark(args: tuple, kwargs: dict | None) -> tuple[tuple, dict | None, list[str]]:
-    """(args, kwargs, the ids they depend on) with handles and groups swapped for markers."""
-    ids: list[str] = []
-
-    def swap(value: Any) -> Any:
-        found = _marker(value)
-        if found is not None:
-            ids.extend(found.ids)
-            return found
-        if type(value) in (list, tuple) and any(_marker(v) is not None for v in value):
-            return type(value)(swap(v) for v in value)
-        return value
-
-    new_args = tuple(swap(a) for a in args)
-    new_kwargs = {k: swap(v) for k, v in kwargs.items()} if kwargs else kwargs
-    return new_args, new_kwargs, list(dict.fromkeys(ids))
 
 
 def _has_marker(value: Any) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..options import client_options, with_option_keywords
-from ..depresults import mark
+from .dependencies import mark
 from .client import TaskHandle, connect
 from .group import TaskGroup
 
