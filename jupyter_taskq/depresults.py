@@ -2,10 +2,10 @@
 
 In the kernel, :func:`jupyter_taskq.notebook.dependencies.mark` swaps each handle (and each group)
 among the call's top-level arguments, keyword values, and the items of a top-level list or tuple, for
-a small :class:`ResultOf` marker naming its task ids, and returns those ids: the call then depends on them (``after=``), so it runs
-only once they are COMPLETE. On the worker, :func:`resolve` swaps each marker for the result,
-fetched there with the attempt's task token (jupyter_taskq/tasktokens.py): a result never passes
-through the kernel, and a group becomes the list of its results, in order.
+a small :class:`ResultOf` marker naming its task ids, and returns those ids: the call then depends on
+them (``after=``), so it runs only once they are COMPLETE. On the worker, :func:`resolve` swaps each
+marker for the result, fetched there with the attempt's task token (jupyter_taskq/tasktokens.py): a
+result never passes through the kernel, and a group becomes the list of its results, in order.
 
 Stdlib-only and importable on both sides: the marker is pickled by reference to this module.
 """
