@@ -150,7 +150,7 @@ class AttemptGroup:
         self.enforced = {"memory": memory is None, "cpu": True}
 
     @classmethod
-    def create(cls, pid: int, memory: int | None = None, cores: list[int] | None = None) -> "AttemptGroup":
+    def create(cls, pid: int, memory: int | None = None, cores: list[int] | None = None) -> AttemptGroup:
         """Groups for the attempt that process ``pid`` is about to run, ``pid`` moved in; never raises
         (what cannot be made is left out, and ``enforced`` says so)."""
         global _serial
@@ -206,7 +206,8 @@ class AttemptGroup:
         if path is None:
             return False
         if kind == "v1":  # a v1 cpuset starts empty: it needs its parent's memory nodes
-            _write(os.path.join(path, "cpuset.mems"), (read_or_none(os.path.join(parent, "cpuset.mems")) or "0").strip())
+            mems = read_or_none(os.path.join(parent, "cpuset.mems")) or "0"
+            _write(os.path.join(path, "cpuset.mems"), mems.strip())
         return _write(os.path.join(path, "cpuset.cpus"), ",".join(str(c) for c in cores))
 
     # -- while the attempt runs -------------------------------------------------------------------------------

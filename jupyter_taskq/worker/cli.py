@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--files-dir", default=None,
                         help="with --redis: the directory for payloads, results, logs and outputs that every "
                              "machine mounts (default: --state-dir)")
-    worker.add_argument("--gpus", default="auto", help='"auto" (NVML or nvidia-smi), a list such as "0,1", or "" for none')
+    worker.add_argument("--gpus", default="auto",
+                        help='"auto" (NVML or nvidia-smi), a list such as "0,1", or "" for none')
     worker.add_argument("--gpu-model", default=None, metavar="NAME",
                         help='model name of these GPUs (default: as the driver reports it, e.g. '
                              '"NVIDIA A100-SXM4-80GB"); tasks asking for gpu="A100" run only on a matching GPU')
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         if refusal:
             print(refusal, file=sys.stderr, flush=True)
             return 1
-    name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")  # machines sharing a queue need distinct names
+    # machines sharing a queue need distinct names
+    name = args.name if args.name is not None else (socket.gethostname() if args.redis else "")
     models = gpu_models(gpus, args.gpu_model)
     specs = plan_workers(gpus, config.workers_per_gpu, config.cpu_workers, f"{name}/" if name else "", models)
     backend = open_child_backend(args.state_dir, args.redis, args.files_dir)

@@ -37,7 +37,8 @@ def bundle(value) -> dict | None:
     """``{"data": {mime: str or JSON}, "metadata": {...}, "left_out": [mime, ...]}``, or None: nothing to show."""
     if value is None or type(value) in _SCALARS or (type(value) in (str, bytes) and len(value) <= _SHORT_TEXT):
         return None  # nothing to show, or the server shows its repr from the result itself
-    if type(value) in _LONG_TEXT:  # IPython would repr all of it: 2 s for 100 MB of bytes, for a line that is cut anyway
+    # IPython would repr all of it: 2 s for 100 MB of bytes, for a line that is cut anyway
+    if type(value) in _LONG_TEXT:
         return {"data": {"text/plain": _long_text(value)}, "metadata": {}, "left_out": []}
     formatter = _display_formatter()
     if formatter is None:

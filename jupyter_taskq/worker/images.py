@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from .. import image as image_spec
 from . import taskside
@@ -179,7 +179,8 @@ def find_interpreter(version: str, for_all: bool = False) -> str:
     there = interpreters(version, for_all)
     if version in there:
         return there[version]
-    listed = ", ".join(f"{v} ({p})" for v, p in sorted(there.items(), key=lambda i: tuple(map(int, i[0].split("."))))) or "none"
+    ordered = sorted(there.items(), key=lambda i: tuple(map(int, i[0].split("."))))
+    listed = ", ".join(f"{v} ({p})" for v, p in ordered) or "none"
     raise ImageBuildError(f"no Python {version} interpreter on this machine ({os.uname().nodename}); the Pythons "
                           f"here are: {listed}")
 
@@ -356,8 +357,8 @@ def _build(spec: dict, directory: Path, digest: str, no_build: bool) -> None:
             target = ["--python", str(prefix / "bin" / "python")]
             run([uv, "pip", "install", *target, *spec["python_packages"], *runner_requirements()], env,
                 "installing the packages")
-            command_env = {**env, **spec["env_vars"], "VIRTUAL_ENV": str(prefix),
-                           "PATH": f"{prefix / 'bin'}{os.pathsep}{os.path.dirname(uv)}{os.pathsep}{env.get('PATH', '')}"}
+            search_path = f"{prefix / 'bin'}{os.pathsep}{os.path.dirname(uv)}{os.pathsep}{env.get('PATH', '')}"
+            command_env = {**env, **spec["env_vars"], "VIRTUAL_ENV": str(prefix), "PATH": search_path}
             for command in spec["commands"]:
                 run(command, command_env, f"the command {command!r}", shell=True)
             frozen = run([uv, "pip", "freeze", *target], env, "freeze")

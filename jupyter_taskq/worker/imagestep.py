@@ -33,7 +33,7 @@ class ImageStep:
         self._abandoned = False
         self._lock = threading.Lock()
 
-    def run(self) -> tuple["images.Lease | None", tuple[str, dict] | None]:
+    def run(self) -> tuple[images.Lease | None, tuple[str, dict] | None]:
         """(the lease, None) when the image is ready; (None, outcome) when the attempt ends here."""
         task, worker = self.task, self.worker
         make_private_dir(worker.state.attempt_dir(task["id"], task["attempt"]))

@@ -175,8 +175,10 @@ def _in_memory_cgroup() -> bool:
         if len(parts) == 3 and f"/{CGROUP_PREFIX}" in parts[2]:
             if "memory" in parts[1].split(","):
                 return True
-            if parts[1] == "" and (_read(os.path.join(CGROUP_ROOT, parts[2].lstrip("/"), "memory.max")) or "max").strip() != "max":
-                return True
+            if parts[1] == "":
+                memory_max = _read(os.path.join(CGROUP_ROOT, parts[2].lstrip("/"), "memory.max")) or "max"
+                if memory_max.strip() != "max":
+                    return True
     return False
 
 

@@ -82,7 +82,8 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
             if own:  # the notebook's URL (its server's, maybe on another machine) gives way to the worker's
                 set_attempt_env(own)
             try:
-                shared = _shared_function(header, payload_path, payload_module, blob_path)  # first: as the kernel made them
+                # first: as the kernel made them
+                shared = _shared_function(header, payload_path, payload_module, blob_path)
                 fn, args, kwargs = payload_module.load_body(stream, header)
             except (OSError, MemoryError):  # a shared part missing here, memory=: another attempt may do better
                 raise

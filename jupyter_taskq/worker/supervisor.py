@@ -6,8 +6,8 @@ The supervisor also runs the recovery sweep: tasks of a dead worker go back to
 the queue (or FAIL as "worker lost"), and waiting tasks past their expiry end
 EXPIRED. A worker that misses its heartbeat is not necessarily dead (stopped, or
 blocked on a write): the supervisor kills it, and everything below it, before the
-sweep requeues its attempt, so a task never runs twice at once. The Jupyter server starts one supervisor; ``jupyter taskq worker`` runs
-the same thing on its own.
+sweep requeues its attempt, so a task never runs twice at once. The Jupyter server starts one
+supervisor; ``jupyter taskq worker`` runs the same thing on its own.
 """
 
 from __future__ import annotations

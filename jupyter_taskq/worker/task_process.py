@@ -83,7 +83,7 @@ class TaskProcess:
         self.image_fd: int | None = None  # a shared flock on the image a warm process runs in (images.Lease)
 
     @classmethod
-    def fork(cls, cuda_devices: str, kill_grace: float, warm_up: str | None = None) -> "TaskProcess":
+    def fork(cls, cuda_devices: str, kill_grace: float, warm_up: str | None = None) -> TaskProcess:
         """A keeper; ``warm_up``: a payload each fresh task process runs before its attempt comes (see
         :func:`_warm_up`)."""
         request_r, request_w = os.pipe()

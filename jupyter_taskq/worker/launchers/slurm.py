@@ -118,7 +118,8 @@ class SlurmLauncher(Launcher):
     setup = Unicode("", config=True, help="Shell lines the job runs first (module load ..., source venv/bin/activate).")
     workdir = Unicode("", config=True, help="Working directory of the jobs (default: the server's).")
     job_dir = Unicode("", config=True,
-                      help="Where job scripts and their output go (default: <state_dir>/slurm); on a shared filesystem.")
+                      help="Where job scripts and their output go (default: <state_dir>/slurm);"
+                           " on a shared filesystem.")
     poll_interval = Float(2.0, config=True, help="Seconds between squeue polls.")
     sbatch = Unicode("sbatch", config=True, help="The sbatch command.")
     squeue = Unicode("squeue", config=True, help="The squeue command.")
@@ -417,7 +418,8 @@ class SlurmLauncher(Launcher):
         if app.redis_allow_volatile:
             cmd.append("--redis-allow-volatile")
         command = " ".join(shlex.quote(c) for c in cmd)
-        lines.append(f'exec {command} --state-dir "$JUPYTER_TASKQ_JOB_STATE" --gpus "${{CUDA_VISIBLE_DEVICES-}}" --name "slurm-$SLURM_JOB_ID"')
+        lines.append(f'exec {command} --state-dir "$JUPYTER_TASKQ_JOB_STATE"'
+                     ' --gpus "${CUDA_VISIBLE_DEVICES-}" --name "slurm-$SLURM_JOB_ID"')
         return "\n".join(lines) + "\n"
 
     def _submit(self, model: str | None, biggest: tuple[float, float], keep: bool, gang: int = 0) -> bool:
@@ -506,7 +508,8 @@ class SlurmLauncher(Launcher):
                 return f"waiting for Slurm job {job['id']}, {job['slurm_state']}: {job['reason'] or 'None'}"
         for job in self._jobs:
             if job["model"] == model and job["state"] == "failed":
-                return f"Slurm job {job['id']} failed to start ({job['slurm_state']}); see {self.jobdir}/{job['id']}.out"
+                return (f"Slurm job {job['id']} failed to start ({job['slurm_state']});"
+                        f" see {self.jobdir}/{job['id']}.out")
         return None
 
     def _run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
