@@ -222,3 +222,42 @@ def test_numpys_memory_error_on_the_rlimit_path_is_memory_limit_exceeded():
     assert "final" not in asked and asked["message"] == "exceeded memory=256 MiB (peak 250 MiB)"
     assert limits.memory_failure({"memory": None}, error, None) is None
     assert limits.memory_failure({"memory": 256}, {**error, "mro": ["ValueError", "Exception"]}, None) is None
+
+
+def test_a_v2_oom_event_at_the_same_time_as_the_exit_ends_the_attempt():
+    """cgroup v2 watches ``memory.events`` through select's exceptional list only: an out-of-memory event
+    seen together with a readable descriptor (the killed process's pidfd) once raised IndexError."""
+    import socket
+
+    from jupyter_taskq.worker.task_process import _Task
+
+    class Group:
+        killed = False
+
+        def oom_watch(self):
+            return [], [sender.fileno()]
+
+        def oom_killed(self):
+            return True
+
+        def kill(self):
+            self.killed = True
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    receiver = socket.create_connection(listener.getsockname())
+    sender, _ = listener.accept()
+    receiver.send(b"!", socket.MSG_OOB)  # urgent data: the sender's end is "exceptional" for select
+    request_r, request_w = os.pipe()
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    task = _Task(pid, request_w, report_r)
+    wait_for(lambda: os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None)
+    group = Group()
+    assert task.wait(group) == (7, "gone")
+    assert group.killed
+    for fd in (request_r, report_w):
+        os.close(fd)
+    for s in (listener, receiver, sender):
+        s.close()

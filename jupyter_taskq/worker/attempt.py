@@ -281,9 +281,11 @@ class Attempt:
         deadline = time.monotonic() + task["timeout"] if task.get("timeout") else None
         io = AttemptWatcher(w.state, task, w.config.log_max_bytes, w.objects)
         next_fence_check = time.monotonic() + HEARTBEAT_INTERVAL
+        done = proc.done
+        assert done is not None  # a keeper just dispatched to: its report pipe is open
         while True:
             wait = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
-            if select.select([proc.done, proc.pidfd], [], [], wait)[0]:
+            if select.select([done, proc.pidfd], [], [], wait)[0]:
                 report = proc.read_report()
                 if report is None:  # the keeper died without a word: its tree may come to us
                     code = w.processes.keeper_died(proc)
@@ -398,6 +400,7 @@ class Attempt:
                          "message": f"interrupted: worker {w.name} stopped during attempt {attempt}"}
                 retry = True
             else:
+                assert error is not None  # "failed": its error always comes with it
                 raised = error.pop("mro", None)  # the exception's class and bases (None: no exception, e.g. a crash)
                 error.pop("peak_mib", None)
                 final = error.pop("final", None)  # runner.py: the call cannot unpickle or bind, on any retry

@@ -124,7 +124,7 @@ def enforcement(memory: int | None, cpu: float | None) -> dict:
     """What the task's JSON shows of its limits: how each is held, and ``enforced`` (False: one of them
     is only advisory here, a task can go past it)."""
     machine = probe()
-    held = {}
+    held: dict[str, str | bool] = {}
     if memory is not None:
         held["memory"] = f"cgroup {machine.memory[0]}" if machine.memory else "RLIMIT_DATA"
     if cpu is not None:
@@ -162,7 +162,7 @@ class AttemptGroup:
         if memory is not None and machine.memory:
             group._limit_memory(*machine.memory, memory)
         if cores is not None:
-            group.enforced["cpu"] = bool(machine.cpuset) and group._limit_cpus(*machine.cpuset, cores)
+            group.enforced["cpu"] = machine.cpuset is not None and group._limit_cpus(*machine.cpuset, cores)
         for directory in group.dirs:
             _write(os.path.join(directory, "cgroup.procs"), str(pid))
         return group

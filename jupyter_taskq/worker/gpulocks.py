@@ -91,7 +91,7 @@ class MachineGpus:
         """Hold ``devices`` for ``task_id`` (exclusively when more than one); False, holding nothing, if
         one of them is taken."""
         exclusive = len(devices) > 1
-        got = []
+        got: list[int] = []
         for d in devices:
             if not self._try(d, exclusive):
                 for g in got:

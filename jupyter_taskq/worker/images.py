@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 from collections.abc import Callable
+from typing import Any
 
 from .. import image as image_spec
 from . import taskside
@@ -364,7 +365,7 @@ def _build(spec: dict, directory: Path, digest: str, no_build: bool) -> None:
             frozen = run([uv, "pip", "freeze", *target], env, "freeze")
             packages = [line.strip() for line in frozen.splitlines() if line.strip() and not line.startswith("#")]
             version = image_spec.interpreter_version(str(prefix / "bin" / "python")) or ""
-            record = {"hash": digest, "spec": spec, "packages": packages, "python_version": version,
+            record: dict[str, Any] = {"hash": digest, "spec": spec, "packages": packages, "python_version": version,
                       "built_on": os.uname().nodename, "built_at": time.time(), "bytes": _tree_bytes(prefix),
                       "build_seconds": round(time.monotonic() - started, 2)}
             out.write(f"[jupyter-taskq: image {digest[:12]} built in {record['build_seconds']} s, "

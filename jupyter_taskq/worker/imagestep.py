@@ -28,12 +28,12 @@ class ImageStep:
         self.worker, self.task, self.header = worker, task, header  # header: the payload's, parsed by the attempt
         self.directory = images.image_dir(worker.state.root)
         self.log_path = worker.state.attempt_log(task["id"], task["attempt"])
-        self._lease = None
+        self._lease: images.Lease | None = None
         self._error: BaseException | None = None
         self._abandoned = False
         self._lock = threading.Lock()
 
-    def run(self) -> tuple[images.Lease | None, tuple[str, dict] | None]:
+    def run(self) -> tuple[images.Lease | None, tuple[str, dict | None] | None]:
         """(the lease, None) when the image is ready; (None, outcome) when the attempt ends here."""
         task, worker = self.task, self.worker
         make_private_dir(worker.state.attempt_dir(task["id"], task["attempt"]))
@@ -42,7 +42,7 @@ class ImageStep:
         digest = images.image_hash(spec) if built else None
         build_log = self.directory / f"{digest}.log" if built else None
         copied = 0
-        if built and not images._ready(self.directory, digest):
+        if digest is not None and not images._ready(self.directory, digest):  # (digest: built)
             self._progress(f"building image {digest[:12]}…")
         thread = threading.Thread(target=self._prepare, args=(spec,), daemon=True, name="image-build")
         thread.start()
@@ -67,6 +67,7 @@ class ImageStep:
             return None, ("failed", {"type": "ImageBuildError", "message": message, "traceback": None,
                                      "final": "the image could not be built"})
         lease = self._lease
+        assert lease is not None  # the thread ended without an error, and we did not abandon it
         problem = image_spec.version_problem(self._pickled_version(), lease.environment.get("python") or "",
                                              f"the image's interpreter {lease.python}")
         if problem and lease.environment.get("python"):

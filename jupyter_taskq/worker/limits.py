@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+from typing import Any
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
@@ -90,8 +91,8 @@ def memory_failure(task: dict, error: dict | None, cgroup: dict | None) -> dict 
     else:
         return None
     peak_text = f" (peak {peak} MiB)" if peak is not None else ""
-    failure = {"type": "MemoryLimitExceeded", "message": f"exceeded memory={limit} MiB{peak_text}",
-               "traceback": (error or {}).get("traceback"), "mro": ["MemoryLimitExceeded"]}
+    failure: dict[str, Any] = {"type": "MemoryLimitExceeded", "message": f"exceeded memory={limit} MiB{peak_text}",
+                             "traceback": (error or {}).get("traceback"), "mro": ["MemoryLimitExceeded"]}
     # The same call with the same data needs the same memory: a retry would only run out again, so it is
     # not retried unless the task asked for it (retry_for=["MemoryLimitExceeded"]).
     if "MemoryLimitExceeded" not in (task.get("retry_for") or []):

@@ -78,14 +78,15 @@ class Worker:
         self.hueys = [backend.open_queue(p) for p in self.pools]
         self.bells = [backend.work_bell(p) for p in self.pools]
         self.wait_for_any = backend.wait_for_any  # sleeps on all its pools' bells at once
-        self.fair = FairTurns(self.store, self.state.root) if pool == GPU_POOL else None  # hub service (issue 15)
+        fair = FairTurns(self.store, self.state.root) if pool == GPU_POOL else None
+        self.fair = fair  # hub service (issue 15)
         # A GPU worker takes tasks through the machine's GPU allocator: gangs, reservation, backfill (issue 26).
         self.gangs: GangTurns | None = None
-        if pool == GPU_POOL and device is not None and device.isdigit():
+        if fair is not None and device is not None and device.isdigit():  # (fair: the GPU pool)
             machine = dict(machine_gpus or {}) or {int(device): self.model}
             machine.setdefault(int(device), self.model)
             gpus = MachineGpus(self.state.root / "gpus", machine, int(device), name)
-            self.gangs = GangTurns(self.store, self.fair, gpus, self.pools, self.hueys)
+            self.gangs = GangTurns(self.store, fair, gpus, self.pools, self.hueys)
         self._lent: dict | None = None  # the gang (of another worker) that holds this worker's GPU
         self.events = backend.events_ringer()
         self.stopping = False

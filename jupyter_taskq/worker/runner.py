@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import traceback
+from typing import Any
 
 EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
 
@@ -103,7 +104,7 @@ def run_attempt(payload_path: str, result_path: str, error_path: str, log_path: 
         leave_main()
         return stop
     try:
-        if on_start is not None and not _run_on_start(*on_start, error_path):
+        if on_start is not None and not _run_on_start(on_start[0], on_start[1], on_start[2], error_path):
             return EXIT_RAISED
         _as_in_the_kernel(header)
         return _call(fn, args, kwargs, result_path, error_path)
@@ -247,11 +248,11 @@ class _NoStdin(io.TextIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> str:
+    def read(self, size: int | None = -1) -> str:
         raise EOFError("a task has no standard input: input() and sys.stdin cannot be read on a worker; "
                        "pass the value to the task as an argument")
 
-    readline = read
+    readline = read  # type: ignore[assignment]  # str, as io.TextIOBase's own (typeshed's _IOBase: bytes)
 
 
 def _enter_world(header: dict, cuda_devices: str, attempt_dir: str, image: dict | None = None) -> None:
@@ -343,6 +344,7 @@ def _load_by_path(name: str, path: str):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None  # a .py file: the source loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -358,7 +360,7 @@ def _write_error(error_path: str, exc: BaseException, tb, setup: bool = False, o
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     if on_start is not None:
         text = f"on_start {on_start} failed (run before the task, in a fresh task process):\n{text}"
-    error = {
+    error: dict[str, Any] = {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
         "message": f"in on_start {on_start}: {exc}" if on_start is not None else str(exc),
         "traceback": text,
@@ -454,4 +456,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 8:  # warm: this process serves the next attempts of the function too
         sys.exit(_worker_module("warmserve").serve(sys.modules[__name__], _payload_module, sys.argv[1:6],
                                                    sys.argv[6], as_owner, json.loads(sys.argv[8])))
-    sys.exit(run_attempt(*sys.argv[1:7], _payload_module, **as_owner))
+    _args = sys.argv[1:7]  # PAYLOAD RESULT ERROR LOG ATTEMPT_DIR CUDA_DEVICES
+    sys.exit(run_attempt(_args[0], _args[1], _args[2], _args[3], _args[4], _args[5], _payload_module, **as_owner))

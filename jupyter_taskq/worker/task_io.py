@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import time
+from typing import Any
 
 from .. import tasklog
 from ..objectstore import ObjectStore
@@ -56,7 +57,7 @@ class AttemptWatcher:
 
     def sync(self, store: TaskStore) -> bool:
         """Copy new progress, outputs and log truncation into the store; True if anything changed."""
-        changed = {}
+        changed: dict[str, Any] = {}
         for name in (PROGRESS, MANIFEST):
             mtime = _mtime(self.directory / name)
             if mtime != self._seen[name]:

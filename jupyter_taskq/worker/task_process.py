@@ -42,6 +42,7 @@ import signal
 import sys
 import tempfile
 import threading
+from typing import Any
 
 from .. import payload
 from . import cgroups, limits, privateshm, runner
@@ -116,6 +117,7 @@ class TaskProcess:
         pipe, never a file or a command line; ``devices``: the attempt's GPUs ("2,3" for a gang), over the
         keeper's own; ``parsed``: the payload's header as the worker parsed it and where its body starts
         (``{"header": ..., "body_at": ...}``), so that the task process does not parse it again."""
+        assert self.request is not None, "dispatch to a retired keeper"
         write_message(self.request, {"paths": paths, "python": python, "warm": warm, "owner": owner,
                                      "env": env or {}, "devices": devices, "parsed": parsed})
         self.attempts += 1
@@ -127,6 +129,7 @@ class TaskProcess:
 
     def read_report(self) -> dict | None:
         """After ``done`` is readable: ``{"code", "warm"}`` of the attempt, or None if the keeper died."""
+        assert self.done is not None, "read_report of a retired keeper"
         try:
             report = read_message(self.done)
         except (OSError, ValueError):
@@ -182,31 +185,34 @@ class _Task:
 
     def __init__(self, pid: int, request: int, report: int):
         self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
-        self.request = request  # its attempts
-        self.report = report  # (code, reusable) per attempt
+        self.pidfd: int | None = os.pidfd_open(pid)
+        self.request: int | None = request  # its attempts
+        self.report: int | None = report  # (code, reusable) per attempt
 
     def wait(self, group: cgroups.AttemptGroup | None = None) -> tuple[int, str]:
         """The attempt's exit code, and what became of the process: "kept" (warm, for the next attempt),
         "exiting" (it reported and is on its way out) or "gone" (exited or died, and reaped).
         ``group``: at the first out-of-memory kill in the attempt's cgroup, the whole attempt is ended."""
-        watch = [self.pidfd, self.report]
+        pidfd, report_fd = self.pidfd, self.report
+        assert pidfd is not None and report_fd is not None  # (closed by reap, which ends the wait)
+        watch = [pidfd, report_fd]
         oom_r, oom_x = group.oom_watch() if group is not None else ([], [])
         while True:
             ready, _, exceptional = select.select(watch + oom_r, [], oom_x)
             if oom_r and oom_r[0] in ready or exceptional:
-                _clear_event(ready and oom_r[0] in ready, (oom_r or oom_x)[0])
+                assert group is not None  # (only its watches are there)
+                _clear_event(bool(oom_r) and oom_r[0] in ready, (oom_r or oom_x)[0])
                 if group.oom_killed():  # the kernel killed one process of it: end them all (then "gone")
                     group.kill()
                     oom_r = oom_x = []
                 continue
-            if self.report in ready:
-                report = read_message(self.report)
+            if report_fd in ready:
+                report = read_message(report_fd)
                 if report is not None:
                     return report["code"], "kept" if report["reusable"] else "exiting"
-                watch = [self.pidfd]  # closed without a word: it died
+                watch = [pidfd]  # closed without a word: it died
                 continue
-            if self.pidfd in ready:
+            if pidfd in ready:
                 return self.reap(), "gone"
 
     def reap(self) -> int:
@@ -266,11 +272,12 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
                 queued = bool(select.select([request_fd], [], [], 0)[0])
                 ready = _fork_task(cuda_devices, (request_fd, done_fd), None if queued else warm_up)
             idle = task or ready
+            assert idle is not None and idle.pidfd is not None
             if select.select([request_fd, idle.pidfd], [], [])[0] == [idle.pidfd]:
                 if idle is task:
                     return  # the warm task process died while idle: the worker sees us go
-                os.waitpid(ready.pid, 0)  # the ready one died (killed from outside?): fork another,
-                ready.close()            # without the warm-up, in case that is what killed it
+                os.waitpid(idle.pid, 0)  # the ready one died (killed from outside?): fork another,
+                idle.close()            # without the warm-up, in case that is what killed it
                 ready = None
                 warm_up = None
                 continue
@@ -278,8 +285,9 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
             if message is None:
                 return  # retired by the worker
             if task is None:
-                task, ready = ready, None
+                task, ready = idle, None
             group = _contain(task.pid, message)
+            assert task.request is not None  # (closed only when it is reaped, and then dropped)
             write_message(task.request, message)
             code, fate = task.wait(group)
             report = {"code": code, "warm": fate == "kept", "pid": task.pid, "memory": group.memory_report()}
@@ -301,8 +309,8 @@ def _keeper(request_fd: int, done_fd: int, cuda_devices: str, grace: float, pare
                 write_message(done_fd, report)
             group = None
             # Then the next attempt: in a fresh task process (forked ahead now), or in the one kept warm.
-    except _Stop as stop:
-        if stop.graceful and task is not None and task.pidfd is not None:
+    except _Stop as stopped:
+        if stopped.graceful and task is not None and task.pidfd is not None:
             signal_all(descendants(os.getpid()), signal.SIGTERM)
             wait_exit(task.pidfd, grace)
     finally:
@@ -358,7 +366,7 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
         devices = message.get("devices")
         devices = cuda_devices if devices is None else devices  # a gang's GPUs: this attempt's own
         runner.set_attempt_env(message.get("env") or {})  # before _exec_runner: the other interpreter inherits it
-        as_owner = {}
+        as_owner: dict[str, Any] = {}
         if message.get("owner"):
             try:
                 paths, as_owner = _as_owner(paths, message["owner"], message.get("parsed"))
@@ -378,7 +386,9 @@ def _run_task(cuda_devices: str, requests: int, reports: int, warm_up: str | Non
             code = EXIT_STALE
         else:
             given = {**as_owner, "parsed": message.get("parsed")}  # the header, parsed by the worker
-            code = runner.run_attempt(*paths, devices, payload, guard.before_call if warm else None, **given)
+            payload_path, result_path, error_path, log_path, attempt_dir = paths
+            code = runner.run_attempt(payload_path, result_path, error_path, log_path, attempt_dir, devices, payload,
+                                      guard.before_call if warm else None, **given)
         flush_output()
         # Never after the task raised or crashed, nor when it left a thread running or a child alive: they
         # would write into the next attempt's log and outlive their attempt (the keeper ends them with it).

@@ -58,7 +58,7 @@ def _patch_pyplot(pyplot) -> None:
                 os.rmdir(folder)
             pyplot.close(figure)
 
-    show._taskq = True
+    show._taskq = True  # type: ignore[attr-defined]  # a mark on a function object
     pyplot.show = show
 
 
@@ -78,5 +78,5 @@ def _patch_tqdm(std) -> None:
                 pass
         return result
 
-    report._taskq = True
+    report._taskq = True  # type: ignore[attr-defined]  # a mark on a function object
     cls.display = report

@@ -17,6 +17,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 from .. import payload
 from ..statedir import create_private_file, make_private_dir
@@ -28,6 +29,12 @@ log = logging.getLogger("jupyter_taskq.worker")
 STRAY_WATCH = 5.0  # seconds after a keeper died that the worker looks for its orphans
 
 
+def _idle_since(proc: TaskProcess) -> float:
+    """When a warm process (every one in ``TaskProcesses.warm``: keep_warm set it) went idle."""
+    assert proc.idle_since is not None
+    return proc.idle_since
+
+
 class TaskProcesses:
     def __init__(self, root: Path, worker_name: str, cuda_devices: str, kill_grace: float, max_warm: int):
         self.root, self.worker_name = root, worker_name
@@ -37,7 +44,7 @@ class TaskProcesses:
         self.warm: dict[str, TaskProcess] = {}  # keep_warm_seconds: idle task processes by what they serve
         self._exited: list[int] = []  # keepers that reported or were retired, to reap
         self._strays_until = 0.0  # a keeper died abnormally: orphans of its tree may come to us
-        self._warm_up: str | None | bool = False  # the warm-up payload's path (False: not written yet)
+        self._warm_up: str | None | Literal[False] = False  # the warm-up payload's path (False: not written yet)
 
     # -- getting one --------------------------------------------------------
     def fork(self) -> TaskProcess:
@@ -77,15 +84,16 @@ class TaskProcesses:
 
     def keep_warm(self, proc: TaskProcess) -> None:
         """A warm task process waits for the next attempt of its function (the oldest idle one goes first)."""
+        assert proc.warm_key is not None  # after_report keeps only a process that serves a key
         proc.idle_since = time.monotonic()
         self.warm[proc.warm_key] = proc
         while len(self.warm) > self.max_warm:
-            oldest = min(self.warm, key=lambda k: self.warm[k].idle_since)
+            oldest = min(self.warm, key=lambda k: _idle_since(self.warm[k]))
             self.retire(self.warm.pop(oldest))
 
     def expire_warm(self, now: float) -> None:
         for key, proc in list(self.warm.items()):
-            if now - proc.idle_since >= proc.keep_warm or not proc.alive():
+            if now - _idle_since(proc) >= proc.keep_warm or not proc.alive():
                 self.retire(self.warm.pop(key))
 
     def drop_warm(self, owners=None) -> None:
@@ -97,7 +105,7 @@ class TaskProcesses:
     def warm_processes(self) -> list[dict]:
         """What stats show of this worker's warm processes: which function, idle for how long."""
         now = time.monotonic()
-        return [{**p.warm_info, "idle_s": round(now - p.idle_since, 1), "keep_warm_seconds": p.keep_warm,
+        return [{**p.warm_info, "idle_s": round(now - _idle_since(p), 1), "keep_warm_seconds": p.keep_warm,
                  "attempts": p.task_attempts, "pid": p.task_pid} for p in self.warm.values()]
 
     # -- ending them --------------------------------------------------------
@@ -177,7 +185,7 @@ class TaskProcesses:
         try:
             folder = make_private_dir(self.root / "warmup")
             path = folder / (re.sub(r"[^A-Za-z0-9._-]", "_", self.worker_name) + ".payload")
-            namespace = {"__name__": "__main__"}  # a notebook's function: it travels by value
+            namespace: dict[str, Any] = {"__name__": "__main__"}  # a notebook's function: it travels by value
             exec("def warm_up(*args, **kwargs):\n    return None\n", namespace)  # noqa: S102
             with os.fdopen(create_private_file(path), "wb") as f:
                 f.write(payload.dumps_call(namespace["warm_up"]))
