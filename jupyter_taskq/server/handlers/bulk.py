@@ -26,12 +26,8 @@ class WaitHandler(TaskqHandler):
     @authorized
     async def post(self):
         body = self.json_body()
-        ids = body.get("task_ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise bad_request('"task_ids" must be a list of task id strings')
-        timeout = body.get("timeout", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_WAIT:
-            raise bad_request(f"'timeout' must be a number of seconds between 0 and {MAX_WAIT:g}")
+        ids = _task_ids(body)
+        timeout = _seconds(body, "timeout", 30)
         done = await self.wait_final(ids, timeout)
         tasks = await self.service.tasks_by_id(ids)
         self.finish(await self.blocking(dumps_in_pieces, {"done": done, "tasks": tasks}))  # 2,000 tasks: off the loop
@@ -48,14 +44,10 @@ class ResultsHandler(TaskqHandler):
     @authorized
     async def post(self):
         body = self.json_body()
-        ids = body.get("task_ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise bad_request('body must be {"task_ids": [...]} (a list of task id strings)')
+        ids = _task_ids(body)
         if len(ids) > MAX_LIMIT:
             raise bad_request(f"at most {MAX_LIMIT} task ids per request, got {len(ids)}")
-        wait = body.get("wait", 0)
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
-            raise bad_request(f"'wait' must be a number of seconds between 0 and {MAX_WAIT:g}")
+        wait = _seconds(body, "wait", 0)
         if wait and ids:
             await self.wait_final(ids, wait)
         view = self.view()
@@ -65,3 +57,19 @@ class ResultsHandler(TaskqHandler):
             self.write(answer[start:start + CHUNK])
             await self.flush()
         await self.finish()
+
+
+def _task_ids(body: dict) -> list[str]:
+    """The body's ``task_ids``: a list of task id strings, or a 400 saying so."""
+    ids = body.get("task_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise bad_request('body must be {"task_ids": [...]} (a list of task id strings)')
+    return ids
+
+
+def _seconds(body: dict, key: str, default: float) -> float:
+    """The body's ``key``: a number of seconds from 0 to ``MAX_WAIT``, or a 400 saying so."""
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_WAIT:
+        raise bad_request(f"'{key}' must be a number of seconds between 0 and {MAX_WAIT:g}")
+    return float(value)
