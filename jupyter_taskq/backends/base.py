@@ -181,6 +181,11 @@ class Backend(abc.ABC):
             env[FILES_OPTIONS_ENV] = json.dumps(self.objects.options)  # may hold object-store credentials
         return env
 
+    def close(self) -> None:
+        """Stop what this backend started in the process (a relay thread): called when the server stops, so
+        an in-process server (tests, a restarted extension) leaves nothing running behind it."""
+        return None  # most backends start nothing
+
     # -- health, secrets, address -------------------------------------------------------------------------
     def check(self) -> list[str]:
         """Called by the server before it opens anything: raise :class:`BackendRefused` (or a more specific

@@ -28,6 +28,10 @@ class RedisBackend(Backend):
     name = "redis"
     shared = True
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._relays: list[EventRelay] = []
+
     def _client(self):
         import redis
 
@@ -73,8 +77,15 @@ class RedisBackend(Backend):
     def events_listener(self) -> Doorbell:
         """The server's local event FIFO, fed from the shared list by a relay thread."""
         local = events_bell(self.state.bells)
-        EventRelay(self.events_ringer(), local).start()
+        relay = EventRelay(self.events_ringer(), local)
+        relay.start()
+        self._relays.append(relay)
         return local
+
+    def close(self) -> None:
+        for relay in self._relays:
+            relay.stopped.set()  # it ends within one BLPOP (RELAY_WAIT)
+        self._relays.clear()
 
     # -- children -----------------------------------------------------------------------------------------
     def child_args(self) -> list[str]:
@@ -141,14 +152,17 @@ class EventRelay(threading.Thread):
         super().__init__(daemon=True, name="taskq-event-relay")
         self.source = source
         self.target = target
+        self.stopped = threading.Event()
 
     def run(self) -> None:
-        while True:
+        while not self.stopped.is_set():
             try:
                 message = self.source.wait(RELAY_WAIT)
             except Exception:  # Redis restarting: keep trying
+                if self.stopped.is_set():
+                    return
                 log.warning("jupyter-taskq: lost Redis while relaying task events; retrying", exc_info=True)
-                threading.Event().wait(1.0)
+                self.stopped.wait(1.0)
                 continue
             if message:
                 self.target.ring(message)

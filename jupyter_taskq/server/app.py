@@ -344,6 +344,8 @@ class TaskQueue(HubOptions, ExtensionApp):
             await self.webhooks.close()
         if getattr(self, "changes", None) is not None:
             self.changes.stop()
+        if getattr(self, "backend", None) is not None:
+            self.backend.close()
         if getattr(self, "executor", None) is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
         launcher = getattr(self, "launcher", None)
