@@ -22,11 +22,13 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 _shared: dict = {"users": 0}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One Chromium for the whole run. Each test module imports this fixture (its own definition), and a
-    second sync Playwright started beside the first fails ("Sync API inside the asyncio loop"): so the
-    definitions share one instance, stopped when the last user is done."""
+    """One Chromium per browser test module. Each test module imports this fixture (its own definition), and
+    a second sync Playwright started beside the first fails ("Sync API inside the asyncio loop"): so the
+    definitions share one instance, stopped when the last user is done. Module-scoped, so it is stopped when
+    its module ends: sync Playwright keeps an event loop running in the main thread, and a later test on the
+    same xdist worker that runs its own loop (pytest-jupyter's, test_inprocess_api.py) failed beside it."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")

@@ -77,7 +77,7 @@ class TaskqServer:
         return Client(self.url, token)
 
     def start(self, wait_workers: bool = True) -> "TaskqServer":
-        if self.backend == "redis" and self.redis is None:
+        if self.backend == "redis" and self.redis is None and "redis_url" not in self.config:  # else: the one given
             self.redis = RedisServer(self.root).start()
             self.config.setdefault("redis_url", self.redis.url)
         args = [
@@ -245,6 +245,16 @@ def client(server) -> Client:
     return server.client()
 
 
+#: Every redis-server a test started: those still running when the session ends are stopped then (a test
+#: that stops its TaskqServer with stop(), not close(), left its redis-server running after the suite).
+_REDIS_STARTED: list["RedisServer"] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for server in _REDIS_STARTED:
+        server.stop()
+
+
 class RedisServer:
     """A real `redis-server` (Debian's) on 127.0.0.1 and a free port, persisted with AOF in ``root``
     (the server refuses a Redis without persistence); ``persistent=False``: none at all."""
@@ -267,6 +277,7 @@ class RedisServer:
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec",
              "--dir", str(self.root), "--protected-mode", "yes"],
             stdout=open(self.root / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _REDIS_STARTED.append(self)
         import redis
 
         conn = redis.Redis.from_url(self.url)

@@ -103,7 +103,7 @@ def queue(accounts, tmp_path, monkeypatch):
         stop_processes([worker])
     finally:
         for server in servers.values():
-            server.stop()
+            server.close()
         shutil.rmtree(files, ignore_errors=True)
 
 

@@ -43,6 +43,7 @@ class MachineGpus:
         self._mutex = os.open(self.dir / "plan.lock", flags, 0o600)
         self.held: tuple[int, ...] = ()  # the devices this worker's attempt holds
         self.task: str | None = None
+        self.until: float | None = None  # when the held devices' task ends at the latest (its timeout)
         with self.planning():
             for d in self.models:  # records of an earlier process of this worker are stale
                 self._write_holder(d, None)
@@ -68,8 +69,8 @@ class MachineGpus:
         """Each GPU of the machine: free, or busy (and until when, and with which task)."""
         devices = []
         for d, model in sorted(self.models.items()):
-            if d in self.held:
-                devices.append(Device(d, model, free=False, task=self.task))
+            if d in self.held:  # this worker's own: until when, as its holder record says to everyone else
+                devices.append(Device(d, model, free=False, until=self.until, task=self.task))
                 continue
             if self._try(d, exclusive=True):
                 fcntl.lockf(self._fds[d], fcntl.LOCK_UN)
@@ -99,7 +100,8 @@ class MachineGpus:
                 return False
             got.append(d)
         self.held, self.task = tuple(devices), task_id
-        record = {"task": task_id, "devices": list(devices), "until": time.time() + timeout if timeout else None}
+        self.until = time.time() + timeout if timeout else None
+        record = {"task": task_id, "devices": list(devices), "until": self.until}
         for d in devices:
             self._write_holder(d, record)
         return True
@@ -109,7 +111,7 @@ class MachineGpus:
         """Free what this worker holds (the kernel does it too if the worker dies)."""
         if not self.held:
             return
-        held, self.held, self.task = self.held, (), None
+        held, self.held, self.task, self.until = self.held, (), None, None
         with self.planning():
             for d in held:
                 self._write_holder(d, None)
