@@ -84,6 +84,16 @@ def signal_all(pids, sig: int) -> None:
             pass
 
 
+def kill_and_reap(pids) -> None:
+    """SIGKILL each of this process's children in ``pids`` and wait for each, so none is left a zombie."""
+    signal_all(pids, signal.SIGKILL)
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
 def has_children() -> bool:
     """Whether this process still has a child (reaping any that has exited)."""
     while True:
@@ -113,12 +123,7 @@ def end_all_children(keep: frozenset[int] = frozenset()) -> None:
                 return
             time.sleep(0.005)  # a child is between exiting and being reaped
             continue
-        signal_all(targets, signal.SIGKILL)
-        for pid in targets:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+        kill_and_reap(targets)
 
 
 def wait_exit(pidfd: int, timeout: float | None) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from .. import payload
 from ..statedir import create_private_file, make_private_dir
-from .proctree import children, signal_all
+from .proctree import children, kill_and_reap
 from .task_process import TaskProcess
 
 log = logging.getLogger("jupyter_taskq.worker")
@@ -172,12 +172,7 @@ class TaskProcesses:
         strays = [pid for pid in children(os.getpid()) if pid not in keepers]
         if strays:
             log.warning("ending %d process(es) left behind by a task whose keeper died", len(strays))
-            signal_all(strays, signal.SIGKILL)
-            for pid in strays:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+            kill_and_reap(strays)
 
     # -- the warm-up --------------------------------------------------------
     def _write_warm_up(self) -> str | None:
