@@ -381,7 +381,7 @@ TIME_UNTIL = """async ([action, condition]) => {
     new Function(action)();
     const ready = new Function('return (' + condition + ')');
     while (!ready()) {
-        if (performance.now() - t0 > 20000) throw new Error('timed out: ' + condition);
+        if (performance.now() - t0 > 60000) throw new Error('timed out: ' + condition);
         await new Promise(r => setTimeout(r, 2));
     }
     return performance.now() - t0;
